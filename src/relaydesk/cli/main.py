@@ -1,0 +1,147 @@
+"""The ``relaydesk`` command: serve, token, send, tail, desk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from relaydesk.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="relaydesk",
+    help="Self-hosted real-time messaging with an SLA-tiered support desk.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port for WebSocket and HTTP.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where the SQLite database lives.")] = None,
+    config: Annotated[str | None, typer.Option(help="TOML settings file.")] = None,
+    node_id: Annotated[str | None, typer.Option(help="This node's id (telemetry label).")] = None,
+    region: Annotated[str | None, typer.Option(help="This node's region label.")] = None,
+    demo: Annotated[bool, typer.Option(help="Seed the demo app, channel and desk data.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run a relaydesk node: gateway, HTTP API and desk on one port."""
+    import uvicorn
+
+    from relaydesk.server.app import RelaydeskServer
+
+    server_overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir,
+                          "node_id": node_id, "region": region}.items() if v is not None
+    }
+    overrides: dict[str, Any] = {"server": server_overrides}
+    if demo:
+        overrides["demo"] = True
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        typer.echo(f"relaydesk: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = RelaydeskServer(settings)
+    uvicorn_config = uvicorn.Config(
+        node,
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        # Frames over max_frame get FRAME_TOO_LARGE from the gateway; the library
+        # cap (twice that) only stops absurd frames before they are buffered.
+        ws_max_size=2 * settings.gateway.max_frame,
+        ws_ping_interval=None,  # liveness is the protocol's own heartbeat
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    _print_banner(settings)
+    uvicorn.Server(uvicorn_config).run()
+
+
+def _print_banner(settings: Settings) -> None:
+    base = settings.public_url
+    ws = base.replace("http", "ws", 1) + "/v1/ws"
+    lines = [
+        f"relaydesk node {settings.server.node_id} ({settings.server.region})",
+        f"  HTTP API      {base}/v1   (health {base}/healthz)",
+        f"  WebSocket     {ws}",
+        f"  Desk API      {base}/api/desk",
+        f"  OpenAPI       {base}/api/docs",
+        f"  database      {settings.storage_url}",
+    ]
+    if settings.demo:
+        from relaydesk.server.storage_setup import DEMO_APP, DEMO_SECRET
+
+        lines += [
+            f"  demo app      {DEMO_APP} / secret {DEMO_SECRET}",
+            "  try:          relaydesk tail --app demo --secret "
+            f"{DEMO_SECRET} --user bob --url {ws}",
+            "                relaydesk send --app demo --secret "
+            f"{DEMO_SECRET} --user alice --to user:bob hello --url {ws}",
+        ]
+    typer.echo("\n".join(lines), err=True)
+
+
+@app.command()
+def token(
+    app_id: Annotated[str, typer.Option("--app", help="App id.")],
+    secret: Annotated[str, typer.Option(help="App secret.", envvar="RELAYDESK_APP_SECRET")],
+    user: Annotated[str, typer.Option(help="User id.")],
+    device: Annotated[str | None, typer.Option(help="Pin the token to this device.")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Channel grant NAME[:owner|member]; '*' for all.")
+    ] = None,
+) -> None:
+    """Mint a development token signed with the app secret."""
+    from relaydesk.protocol.tokens import mint_token
+
+    grants: dict[str, str] = {}
+    for item in channel or []:
+        name, _, role = item.partition(":")
+        grants[name] = role or "member"
+    try:
+        typer.echo(mint_token(app_id, secret, user, now=time.time(), ttl_s=ttl, device=device,
+                              channels=grants))
+    except ValueError as exc:
+        typer.echo(f"relaydesk: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file.")]) -> None:
+    """Validate a settings file and print the effective settings as JSON."""
+    import msgspec
+
+    try:
+        settings = load_settings(str(path))
+    except ConfigError as exc:
+        typer.echo(f"relaydesk: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(msgspec.to_builtins(settings), indent=2))
+
+
+def _register_optional() -> None:
+    from relaydesk.cli.chat import send, tail
+    from relaydesk.cli.desk import desk_app
+
+    app.command()(send)
+    app.command()(tail)
+    app.add_typer(desk_app, name="desk")
+
+
+def main() -> None:
+    _register_optional()
+    app()

@@ -1,0 +1,264 @@
+"""Wire frames of relaydesk protocol v1 (docs/protocol.md §3-§6).
+
+Every WebSocket message carries exactly one frame.  A frame is a map whose ``t``
+field names its type; the same structs serve the JSON and the MessagePack codecs.
+Frames are frozen: handlers never mutate what came off the wire.
+
+``Event`` is not a frame: it is one entry of a user's feed (a message, a read
+marker, a deletion, a membership change), carried in ``msgs`` and ``history``
+frames.  The server encodes each event once per codec and splices the bytes into
+per-connection batches (see ``codec.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+PROTOCOL_VERSION = 1
+SUBPROTOCOL_JSON = "relaydesk.v1.json"
+SUBPROTOCOL_MSGPACK = "relaydesk.v1.msgpack"
+SUBPROTOCOLS = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
+
+# Identifiers: no ':' so that "dm:<a>:<b>" parses unambiguously (protocol.md §2).
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Address = Annotated[str, Meta(min_length=3, max_length=140)]
+Rid = Annotated[int, Meta(ge=0, le=2**53)]
+Pos = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Millis = Annotated[int, Meta(ge=0, le=2**53)]
+Label = Annotated[str, Meta(max_length=64)]
+Token = Annotated[str, Meta(min_length=1, max_length=4096)]
+Role = Literal["owner", "member"]
+EventKind = Literal["msg", "read", "del", "join", "leave"]
+
+
+class Frame(msgspec.Struct, frozen=True, tag_field="t", omit_defaults=True):
+    """Base of every frame; ``t`` is the tag."""
+
+
+# --------------------------------------------------------------------------- feed
+
+
+class Event(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One entry of a conversation, in a user's feed.
+
+    ``pos`` is the global feed position (the resume cursor counts these);
+    ``seq`` is the per-conversation sequence for ``msg`` (for ``read`` the
+    sequence read up to, for ``del`` the sequence deleted, 0 otherwise).
+    """
+
+    conv: str
+    pos: int
+    seq: int
+    kind: EventKind
+    sender: str = msgspec.field(name="from")
+    dev: str = ""
+    id: str = ""
+    ts: int = 0
+    body: bytes = b""
+    enc: str = ""
+    subject: str = ""
+    role: str = ""
+
+
+# ------------------------------------------------------------- client -> server
+
+
+class Hello(Frame, tag="hello"):
+    """Login.  First frame of every connection.  ``cursor`` resumes the feed."""
+
+    token: Token
+    device: Name
+    cursor: Pos | None = None
+    sdk: Label = ""
+    region: Label = ""
+    net: Label = ""
+
+
+class Ping(Frame, tag="ping"):
+    ts: Millis
+
+
+class Publish(Frame, tag="pub"):
+    """Send ``body`` to ``to`` (user:U, channel:C, dm:A:B or ch:C)."""
+
+    id: ClientMsgId
+    to: Address
+    body: bytes
+    enc: Label = ""
+
+
+class Ack(Frame, tag="ack"):
+    """Cumulative: the device has processed its feed up to ``pos``."""
+
+    pos: Pos
+
+
+class Read(Frame, tag="read"):
+    conv: Address
+    seq: Pos
+
+
+class Delete(Frame, tag="del"):
+    rid: Rid
+    conv: Address
+    seq: Pos
+
+
+class Join(Frame, tag="join"):
+    rid: Rid
+    channel: Name
+
+
+class Leave(Frame, tag="leave"):
+    rid: Rid
+    channel: Name
+
+
+class Invite(Frame, tag="invite"):
+    rid: Rid
+    channel: Name
+    user: Name
+    role: Role = "member"
+
+
+class HistoryQuery(Frame, tag="history_q"):
+    """Page a conversation: ``before`` / ``after`` are exclusive sequences."""
+
+    rid: Rid
+    conv: Address
+    before: Pos | None = None
+    after: Pos | None = None
+    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+
+
+class PresenceQuery(Frame, tag="presence_q"):
+    rid: Rid
+    users: Annotated[list[Name], Meta(min_length=1, max_length=500)]
+
+
+class Refresh(Frame, tag="auth"):
+    """Replace the session token before it expires."""
+
+    rid: Rid
+    token: Token
+
+
+ClientFrame = (
+    Hello | Ping | Publish | Ack | Read | Delete | Join | Leave | Invite | HistoryQuery
+    | PresenceQuery | Refresh
+)
+
+# ------------------------------------------------------------- server -> client
+
+
+class Welcome(Frame, tag="welcome"):
+    user: str
+    device: str
+    session: str
+    node: str
+    region: str
+    heartbeat_ms: int
+    timeout_ms: int
+    server_ts: int
+    cursor: int
+    max_body: int
+    max_frame: int
+    exp: int
+
+
+class Pong(Frame, tag="pong"):
+    ts: int
+    server_ts: int
+
+
+class PubAck(Frame, tag="puback"):
+    """The message is durably committed with ``seq`` in ``conv``."""
+
+    id: str
+    conv: str
+    seq: int
+    pos: int
+    ts: int
+    dup: bool = False
+
+
+class Messages(Frame, tag="msgs"):
+    items: list[Event]
+
+
+class Synced(Frame, tag="synced"):
+    """Everything up to ``pos`` has been sent; what follows is live."""
+
+    pos: int
+
+
+class Ok(Frame, tag="ok"):
+    rid: int
+
+
+class Joined(Frame, tag="joined"):
+    rid: int
+    channel: str
+    conv: str
+    role: str
+
+
+class HistoryPage(Frame, tag="history"):
+    rid: int
+    conv: str
+    items: list[Event]
+    more: bool
+
+
+class UserPresence(msgspec.Struct, frozen=True, omit_defaults=True):
+    user: str
+    online: bool
+    devices: int = 0
+    since: int = 0
+
+
+class PresenceState(Frame, tag="presence_state"):
+    rid: int
+    users: list[UserPresence]
+
+
+class PresenceChange(Frame, tag="presence"):
+    """A user sharing a channel with you went online or offline."""
+
+    user: str
+    online: bool
+    devices: int
+    ts: int
+
+
+class AuthOk(Frame, tag="auth_ok"):
+    rid: int
+    exp: int
+
+
+class Error(Frame, tag="error"):
+    """``rid`` or ``id`` names the request that failed, when there was one."""
+
+    code: int
+    msg: str
+    rid: int | None = None
+    id: str | None = None
+
+
+ServerFrame = (
+    Welcome | Pong | PubAck | Messages | Synced | Ok | Joined | HistoryPage | PresenceState
+    | PresenceChange | AuthOk | Error
+)
+
+CLIENT_TAGS = frozenset(
+    {"hello", "ping", "pub", "ack", "read", "del", "join", "leave", "invite", "history_q",
+     "presence_q", "auth"}
+)
+SERVER_TAGS = frozenset(
+    {"welcome", "pong", "puback", "msgs", "synced", "ok", "joined", "history",
+     "presence_state", "presence", "auth_ok", "error"}
+)

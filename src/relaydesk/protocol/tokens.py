@@ -1,0 +1,105 @@
+"""Connection tokens: short-lived HS256 JWTs signed with the app secret.
+
+Claims (docs/protocol.md §2.2): ``app`` (also the ``kid`` header, so the verifier
+finds the right secret), ``sub`` (user id), optional ``dev`` (pins the device id),
+``iat``, ``exp`` and optional ``ch`` (channel grants: channel name or ``*`` to role).
+
+Verification is pure: ``now`` is a parameter and PyJWT's own clock checks are off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+import jwt
+import msgspec
+
+from relaydesk.protocol.errors import ErrorCode, ProtocolError
+
+ALGORITHM = "HS256"
+NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MAX_TTL_S = 7 * 24 * 3600
+
+
+class Claims(msgspec.Struct, frozen=True):
+    app: str
+    sub: str
+    exp: int
+    iat: int
+    dev: str | None = None
+    ch: dict[str, str] = {}
+
+    def grant_for(self, channel: str) -> str | None:
+        """The role this token grants in ``channel``, if any."""
+        return self.ch.get(channel) or self.ch.get("*")
+
+
+def mint_token(
+    app: str,
+    secret: str,
+    user: str,
+    *,
+    now: float,
+    ttl_s: int = 3600,
+    device: str | None = None,
+    channels: Mapping[str, str] | None = None,
+) -> str:
+    """Sign a token for ``user`` of ``app`` valid for ``ttl_s`` seconds from ``now``."""
+    if not NAME_RE.match(user):
+        raise ValueError(f"invalid user id {user!r}")
+    if device is not None and not NAME_RE.match(device):
+        raise ValueError(f"invalid device id {device!r}")
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise ValueError(f"ttl must be within 1..{MAX_TTL_S} seconds")
+    for name, role in (channels or {}).items():
+        if role not in ("owner", "member") or not (name == "*" or NAME_RE.match(name)):
+            raise ValueError(f"invalid channel grant {name}={role}")
+    payload: dict[str, object] = {"app": app, "sub": user, "iat": int(now), "exp": int(now) + ttl_s}
+    if device is not None:
+        payload["dev"] = device
+    if channels:
+        payload["ch"] = dict(channels)
+    return jwt.encode(payload, secret, algorithm=ALGORITHM, headers={"kid": app})
+
+
+def verify_token(
+    token: str,
+    secret_for: Callable[[str], str | None],
+    *,
+    now: float,
+    expected_app: str | None = None,
+    leeway_s: int = 5,
+) -> Claims:
+    """Check signature, app and expiry; raise ``ProtocolError`` with a precise code."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise ProtocolError(ErrorCode.TOKEN_INVALID, f"malformed token: {exc}") from None
+    kid = header.get("kid")
+    if not isinstance(kid, str) or header.get("alg") != ALGORITHM:
+        raise ProtocolError(ErrorCode.TOKEN_INVALID, "token header lacks kid or uses another alg")
+    if expected_app is not None and kid != expected_app:
+        raise ProtocolError(ErrorCode.TOKEN_WRONG_APP, f"token is for app {kid!r}")
+    secret = secret_for(kid)
+    if secret is None:
+        raise ProtocolError(ErrorCode.TOKEN_INVALID, f"unknown app {kid!r}")
+    try:
+        raw = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+        claims = msgspec.convert(raw, Claims)
+    except jwt.InvalidSignatureError:
+        raise ProtocolError(ErrorCode.TOKEN_INVALID, "bad token signature") from None
+    except (jwt.PyJWTError, msgspec.ValidationError) as exc:
+        raise ProtocolError(ErrorCode.TOKEN_INVALID, f"invalid token: {exc}") from None
+    if claims.app != kid:
+        raise ProtocolError(ErrorCode.TOKEN_WRONG_APP, "token app claim differs from its key id")
+    if not NAME_RE.match(claims.sub) or (claims.dev is not None and not NAME_RE.match(claims.dev)):
+        raise ProtocolError(ErrorCode.TOKEN_INVALID, "token names an invalid user or device")
+    if claims.exp + leeway_s < now:
+        raise ProtocolError(ErrorCode.TOKEN_EXPIRED, f"token expired at {claims.exp}")
+    return claims

@@ -1,0 +1,81 @@
+"""Composition root (STYLE rule 8): builds every component by constructor injection.
+
+One ASGI callable serves the whole process on one port: WebSocket upgrades on
+``/v1/ws`` go straight to the gateway (no framework on the hot path); every other
+request goes to the Litestar application (health, messaging HTTP API, desk API,
+OpenAPI document).  Lifespan start-up opens storage and starts the background
+tasks; shutdown closes connections with ``SERVER_SHUTDOWN`` and then storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from relaydesk.clock import Clock, SystemClock
+from relaydesk.config import Settings
+from relaydesk.desk.component import DeskComponent, open_desk
+from relaydesk.server.gateway.gateway import Gateway
+from relaydesk.server.http import messaging_router, ops_router
+from relaydesk.server.routing.hub import Hub
+from relaydesk.server.storage_setup import open_messaging_storage
+from relaydesk.storage import Database
+from relaydesk.storage.messages import MessageStore
+
+log = logging.getLogger("relaydesk.server")
+
+WS_PATH = "/v1/ws"
+
+
+class RelaydeskServer:
+    """Every long-lived component of one node, wired together."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.db: Database
+        self.store: MessageStore
+        self.db, self.store = open_messaging_storage(settings, self.clock)
+        self.hub = Hub(self.db, self.store, settings, self.clock)
+        self.gateway = Gateway(self.hub, settings, self.clock)
+        self.desk: DeskComponent = open_desk(self.db, settings, self.clock, self.hub)
+        self.http = Litestar(
+            route_handlers=[
+                ops_router(self),
+                messaging_router(self.hub, self.store, settings.gateway.max_body),
+                self.desk.router,
+            ],
+            openapi_config=OpenAPIConfig(
+                title="relaydesk", version="1", path="/api/docs", description=__doc__
+            ),
+            lifespan=[self._lifespan],
+            debug=False,
+        )
+        self.ready = False
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
+        await self.hub.start()
+        await self.gateway.start()
+        await self.desk.start()
+        self.ready = True
+        log.info("node %s ready", self.settings.server.node_id)
+        try:
+            yield
+        finally:
+            self.ready = False
+            await self.gateway.aclose()
+            await self.desk.aclose()
+            await self.hub.aclose()
+            await self.db.aclose()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            await self.gateway.handle(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)

@@ -1,0 +1,190 @@
+"""One client connection: outgoing queues and the catch-up/live delivery switch.
+
+Theory of operation (docs/protocol.md §4.3)
+-------------------------------------------
+A connection delivers the user's feed strictly in position order with nothing
+skipped.  It is in one of two modes:
+
+* ``CATCHUP``: the sender task reads the feed from storage, a page at a time,
+  after ``taken`` (the highest position already handed to the socket) and up to
+  the hub's ``fanned_pos``.  Live offers are ignored: they are in storage.  When a
+  page comes back short and ``fanned_pos`` has not moved during the read, every
+  event up to it has been sent, so the mode switches to ``LIVE`` without an await
+  in between (the hub fans out on the same event loop, so nothing slips through).
+* ``LIVE``: the hub offers each event once, already encoded; the connection keeps
+  it in a bounded queue and the sender task writes everything queued as one
+  ``msgs`` frame.  If the queue passes its bound (a slow consumer), it is dropped
+  and the mode goes back to ``CATCHUP`` from ``taken``: memory stays bounded, the
+  slow client is served from storage at its own pace, and nobody else waits.
+
+Control frames (welcome, pubacks, replies, pongs, presence, errors) go through a
+separate queue that is never dropped; it is bounded by the session's in-flight
+limit, and the sender writes it before the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from relaydesk.protocol.codec import Codec
+from relaydesk.protocol.frames import ClientFrame, Event, Frame, PresenceChange, Synced
+from relaydesk.protocol.server_session import ServerSession
+
+if TYPE_CHECKING:
+    from relaydesk.server.routing.hub import Hub
+
+SendFn = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Mode(enum.Enum):
+    CATCHUP = "catchup"
+    LIVE = "live"
+
+
+class Connection:
+    """State and sender task of one WebSocket connection."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        send: SendFn,
+        codec: Codec[ClientFrame],
+        session: ServerSession,
+        *,
+        queue_items: int,
+        queue_bytes: int,
+        page: int,
+        client_addr: str,
+    ) -> None:
+        self.hub = hub
+        self._send = send
+        self.codec = codec
+        self.session = session
+        self.client_addr = client_addr
+        self.app = ""
+        self.user = ""
+        self.device = ""
+        self.region = ""
+        self.net = ""
+        self.sdk = ""
+        self.mode = Mode.CATCHUP
+        self.synced = False
+        self.taken = 0  # every feed event <= taken is written or being written
+        self.queued = 0  # every feed event <= queued is taken or in the queue
+        self.inflight = 0  # publishes submitted, not yet answered
+        self._queue: deque[bytes] = deque()
+        self._queue_last = 0
+        self._queued_bytes = 0
+        self._control: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._closing: tuple[int, str] | None = None
+        self._limit_items = queue_items
+        self._limit_bytes = queue_bytes
+        self._page = page
+        self.active = False  # attached to the hub (logged in)
+        self.stats = {"batches": 0, "events": 0, "resyncs": 0}
+
+    # -- called by the hub and the gateway (synchronous, never block) -----------------
+
+    def offer(self, event: Event, encodings: dict[str, bytes]) -> None:
+        if self.mode is not Mode.LIVE or event.pos <= self.queued or self._closing:
+            return
+        data = encodings.get(self.codec.name)
+        if data is None:
+            data = encodings[self.codec.name] = self.codec.encode_event(event)
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        self.queued = self._queue_last = event.pos
+        if len(self._queue) > self._limit_items or self._queued_bytes > self._limit_bytes:
+            # Slow consumer: drop what is queued and serve it from storage instead.
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.queued = self.taken
+            self.mode = Mode.CATCHUP
+            self.stats["resyncs"] += 1
+        self._wake.set()
+
+    def push_presence(self, change: PresenceChange) -> None:
+        self.send_frame(change)
+
+    def send_frame(self, frame: Frame) -> None:
+        if self._closing is None:
+            self._control.append(self.codec.encode(frame))
+            self._wake.set()
+
+    def start_feed(self, cursor: int) -> None:
+        """Begin delivering the feed after ``cursor`` (catch-up first)."""
+        self.taken = self.queued = cursor
+        self.mode = Mode.CATCHUP
+        self._wake.set()
+
+    def close(self, code: int, reason: str, final: Frame | None = None) -> None:
+        """Send ``final`` (if any) after pending control frames, then close."""
+        if self._closing is not None:
+            return
+        if final is not None:
+            self._control.append(self.codec.encode(final))
+        self._closing = (code, reason[:120])
+        self._wake.set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
+
+    # -- the sender task -----------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        if self.codec.binary:
+            await self._send({"type": "websocket.send", "bytes": data})
+        else:
+            await self._send({"type": "websocket.send", "text": data.decode()})
+
+    async def run_sender(self) -> None:
+        """Write control frames, catch-up pages and live batches until closed."""
+        while True:
+            if self._control:
+                while self._control:
+                    await self._write(self._control.popleft())
+                continue
+            if self._closing is not None:
+                code, reason = self._closing
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+                return
+            if not self.active:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.mode is Mode.CATCHUP:
+                await self._catchup_step()
+                continue
+            if self._queue:
+                items = list(self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+                self.taken = self._queue_last
+                self.stats["batches"] += 1
+                self.stats["events"] += len(items)
+                await self._write(self.codec.encode_batch(items))
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _catchup_step(self) -> None:
+        target = self.hub.fanned_pos
+        events = await self.hub.feed(self.app, self.user, self.taken, target, self._page)
+        if events:
+            self.taken = self.queued = events[-1].pos
+            self.stats["batches"] += 1
+            self.stats["events"] += len(events)
+            await self._write(self.codec.encode_batch([self.codec.encode_event(e) for e in events]))
+        if len(events) < self._page and self.hub.fanned_pos == target and self._closing is None:
+            # Every feed event <= target has been written; live from here.
+            self.taken = self.queued = max(self.taken, target)
+            self.mode = Mode.LIVE
+            if not self.synced:
+                self.synced = True
+                self.send_frame(Synced(pos=self.taken))

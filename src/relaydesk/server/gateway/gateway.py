@@ -1,0 +1,296 @@
+"""The WebSocket gateway: the thin I/O shell around the protocol (docs/protocol.md §3).
+
+Each connection runs its receive loop in the ASGI handler task and its sender
+(``Connection.run_sender``) in a child task of the same task group, so nothing
+outlives the connection.  One reaper task checks every connection's deadlines
+(login, heartbeat, token expiry) once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from relaydesk.clock import Clock, millis
+from relaydesk.config import Settings
+from relaydesk.protocol.addresses import channel_conversation, resolve
+from relaydesk.protocol.codec import server_codec
+from relaydesk.protocol.errors import ErrorCode, ProtocolError
+from relaydesk.protocol.frames import (
+    SUBPROTOCOLS,
+    Ack,
+    AuthOk,
+    ClientFrame,
+    Delete,
+    Error,
+    Hello,
+    HistoryPage,
+    HistoryQuery,
+    Invite,
+    Join,
+    Joined,
+    Leave,
+    Ok,
+    Ping,
+    Pong,
+    PresenceQuery,
+    PresenceState,
+    PubAck,
+    Publish,
+    Read,
+    Refresh,
+    Welcome,
+)
+from relaydesk.protocol.server_session import ServerSession, SessionLimits
+from relaydesk.protocol.tokens import Claims, verify_token
+from relaydesk.server.gateway.connection import Connection
+from relaydesk.server.routing.hub import Hub
+from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Outcome, PublishOp, ReadOp
+
+log = logging.getLogger("relaydesk.gateway")
+
+
+class Gateway:
+    """Accepts WebSocket connections and speaks protocol v1 on them."""
+
+    def __init__(self, hub: Hub, settings: Settings, clock: Clock) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.clock = clock
+        g = settings.gateway
+        self.limits = SessionLimits(
+            auth_timeout_s=g.auth_timeout_ms / 1000,
+            heartbeat_timeout_s=g.heartbeat_timeout_ms / 1000,
+            publish_rate=g.publish_rate,
+            publish_burst=g.publish_burst,
+            flood_rejections=g.flood_rejections,
+            max_body=g.max_body,
+        )
+        self.connections: set[Connection] = set()
+        self._claims: dict[Connection, Claims] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0}
+
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap(), name="gateway-reaper")
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for conn in list(self.connections):
+            code = ErrorCode.SERVER_SHUTDOWN
+            conn.close(code, "server shutting down", Error(code=code, msg="server shutting down"))
+        for _ in range(50):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.02)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            mono, wall = self.clock.monotonic(), self.clock.time()
+            for conn in list(self.connections):
+                err = conn.session.expired(mono, wall)
+                if err is not None:
+                    self._fail(conn, err)
+
+    # -- the ASGI WebSocket handler -------------------------------------------------
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        offered = scope.get("subprotocols") or []
+        chosen = next((p for p in offered if p in SUBPROTOCOLS), None)
+        if chosen is None:
+            # Refusing the upgrade answers HTTP 403; the reason is in docs/protocol.md §1.
+            self.stats["rejected_upgrades"] += 1
+            await send({"type": "websocket.close", "code": 1002})
+            return
+        await send({"type": "websocket.accept", "subprotocol": chosen})
+        g = self.settings.gateway
+        client = scope.get("client") or ("?", 0)
+        conn = Connection(
+            self.hub, send, server_codec(chosen), ServerSession(self.limits, self.clock.monotonic()),
+            queue_items=g.send_queue_items, queue_bytes=g.send_queue_bytes,
+            page=g.catchup_page, client_addr=f"{client[0]}:{client[1]}",
+        )
+        self.connections.add(conn)
+        self.stats["accepted"] += 1
+        try:
+            async with asyncio.TaskGroup() as tg:
+                sender = tg.create_task(conn.run_sender())
+                await self._receive_loop(conn, receive)
+                if not sender.done():
+                    conn.close(1000, "bye")
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(sender), 1.0)
+                    sender.cancel()
+        except* (OSError, RuntimeError) as group:  # the socket went away mid-write
+            log.debug("connection %s ended: %s", conn.client_addr, group.exceptions)
+        finally:
+            self.connections.discard(conn)
+            self._claims.pop(conn, None)
+            conn.session.closed()
+            if conn.active:
+                conn.active = False
+                await self.hub.detach(conn)
+
+    async def _receive_loop(self, conn: Connection, receive: Any) -> None:
+        max_frame = self.settings.gateway.max_frame
+        while not conn.closing:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text") or ""
+            if len(data) > max_frame:
+                self._fail(conn, ProtocolError(
+                    ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes; limit {max_frame}"))
+                continue
+            frame: ClientFrame | None = None
+            try:
+                frame = conn.codec.decode(data)
+                err = conn.session.admit(frame, self.clock.monotonic())
+                if err is not None:
+                    raise err
+                await self._dispatch(conn, frame)
+            except ProtocolError as exc:
+                self._fail(conn, exc, frame)
+
+    def _fail(self, conn: Connection, exc: ProtocolError, frame_ref: Any = None) -> None:
+        self.stats["protocol_errors"] += 1
+        rid = getattr(frame_ref, "rid", None)
+        mid = frame_ref.id if isinstance(frame_ref, Publish) else None
+        err = Error(code=int(exc.code), msg=exc.message, rid=rid, id=mid)
+        if exc.code.closes:
+            conn.close(int(exc.code), exc.code.name, err)
+        else:
+            conn.send_frame(err)
+
+    # -- frames ------------------------------------------------------------------------
+
+    async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:  # noqa: C901
+        now_ms = millis(self.clock)
+        if isinstance(frame, Publish):
+            if conn.inflight >= self.settings.gateway.max_inflight:
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many unacknowledged publishes")
+            conv = resolve(frame.to, conn.user)
+            op = PublishOp(app=conn.app, sender=conn.user, device=conn.device, conv=conv,
+                           client_id=frame.id, body=frame.body, enc=frame.enc, ts=now_ms)
+            conn.inflight += 1
+
+            def published(outcome: Outcome, conn: Connection = conn, mid: str = frame.id) -> None:
+                conn.inflight -= 1
+                if outcome.error is not None:
+                    conn.send_frame(Error(code=int(outcome.error.code), msg=outcome.error.message,
+                                          id=mid))
+                else:
+                    ev = outcome.event
+                    assert ev is not None
+                    conn.send_frame(PubAck(id=mid, conv=ev.conv, seq=ev.seq, pos=ev.pos, ts=ev.ts,
+                                           dup=outcome.duplicate))
+
+            self.hub.submit(op, published)
+        elif isinstance(frame, Ack):
+            if frame.pos > conn.taken:
+                raise ProtocolError(ErrorCode.INVALID_ARGUMENT,
+                                    f"ack {frame.pos} is beyond what was sent ({conn.taken})")
+            self.hub.note_ack(conn.app, conn.user, conn.device, frame.pos)
+        elif isinstance(frame, Ping):
+            conn.send_frame(Pong(ts=frame.ts, server_ts=now_ms))
+        elif isinstance(frame, Hello):
+            await self._login(conn, frame)
+        elif isinstance(frame, Read):
+            conv = resolve(frame.conv, conn.user)
+            self.hub.submit(
+                ReadOp(app=conn.app, user=conn.user, device=conn.device, conv=conv,
+                       seq=frame.seq, ts=now_ms),
+                lambda o: self._reply(conn, None, o, None),
+            )
+        elif isinstance(frame, Delete):
+            conv = resolve(frame.conv, conn.user)
+            self.hub.submit(
+                DeleteOp(app=conn.app, user=conn.user, device=conn.device, conv=conv,
+                         seq=frame.seq, ts=now_ms),
+                lambda o, rid=frame.rid: self._reply(conn, rid, o, Ok(rid=rid)),
+            )
+        elif isinstance(frame, Join):
+            conv = channel_conversation(frame.channel)
+            grant = self._claims[conn].grant_for(frame.channel)
+            op = JoinOp(app=conn.app, actor=conn.user, device=conn.device, channel=conv,
+                        user=conn.user, role=grant or "member",
+                        via="grant" if grant else "public", ts=now_ms)
+
+            def joined(o: Outcome, rid: int = frame.rid, ch: str = frame.channel) -> None:
+                self._reply(conn, rid, o, Joined(rid=rid, channel=ch, conv=conv.id, role=o.role))
+
+            self.hub.submit(op, joined)
+        elif isinstance(frame, Leave):
+            conv = channel_conversation(frame.channel)
+            self.hub.submit(
+                LeaveOp(app=conn.app, user=conn.user, device=conn.device, channel=conv,
+                        ts=now_ms),
+                lambda o, rid=frame.rid: self._reply(conn, rid, o, Ok(rid=rid)),
+            )
+        elif isinstance(frame, Invite):
+            conv = channel_conversation(frame.channel)
+            op = JoinOp(app=conn.app, actor=conn.user, device=conn.device, channel=conv,
+                        user=frame.user, role=frame.role, via="invite", ts=now_ms)
+            self.hub.submit(op, lambda o, rid=frame.rid: self._reply(conn, rid, o, Ok(rid=rid)))
+        elif isinstance(frame, HistoryQuery):
+            conv = resolve(frame.conv, conn.user)
+            try:
+                items, more = await self.hub.history(
+                    conn.app, conn.user, conv, frame.before, frame.after, frame.limit)
+            except ProtocolError as exc:
+                self._fail(conn, exc, frame)
+                return
+            conn.send_frame(HistoryPage(rid=frame.rid, conv=conv.id, items=items, more=more))
+        elif isinstance(frame, PresenceQuery):
+            conn.send_frame(
+                PresenceState(rid=frame.rid, users=self.hub.presence(conn.app, frame.users)))
+        elif isinstance(frame, Refresh):
+            claims = verify_token(frame.token, self.hub.secret_for, now=self.clock.time(),
+                                  expected_app=conn.app)
+            if claims.sub != conn.user:
+                raise ProtocolError(ErrorCode.TOKEN_INVALID, "refresh token is for another user")
+            self._claims[conn] = claims
+            conn.session.refreshed(claims.exp)
+            conn.send_frame(AuthOk(rid=frame.rid, exp=claims.exp))
+
+    def _reply(self, conn: Connection, rid: int | None, outcome: Outcome, ok: Any) -> None:
+        if outcome.error is not None:
+            conn.send_frame(Error(code=int(outcome.error.code), msg=outcome.error.message, rid=rid))
+        elif ok is not None:
+            conn.send_frame(ok)
+
+    async def _login(self, conn: Connection, hello: Hello) -> None:
+        claims = verify_token(hello.token, self.hub.secret_for, now=self.clock.time())
+        if claims.dev is not None and claims.dev != hello.device:
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is pinned to another device")
+        conn.app, conn.user, conn.device = claims.app, claims.sub, hello.device
+        conn.region, conn.net, conn.sdk = hello.region, hello.net, hello.sdk
+        cursor = hello.cursor
+        if cursor is None:
+            cursor = await self.hub.device_cursor(conn.app, conn.user, conn.device) or 0
+        cursor = min(cursor, self.hub.fanned_pos)
+        self._claims[conn] = claims
+        conn.session.logged_in(claims.exp)
+        s = self.settings
+        conn.send_frame(Welcome(
+            user=conn.user, device=conn.device, session=secrets.token_hex(8),
+            node=s.server.node_id, region=s.server.region,
+            heartbeat_ms=s.gateway.heartbeat_ms, timeout_ms=s.gateway.heartbeat_timeout_ms,
+            server_ts=millis(self.clock), cursor=cursor, max_body=s.gateway.max_body,
+            max_frame=s.gateway.max_frame, exp=claims.exp,
+        ))
+        conn.start_feed(cursor)
+        conn.active = True
+        await self.hub.attach(conn)

@@ -1,0 +1,31 @@
+"""Open the node's database and bring the messaging schema up to date."""
+
+from __future__ import annotations
+
+from relaydesk.clock import Clock, millis
+from relaydesk.config import Settings
+from relaydesk.storage import Database, open_database
+from relaydesk.storage.messages import MIGRATIONS, MessageStore
+
+DEMO_APP = "demo"
+DEMO_SECRET = "demo-secret-change-me-0123456789"  # printed by `make run`; never use outside a demo
+
+
+def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, MessageStore]:
+    db = open_database(
+        settings.storage_url, sync=settings.storage.sync, readers=settings.storage.readers
+    )
+    db.migrate("messaging", MIGRATIONS)
+    r = settings.retention
+    store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
+    now = millis(clock)
+    apps = [(a.id, a.secret) for a in settings.apps]
+    if settings.demo:
+        apps.append((DEMO_APP, DEMO_SECRET))
+
+    def seed(tx: object) -> None:
+        for app, secret in apps:
+            store.ensure_app_tx(tx, app, secret, now)  # type: ignore[arg-type]
+
+    db.write_sync(seed)
+    return db, store

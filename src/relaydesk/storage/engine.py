@@ -1,0 +1,187 @@
+"""Database engine: blocking DB-API work on dedicated threads behind an async API.
+
+Theory of operation
+-------------------
+All SQL in relaydesk runs inside functions ``fn(tx)`` handed to ``Database.write``
+or ``Database.read``.  Writes run on a single writer thread, each call in its own
+transaction (``BEGIN IMMEDIATE`` on SQLite), so stores never interleave partial
+writes and group commit is simply "put many messages in one ``fn``".  Reads run on
+a small pool of reader threads with their own connections; SQLite's WAL mode lets
+them proceed while the writer commits.
+
+Stores write portable SQL with ``?`` placeholders and ``RETURNING``; the engine is
+the only place that knows the dialect (synapse-style), so a PostgreSQL engine with
+the same ``Tx`` surface slots in without touching stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+Params = Sequence[Any]
+
+
+class StorageError(Exception):
+    """The database refused or failed an operation."""
+
+
+class Tx:
+    """The surface stores use inside a transaction (or a read snapshot)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+        return self._conn.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    def script(self, sql: str) -> None:
+        """Run several ``;``-separated statements (migrations only)."""
+        for statement in sql.split(";"):
+            if statement.strip():
+                self._conn.execute(statement)
+
+
+class Database:
+    """An open database: one writer thread, ``readers`` reader threads."""
+
+    dialect: Literal["sqlite", "postgres"] = "sqlite"
+
+    def __init__(self, path: str, *, sync: str = "full", readers: int = 4) -> None:
+        self.path = path
+        self._sync = sync
+        self._local = threading.local()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-reader")
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._write_conn = self._writer.submit(self._connect, False).result()
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if not read_only:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self._sync == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    # -- blocking bodies, run on the pools ------------------------------------
+
+    def _run_write(self, fn: Callable[[Tx], T]) -> T:
+        conn = self._write_conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(Tx(conn))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _run_read(self, fn: Callable[[Tx], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(True)
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(Tx(conn))
+        finally:
+            conn.execute("COMMIT")
+
+    # -- async API ------------------------------------------------------------
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one write transaction; committed when this returns."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._run_write, fn)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` against a consistent read snapshot."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._run_read, fn)
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Blocking variant for start-up, CLI tools and tests."""
+        return self._writer.submit(self._run_write, fn).result()
+
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
+        return self._readers.submit(self._run_read, fn).result()
+
+    def migrate(self, component: str, steps: Sequence[str]) -> int:
+        """Apply the not-yet-applied ``steps`` of ``component``; return its version."""
+
+        def run(tx: Tx) -> int:
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions"
+                " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            current = tx.scalar(
+                "SELECT version FROM schema_versions WHERE component = ?", (component,)
+            ) or 0
+            for version, sql in enumerate(steps, start=1):
+                if version > current:
+                    tx.script(sql)
+            tx.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
+                " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (component, len(steps)),
+            )
+            return len(steps)
+
+        return self.write_sync(run)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.close_sync)
+
+    def close_sync(self) -> None:
+        self._closed = True
+        self._writer.submit(self._write_conn.close).result()
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+
+def open_database(url: str, *, sync: str = "full", readers: int = 4) -> Database:
+    """Open the database named by ``url`` (``sqlite:///path`` or ``sqlite://:memory:``)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return Database(path, sync=sync, readers=readers)
+    if url.startswith(("postgresql://", "postgres://")):
+        raise StorageError("the PostgreSQL engine is not available yet; use sqlite:///path")
+    raise StorageError(f"unsupported storage url {url!r}; expected sqlite:///path")

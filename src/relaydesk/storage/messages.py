@@ -1,0 +1,551 @@
+"""Messaging store: conversations, membership, the event log, device cursors.
+
+Theory of operation (docs/protocol.md §4)
+-----------------------------------------
+Every event (message, read marker, deletion, join, leave) is one row of ``events``
+with a global position ``pos`` allocated here, in commit order, from a counter that
+never goes back (retention may delete rows, never positions).  Messages also get a
+per-conversation ``seq``.  A user's feed is the events of the conversations they
+belong to, restricted to their membership window ``joined_pos <= pos <= left_pos``
+and to events addressed to everyone or to them (``audience``).
+
+``commit_batch`` is the body of one group commit: it runs on the writer thread,
+validates each operation against the database (authoritative membership and
+dedup), assigns positions and sequences, and returns per-operation outcomes plus
+the membership of the conversations the caller asked about, as of this commit,
+so the in-memory fan-out cache is exactly what was committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from relaydesk.protocol.addresses import Conversation
+from relaydesk.protocol.errors import ErrorCode, ProtocolError
+from relaydesk.protocol.frames import Event
+from relaydesk.storage.engine import Tx
+
+MIGRATIONS = [
+    """
+    CREATE TABLE apps (
+        id TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    CREATE TABLE conversations (
+        app TEXT NOT NULL,
+        id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        last_seq BIGINT NOT NULL DEFAULT 0,
+        public INTEGER NOT NULL DEFAULT 0,
+        created_ms BIGINT NOT NULL,
+        PRIMARY KEY (app, id)
+    );
+    CREATE TABLE members (
+        app TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        joined_pos BIGINT NOT NULL,
+        left_pos BIGINT,
+        PRIMARY KEY (app, conv, user_id)
+    );
+    CREATE INDEX members_by_user ON members (app, user_id, conv);
+    CREATE TABLE events (
+        pos BIGINT PRIMARY KEY,
+        app TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        audience TEXT,
+        sender TEXT NOT NULL,
+        device TEXT NOT NULL,
+        client_id TEXT,
+        digest BLOB,
+        ts BIGINT NOT NULL,
+        body BLOB NOT NULL,
+        enc TEXT NOT NULL DEFAULT '',
+        subject TEXT NOT NULL DEFAULT '',
+        role TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_by_conv ON events (app, conv, pos);
+    CREATE UNIQUE INDEX events_conv_seq ON events (app, conv, seq) WHERE kind = 'msg';
+    CREATE UNIQUE INDEX events_dedup ON events (app, sender, client_id)
+        WHERE client_id IS NOT NULL;
+    CREATE TABLE devices (
+        app TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        device TEXT NOT NULL,
+        cursor BIGINT NOT NULL DEFAULT 0,
+        seen_ms BIGINT NOT NULL,
+        PRIMARY KEY (app, user_id, device)
+    );
+    CREATE TABLE read_markers (
+        app TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (app, user_id, conv)
+    )
+    """
+]
+
+EVENT_COLUMNS = "pos, conv, seq, kind, sender, device, client_id, ts, body, enc, subject, role"
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    pos, conv, seq, kind, sender, device, client_id, ts, body, enc, subject, role = row
+    return Event(
+        conv=conv, pos=pos, seq=seq, kind=kind, sender=sender, dev=device,
+        id=client_id or "", ts=ts, body=bytes(body), enc=enc, subject=subject, role=role,
+    )
+
+
+# ------------------------------------------------------------------ operations
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOp:
+    app: str
+    sender: str
+    device: str
+    conv: Conversation
+    client_id: str
+    body: bytes
+    enc: str
+    ts: int
+    privileged: bool = False  # server-side publish: membership not required
+
+
+@dataclass(frozen=True, slots=True)
+class JoinOp:
+    app: str
+    actor: str
+    device: str
+    channel: Conversation
+    user: str
+    role: str  # role to grant
+    via: str  # "grant" | "public" | "invite" | "admin"
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveOp:
+    app: str
+    user: str
+    device: str
+    channel: Conversation
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOp:
+    app: str
+    user: str
+    device: str
+    conv: Conversation
+    seq: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp:
+    app: str
+    user: str
+    device: str
+    conv: Conversation
+    seq: int
+    ts: int
+
+
+Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of one operation: an event, a dedup hit, or an error."""
+
+    event: Event | None = None
+    audience: str | None = None  # event only for this user (read markers)
+    duplicate: bool = False
+    error: ProtocolError | None = None
+    role: str = ""
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outcomes: list[Outcome]
+    # Active members (user -> role) after this commit of the conversations asked for.
+    members: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    last_pos: int = 0
+
+
+def _digest(body: bytes, to: str) -> bytes:
+    return hashlib.blake2b(body + b"\x00" + to.encode(), digest_size=16).digest()
+
+
+class MessageStore:
+    """All messaging SQL.  Methods named ``*_tx`` run inside a caller's transaction."""
+
+    def __init__(self, retention_max_age_ms: int, retention_max_per_conv: int) -> None:
+        self.max_age_ms = retention_max_age_ms
+        self.max_per_conv = retention_max_per_conv
+
+    # -- apps ------------------------------------------------------------------
+
+    def ensure_app_tx(self, tx: Tx, app: str, secret: str, now_ms: int) -> None:
+        tx.execute(
+            "INSERT INTO apps (id, secret, created_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET secret = excluded.secret",
+            (app, secret, now_ms),
+        )
+
+    def app_secrets_tx(self, tx: Tx) -> dict[str, str]:
+        return dict(tx.query("SELECT id, secret FROM apps"))
+
+    # -- group commit ------------------------------------------------------------
+
+    def last_pos_tx(self, tx: Tx) -> int:
+        return int(tx.scalar("SELECT value FROM counters WHERE name = 'pos'") or 0)
+
+    def commit_batch_tx(
+        self, tx: Tx, ops: Sequence[Op], want_members: Iterable[tuple[str, str]]
+    ) -> BatchResult:
+        """Apply ``ops`` in order in the caller's transaction (one group commit)."""
+        pos = self.last_pos_tx(tx)
+        start_pos = pos
+        seqs: dict[tuple[str, str], int] = {}
+        roles: dict[tuple[str, str, str], str | None] = {}  # (app, conv, user) -> role
+        seen_ids: dict[tuple[str, str, str], Outcome] = {}
+        outcomes: list[Outcome] = []
+        rows: list[tuple[Any, ...]] = []
+
+        def role_of(app: str, conv: str, user: str) -> str | None:
+            key = (app, conv, user)
+            if key not in roles:
+                roles[key] = tx.scalar(
+                    "SELECT role FROM members WHERE app = ? AND conv = ? AND user_id = ?"
+                    " AND left_pos IS NULL",
+                    key,
+                )
+            return roles[key]
+
+        def next_seq(app: str, conv: Conversation, ts: int) -> int:
+            key = (app, conv.id)
+            if key not in seqs:
+                last = tx.scalar(
+                    "SELECT last_seq FROM conversations WHERE app = ? AND id = ?", key
+                )
+                if last is None:
+                    self._create_conversation(tx, app, conv, ts)
+                    last = 0
+                seqs[key] = int(last)
+            seqs[key] += 1
+            return seqs[key]
+
+        for op in ops:
+            try:
+                if isinstance(op, PublishOp):
+                    key = (op.app, op.sender, op.client_id)
+                    digest = _digest(op.body, op.conv.id)
+                    prior = seen_ids.get(key) or self._find_dup(tx, op, digest)
+                    if prior is not None:
+                        outcomes.append(prior)
+                        continue
+                    if op.privileged:
+                        pass
+                    elif op.conv.kind == "dm":
+                        if op.sender not in op.conv.members:
+                            raise ProtocolError(ErrorCode.FORBIDDEN, "not a participant")
+                    elif role_of(op.app, op.conv.id, op.sender) is None:
+                        raise ProtocolError(
+                            ErrorCode.FORBIDDEN, f"not a member of channel {op.conv.channel!r}"
+                        )
+                    pos += 1
+                    seq = next_seq(op.app, op.conv, op.ts)
+                    event = Event(conv=op.conv.id, pos=pos, seq=seq, kind="msg", sender=op.sender,
+                                  dev=op.device, id=op.client_id, ts=op.ts, body=op.body,
+                                  enc=op.enc)
+                    rows.append((pos, op.app, op.conv.id, seq, "msg", None, op.sender, op.device,
+                                 op.client_id, digest, op.ts, op.body, op.enc, "", ""))
+                    out = Outcome(event=event)
+                    seen_ids[key] = Outcome(event=event, duplicate=True)
+                    outcomes.append(out)
+                elif isinstance(op, JoinOp):
+                    current = role_of(op.app, op.channel.id, op.user)
+                    if current is not None:
+                        outcomes.append(Outcome(role=current))
+                        continue
+                    if op.via == "invite" and role_of(op.app, op.channel.id, op.actor) != "owner":
+                        raise ProtocolError(ErrorCode.FORBIDDEN, "only an owner may invite")
+                    exists = tx.scalar(
+                        "SELECT public FROM conversations WHERE app = ? AND id = ?",
+                        (op.app, op.channel.id),
+                    )
+                    if op.via == "public" and exists != 1:
+                        raise ProtocolError(
+                            ErrorCode.FORBIDDEN,
+                            f"channel {op.channel.channel!r} is not public and no grant covers it",
+                        )
+                    if exists is None:
+                        self._create_conversation(tx, op.app, op.channel, op.ts)
+                    pos += 1
+                    self._flush(tx, rows)
+                    tx.execute(
+                        "INSERT INTO members (app, conv, user_id, role, joined_pos, left_pos)"
+                        " VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (app, conv, user_id)"
+                        " DO UPDATE SET role = excluded.role, joined_pos = excluded.joined_pos,"
+                        " left_pos = NULL",
+                        (op.app, op.channel.id, op.user, op.role, pos),
+                    )
+                    roles[(op.app, op.channel.id, op.user)] = op.role
+                    event = Event(conv=op.channel.id, pos=pos, seq=0, kind="join",
+                                  sender=op.actor, dev=op.device, ts=op.ts, subject=op.user,
+                                  role=op.role)
+                    rows.append((pos, op.app, op.channel.id, 0, "join", None, op.actor, op.device,
+                                 None, None, op.ts, b"", "", op.user, op.role))
+                    outcomes.append(Outcome(event=event, role=op.role))
+                elif isinstance(op, LeaveOp):
+                    if role_of(op.app, op.channel.id, op.user) is None:
+                        raise ProtocolError(ErrorCode.NOT_FOUND, "not a member")
+                    pos += 1
+                    tx.execute(
+                        "UPDATE members SET left_pos = ? WHERE app = ? AND conv = ? AND user_id = ?",
+                        (pos, op.app, op.channel.id, op.user),
+                    )
+                    roles[(op.app, op.channel.id, op.user)] = None
+                    event = Event(conv=op.channel.id, pos=pos, seq=0, kind="leave",
+                                  sender=op.user, dev=op.device, ts=op.ts, subject=op.user)
+                    rows.append((pos, op.app, op.channel.id, 0, "leave", None, op.user, op.device,
+                                 None, None, op.ts, b"", "", op.user, ""))
+                    outcomes.append(Outcome(event=event))
+                elif isinstance(op, ReadOp):
+                    self._check_member(op.app, op.conv, op.user, role_of)
+                    pos += 1
+                    tx.execute(
+                        "INSERT INTO read_markers (app, user_id, conv, seq) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (app, user_id, conv) DO UPDATE SET seq ="
+                        " CASE WHEN excluded.seq > read_markers.seq THEN excluded.seq"
+                        " ELSE read_markers.seq END",
+                        (op.app, op.user, op.conv.id, op.seq),
+                    )
+                    event = Event(conv=op.conv.id, pos=pos, seq=op.seq, kind="read",
+                                  sender=op.user, dev=op.device, ts=op.ts)
+                    rows.append((pos, op.app, op.conv.id, op.seq, "read", op.user, op.user,
+                                 op.device, None, None, op.ts, b"", "", "", ""))
+                    outcomes.append(Outcome(event=event, audience=op.user))
+                elif isinstance(op, DeleteOp):
+                    self._check_member(op.app, op.conv, op.user, role_of)
+                    self._flush(tx, rows)
+                    owner = tx.one(
+                        "SELECT sender FROM events WHERE app = ? AND conv = ? AND seq = ?"
+                        " AND kind = 'msg'",
+                        (op.app, op.conv.id, op.seq),
+                    )
+                    if owner is None:
+                        raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {op.seq}")
+                    if owner[0] != op.user:
+                        raise ProtocolError(ErrorCode.FORBIDDEN, "only the sender may delete")
+                    tx.execute(
+                        "UPDATE events SET body = ?, enc = '' WHERE app = ? AND conv = ?"
+                        " AND seq = ? AND kind = 'msg'",
+                        (b"", op.app, op.conv.id, op.seq),
+                    )
+                    pos += 1
+                    event = Event(conv=op.conv.id, pos=pos, seq=op.seq, kind="del",
+                                  sender=op.user, dev=op.device, ts=op.ts)
+                    rows.append((pos, op.app, op.conv.id, op.seq, "del", None, op.user,
+                                 op.device, None, None, op.ts, b"", "", "", ""))
+                    outcomes.append(Outcome(event=event))
+            except ProtocolError as exc:
+                outcomes.append(Outcome(error=exc))
+        self._flush(tx, rows)
+        for (app, conv), last in seqs.items():
+            tx.execute(
+                "UPDATE conversations SET last_seq = ? WHERE app = ? AND id = ?", (last, app, conv)
+            )
+        if pos != start_pos:
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('pos', ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (pos,),
+            )
+        members = {key: self.members_tx(tx, *key) for key in want_members}
+        return BatchResult(outcomes, members, pos)
+
+    @staticmethod
+    def _check_member(app: str, conv: Conversation, user: str, role_of: Any) -> None:
+        if conv.kind == "dm":
+            if user not in conv.members:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "not a participant")
+        elif role_of(app, conv.id, user) is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of channel {conv.channel!r}")
+
+    @staticmethod
+    def _flush(tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            tx.executemany(
+                "INSERT INTO events (pos, app, conv, seq, kind, audience, sender, device,"
+                " client_id, digest, ts, body, enc, subject, role)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            rows.clear()
+
+    @staticmethod
+    def _create_conversation(tx: Tx, app: str, conv: Conversation, ts: int) -> None:
+        tx.execute(
+            "INSERT INTO conversations (app, id, kind, last_seq, public, created_ms)"
+            " VALUES (?, ?, ?, 0, 0, ?) ON CONFLICT (app, id) DO NOTHING",
+            (app, conv.id, conv.kind, ts),
+        )
+        if conv.kind == "dm":
+            for user in conv.members:
+                tx.execute(
+                    "INSERT INTO members (app, conv, user_id, role, joined_pos, left_pos)"
+                    " VALUES (?, ?, ?, 'member', 0, NULL) ON CONFLICT (app, conv, user_id)"
+                    " DO NOTHING",
+                    (app, conv.id, user),
+                )
+
+    def _find_dup(self, tx: Tx, op: PublishOp, digest: bytes) -> Outcome | None:
+        row = tx.one(
+            f"SELECT {EVENT_COLUMNS}, digest FROM events"
+            " WHERE app = ? AND sender = ? AND client_id = ?",
+            (op.app, op.sender, op.client_id),
+        )
+        if row is None:
+            return None
+        if bytes(row[-1]) != digest:
+            return Outcome(
+                error=ProtocolError(
+                    ErrorCode.DUPLICATE_ID_MISMATCH,
+                    f"message id {op.client_id!r} was already used for another message",
+                )
+            )
+        return Outcome(event=event_from_row(row[:-1]), duplicate=True)
+
+    # -- channels ----------------------------------------------------------------
+
+    def set_public_tx(self, tx: Tx, app: str, conv: Conversation, public: bool, ts: int) -> None:
+        self._create_conversation(tx, app, conv, ts)
+        tx.execute(
+            "UPDATE conversations SET public = ? WHERE app = ? AND id = ?",
+            (1 if public else 0, app, conv.id),
+        )
+
+    def members_tx(self, tx: Tx, app: str, conv: str) -> dict[str, str]:
+        if conv.startswith("dm:"):
+            _, a, b = conv.split(":")
+            return {a: "member", b: "member"}
+        return dict(
+            tx.query(
+                "SELECT user_id, role FROM members WHERE app = ? AND conv = ? AND left_pos IS NULL",
+                (app, conv),
+            )
+        )
+
+    def channels_of_tx(self, tx: Tx, app: str, user: str) -> list[str]:
+        return [
+            r[0]
+            for r in tx.query(
+                "SELECT conv FROM members WHERE app = ? AND user_id = ? AND left_pos IS NULL"
+                " AND conv LIKE 'ch:%'",
+                (app, user),
+            )
+        ]
+
+    def is_member_tx(self, tx: Tx, app: str, conv: Conversation, user: str) -> bool:
+        if conv.kind == "dm":
+            return user in conv.members
+        return (
+            tx.one(
+                "SELECT 1 FROM members WHERE app = ? AND conv = ? AND user_id = ?"
+                " AND left_pos IS NULL",
+                (app, conv.id, user),
+            )
+            is not None
+        )
+
+    # -- reading -------------------------------------------------------------------
+
+    def feed_tx(
+        self, tx: Tx, app: str, user: str, after: int, upto: int, limit: int
+    ) -> list[Event]:
+        """The user's feed: events with ``after < pos <= upto``, in pos order."""
+        rows = tx.query(
+            f"SELECT e.{EVENT_COLUMNS.replace(', ', ', e.')} FROM members m"
+            " JOIN events e ON e.app = m.app AND e.conv = m.conv"
+            " WHERE m.app = ? AND m.user_id = ? AND e.pos > ? AND e.pos <= ?"
+            " AND e.pos >= m.joined_pos AND (m.left_pos IS NULL OR e.pos <= m.left_pos)"
+            " AND (e.audience IS NULL OR e.audience = ?)"
+            " ORDER BY e.pos LIMIT ?",
+            (app, user, after, upto, user, limit),
+        )
+        return [event_from_row(r) for r in rows]
+
+    def history_tx(
+        self,
+        tx: Tx,
+        app: str,
+        conv: str,
+        before: int | None,
+        after: int | None,
+        limit: int,
+    ) -> tuple[list[Event], bool]:
+        """Messages of ``conv`` ascending by seq, and whether more lie beyond the page."""
+        cols = EVENT_COLUMNS
+        if after is not None:
+            rows = tx.query(
+                f"SELECT {cols} FROM events WHERE app = ? AND conv = ? AND kind = 'msg'"
+                " AND seq > ? ORDER BY seq LIMIT ?",
+                (app, conv, after, limit + 1),
+            )
+            more = len(rows) > limit
+            rows = rows[:limit]
+        else:
+            rows = tx.query(
+                f"SELECT {cols} FROM events WHERE app = ? AND conv = ? AND kind = 'msg'"
+                " AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (app, conv, before if before is not None else 2**62, limit + 1),
+            )
+            more = len(rows) > limit
+            rows = rows[:limit][::-1]
+        return [event_from_row(r) for r in rows], more
+
+    # -- devices -----------------------------------------------------------------
+
+    def device_cursor_tx(self, tx: Tx, app: str, user: str, device: str) -> int | None:
+        value = tx.scalar(
+            "SELECT cursor FROM devices WHERE app = ? AND user_id = ? AND device = ?",
+            (app, user, device),
+        )
+        return None if value is None else int(value)
+
+    def save_cursors_tx(self, tx: Tx, cursors: Iterable[tuple[str, str, str, int, int]]) -> None:
+        """Upsert (app, user, device, cursor, seen_ms); a cursor never moves back."""
+        tx.executemany(
+            "INSERT INTO devices (app, user_id, device, cursor, seen_ms) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (app, user_id, device) DO UPDATE SET"
+            " cursor = CASE WHEN excluded.cursor > devices.cursor THEN excluded.cursor"
+            " ELSE devices.cursor END, seen_ms = excluded.seen_ms",
+            list(cursors),
+        )
+
+    # -- retention ---------------------------------------------------------------
+
+    def sweep_tx(self, tx: Tx, now_ms: int) -> int:
+        """Delete events past the age or per-conversation count limits."""
+        removed = tx.execute("DELETE FROM events WHERE ts < ?", (now_ms - self.max_age_ms,))
+        for app, conv, last_seq in tx.query(
+            "SELECT app, id, last_seq FROM conversations WHERE last_seq > ?", (self.max_per_conv,)
+        ):
+            removed += tx.execute(
+                "DELETE FROM events WHERE app = ? AND conv = ? AND kind = 'msg' AND seq <= ?",
+                (app, conv, last_seq - self.max_per_conv),
+            )
+        return removed
