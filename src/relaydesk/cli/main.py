@@ -67,7 +67,15 @@ def serve(
         timeout_graceful_shutdown=5,
     )
     _print_banner(settings)
-    uvicorn.Server(uvicorn_config).run()
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # uvicorn closes WebSockets with 1012 before the lifespan shutdown runs;
+            # tell our clients SERVER_SHUTDOWN (and answer in-flight publishes) first.
+            await node.gateway.aclose()
+            await super().shutdown(sockets)
+
+    _Server(uvicorn_config).run()
 
 
 def _print_banner(settings: Settings) -> None:
@@ -134,8 +142,11 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
 
 
 def _register_optional() -> None:
-    from relaydesk.cli.chat import send, tail
-    from relaydesk.cli.desk import desk_app
+    try:  # TEMP-INTEGRATION
+        from relaydesk.cli.chat import send, tail
+        from relaydesk.cli.desk import desk_app
+    except ImportError:  # TEMP-INTEGRATION
+        return  # TEMP-INTEGRATION
 
     app.command()(send)
     app.command()(tail)

@@ -25,6 +25,7 @@ limit, and the sender writes it before the next batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,9 @@ from relaydesk.protocol.server_session import ServerSession
 
 if TYPE_CHECKING:
     from relaydesk.server.routing.hub import Hub
+
+# How long a closing connection waits for answers to publishes it already submitted.
+CLOSE_DRAIN_S = 2.0
 
 SendFn = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -82,6 +86,7 @@ class Connection:
         self._control: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
+        self._close_sent = False
         self._limit_items = queue_items
         self._limit_bytes = queue_bytes
         self._page = page
@@ -112,7 +117,9 @@ class Connection:
         self.send_frame(change)
 
     def send_frame(self, frame: Frame) -> None:
-        if self._closing is None:
+        # Still accepted while closing: answers to publishes already submitted
+        # (pubacks) go out before the close frame.
+        if not self._close_sent:
             self._control.append(self.codec.encode(frame))
             self._wake.set()
 
@@ -151,7 +158,15 @@ class Connection:
                     await self._write(self._control.popleft())
                 continue
             if self._closing is not None:
+                if self.inflight > 0:
+                    # Answer publishes already submitted before closing (bounded).
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), CLOSE_DRAIN_S)
+                    if self._control:
+                        continue
                 code, reason = self._closing
+                self._close_sent = True
                 await self._send({"type": "websocket.close", "code": code, "reason": reason})
                 return
             if not self.active:
