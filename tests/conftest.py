@@ -53,8 +53,7 @@ class ServerProcess:
             f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
             for name, values in sections.items()
         ) + "".join(
-            "[[apps]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in app.items())
-            for app in apps
+            "[[apps]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in app.items()) for app in apps
         )
         data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(text)
@@ -66,10 +65,24 @@ class ServerProcess:
         log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relaydesk", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--config", str(self.config_path), "--demo",
-             "--log-level", "warning"],
-            stdout=log, stderr=log, env=env,
+            [
+                sys.executable,
+                "-m",
+                "relaydesk",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--config",
+                str(self.config_path),
+                "--demo",
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -99,15 +112,30 @@ class ServerProcess:
                 self.kill()
 
     def token(
-        self, user: str, device: str | None = None, ttl_s: int = 600,
-        channels: dict[str, str] | None = None, app: str | None = None, secret: str | None = None,
+        self,
+        user: str,
+        device: str | None = None,
+        ttl_s: int = 600,
+        channels: dict[str, str] | None = None,
+        app: str | None = None,
+        secret: str | None = None,
     ) -> str:
-        return mint_token(app or self.app, secret or self.secret, user, now=time.time(),
-                          ttl_s=ttl_s, device=device, channels=channels)
+        return mint_token(
+            app or self.app,
+            secret or self.secret,
+            user,
+            now=time.time(),
+            ttl_s=ttl_s,
+            device=device,
+            channels=channels,
+        )
 
     def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.http_url + "/v1",
-                            headers={"Authorization": f"Bearer {self.secret}"}, timeout=10)
+        return httpx.Client(
+            base_url=self.http_url + "/v1",
+            headers={"Authorization": f"Bearer {self.secret}"},
+            timeout=10,
+        )
 
 
 @pytest.fixture

@@ -72,6 +72,10 @@ class DeskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhook_url: str = ""
     # App whose channels carry war rooms and on-call pages.
     messaging_app: str = "desk"
+    # Assign new unassigned tickets to the best-matching agent by skill and open load.
+    auto_assign: bool = True
+    # Seconds one webhook delivery may take before it counts as failed (and is retried).
+    webhook_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
 
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

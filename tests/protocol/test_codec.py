@@ -22,8 +22,17 @@ from relaydesk.protocol.frames import (
     Publish,
 )
 
-EVENT = Event(conv="ch:room", pos=7, seq=3, kind="msg", sender="alice", dev="a1", id="m1",
-              ts=123, body=b"\x00\xffhello")
+EVENT = Event(
+    conv="ch:room",
+    pos=7,
+    seq=3,
+    kind="msg",
+    sender="alice",
+    dev="a1",
+    id="m1",
+    ts=123,
+    body=b"\x00\xffhello",
+)
 
 
 @pytest.mark.parametrize("sp", SUBPROTOCOLS)
@@ -102,16 +111,36 @@ def test_fuzz_decoder_only_raises_protocol_errors(data: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(["t", "id", "to", "body", "token", "device", "pos", "rid",
-                                        "channel", "conv", "users", "limit"]),
-                       json_values | st.sampled_from(["pub", "hello", "ack", "join", "ping"]),
-                       max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "t",
+                "id",
+                "to",
+                "body",
+                "token",
+                "device",
+                "pos",
+                "rid",
+                "channel",
+                "conv",
+                "users",
+                "limit",
+            ]
+        ),
+        json_values | st.sampled_from(["pub", "hello", "ack", "join", "ping"]),
+        max_size=6,
+    )
+)
 def test_fuzz_structured_frames(obj: dict[str, object]) -> None:
     """Well-formed encodings with arbitrary fields: a frame or a ProtocolError."""
     for sp in SUBPROTOCOLS:

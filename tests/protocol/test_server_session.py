@@ -14,8 +14,14 @@ from relaydesk.protocol.server_session import (
     TokenBucket,
 )
 
-LIMITS = SessionLimits(auth_timeout_s=10, heartbeat_timeout_s=30, publish_rate=10,
-                       publish_burst=5, flood_rejections=4, max_body=100)
+LIMITS = SessionLimits(
+    auth_timeout_s=10,
+    heartbeat_timeout_s=30,
+    publish_rate=10,
+    publish_burst=5,
+    flood_rejections=4,
+    max_body=100,
+)
 
 
 def pub(n: int = 0, size: int = 1) -> Publish:

@@ -21,8 +21,15 @@ def code_of(token: str, **kw: object) -> ErrorCode:
 
 
 def test_round_trip_with_grants() -> None:
-    t = mint_token("a", SECRETS["a"], "alice", now=1000, ttl_s=60, device="d1",
-                   channels={"room": "owner", "*": "member"})
+    t = mint_token(
+        "a",
+        SECRETS["a"],
+        "alice",
+        now=1000,
+        ttl_s=60,
+        device="d1",
+        channels={"room": "owner", "*": "member"},
+    )
     claims = verify_token(t, SECRETS.get, now=1059)
     assert (claims.app, claims.sub, claims.dev, claims.exp) == ("a", "alice", "d1", 1060)
     assert claims.grant_for("room") == "owner" and claims.grant_for("other") == "member"
@@ -35,14 +42,22 @@ def test_expired_forged_wrong_app_unknown_app_malformed() -> None:
     assert code_of(forged) is ErrorCode.TOKEN_INVALID
     assert code_of(good, expected="b") is ErrorCode.TOKEN_WRONG_APP
     # Signed with b's secret but claiming app a in the payload: key id says b.
-    cross = jwt.encode({"app": "a", "sub": "x", "iat": 0, "exp": 9999}, SECRETS["b"],
-                       algorithm="HS256", headers={"kid": "b"})
+    cross = jwt.encode(
+        {"app": "a", "sub": "x", "iat": 0, "exp": 9999},
+        SECRETS["b"],
+        algorithm="HS256",
+        headers={"kid": "b"},
+    )
     assert code_of(cross) is ErrorCode.TOKEN_WRONG_APP
     unknown = mint_token("zzz", "z" * 32, "alice", now=1000)
     assert code_of(unknown) is ErrorCode.TOKEN_INVALID
     assert code_of("not-a-token") is ErrorCode.TOKEN_INVALID
-    none_alg = jwt.encode({"app": "a", "sub": "x", "iat": 0, "exp": 9999}, None,
-                          algorithm="none", headers={"kid": "a"})
+    none_alg = jwt.encode(
+        {"app": "a", "sub": "x", "iat": 0, "exp": 9999},
+        None,
+        algorithm="none",
+        headers={"kid": "a"},
+    )
     assert code_of(none_alg) is ErrorCode.TOKEN_INVALID
 
 

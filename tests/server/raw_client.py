@@ -24,8 +24,14 @@ class Raw:
         return cls(ws, subprotocol)
 
     @classmethod
-    async def login(cls, url: str, token: str, device: str = "d1", cursor: int | None = None,
-                    subprotocol: str = SUBPROTOCOL_MSGPACK) -> Raw:
+    async def login(
+        cls,
+        url: str,
+        token: str,
+        device: str = "d1",
+        cursor: int | None = None,
+        subprotocol: str = SUBPROTOCOL_MSGPACK,
+    ) -> Raw:
         raw = await cls.open(url, subprotocol)
         await raw.send(Hello(token=token, device=device, cursor=cursor))
         await raw.expect("welcome")
@@ -33,8 +39,9 @@ class Raw:
         return raw
 
     async def send(self, frame: Any) -> None:
-        await self.ws.send(self.codec.encode(frame) if self.codec.binary
-                           else self.codec.encode(frame).decode())
+        await self.ws.send(
+            self.codec.encode(frame) if self.codec.binary else self.codec.encode(frame).decode()
+        )
 
     async def recv(self, timeout: float = 5.0) -> ServerFrame:
         frame = self.codec.decode(await asyncio.wait_for(self.ws.recv(), timeout))

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 from raw_client import Raw
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from relaydesk.protocol.errors import ErrorCode
 from relaydesk.protocol.frames import (
     SUBPROTOCOL_JSON,
     Ack,
     Error,
-    HistoryQuery,
     Hello,
+    HistoryQuery,
     Join,
     Leave,
     Ping,
@@ -29,9 +29,15 @@ from relaydesk.protocol.tokens import mint_token
 OTHER_APP, OTHER_SECRET = "other", "o" * 32
 
 FAST = {
-    "gateway": {"auth_timeout_ms": 1000, "heartbeat_timeout_ms": 1500, "publish_rate": 5,
-                "publish_burst": 5, "flood_rejections": 20, "max_body": 1000,
-                "max_frame": 4096},
+    "gateway": {
+        "auth_timeout_ms": 1000,
+        "heartbeat_timeout_ms": 1500,
+        "publish_rate": 5,
+        "publish_burst": 5,
+        "flood_rejections": 20,
+        "max_body": 1000,
+        "max_frame": 4096,
+    },
 }
 
 
@@ -86,12 +92,18 @@ async def test_auth_timeout(server: Any) -> None:
     [
         (lambda s: "garbage", ErrorCode.TOKEN_INVALID),
         (lambda s: mint_token(s.app, "f" * 32, "alice", now=time.time()), ErrorCode.TOKEN_INVALID),
-        (lambda s: mint_token(s.app, s.secret, "alice", now=time.time() - 100, ttl_s=10),
-         ErrorCode.TOKEN_EXPIRED),
-        (lambda s: mint_token("nosuchapp", "n" * 32, "alice", now=time.time()),
-         ErrorCode.TOKEN_INVALID),
-        (lambda s: mint_token(s.app, s.secret, "alice", now=time.time(), device="other"),
-         ErrorCode.TOKEN_INVALID),
+        (
+            lambda s: mint_token(s.app, s.secret, "alice", now=time.time() - 100, ttl_s=10),
+            ErrorCode.TOKEN_EXPIRED,
+        ),
+        (
+            lambda s: mint_token("nosuchapp", "n" * 32, "alice", now=time.time()),
+            ErrorCode.TOKEN_INVALID,
+        ),
+        (
+            lambda s: mint_token(s.app, s.secret, "alice", now=time.time(), device="other"),
+            ErrorCode.TOKEN_INVALID,
+        ),
     ],
 )
 async def test_bad_tokens(server: Any, make: Callable[[Any], str], code: ErrorCode) -> None:
@@ -238,9 +250,15 @@ async def test_tenants_are_isolated(make_server: Callable[..., Any]) -> None:
     # One app's secret never opens another app's HTTP API.
     import httpx
 
-    r = httpx.get(f"{srv.http_url}/v1/apps/demo/history", params={"conv": "ch:room"},
-                  headers={"Authorization": f"Bearer {OTHER_SECRET}"})
+    r = httpx.get(
+        f"{srv.http_url}/v1/apps/demo/history",
+        params={"conv": "ch:room"},
+        headers={"Authorization": f"Bearer {OTHER_SECRET}"},
+    )
     assert r.status_code == 403
-    r = httpx.get(f"{srv.http_url}/v1/apps/demo/history", params={"conv": "ch:room"},
-                  headers={"Authorization": f"Bearer {other_token('alice')}"})
+    r = httpx.get(
+        f"{srv.http_url}/v1/apps/demo/history",
+        params={"conv": "ch:room"},
+        headers={"Authorization": f"Bearer {other_token('alice')}"},
+    )
     assert r.status_code == 401 and r.json()["error"]["name"] == "TOKEN_WRONG_APP"

@@ -41,14 +41,31 @@ def commit(db: Database, *ops: Op) -> list[Outcome]:
 
 
 def pub(sender: str, to: str, cid: str, body: bytes = b"x", ts: int = 10) -> PublishOp:
-    return PublishOp(app=APP, sender=sender, device=f"{sender}-d", conv=resolve(to, sender),
-                     client_id=cid, body=body, enc="", ts=ts)
+    return PublishOp(
+        app=APP,
+        sender=sender,
+        device=f"{sender}-d",
+        conv=resolve(to, sender),
+        client_id=cid,
+        body=body,
+        enc="",
+        ts=ts,
+    )
 
 
-def join(user: str, channel: str, via: str = "grant", actor: str | None = None,
-         role: str = "member") -> JoinOp:
-    return JoinOp(app=APP, actor=actor or user, device="d", channel=channel_conversation(channel),
-                  user=user, role=role, via=via, ts=1)
+def join(
+    user: str, channel: str, via: str = "grant", actor: str | None = None, role: str = "member"
+) -> JoinOp:
+    return JoinOp(
+        app=APP,
+        actor=actor or user,
+        device="d",
+        channel=channel_conversation(channel),
+        user=user,
+        role=role,
+        via=via,
+        ts=1,
+    )
 
 
 def test_migrate_is_idempotent(db: Database) -> None:
@@ -56,10 +73,19 @@ def test_migrate_is_idempotent(db: Database) -> None:
 
 
 def test_positions_and_sequences_in_one_batch(db: Database) -> None:
-    out = commit(db, pub("alice", "user:bob", "1"), pub("bob", "user:alice", "2"),
-                 join("alice", "room", role="owner"), pub("alice", "channel:room", "3"))
+    out = commit(
+        db,
+        pub("alice", "user:bob", "1"),
+        pub("bob", "user:alice", "2"),
+        join("alice", "room", role="owner"),
+        pub("alice", "channel:room", "3"),
+    )
     assert [(o.event.pos, o.event.seq, o.event.kind) for o in out if o.event] == [
-        (1, 1, "msg"), (2, 2, "msg"), (3, 0, "join"), (4, 1, "msg")]
+        (1, 1, "msg"),
+        (2, 2, "msg"),
+        (3, 0, "join"),
+        (4, 1, "msg"),
+    ]
     out = commit(db, pub("alice", "user:bob", "4"))
     assert (out[0].event.pos, out[0].event.seq) == (5, 3)  # type: ignore[union-attr]
 
@@ -82,29 +108,47 @@ def test_channel_rules(db: Database) -> None:
     assert denied.error is not None and denied.error.code is ErrorCode.FORBIDDEN
     (not_public,) = commit(db, join("bob", "room", via="public"))
     assert not_public.error is not None and not_public.error.code is ErrorCode.FORBIDDEN
-    owner, invite_by_member = commit(db, join("alice", "room", role="owner"),
-                                     join("carol", "room", via="invite", actor="dave"))
+    owner, invite_by_member = commit(
+        db, join("alice", "room", role="owner"), join("carol", "room", via="invite", actor="dave")
+    )
     assert owner.role == "owner"
     assert invite_by_member.error is not None
     (invited,) = commit(db, join("carol", "room", via="invite", actor="alice"))
     assert invited.event is not None and invited.event.subject == "carol"
     (again,) = commit(db, join("carol", "room"))
     assert again.event is None and again.role == "member"  # already a member: no event
-    (left,) = commit(db, LeaveOp(app=APP, user="carol", device="d",
-                                 channel=channel_conversation("room"), ts=1))
+    (left,) = commit(
+        db, LeaveOp(app=APP, user="carol", device="d", channel=channel_conversation("room"), ts=1)
+    )
     assert left.event is not None and left.event.kind == "leave"
     (gone,) = commit(db, pub("carol", "channel:room", "y"))
     assert gone.error is not None and gone.error.code is ErrorCode.FORBIDDEN
     # another app's channel of the same name is a different conversation
-    other = JoinOp(app="app2", actor="x", device="d", channel=channel_conversation("room"),
-                   user="x", role="member", via="public", ts=1)
+    other = JoinOp(
+        app="app2",
+        actor="x",
+        device="d",
+        channel=channel_conversation("room"),
+        user="x",
+        role="member",
+        via="public",
+        ts=1,
+    )
     (cross,) = commit(db, other)
     assert cross.error is not None and cross.error.code is ErrorCode.FORBIDDEN
 
 
 def test_dm_participants_only(db: Database) -> None:
-    op = PublishOp(app=APP, sender="mallory", device="d", conv=resolve("dm:alice:bob", "x"),
-                   client_id="z", body=b"", enc="", ts=1)
+    op = PublishOp(
+        app=APP,
+        sender="mallory",
+        device="d",
+        conv=resolve("dm:alice:bob", "x"),
+        client_id="z",
+        body=b"",
+        enc="",
+        ts=1,
+    )
     (out,) = commit(db, op)
     assert out.error is not None and out.error.code is ErrorCode.FORBIDDEN
 
@@ -112,18 +156,34 @@ def test_dm_participants_only(db: Database) -> None:
 def test_feed_respects_membership_window_and_audience(db: Database) -> None:
     commit(db, join("alice", "room", role="owner"), pub("alice", "channel:room", "1"))
     commit(db, join("bob", "room"), pub("alice", "channel:room", "2"))
-    commit(db, ReadOp(app=APP, user="alice", device="a", conv=resolve("channel:room", "alice"),
-                      seq=2, ts=1))
-    commit(db, LeaveOp(app=APP, user="bob", device="d", channel=channel_conversation("room"),
-                       ts=1), pub("alice", "channel:room", "3"))
+    commit(
+        db,
+        ReadOp(
+            app=APP, user="alice", device="a", conv=resolve("channel:room", "alice"), seq=2, ts=1
+        ),
+    )
+    commit(
+        db,
+        LeaveOp(app=APP, user="bob", device="d", channel=channel_conversation("room"), ts=1),
+        pub("alice", "channel:room", "3"),
+    )
 
     def feed(user: str) -> list[tuple[str, int]]:
-        return [(e.kind, e.pos) for e in db.read_sync(
-            lambda tx: STORE.feed_tx(tx, APP, user, 0, 10**9, 100))]
+        return [
+            (e.kind, e.pos)
+            for e in db.read_sync(lambda tx: STORE.feed_tx(tx, APP, user, 0, 10**9, 100))
+        ]
 
     assert feed("bob") == [("join", 3), ("msg", 4), ("leave", 6)]
-    assert feed("alice") == [("join", 1), ("msg", 2), ("join", 3), ("msg", 4), ("read", 5),
-                             ("leave", 6), ("msg", 7)]
+    assert feed("alice") == [
+        ("join", 1),
+        ("msg", 2),
+        ("join", 3),
+        ("msg", 4),
+        ("read", 5),
+        ("leave", 6),
+        ("msg", 7),
+    ]
     limited = db.read_sync(lambda tx: STORE.feed_tx(tx, APP, "alice", 2, 5, 2))
     assert [e.pos for e in limited] == [3, 4]
 
@@ -133,7 +193,8 @@ def test_history_paging(db: Database) -> None:
 
     def page(before: int | None = None, after: int | None = None) -> tuple[list[int], bool]:
         items, more = db.read_sync(
-            lambda tx: STORE.history_tx(tx, APP, "dm:alice:bob", before, after, 3))
+            lambda tx: STORE.history_tx(tx, APP, "dm:alice:bob", before, after, 3)
+        )
         return [e.seq for e in items], more
 
     assert page() == ([5, 6, 7], True)

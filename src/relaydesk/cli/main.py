@@ -37,8 +37,15 @@ def serve(
     from relaydesk.server.app import RelaydeskServer
 
     server_overrides: dict[str, Any] = {
-        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir,
-                          "node_id": node_id, "region": region}.items() if v is not None
+        k: v
+        for k, v in {
+            "host": host,
+            "port": port,
+            "data_dir": data_dir,
+            "node_id": node_id,
+            "region": region,
+        }.items()
+        if v is not None
     }
     overrides: dict[str, Any] = {"server": server_overrides}
     if demo:
@@ -48,7 +55,9 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"relaydesk: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     node = RelaydeskServer(settings)
     uvicorn_config = uvicorn.Config(
         node,
@@ -121,8 +130,11 @@ def token(
         name, _, role = item.partition(":")
         grants[name] = role or "member"
     try:
-        typer.echo(mint_token(app_id, secret, user, now=time.time(), ttl_s=ttl, device=device,
-                              channels=grants))
+        typer.echo(
+            mint_token(
+                app_id, secret, user, now=time.time(), ttl_s=ttl, device=device, channels=grants
+            )
+        )
     except ValueError as exc:
         typer.echo(f"relaydesk: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -67,7 +67,7 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True):
 # ------------------------------------------------------------- client -> server
 
 
-class Hello(Frame, tag="hello"):
+class Hello(Frame, frozen=True, tag="hello"):
     """Login.  First frame of every connection.  ``cursor`` resumes the feed."""
 
     token: Token
@@ -78,11 +78,11 @@ class Hello(Frame, tag="hello"):
     net: Label = ""
 
 
-class Ping(Frame, tag="ping"):
+class Ping(Frame, frozen=True, tag="ping"):
     ts: Millis
 
 
-class Publish(Frame, tag="pub"):
+class Publish(Frame, frozen=True, tag="pub"):
     """Send ``body`` to ``to`` (user:U, channel:C, dm:A:B or ch:C)."""
 
     id: ClientMsgId
@@ -91,41 +91,41 @@ class Publish(Frame, tag="pub"):
     enc: Label = ""
 
 
-class Ack(Frame, tag="ack"):
+class Ack(Frame, frozen=True, tag="ack"):
     """Cumulative: the device has processed its feed up to ``pos``."""
 
     pos: Pos
 
 
-class Read(Frame, tag="read"):
+class Read(Frame, frozen=True, tag="read"):
     conv: Address
     seq: Pos
 
 
-class Delete(Frame, tag="del"):
+class Delete(Frame, frozen=True, tag="del"):
     rid: Rid
     conv: Address
     seq: Pos
 
 
-class Join(Frame, tag="join"):
+class Join(Frame, frozen=True, tag="join"):
     rid: Rid
     channel: Name
 
 
-class Leave(Frame, tag="leave"):
+class Leave(Frame, frozen=True, tag="leave"):
     rid: Rid
     channel: Name
 
 
-class Invite(Frame, tag="invite"):
+class Invite(Frame, frozen=True, tag="invite"):
     rid: Rid
     channel: Name
     user: Name
     role: Role = "member"
 
 
-class HistoryQuery(Frame, tag="history_q"):
+class HistoryQuery(Frame, frozen=True, tag="history_q"):
     """Page a conversation: ``before`` / ``after`` are exclusive sequences."""
 
     rid: Rid
@@ -135,12 +135,12 @@ class HistoryQuery(Frame, tag="history_q"):
     limit: Annotated[int, Meta(ge=1, le=500)] = 50
 
 
-class PresenceQuery(Frame, tag="presence_q"):
+class PresenceQuery(Frame, frozen=True, tag="presence_q"):
     rid: Rid
     users: Annotated[list[Name], Meta(min_length=1, max_length=500)]
 
 
-class Refresh(Frame, tag="auth"):
+class Refresh(Frame, frozen=True, tag="auth"):
     """Replace the session token before it expires."""
 
     rid: Rid
@@ -148,14 +148,24 @@ class Refresh(Frame, tag="auth"):
 
 
 ClientFrame = (
-    Hello | Ping | Publish | Ack | Read | Delete | Join | Leave | Invite | HistoryQuery
-    | PresenceQuery | Refresh
+    Hello
+    | Ping
+    | Publish
+    | Ack
+    | Read
+    | Delete
+    | Join
+    | Leave
+    | Invite
+    | HistoryQuery
+    | PresenceQuery
+    | Refresh
 )
 
 # ------------------------------------------------------------- server -> client
 
 
-class Welcome(Frame, tag="welcome"):
+class Welcome(Frame, frozen=True, tag="welcome"):
     user: str
     device: str
     session: str
@@ -170,12 +180,12 @@ class Welcome(Frame, tag="welcome"):
     exp: int
 
 
-class Pong(Frame, tag="pong"):
+class Pong(Frame, frozen=True, tag="pong"):
     ts: int
     server_ts: int
 
 
-class PubAck(Frame, tag="puback"):
+class PubAck(Frame, frozen=True, tag="puback"):
     """The message is durably committed with ``seq`` in ``conv``."""
 
     id: str
@@ -186,28 +196,28 @@ class PubAck(Frame, tag="puback"):
     dup: bool = False
 
 
-class Messages(Frame, tag="msgs"):
+class Messages(Frame, frozen=True, tag="msgs"):
     items: list[Event]
 
 
-class Synced(Frame, tag="synced"):
+class Synced(Frame, frozen=True, tag="synced"):
     """Everything up to ``pos`` has been sent; what follows is live."""
 
     pos: int
 
 
-class Ok(Frame, tag="ok"):
+class Ok(Frame, frozen=True, tag="ok"):
     rid: int
 
 
-class Joined(Frame, tag="joined"):
+class Joined(Frame, frozen=True, tag="joined"):
     rid: int
     channel: str
     conv: str
     role: str
 
 
-class HistoryPage(Frame, tag="history"):
+class HistoryPage(Frame, frozen=True, tag="history"):
     rid: int
     conv: str
     items: list[Event]
@@ -221,12 +231,12 @@ class UserPresence(msgspec.Struct, frozen=True, omit_defaults=True):
     since: int = 0
 
 
-class PresenceState(Frame, tag="presence_state"):
+class PresenceState(Frame, frozen=True, tag="presence_state"):
     rid: int
     users: list[UserPresence]
 
 
-class PresenceChange(Frame, tag="presence"):
+class PresenceChange(Frame, frozen=True, tag="presence"):
     """A user sharing a channel with you went online or offline."""
 
     user: str
@@ -235,12 +245,12 @@ class PresenceChange(Frame, tag="presence"):
     ts: int
 
 
-class AuthOk(Frame, tag="auth_ok"):
+class AuthOk(Frame, frozen=True, tag="auth_ok"):
     rid: int
     exp: int
 
 
-class Error(Frame, tag="error"):
+class Error(Frame, frozen=True, tag="error"):
     """``rid`` or ``id`` names the request that failed, when there was one."""
 
     code: int
@@ -250,15 +260,49 @@ class Error(Frame, tag="error"):
 
 
 ServerFrame = (
-    Welcome | Pong | PubAck | Messages | Synced | Ok | Joined | HistoryPage | PresenceState
-    | PresenceChange | AuthOk | Error
+    Welcome
+    | Pong
+    | PubAck
+    | Messages
+    | Synced
+    | Ok
+    | Joined
+    | HistoryPage
+    | PresenceState
+    | PresenceChange
+    | AuthOk
+    | Error
 )
 
 CLIENT_TAGS = frozenset(
-    {"hello", "ping", "pub", "ack", "read", "del", "join", "leave", "invite", "history_q",
-     "presence_q", "auth"}
+    {
+        "hello",
+        "ping",
+        "pub",
+        "ack",
+        "read",
+        "del",
+        "join",
+        "leave",
+        "invite",
+        "history_q",
+        "presence_q",
+        "auth",
+    }
 )
 SERVER_TAGS = frozenset(
-    {"welcome", "pong", "puback", "msgs", "synced", "ok", "joined", "history",
-     "presence_state", "presence", "auth_ok", "error"}
+    {
+        "welcome",
+        "pong",
+        "puback",
+        "msgs",
+        "synced",
+        "ok",
+        "joined",
+        "history",
+        "presence_state",
+        "presence",
+        "auth_ok",
+        "error",
+    }
 )

@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
+
 try:  # TEMP-INTEGRATION
     from relaydesk.desk.component import DeskComponent, open_desk
 except ImportError:  # TEMP-INTEGRATION
@@ -33,6 +34,8 @@ except ImportError:  # TEMP-INTEGRATION
 
     def open_desk(*a: object) -> DeskComponent:  # type: ignore[misc]  # TEMP-INTEGRATION
         return DeskComponent()  # TEMP-INTEGRATION
+
+
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import messaging_router, ops_router
 from relaydesk.server.routing.hub import Hub

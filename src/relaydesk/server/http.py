@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from msgspec import Meta
 
@@ -29,9 +28,14 @@ if TYPE_CHECKING:
     from relaydesk.storage.messages import MessageStore
 
 _STATUS = {
-    ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404, ErrorCode.TOKEN_INVALID: 401,
-    ErrorCode.TOKEN_EXPIRED: 401, ErrorCode.TOKEN_WRONG_APP: 401, ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.MESSAGE_TOO_LARGE: 413, ErrorCode.DUPLICATE_ID_MISMATCH: 409,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.TOKEN_INVALID: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.TOKEN_WRONG_APP: 401,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.MESSAGE_TOO_LARGE: 413,
+    ErrorCode.DUPLICATE_ID_MISMATCH: 409,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -117,8 +121,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         if (data.text is None) == (data.body_b64 is None):
             raise ProtocolError(ErrorCode.INVALID_ARGUMENT, "give exactly one of text, body_b64")
         try:
-            body = data.text.encode() if data.text is not None else base64.b64decode(
-                data.body_b64 or "", validate=True)
+            body = (
+                data.text.encode()
+                if data.text is not None
+                else base64.b64decode(data.body_b64 or "", validate=True)
+            )
         except ValueError:
             raise ProtocolError(ErrorCode.INVALID_ARGUMENT, "body_b64 is not base64") from None
         if len(body) > max_body:
@@ -139,8 +146,9 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         credential = _bearer(request)
         user: str | None = None
         if credential.count(".") == 2:
-            claims = verify_token(credential, hub.secret_for, now=hub.clock.time(),
-                                  expected_app=app)
+            claims = verify_token(
+                credential, hub.secret_for, now=hub.clock.time(), expected_app=app
+            )
             user = claims.sub
         else:
             require_secret(request, app)
@@ -169,8 +177,9 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
     async def presence(request: Request[Any, Any, Any], app: str, users: str) -> list[PresenceItem]:
         require_secret(request, app)
         names = [u for u in users.split(",") if u][:500]
-        return [PresenceItem(p.user, p.online, p.devices, p.since)
-                for p in hub.presence(app, names)]
+        return [
+            PresenceItem(p.user, p.online, p.devices, p.since) for p in hub.presence(app, names)
+        ]
 
     return Router(
         path="/v1",

@@ -143,9 +143,10 @@ class Database:
                 "CREATE TABLE IF NOT EXISTS schema_versions"
                 " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
             )
-            current = tx.scalar(
-                "SELECT version FROM schema_versions WHERE component = ?", (component,)
-            ) or 0
+            current = (
+                tx.scalar("SELECT version FROM schema_versions WHERE component = ?", (component,))
+                or 0
+            )
             for version, sql in enumerate(steps, start=1):
                 if version > current:
                     tx.script(sql)

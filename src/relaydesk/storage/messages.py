@@ -100,8 +100,18 @@ EVENT_COLUMNS = "pos, conv, seq, kind, sender, device, client_id, ts, body, enc,
 def event_from_row(row: Sequence[Any]) -> Event:
     pos, conv, seq, kind, sender, device, client_id, ts, body, enc, subject, role = row
     return Event(
-        conv=conv, pos=pos, seq=seq, kind=kind, sender=sender, dev=device,
-        id=client_id or "", ts=ts, body=bytes(body), enc=enc, subject=subject, role=role,
+        conv=conv,
+        pos=pos,
+        seq=seq,
+        kind=kind,
+        sender=sender,
+        dev=device,
+        id=client_id or "",
+        ts=ts,
+        body=bytes(body),
+        enc=enc,
+        subject=subject,
+        role=role,
     )
 
 
@@ -237,9 +247,7 @@ class MessageStore:
         def next_seq(app: str, conv: Conversation, ts: int) -> int:
             key = (app, conv.id)
             if key not in seqs:
-                last = tx.scalar(
-                    "SELECT last_seq FROM conversations WHERE app = ? AND id = ?", key
-                )
+                last = tx.scalar("SELECT last_seq FROM conversations WHERE app = ? AND id = ?", key)
                 if last is None:
                     self._create_conversation(tx, app, conv, ts)
                     last = 0
@@ -267,11 +275,37 @@ class MessageStore:
                         )
                     pos += 1
                     seq = next_seq(op.app, op.conv, op.ts)
-                    event = Event(conv=op.conv.id, pos=pos, seq=seq, kind="msg", sender=op.sender,
-                                  dev=op.device, id=op.client_id, ts=op.ts, body=op.body,
-                                  enc=op.enc)
-                    rows.append((pos, op.app, op.conv.id, seq, "msg", None, op.sender, op.device,
-                                 op.client_id, digest, op.ts, op.body, op.enc, "", ""))
+                    event = Event(
+                        conv=op.conv.id,
+                        pos=pos,
+                        seq=seq,
+                        kind="msg",
+                        sender=op.sender,
+                        dev=op.device,
+                        id=op.client_id,
+                        ts=op.ts,
+                        body=op.body,
+                        enc=op.enc,
+                    )
+                    rows.append(
+                        (
+                            pos,
+                            op.app,
+                            op.conv.id,
+                            seq,
+                            "msg",
+                            None,
+                            op.sender,
+                            op.device,
+                            op.client_id,
+                            digest,
+                            op.ts,
+                            op.body,
+                            op.enc,
+                            "",
+                            "",
+                        )
+                    )
                     out = Outcome(event=event)
                     seen_ids[key] = Outcome(event=event, duplicate=True)
                     outcomes.append(out)
@@ -303,25 +337,76 @@ class MessageStore:
                         (op.app, op.channel.id, op.user, op.role, pos),
                     )
                     roles[(op.app, op.channel.id, op.user)] = op.role
-                    event = Event(conv=op.channel.id, pos=pos, seq=0, kind="join",
-                                  sender=op.actor, dev=op.device, ts=op.ts, subject=op.user,
-                                  role=op.role)
-                    rows.append((pos, op.app, op.channel.id, 0, "join", None, op.actor, op.device,
-                                 None, None, op.ts, b"", "", op.user, op.role))
+                    event = Event(
+                        conv=op.channel.id,
+                        pos=pos,
+                        seq=0,
+                        kind="join",
+                        sender=op.actor,
+                        dev=op.device,
+                        ts=op.ts,
+                        subject=op.user,
+                        role=op.role,
+                    )
+                    rows.append(
+                        (
+                            pos,
+                            op.app,
+                            op.channel.id,
+                            0,
+                            "join",
+                            None,
+                            op.actor,
+                            op.device,
+                            None,
+                            None,
+                            op.ts,
+                            b"",
+                            "",
+                            op.user,
+                            op.role,
+                        )
+                    )
                     outcomes.append(Outcome(event=event, role=op.role))
                 elif isinstance(op, LeaveOp):
                     if role_of(op.app, op.channel.id, op.user) is None:
                         raise ProtocolError(ErrorCode.NOT_FOUND, "not a member")
                     pos += 1
                     tx.execute(
-                        "UPDATE members SET left_pos = ? WHERE app = ? AND conv = ? AND user_id = ?",
+                        "UPDATE members SET left_pos = ?"
+                        " WHERE app = ? AND conv = ? AND user_id = ?",
                         (pos, op.app, op.channel.id, op.user),
                     )
                     roles[(op.app, op.channel.id, op.user)] = None
-                    event = Event(conv=op.channel.id, pos=pos, seq=0, kind="leave",
-                                  sender=op.user, dev=op.device, ts=op.ts, subject=op.user)
-                    rows.append((pos, op.app, op.channel.id, 0, "leave", None, op.user, op.device,
-                                 None, None, op.ts, b"", "", op.user, ""))
+                    event = Event(
+                        conv=op.channel.id,
+                        pos=pos,
+                        seq=0,
+                        kind="leave",
+                        sender=op.user,
+                        dev=op.device,
+                        ts=op.ts,
+                        subject=op.user,
+                    )
+                    rows.append(
+                        (
+                            pos,
+                            op.app,
+                            op.channel.id,
+                            0,
+                            "leave",
+                            None,
+                            op.user,
+                            op.device,
+                            None,
+                            None,
+                            op.ts,
+                            b"",
+                            "",
+                            op.user,
+                            "",
+                        )
+                    )
                     outcomes.append(Outcome(event=event))
                 elif isinstance(op, ReadOp):
                     self._check_member(op.app, op.conv, op.user, role_of)
@@ -333,10 +418,34 @@ class MessageStore:
                         " ELSE read_markers.seq END",
                         (op.app, op.user, op.conv.id, op.seq),
                     )
-                    event = Event(conv=op.conv.id, pos=pos, seq=op.seq, kind="read",
-                                  sender=op.user, dev=op.device, ts=op.ts)
-                    rows.append((pos, op.app, op.conv.id, op.seq, "read", op.user, op.user,
-                                 op.device, None, None, op.ts, b"", "", "", ""))
+                    event = Event(
+                        conv=op.conv.id,
+                        pos=pos,
+                        seq=op.seq,
+                        kind="read",
+                        sender=op.user,
+                        dev=op.device,
+                        ts=op.ts,
+                    )
+                    rows.append(
+                        (
+                            pos,
+                            op.app,
+                            op.conv.id,
+                            op.seq,
+                            "read",
+                            op.user,
+                            op.user,
+                            op.device,
+                            None,
+                            None,
+                            op.ts,
+                            b"",
+                            "",
+                            "",
+                            "",
+                        )
+                    )
                     outcomes.append(Outcome(event=event, audience=op.user))
                 elif isinstance(op, DeleteOp):
                     self._check_member(op.app, op.conv, op.user, role_of)
@@ -356,10 +465,34 @@ class MessageStore:
                         (b"", op.app, op.conv.id, op.seq),
                     )
                     pos += 1
-                    event = Event(conv=op.conv.id, pos=pos, seq=op.seq, kind="del",
-                                  sender=op.user, dev=op.device, ts=op.ts)
-                    rows.append((pos, op.app, op.conv.id, op.seq, "del", None, op.user,
-                                 op.device, None, None, op.ts, b"", "", "", ""))
+                    event = Event(
+                        conv=op.conv.id,
+                        pos=pos,
+                        seq=op.seq,
+                        kind="del",
+                        sender=op.user,
+                        dev=op.device,
+                        ts=op.ts,
+                    )
+                    rows.append(
+                        (
+                            pos,
+                            op.app,
+                            op.conv.id,
+                            op.seq,
+                            "del",
+                            None,
+                            op.user,
+                            op.device,
+                            None,
+                            None,
+                            op.ts,
+                            b"",
+                            "",
+                            "",
+                            "",
+                        )
+                    )
                     outcomes.append(Outcome(event=event))
             except ProtocolError as exc:
                 outcomes.append(Outcome(error=exc))

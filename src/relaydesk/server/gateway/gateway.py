@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from typing import Any
@@ -116,9 +117,14 @@ class Gateway:
         g = self.settings.gateway
         client = scope.get("client") or ("?", 0)
         conn = Connection(
-            self.hub, send, server_codec(chosen), ServerSession(self.limits, self.clock.monotonic()),
-            queue_items=g.send_queue_items, queue_bytes=g.send_queue_bytes,
-            page=g.catchup_page, client_addr=f"{client[0]}:{client[1]}",
+            self.hub,
+            send,
+            server_codec(chosen),
+            ServerSession(self.limits, self.clock.monotonic()),
+            queue_items=g.send_queue_items,
+            queue_bytes=g.send_queue_bytes,
+            page=g.catchup_page,
+            client_addr=f"{client[0]}:{client[1]}",
         )
         self.connections.add(conn)
         self.stats["accepted"] += 1
@@ -151,8 +157,12 @@ class Gateway:
             if data is None:
                 data = message.get("text") or ""
             if len(data) > max_frame:
-                self._fail(conn, ProtocolError(
-                    ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes; limit {max_frame}"))
+                self._fail(
+                    conn,
+                    ProtocolError(
+                        ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes; limit {max_frame}"
+                    ),
+                )
                 continue
             frame: ClientFrame | None = None
             try:
@@ -176,32 +186,51 @@ class Gateway:
 
     # -- frames ------------------------------------------------------------------------
 
-    async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:  # noqa: C901
+    async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
         now_ms = millis(self.clock)
         if isinstance(frame, Publish):
             if conn.inflight >= self.settings.gateway.max_inflight:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many unacknowledged publishes")
             conv = resolve(frame.to, conn.user)
-            op = PublishOp(app=conn.app, sender=conn.user, device=conn.device, conv=conv,
-                           client_id=frame.id, body=frame.body, enc=frame.enc, ts=now_ms)
+            op = PublishOp(
+                app=conn.app,
+                sender=conn.user,
+                device=conn.device,
+                conv=conv,
+                client_id=frame.id,
+                body=frame.body,
+                enc=frame.enc,
+                ts=now_ms,
+            )
             conn.inflight += 1
 
             def published(outcome: Outcome, conn: Connection = conn, mid: str = frame.id) -> None:
                 conn.inflight -= 1
                 if outcome.error is not None:
-                    conn.send_frame(Error(code=int(outcome.error.code), msg=outcome.error.message,
-                                          id=mid))
+                    conn.send_frame(
+                        Error(code=int(outcome.error.code), msg=outcome.error.message, id=mid)
+                    )
                 else:
                     ev = outcome.event
                     assert ev is not None
-                    conn.send_frame(PubAck(id=mid, conv=ev.conv, seq=ev.seq, pos=ev.pos, ts=ev.ts,
-                                           dup=outcome.duplicate))
+                    conn.send_frame(
+                        PubAck(
+                            id=mid,
+                            conv=ev.conv,
+                            seq=ev.seq,
+                            pos=ev.pos,
+                            ts=ev.ts,
+                            dup=outcome.duplicate,
+                        )
+                    )
 
             self.hub.submit(op, published)
         elif isinstance(frame, Ack):
             if frame.pos > conn.taken:
-                raise ProtocolError(ErrorCode.INVALID_ARGUMENT,
-                                    f"ack {frame.pos} is beyond what was sent ({conn.taken})")
+                raise ProtocolError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"ack {frame.pos} is beyond what was sent ({conn.taken})",
+                )
             self.hub.note_ack(conn.app, conn.user, conn.device, frame.pos)
         elif isinstance(frame, Ping):
             conn.send_frame(Pong(ts=frame.ts, server_ts=now_ms))
@@ -210,62 +239,93 @@ class Gateway:
         elif isinstance(frame, Read):
             conv = resolve(frame.conv, conn.user)
             self.hub.submit(
-                ReadOp(app=conn.app, user=conn.user, device=conn.device, conv=conv,
-                       seq=frame.seq, ts=now_ms),
-                lambda o: self._reply(conn, None, o, None),
+                ReadOp(
+                    app=conn.app,
+                    user=conn.user,
+                    device=conn.device,
+                    conv=conv,
+                    seq=frame.seq,
+                    ts=now_ms,
+                ),
+                functools.partial(self._reply, conn, None, None),
             )
         elif isinstance(frame, Delete):
             conv = resolve(frame.conv, conn.user)
             self.hub.submit(
-                DeleteOp(app=conn.app, user=conn.user, device=conn.device, conv=conv,
-                         seq=frame.seq, ts=now_ms),
-                lambda o, rid=frame.rid: self._reply(conn, rid, o, Ok(rid=rid)),
+                DeleteOp(
+                    app=conn.app,
+                    user=conn.user,
+                    device=conn.device,
+                    conv=conv,
+                    seq=frame.seq,
+                    ts=now_ms,
+                ),
+                functools.partial(self._reply, conn, frame.rid, Ok(rid=frame.rid)),
             )
         elif isinstance(frame, Join):
             conv = channel_conversation(frame.channel)
             grant = self._claims[conn].grant_for(frame.channel)
-            op = JoinOp(app=conn.app, actor=conn.user, device=conn.device, channel=conv,
-                        user=conn.user, role=grant or "member",
-                        via="grant" if grant else "public", ts=now_ms)
+            join_op = JoinOp(
+                app=conn.app,
+                actor=conn.user,
+                device=conn.device,
+                channel=conv,
+                user=conn.user,
+                role=grant or "member",
+                via="grant" if grant else "public",
+                ts=now_ms,
+            )
 
             def joined(o: Outcome, rid: int = frame.rid, ch: str = frame.channel) -> None:
-                self._reply(conn, rid, o, Joined(rid=rid, channel=ch, conv=conv.id, role=o.role))
+                self._reply(conn, rid, Joined(rid=rid, channel=ch, conv=conv.id, role=o.role), o)
 
-            self.hub.submit(op, joined)
+            self.hub.submit(join_op, joined)
         elif isinstance(frame, Leave):
             conv = channel_conversation(frame.channel)
             self.hub.submit(
-                LeaveOp(app=conn.app, user=conn.user, device=conn.device, channel=conv,
-                        ts=now_ms),
-                lambda o, rid=frame.rid: self._reply(conn, rid, o, Ok(rid=rid)),
+                LeaveOp(app=conn.app, user=conn.user, device=conn.device, channel=conv, ts=now_ms),
+                functools.partial(self._reply, conn, frame.rid, Ok(rid=frame.rid)),
             )
         elif isinstance(frame, Invite):
             conv = channel_conversation(frame.channel)
-            op = JoinOp(app=conn.app, actor=conn.user, device=conn.device, channel=conv,
-                        user=frame.user, role=frame.role, via="invite", ts=now_ms)
-            self.hub.submit(op, lambda o, rid=frame.rid: self._reply(conn, rid, o, Ok(rid=rid)))
+            invite_op = JoinOp(
+                app=conn.app,
+                actor=conn.user,
+                device=conn.device,
+                channel=conv,
+                user=frame.user,
+                role=frame.role,
+                via="invite",
+                ts=now_ms,
+            )
+            self.hub.submit(
+                invite_op, functools.partial(self._reply, conn, frame.rid, Ok(rid=frame.rid))
+            )
         elif isinstance(frame, HistoryQuery):
             conv = resolve(frame.conv, conn.user)
             try:
                 items, more = await self.hub.history(
-                    conn.app, conn.user, conv, frame.before, frame.after, frame.limit)
+                    conn.app, conn.user, conv, frame.before, frame.after, frame.limit
+                )
             except ProtocolError as exc:
                 self._fail(conn, exc, frame)
                 return
             conn.send_frame(HistoryPage(rid=frame.rid, conv=conv.id, items=items, more=more))
         elif isinstance(frame, PresenceQuery):
             conn.send_frame(
-                PresenceState(rid=frame.rid, users=self.hub.presence(conn.app, frame.users)))
+                PresenceState(rid=frame.rid, users=self.hub.presence(conn.app, frame.users))
+            )
         elif isinstance(frame, Refresh):
-            claims = verify_token(frame.token, self.hub.secret_for, now=self.clock.time(),
-                                  expected_app=conn.app)
+            claims = verify_token(
+                frame.token, self.hub.secret_for, now=self.clock.time(), expected_app=conn.app
+            )
             if claims.sub != conn.user:
                 raise ProtocolError(ErrorCode.TOKEN_INVALID, "refresh token is for another user")
             self._claims[conn] = claims
             conn.session.refreshed(claims.exp)
             conn.send_frame(AuthOk(rid=frame.rid, exp=claims.exp))
 
-    def _reply(self, conn: Connection, rid: int | None, outcome: Outcome, ok: Any) -> None:
+    def _reply(self, conn: Connection, rid: int | None, ok: Any, outcome: Outcome) -> None:
         if outcome.error is not None:
             conn.send_frame(Error(code=int(outcome.error.code), msg=outcome.error.message, rid=rid))
         elif ok is not None:
@@ -284,13 +344,22 @@ class Gateway:
         self._claims[conn] = claims
         conn.session.logged_in(claims.exp)
         s = self.settings
-        conn.send_frame(Welcome(
-            user=conn.user, device=conn.device, session=secrets.token_hex(8),
-            node=s.server.node_id, region=s.server.region,
-            heartbeat_ms=s.gateway.heartbeat_ms, timeout_ms=s.gateway.heartbeat_timeout_ms,
-            server_ts=millis(self.clock), cursor=cursor, max_body=s.gateway.max_body,
-            max_frame=s.gateway.max_frame, exp=claims.exp,
-        ))
+        conn.send_frame(
+            Welcome(
+                user=conn.user,
+                device=conn.device,
+                session=secrets.token_hex(8),
+                node=s.server.node_id,
+                region=s.server.region,
+                heartbeat_ms=s.gateway.heartbeat_ms,
+                timeout_ms=s.gateway.heartbeat_timeout_ms,
+                server_ts=millis(self.clock),
+                cursor=cursor,
+                max_body=s.gateway.max_body,
+                max_frame=s.gateway.max_frame,
+                exp=claims.exp,
+            )
+        )
         conn.start_feed(cursor)
         conn.active = True
         await self.hub.attach(conn)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets as pysecrets
 from collections.abc import Callable, Iterable, Sequence
@@ -32,7 +33,7 @@ from relaydesk.config import Settings
 from relaydesk.protocol.addresses import Conversation, channel_conversation, resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event, PresenceChange, UserPresence
-from relaydesk.storage import Database
+from relaydesk.storage import Database, Tx
 from relaydesk.storage.messages import (
     BatchResult,
     JoinOp,
@@ -150,7 +151,7 @@ class Hub:
             want = self._missing_members(ops)
             try:
                 result: BatchResult = await self.db.write(
-                    lambda tx, ops=ops, want=want: self.store.commit_batch_tx(tx, ops, want)
+                    functools.partial(self._commit, ops=ops, want=want)
                 )
             except Exception:
                 log.exception("group commit of %d operations failed", len(ops))
@@ -166,6 +167,9 @@ class Hub:
                 if outcome.event is not None and not outcome.duplicate:
                     self._route(op, outcome)
             self.fanned_pos = max(self.fanned_pos, result.last_pos)
+
+    def _commit(self, tx: Tx, *, ops: list[Op], want: set[tuple[str, str]]) -> BatchResult:
+        return self.store.commit_batch_tx(tx, ops, want)
 
     def _missing_members(self, ops: Sequence[Op]) -> set[tuple[str, str]]:
         want: set[tuple[str, str]] = set()
@@ -215,20 +219,20 @@ class Hub:
     # -- reading ---------------------------------------------------------------
 
     async def feed(self, app: str, user: str, after: int, upto: int, limit: int) -> list[Event]:
-        return await self.db.read(
-            lambda tx: self.store.feed_tx(tx, app, user, after, upto, limit)
-        )
+        return await self.db.read(lambda tx: self.store.feed_tx(tx, app, user, after, upto, limit))
 
     async def history(
-        self, app: str, user: str | None, conv: Conversation, before: int | None,
-        after: int | None, limit: int,
+        self,
+        app: str,
+        user: str | None,
+        conv: Conversation,
+        before: int | None,
+        after: int | None,
+        limit: int,
     ) -> tuple[list[Event], bool]:
         """A page of ``conv``; ``user`` None means a privileged (app secret) reader."""
 
-        def run(tx: object) -> tuple[list[Event], bool]:
-            from relaydesk.storage.engine import Tx
-
-            assert isinstance(tx, Tx)
+        def run(tx: Tx) -> tuple[list[Event], bool]:
             if user is not None and not self.store.is_member_tx(tx, app, conv, user):
                 raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of {conv.id}")
             return self.store.history_tx(tx, app, conv.id, before, after, limit)
@@ -237,9 +241,7 @@ class Hub:
 
     async def device_cursor(self, app: str, user: str, device: str) -> int | None:
         pending = self._cursors.get((app, user, device))
-        stored = await self.db.read(
-            lambda tx: self.store.device_cursor_tx(tx, app, user, device)
-        )
+        stored = await self.db.read(lambda tx: self.store.device_cursor_tx(tx, app, user, device))
         if pending is not None:
             return max(pending, stored or 0)
         return stored
@@ -271,7 +273,7 @@ class Hub:
         while True:
             await asyncio.sleep(self.settings.retention.sweep_interval_s)
             now = millis(self.clock)
-            removed = await self.db.write(lambda tx: self.store.sweep_tx(tx, now))
+            removed = await self.db.write(functools.partial(self.store.sweep_tx, now_ms=now))
             if removed:
                 log.info("retention removed %d events", removed)
 
@@ -312,7 +314,7 @@ class Hub:
             members = self._members.get((app, conv))
             if members is None:
                 members = await self.db.read(
-                    lambda tx, conv=conv: self.store.members_tx(tx, app, conv)
+                    functools.partial(self.store.members_tx, app=app, conv=conv)
                 )
                 self._members.setdefault((app, conv), members)
             recipients.update(members)
@@ -327,7 +329,9 @@ class Hub:
             devices = self._online.get((app, user), set())
             out.append(
                 UserPresence(
-                    user=user, online=bool(devices), devices=len(devices),
+                    user=user,
+                    online=bool(devices),
+                    devices=len(devices),
                     since=self._since.get((app, user), 0),
                 )
             )
@@ -338,8 +342,17 @@ class Hub:
     async def post(self, app: str, sender: str, to: str, body: bytes, client_id: str) -> Event:
         """Publish as ``sender`` without a connection, bypassing membership."""
         conv = resolve(to, sender)
-        op = PublishOp(app=app, sender=sender, device="server", conv=conv, client_id=client_id,
-                       body=body, enc="", ts=millis(self.clock), privileged=True)
+        op = PublishOp(
+            app=app,
+            sender=sender,
+            device="server",
+            conv=conv,
+            client_id=client_id,
+            body=body,
+            enc="",
+            ts=millis(self.clock),
+            privileged=True,
+        )
         outcome = await self.apply(op)
         if outcome.error is not None:
             raise outcome.error
@@ -348,8 +361,16 @@ class Hub:
 
     async def add_member(self, app: str, channel: str, user: str, role: str = "member") -> str:
         conv = channel_conversation(channel)
-        op = JoinOp(app=app, actor="_admin", device="server", channel=conv, user=user,
-                    role=role, via="admin", ts=millis(self.clock))
+        op = JoinOp(
+            app=app,
+            actor="_admin",
+            device="server",
+            channel=conv,
+            user=user,
+            role=role,
+            via="admin",
+            ts=millis(self.clock),
+        )
         outcome = await self.apply(op)
         if outcome.error is not None:
             raise outcome.error
@@ -367,4 +388,3 @@ class Hub:
         conv = channel_conversation(channel)
         now = millis(self.clock)
         await self.db.write(lambda tx: self.store.set_public_tx(tx, app, conv, public, now))
-
