@@ -39,7 +39,7 @@ except ImportError:  # TEMP-INTEGRATION
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import messaging_router, ops_router
 from relaydesk.server.routing.hub import Hub
-from relaydesk.server.storage_setup import open_messaging_storage
+from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
 from relaydesk.storage.messages import MessageStore
 
@@ -78,6 +78,8 @@ class RelaydeskServer:
     async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
         await self.hub.start()
         await self.gateway.start()
+        if self.settings.demo:
+            await self._seed_demo()
         await self.desk.start()
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
@@ -89,6 +91,10 @@ class RelaydeskServer:
             await self.desk.aclose()
             await self.hub.aclose()
             await self.db.aclose()
+
+    async def _seed_demo(self) -> None:
+        """A public ``lobby`` channel in the demo app, so two terminals can chat at once."""
+        await self.hub.set_public(DEMO_APP, "lobby", True)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:

@@ -1,0 +1,1 @@
+"""The support desk: tickets, SLA clocks, escalation, diagnosis and the knowledge base."""
