@@ -233,3 +233,16 @@ def test_retention_by_age_and_count_keeps_positions(db: Database) -> None:
     assert [e.seq for e in items] == [3, 4, 5]
     (nxt,) = commit(db, pub("alice", "user:bob", "new"))
     assert nxt.event is not None and nxt.event.pos == 7 and nxt.event.seq == 6
+
+
+def test_member_snapshot_is_taken_before_the_batch(db: Database) -> None:
+    commit(db, join("alice", "room", role="owner"))
+    key = (APP, "ch:room")
+    result = db.write_sync(
+        lambda tx: STORE.commit_batch_tx(
+            tx, [pub("alice", "channel:room", "before"), join("bob", "room")], [key]
+        )
+    )
+    # bob joins after the message in the same batch: the snapshot must not list
+    # him, or live fan-out would hand him a message his feed does not contain.
+    assert result.members[key] == {"alice": "owner"}

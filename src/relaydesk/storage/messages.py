@@ -189,7 +189,8 @@ class Outcome:
 @dataclass(slots=True)
 class BatchResult:
     outcomes: list[Outcome]
-    # Active members (user -> role) after this commit of the conversations asked for.
+    # Active members (user -> role), as of the start of the batch, of the
+    # conversations asked for.
     members: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     last_pos: int = 0
 
@@ -226,6 +227,9 @@ class MessageStore:
         self, tx: Tx, ops: Sequence[Op], want_members: Iterable[tuple[str, str]]
     ) -> BatchResult:
         """Apply ``ops`` in order in the caller's transaction (one group commit)."""
+        # Membership as of the start of the batch: the caller replays this batch's
+        # joins and leaves on it in order, so live fan-out matches the feed exactly.
+        members = {key: self.members_tx(tx, *key) for key in want_members}
         pos = self.last_pos_tx(tx)
         start_pos = pos
         seqs: dict[tuple[str, str], int] = {}
@@ -507,7 +511,6 @@ class MessageStore:
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (pos,),
             )
-        members = {key: self.members_tx(tx, *key) for key in want_members}
         return BatchResult(outcomes, members, pos)
 
     @staticmethod

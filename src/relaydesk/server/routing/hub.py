@@ -195,7 +195,9 @@ class Hub:
         members = self._members.get(key)
         if event.kind == "join" and members is not None:
             members[event.subject] = event.role
-            self._user_channels.setdefault((app, event.subject), set()).add(event.conv)
+            channels = self._user_channels.get((app, event.subject))
+            if channels is not None:  # tracked only for online users
+                channels.add(event.conv)
         encodings: dict[str, bytes] = {}
         if outcome.audience is not None:
             self._deliver(app, outcome.audience, event, encodings)
@@ -313,10 +315,12 @@ class Hub:
         for conv in self._user_channels.get((app, user), set()):
             members = self._members.get((app, conv))
             if members is None:
+                # Not cached: read it for this announcement only.  Only the writer
+                # task fills the cache, so it never holds a snapshot older than a
+                # commit it has already replayed.
                 members = await self.db.read(
                     functools.partial(self.store.members_tx, app=app, conv=conv)
                 )
-                self._members.setdefault((app, conv), members)
             recipients.update(members)
         recipients.discard(user)
         for other in recipients:
