@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,12 +102,12 @@ def _print_banner(settings: Settings) -> None:
     if settings.demo:
         from relaydesk.server.storage_setup import DEMO_APP, DEMO_SECRET
 
+        exe = sys.argv[0] if sys.argv[0].endswith("relaydesk") else "relaydesk"
         lines += [
             f"  demo app      {DEMO_APP} / secret {DEMO_SECRET}",
-            "  try:          relaydesk tail --app demo --secret "
-            f"{DEMO_SECRET} --user bob --url {ws}",
-            "                relaydesk send --app demo --secret "
-            f"{DEMO_SECRET} --user alice --to user:bob hello --url {ws}",
+            f"  try:          {exe} tail --app demo --secret {DEMO_SECRET} --user bob --url {ws}",
+            f"                {exe} send --app demo --secret {DEMO_SECRET} --user alice"
+            f" --to user:bob hello --url {ws}",
         ]
     typer.echo("\n".join(lines), err=True)
 
@@ -154,11 +155,8 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
 
 
 def _register_optional() -> None:
-    try:  # TEMP-INTEGRATION
-        from relaydesk.cli.chat import send, tail
-        from relaydesk.cli.desk import desk_app
-    except ImportError:  # TEMP-INTEGRATION
-        return  # TEMP-INTEGRATION
+    from relaydesk.cli.chat import send, tail
+    from relaydesk.cli.desk import desk_app
 
     app.command()(send)
     app.command()(tail)

@@ -9,8 +9,10 @@ tasks; shutdown closes connections with ``SERVER_SHUTDOWN`` and then storage.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,25 +21,10 @@ from litestar.openapi import OpenAPIConfig
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
-
-try:  # TEMP-INTEGRATION
-    from relaydesk.desk.component import DeskComponent, open_desk
-except ImportError:  # TEMP-INTEGRATION
-    from litestar import Router as _R  # TEMP-INTEGRATION
-
-    class DeskComponent:  # type: ignore[no-redef]  # TEMP-INTEGRATION
-        router = _R(path="/api/desk", route_handlers=[])  # TEMP-INTEGRATION
-
-        async def start(self) -> None: ...  # TEMP-INTEGRATION
-
-        async def aclose(self) -> None: ...  # TEMP-INTEGRATION
-
-    def open_desk(*a: object) -> DeskComponent:  # type: ignore[misc]  # TEMP-INTEGRATION
-        return DeskComponent()  # TEMP-INTEGRATION
-
-
+from relaydesk.desk.component import DeskComponent, open_desk
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import messaging_router, ops_router
+from relaydesk.server.routing.desk_messaging import HubMessaging
 from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
@@ -59,7 +46,7 @@ class RelaydeskServer:
         self.db, self.store = open_messaging_storage(settings, self.clock)
         self.hub = Hub(self.db, self.store, settings, self.clock)
         self.gateway = Gateway(self.hub, settings, self.clock)
-        self.desk: DeskComponent = open_desk(self.db, settings, self.clock, self.hub)
+        self.desk: DeskComponent = open_desk(self.db, settings, self.clock, HubMessaging(self.hub))
         self.http = Litestar(
             route_handlers=[
                 ops_router(self),
@@ -95,6 +82,11 @@ class RelaydeskServer:
     async def _seed_demo(self) -> None:
         """A public ``lobby`` channel in the demo app, so two terminals can chat at once."""
         await self.hub.set_public(DEMO_APP, "lobby", True)
+        credentials = await asyncio.to_thread(self.desk.seed_demo)
+        lines = [
+            f"  desk key      {who:<22} {key}" for who, key in sorted(credentials.keys.items())
+        ]
+        print("\n".join(["demo desk API keys (new on every start):", *lines]), file=sys.stderr)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:

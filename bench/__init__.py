@@ -1,0 +1,1 @@
+"""Benchmarks of relaydesk against peers; `python -m bench.run` (make bench)."""

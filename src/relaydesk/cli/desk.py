@@ -1,0 +1,259 @@
+"""``relaydesk desk``: work the support desk of a running server from the terminal.
+
+Every command except ``sla explain`` talks to the server's ``/api/desk`` API over HTTP
+(``--url``, ``--api-key`` or ``RELAYDESK_API_KEY``).  ``sla explain`` is local and pure:
+it runs the SLA engine on a case file and prints the arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relaydesk.desk.sla import SlaConfigError, explain_case
+
+desk_app = typer.Typer(
+    help="Support desk: tickets, the agent queue, SLA reports.", no_args_is_help=True
+)
+sla_app = typer.Typer(help="SLA tools.", no_args_is_help=True)
+desk_app.add_typer(sla_app, name="sla")
+
+Url = Annotated[str, typer.Option("--url", help="Server base URL.")]
+ApiKey = Annotated[
+    str,
+    typer.Option("--api-key", envvar="RELAYDESK_API_KEY", help="Desk API key (agent or customer)."),
+]
+DEFAULT_URL = "http://127.0.0.1:8420"
+
+
+def _call(method: str, url: str, api_key: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One API call; a 4xx/5xx prints the desk's error code and exits with status 1."""
+    if not api_key:
+        _fail("auth.missing_key", "pass --api-key or set RELAYDESK_API_KEY")
+    try:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=30.0) as client:
+            response = client.request(
+                method, "/api/desk" + path, headers={"Authorization": f"Bearer {api_key}"}, **kwargs
+            )
+    except httpx.HTTPError as exc:
+        _fail("cli.unreachable", f"cannot reach {url}: {exc}")
+    if response.is_error:
+        try:
+            err = response.json()["error"]
+            _fail(err["code"], err["message"])
+        except (ValueError, KeyError, TypeError):
+            _fail(f"http.{response.status_code}", response.text[:500])
+    return response
+
+
+def _fail(code: str, message: str) -> None:
+    Console(stderr=True).print(f"[red]error[/red] {code}: {message}")
+    raise typer.Exit(1)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def format_duration(seconds: float | None) -> str:
+    """Signed compact duration for the queue: ``1d 2h``, ``45m``, ``-5m`` (overdue)."""
+    if seconds is None:
+        return "paused"
+    sign = "-" if seconds < 0 else ""
+    s = int(abs(seconds))
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        text = f"{days}d {hours}h"
+    elif hours:
+        text = f"{hours}h {minutes}m"
+    else:
+        text = f"{minutes}m"
+    return sign + text
+
+
+def _ticket_table(
+    title: str, tickets: list[dict[str, Any]], ttb: list[float | None] | None
+) -> Table:
+    table = Table(title=title)
+    for col in ("id", "pri", "status", "sla", "subject", "org", "assignee", "due (UTC)"):
+        table.add_column(col)
+    if ttb is not None:
+        table.add_column("time to breach", justify="right")
+    for i, t in enumerate(tickets):
+        row = [
+            str(t["id"]),
+            t["priority"],
+            t["status"],
+            t["sla_state"],
+            t["subject"][:60],
+            t["organisation_id"],
+            t["assignee_id"] or "-",
+            (t["due_at"] or "-")[:16].replace("T", " "),
+        ]
+        if ttb is not None:
+            value = ttb[i]
+            text = format_duration(value)
+            row.append(f"[red]{text}[/red]" if value is not None and value < 0 else text)
+        table.add_row(*row)
+    return table
+
+
+@desk_app.command()
+def create(
+    subject: Annotated[str, typer.Option(help="One-line summary (max 200 characters).")],
+    api_key: ApiKey = "",
+    url: Url = DEFAULT_URL,
+    priority: Annotated[str, typer.Option(help="P0, P1, P2 or P3.")] = "P2",
+    description: str = "",
+    requester: Annotated[str | None, typer.Option(help="Contact id (agents only).")] = None,
+    skill: Annotated[list[str] | None, typer.Option(help="Skill needed (repeatable).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
+    app_id: Annotated[str | None, typer.Option("--app", help="App the problem concerns.")] = None,
+    region: str | None = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Open a ticket."""
+    body: dict[str, Any] = {"subject": subject, "priority": priority, "description": description}
+    for key, value in (
+        ("requester_id", requester),
+        ("app_id", app_id),
+        ("region", region),
+        ("skills", skill),
+        ("tags", tag),
+    ):
+        if value:
+            body[key] = value
+    ticket = _call("POST", url, api_key, "/tickets", json=body).json()
+    if json_out:
+        _print_json(ticket)
+    else:
+        typer.echo(f"ticket {ticket['id']} {ticket['priority']} {ticket['status']}: {subject}")
+
+
+@desk_app.command("list")
+def list_tickets(
+    api_key: ApiKey = "",
+    url: Url = DEFAULT_URL,
+    status: str | None = None,
+    priority: str | None = None,
+    assignee: str | None = None,
+    limit: int = 50,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List tickets, newest first."""
+    params = {
+        k: v
+        for k, v in (("status", status), ("priority", priority), ("assignee", assignee))
+        if v is not None
+    }
+    params["limit"] = str(limit)
+    data = _call("GET", url, api_key, "/tickets", params=params).json()
+    if json_out:
+        _print_json(data)
+    else:
+        Console().print(_ticket_table("tickets", data["tickets"], None))
+
+
+@desk_app.command()
+def queue(
+    api_key: ApiKey = "",
+    url: Url = DEFAULT_URL,
+    mine: Annotated[bool, typer.Option(help="Only tickets assigned to me.")] = False,
+    limit: int = 50,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The agent queue, most urgent first, with time to breach."""
+    params = {"limit": str(limit), "mine": "true" if mine else "false"}
+    data = _call("GET", url, api_key, "/queue", params=params).json()
+    if json_out:
+        _print_json(data)
+        return
+    entries = data["entries"]
+    Console(width=160).print(
+        _ticket_table(
+            f"queue at {data['now'][:16].replace('T', ' ')} UTC",
+            [e["ticket"] for e in entries],
+            [e["time_to_breach_s"] for e in entries],
+        )
+    )
+
+
+@desk_app.command()
+def comment(
+    ticket_id: int,
+    body: str,
+    api_key: ApiKey = "",
+    url: Url = DEFAULT_URL,
+    internal: Annotated[bool, typer.Option(help="Internal note (agents only).")] = False,
+) -> None:
+    """Comment on a ticket (public unless --internal)."""
+    c = _call(
+        "POST",
+        url,
+        api_key,
+        f"/tickets/{ticket_id}/comments",
+        json={"body": body, "public": not internal},
+    ).json()
+    typer.echo(
+        f"comment {c['id']} on ticket {ticket_id} ({'public' if c['public'] else 'internal'})"
+    )
+
+
+@desk_app.command()
+def status(ticket_id: int, new_status: str, api_key: ApiKey = "", url: Url = DEFAULT_URL) -> None:
+    """Change a ticket's status (new, open, pending, on_hold, solved, closed)."""
+    t = _call("PUT", url, api_key, f"/tickets/{ticket_id}/status", json={"status": new_status})
+    typer.echo(f"ticket {ticket_id} is now {t.json()['status']}")
+
+
+@desk_app.command()
+def report(
+    start: Annotated[str, typer.Option("--from", help="YYYY-MM-DD or ISO 8601 (inclusive).")],
+    end: Annotated[str, typer.Option("--to", help="YYYY-MM-DD or ISO 8601 (exclusive).")],
+    api_key: ApiKey = "",
+    url: Url = DEFAULT_URL,
+    fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    table: Annotated[str, typer.Option(help="CSV table: attainment, percentiles, breaches.")] = (
+        "attainment"
+    ),
+) -> None:
+    """SLA report: attainment per priority and month, percentiles, breaches."""
+    params = {"from": start, "to": end, "format": fmt, "table": table}
+    response = _call("GET", url, api_key, "/reports/sla", params=params)
+    if fmt == "csv":
+        sys.stdout.write(response.text)
+    else:
+        _print_json(response.json())
+
+
+@sla_app.command("explain")
+def sla_explain(
+    input_path: Annotated[Path, typer.Option("--input", help="Case file (docs/sla.md).")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the explanation as JSON.")
+    ] = False,
+) -> None:
+    """Explain an SLA case locally: targets, states, breach times and the arithmetic."""
+    try:
+        raw = input_path.read_bytes()
+    except OSError as exc:
+        _fail("cli.unreadable", f"cannot read {input_path}: {exc}")
+        return
+    try:
+        explanation = explain_case(raw)
+    except SlaConfigError as exc:
+        _fail(exc.code, exc.message)
+        return
+    if json_out:
+        _print_json(explanation.to_dict())
+    else:
+        sys.stdout.write(explanation.to_text())

@@ -1,0 +1,260 @@
+"""The desk as one component: storage, ticket service, escalation scheduler and HTTP router.
+
+``open_desk`` is called by the composition root (``server/app.py``); it migrates the desk
+schema, installs the default SLA policy and calendars when missing, and wires the
+notifiers from settings.  ``start``/``aclose`` own the scheduler task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+import msgspec
+from litestar import Router
+
+from relaydesk.clock import Clock
+from relaydesk.config import Settings
+from relaydesk.desk.escalation import (
+    ChannelNotifier,
+    EscalationScheduler,
+    Notifier,
+    WebhookNotifier,
+    choose_assignee,
+)
+from relaydesk.desk.ports import Messaging
+from relaydesk.desk.sla import default_calendars, default_policy
+from relaydesk.desk.tickets.model import (
+    Agent,
+    Contact,
+    NewTicket,
+    OnCallShift,
+    Organisation,
+    Plan,
+    Principal,
+    Weekday,
+)
+from relaydesk.desk.tickets.service import TicketService
+from relaydesk.storage.desk import DESK_MIGRATIONS, DeskStore, to_ms
+from relaydesk.storage.engine import Database, Tx
+from relaydesk.web.desk_api import desk_router
+
+_DEMO_ORG: Final = "acme"
+_DEMO_KEY_LABEL: Final = "demo:"
+
+
+class DemoCredentials(msgspec.Struct, frozen=True):
+    """API keys issued by :meth:`DeskComponent.seed_demo` (``"agent:alice"`` -> key).
+
+    ``seeded`` is False when the demo data already existed; fresh keys are issued on every
+    call (the previous demo keys are revoked), since only key hashes are stored.
+    """
+
+    seeded: bool
+    keys: dict[str, str]
+
+
+class DeskComponent:
+    """The support desk inside one relaydesk process."""
+
+    def __init__(
+        self, db: Database, settings: Settings, clock: Clock, messaging: Messaging | None
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self.store = DeskStore()
+        db.migrate("desk", DESK_MIGRATIONS)
+        self.tickets = TicketService(
+            db,
+            self.store,
+            clock,
+            assignment=choose_assignee if settings.desk.auto_assign else None,
+        )
+        db.write_sync(self._install_defaults)
+        notifiers: list[Notifier] = []
+        self._webhook: WebhookNotifier | None = None
+        if settings.desk.webhook_url:
+            self._webhook = WebhookNotifier(
+                settings.desk.webhook_url, timeout_s=settings.desk.webhook_timeout_s
+            )
+            notifiers.append(self._webhook)
+        if messaging is not None:
+            notifiers.append(
+                ChannelNotifier(messaging, settings.desk.messaging_app, self._oncall_members)
+            )
+        self.scheduler = EscalationScheduler(
+            db, self.tickets, clock, notifiers, interval_s=settings.desk.escalation_interval_s
+        )
+        self.router: Router = desk_router(self.tickets)
+
+    def _install_defaults(self, tx: Tx) -> None:
+        now = self.tickets.now()
+        if self.store.latest_policy_version(tx, "default") is None:
+            self.tickets.put_policy_tx(tx, default_policy(), now)
+        existing = self.store.calendars(tx)
+        for name, calendar in default_calendars().items():
+            if name not in existing:
+                self.tickets.put_calendar_tx(tx, name, calendar, now)
+
+    async def _oncall_members(self) -> Sequence[str]:
+        agents = await self._db.read(lambda tx: self.store.agents(tx))
+        return [a.id for a in agents if a.oncall]
+
+    async def start(self) -> None:
+        """Start the escalation scheduler."""
+        await self.scheduler.start()
+
+    async def aclose(self) -> None:
+        """Stop the scheduler and close the webhook client."""
+        await self.scheduler.aclose()
+        if self._webhook is not None:
+            await self._webhook.aclose()
+
+    def seed_demo(self) -> DemoCredentials:
+        """Create a demo organisation, plan, agents with on-call hours and tickets in
+        several states (once), and issue fresh demo API keys (every call)."""
+        return self._db.write_sync(self._seed_tx)
+
+    def _seed_tx(self, tx: Tx) -> DemoCredentials:
+        svc = self.tickets
+        now = svc.now()
+        seeded = self.store.organisation(tx, _DEMO_ORG) is None
+        if seeded:
+            _seed_data(svc, tx, now)
+        self.store.revoke_api_keys(tx, _DEMO_KEY_LABEL, to_ms(now))
+        keys: dict[str, str] = {}
+        for principal in (
+            Principal(kind="agent", id="alice"),
+            Principal(kind="agent", id="bob"),
+            Principal(kind="customer", id="dana", organisation_id=_DEMO_ORG),
+            Principal(kind="customer", id="frank", organisation_id="globex"),
+        ):
+            label = f"{principal.kind}:{principal.id}"
+            keys[label] = svc.issue_api_key_tx(tx, principal, _DEMO_KEY_LABEL + label, now)
+        return DemoCredentials(seeded=seeded, keys=keys)
+
+
+def _seed_data(svc: TicketService, tx: Tx, now: datetime) -> None:
+    london = "Europe/London"
+    weekdays: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+    week: tuple[Weekday, ...] = (*weekdays, "sat", "sun")
+    svc.put_plan_tx(tx, Plan(id="standard", name="Standard", policy_id="default"))
+    for agent in (
+        Agent(
+            id="alice",
+            name="Alice Ng",
+            email="alice@desk.example",
+            skills=("transport", "storage"),
+            oncall=(OnCallShift(days=weekdays, start="09:00", end="17:00", timezone=london),),
+        ),
+        Agent(
+            id="bob",
+            name="Bob Okafor",
+            email="bob@desk.example",
+            skills=("client_sdk", "security"),
+            oncall=(OnCallShift(days=week, start="17:00", end="09:00", timezone=london),),
+        ),
+        Agent(
+            id="carol",
+            name="Carol Diaz",
+            email="carol@desk.example",
+            skills=("storage", "security"),
+            oncall=(OnCallShift(days=("sat", "sun"), start="09:00", end="17:00", timezone=london),),
+        ),
+    ):
+        svc.put_agent_tx(tx, agent)
+    svc.put_organisation_tx(
+        tx, Organisation(id=_DEMO_ORG, name="Acme Chat", plan_id="standard", csm_agent_id="carol")
+    )
+    svc.put_organisation_tx(tx, Organisation(id="globex", name="Globex IoT", plan_id="standard"))
+    svc.put_contact_tx(tx, Contact(id="dana", organisation_id=_DEMO_ORG, name="Dana Ruiz"))
+    svc.put_contact_tx(tx, Contact(id="erin", organisation_id=_DEMO_ORG, name="Erin Park"))
+    svc.put_contact_tx(tx, Contact(id="frank", organisation_id="globex", name="Frank Li"))
+    dana = Principal(kind="customer", id="dana", organisation_id=_DEMO_ORG)
+    frank = Principal(kind="customer", id="frank", organisation_id="globex")
+    alice = Principal(kind="agent", id="alice")
+    bob = Principal(kind="agent", id="bob")
+
+    def ago(**kw: float) -> datetime:
+        return now - timedelta(**kw)
+
+    def ticket(who: Principal, at: datetime, **fields: object) -> int:
+        return svc.create_ticket_tx(tx, who, msgspec.convert(fields, NewTicket), at).id
+
+    t1 = ticket(
+        dana,
+        ago(minutes=10),
+        subject="Messages not delivered to Android devices in eu-west",
+        description="Since 10:05 UTC about 20% of sends from eu-west never reach Android.",
+        priority="P0",
+        skills=("transport",),
+        app_id="acme-chat",
+        region="eu-west",
+        window_start=ago(minutes=40),
+        window_end=ago(minutes=10),
+    )
+    svc.add_comment_tx(
+        tx,
+        None,
+        t1,
+        "We received your report and are investigating.",
+        public=True,
+        now=ago(minutes=9),
+    )
+    t2 = ticket(
+        dana,
+        ago(hours=3),
+        subject="Reconnect storm after our deploy",
+        priority="P1",
+        skills=("client_sdk",),
+    )
+    svc.add_comment_tx(
+        tx,
+        bob,
+        t2,
+        "Looking at the reconnect backoff settings now.",
+        public=True,
+        now=ago(hours=2, minutes=30),
+    )
+    svc.add_comment_tx(
+        tx, bob, t2, "Jitter disabled in their SDK config.", public=False, now=ago(hours=2)
+    )
+    t3 = ticket(
+        dana,
+        ago(days=2),
+        subject="Presence flaps for some users",
+        priority="P2",
+        skills=("transport",),
+    )
+    svc.add_comment_tx(
+        tx, alice, t3, "Which SDK version do they run?", public=True, now=ago(days=1, hours=20)
+    )
+    svc.change_status_tx(tx, alice, t3, "pending", ago(days=1, hours=20))
+    t4 = ticket(dana, ago(days=6), subject="How long is history retained?", priority="P3")
+    svc.add_comment_tx(
+        tx, alice, t4, "30 days by default; configurable.", public=True, now=ago(days=5)
+    )
+    svc.change_status_tx(tx, alice, t4, "solved", ago(days=5))
+    t5 = ticket(
+        frank,
+        ago(days=4),
+        subject="History paging is slow for large channels",
+        priority="P2",
+        skills=("storage",),
+    )
+    t6 = ticket(frank, ago(days=9), subject="Token expiry question", priority="P3")
+    svc.add_comment_tx(
+        tx, bob, t6, "Tokens live 15 minutes by default.", public=True, now=ago(days=8)
+    )
+    svc.change_status_tx(tx, bob, t6, "solved", ago(days=8))
+    svc.change_status_tx(tx, bob, t6, "closed", ago(days=4))
+    for tid in (t1, t2, t3, t4, t5, t6):
+        svc.recompute_tx(tx, tid, now)
+
+
+def open_desk(
+    db: Database, settings: Settings, clock: Clock, messaging: Messaging | None
+) -> DeskComponent:
+    """Open the desk on ``db`` (migrating it) with notifiers from ``settings.desk``."""
+    return DeskComponent(db, settings, clock, messaging)

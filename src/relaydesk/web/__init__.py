@@ -1,0 +1,1 @@
+"""Web surfaces: the desk REST API (and, later, the console)."""

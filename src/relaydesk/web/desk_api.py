@@ -1,0 +1,365 @@
+"""The desk's REST API under ``/api/desk`` (Litestar; OpenAPI from the msgspec types).
+
+Handlers parse and authorise; :class:`~relaydesk.desk.tickets.service.TicketService`
+holds the rules.  Every caller presents ``Authorization: Bearer <api key>``; keys belong to
+an agent or to a customer contact.  Every 4xx answer has the body
+``{"error": {"code": "...", "message": "..."}}`` with a stable code (see
+``DeskErrorCode`` and the SLA engine's codes); Litestar's own validation errors are
+translated to the same shape with status 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Final
+
+import msgspec
+from litestar import Request, Response, Router, get, post, put
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBody
+from msgspec import Meta
+
+from relaydesk.desk.reports import REPORT_TABLES, SlaReport, report_csv, report_tx
+from relaydesk.desk.sla import Calendar, Explanation, SlaConfigError, TicketSla, explain_case
+from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
+from relaydesk.desk.tickets.model import (
+    MAX_TEXT,
+    Channel,
+    Comment,
+    NewTicket,
+    Principal,
+    Priority,
+    Status,
+    Ticket,
+    TicketFilter,
+)
+from relaydesk.desk.tickets.service import QueueEntry, TicketDetail, TicketService
+from relaydesk.storage.engine import Tx
+
+PREFIX: Final = "/api/desk"
+
+
+# -- request and response bodies ---------------------------------------------------------------
+
+
+class CommentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A comment; ``public=False`` makes an internal note (agents only)."""
+
+    body: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
+    public: bool = True
+    channel: Channel = "ticket"
+
+
+class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A status change along the transition table."""
+
+    status: Status
+
+
+class PriorityRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A priority change; SLA targets are recomputed from creation."""
+
+    priority: Priority
+
+
+class AssigneeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Assign to an agent, or unassign with ``null``."""
+
+    assignee_id: str | None
+
+
+class TicketList(msgspec.Struct, frozen=True):
+    """A page of tickets, newest first; pass ``next_before`` as ``before`` for the next."""
+
+    tickets: list[Ticket]
+    next_before: int | None
+
+
+class QueueResponse(msgspec.Struct, frozen=True):
+    """The agent queue: active tickets by next target, overdue (negative) first."""
+
+    now: datetime
+    entries: list[QueueEntry]
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """A stable machine code and a readable message."""
+
+    code: str
+    message: str
+
+
+class ErrorResponse(msgspec.Struct, frozen=True):
+    """The body of every 4xx answer."""
+
+    error: ErrorBody
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
+    return Response(ErrorResponse(error=ErrorBody(code=code, message=message)), status_code=status)
+
+
+def _desk_error(_request: Request[Any, Any, Any], exc: DeskError) -> Response[ErrorResponse]:
+    return _error(exc.status, exc.code, exc.message)
+
+
+def _sla_error(_request: Request[Any, Any, Any], exc: SlaConfigError) -> Response[ErrorResponse]:
+    return _error(422, exc.code, exc.message)
+
+
+def _validation_code(field: str, message: str) -> str:
+    if "length" in message and ("<=" in message or "at most" in message):
+        return DeskErrorCode.TOO_LONG
+    if field.endswith("priority"):
+        return DeskErrorCode.UNKNOWN_PRIORITY
+    if field.endswith("status"):
+        return DeskErrorCode.UNKNOWN_STATUS
+    return DeskErrorCode.REQUEST_INVALID
+
+
+def _validation_error(
+    _request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[ErrorResponse]:
+    details = exc.extra if isinstance(exc.extra, list) else []
+    field, message = "", str(exc.detail)
+    for item in details:
+        if isinstance(item, dict):
+            field = str(item.get("key") or "")
+            message = str(item.get("message") or message)
+            if "`$." in message:
+                field = message.rsplit("`$.", 1)[1].rstrip("`")
+            break
+    text = f"{field}: {message}" if field else message
+    return _error(422, _validation_code(field, message), text)
+
+
+def _http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
+    return _error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _agent_only(principal: NamedDependency[Principal], what: str) -> None:
+    if principal.kind != "agent":
+        raise DeskError(DeskErrorCode.FORBIDDEN, f"only agents may {what}")
+
+
+def _parse_instant(label: str, text: str) -> datetime:
+    """A report bound: ``YYYY-MM-DD`` (midnight UTC) or an ISO 8601 instant with offset."""
+    try:
+        if len(text) == 10:
+            d = date.fromisoformat(text)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DeskError(
+            DeskErrorCode.REQUEST_INVALID, f"{label}: expected YYYY-MM-DD or ISO 8601, got {text!r}"
+        ) from exc
+    if dt.utcoffset() is None:
+        raise DeskError(DeskErrorCode.REQUEST_INVALID, f"{label} needs a time zone offset")
+    return dt.astimezone(UTC)
+
+
+def _authenticator(service: TicketService) -> Callable[..., Any]:
+    async def principal(request: Request[Any, Any, Any]) -> Principal:
+        header = request.headers.get("authorization")
+        if not header:
+            raise DeskError(
+                DeskErrorCode.AUTH_MISSING, "send the header Authorization: Bearer <api key>"
+            )
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise DeskError(DeskErrorCode.AUTH_INVALID, "expected Authorization: Bearer <api key>")
+        found = await service.authenticate(key.strip())
+        if found is None:
+            raise DeskError(DeskErrorCode.AUTH_INVALID, "unknown or revoked API key")
+        return found
+
+    return principal
+
+
+# -- the router --------------------------------------------------------------------------------
+
+
+def desk_router(service: TicketService) -> Router:
+    """The ``/api/desk`` router over ``service``."""
+
+    @post("/tickets", status_code=201, summary="Open a ticket")
+    async def create_ticket(
+        principal: NamedDependency[Principal], data: JSONBody[NewTicket]
+    ) -> Ticket:
+        return await service.create_ticket(principal, data)
+
+    @get("/tickets", summary="List and filter tickets")
+    async def list_tickets(
+        principal: NamedDependency[Principal],
+        status: FromQuery[Status | None] = None,
+        priority: FromQuery[Priority | None] = None,
+        assignee: FromQuery[str | None] = None,
+        organisation: FromQuery[str | None] = None,
+        tag: FromQuery[str | None] = None,
+        active: FromQuery[bool] = False,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        before: FromQuery[int | None] = None,
+    ) -> TicketList:
+        f = TicketFilter(
+            status=status,
+            priority=priority,
+            assignee_id=assignee,
+            organisation_id=organisation,
+            tag=tag,
+            active_only=active,
+            limit=limit,
+            before_id=before,
+        )
+        tickets = await service.list_tickets(principal, f)
+        return TicketList(
+            tickets=tickets, next_before=tickets[-1].id if len(tickets) == limit else None
+        )
+
+    @get("/tickets/{ticket_id:int}", summary="A ticket with its comments and event log")
+    async def get_ticket(
+        principal: NamedDependency[Principal], ticket_id: FromPath[int]
+    ) -> TicketDetail:
+        return await service.detail(principal, ticket_id)
+
+    @post("/tickets/{ticket_id:int}/comments", status_code=201, summary="Comment on a ticket")
+    async def comment(
+        principal: NamedDependency[Principal],
+        ticket_id: FromPath[int],
+        data: JSONBody[CommentRequest],
+    ) -> Comment:
+        return await service.add_comment(
+            principal, ticket_id, data.body, public=data.public, channel=data.channel
+        )
+
+    @put("/tickets/{ticket_id:int}/status", summary="Change the status (agents)")
+    async def change_status(
+        principal: NamedDependency[Principal],
+        ticket_id: FromPath[int],
+        data: JSONBody[StatusRequest],
+    ) -> Ticket:
+        return await service.change_status(principal, ticket_id, data.status)
+
+    @put("/tickets/{ticket_id:int}/priority", summary="Change the priority (agents)")
+    async def change_priority(
+        principal: NamedDependency[Principal],
+        ticket_id: FromPath[int],
+        data: JSONBody[PriorityRequest],
+    ) -> Ticket:
+        return await service.change_priority(principal, ticket_id, data.priority)
+
+    @put("/tickets/{ticket_id:int}/assignee", summary="Assign or unassign (agents)")
+    async def change_assignee(
+        principal: NamedDependency[Principal],
+        ticket_id: FromPath[int],
+        data: JSONBody[AssigneeRequest],
+    ) -> Ticket:
+        return await service.assign(principal, ticket_id, data.assignee_id)
+
+    @get("/tickets/{ticket_id:int}/sla", summary="SLA status of a ticket, computed now")
+    async def ticket_sla(
+        principal: NamedDependency[Principal], ticket_id: FromPath[int]
+    ) -> TicketSla:
+        return await service.sla_status(principal, ticket_id)
+
+    @get("/queue", summary="The agent queue sorted by next breach (agents)")
+    async def queue(
+        principal: NamedDependency[Principal],
+        assignee: FromQuery[str | None] = None,
+        organisation: FromQuery[str | None] = None,
+        mine: FromQuery[bool] = False,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> QueueResponse:
+        _agent_only(principal, "read the queue")
+        entries = await service.queue(
+            principal,
+            limit=limit,
+            assignee_id=principal.id if mine else assignee,
+            organisation_id=organisation,
+        )
+        return QueueResponse(now=service.now(), entries=entries)
+
+    @post("/sla/explain", status_code=200, summary="Explain an SLA case (docs/sla.md)")
+    async def explain(
+        principal: NamedDependency[Principal],
+        body: RawBody,
+    ) -> Explanation:
+        """The body is an SLA case file (docs/sla.md, "Case files")."""
+        return explain_case(body)
+
+    @put("/sla/calendars/{name:str}", summary="Create or replace a business-hours calendar")
+    async def put_calendar(
+        principal: NamedDependency[Principal],
+        name: FromPath[str],
+        body: RawBody,
+    ) -> Calendar:
+        """The body is a calendar document (docs/sla.md, "Calendars")."""
+        _agent_only(principal, "change calendars")
+        return await service.put_calendar(name, body)
+
+    @get("/reports/sla", summary="SLA report: attainment, percentiles, breaches (agents)")
+    async def sla_report(
+        principal: NamedDependency[Principal],
+        start: Annotated[str, QueryParameter(name="from", description="YYYY-MM-DD or ISO 8601")],
+        end: Annotated[str, QueryParameter(name="to", description="exclusive; YYYY-MM-DD or ISO")],
+        format: FromQuery[str] = "json",
+        table: FromQuery[str] = "attainment",
+    ) -> Response[Any]:
+        _agent_only(principal, "read reports")
+        lo, hi = _parse_instant("from", start), _parse_instant("to", end)
+        if hi <= lo:
+            raise DeskError(
+                DeskErrorCode.REPORT_INVALID_WINDOW,
+                f"report window ends ({hi.isoformat()}) before it starts ({lo.isoformat()})",
+            )
+        if format not in ("json", "csv"):
+            raise DeskError(DeskErrorCode.REPORT_UNKNOWN_FORMAT, "format must be json or csv")
+        if table not in REPORT_TABLES:
+            raise DeskError(
+                DeskErrorCode.REPORT_UNKNOWN_FORMAT, f"table must be one of {REPORT_TABLES}"
+            )
+
+        def run(tx: Tx) -> SlaReport:
+            return report_tx(service.store, tx, lo, hi)
+
+        report = await service.read(run)
+        if format == "csv":
+            return Response(
+                report_csv(report, table),
+                media_type="text/csv",
+                headers={"Content-Disposition": f'attachment; filename="sla-{table}.csv"'},
+            )
+        return Response(report)
+
+    return Router(
+        path=PREFIX,
+        route_handlers=[
+            create_ticket,
+            list_tickets,
+            get_ticket,
+            comment,
+            change_status,
+            change_priority,
+            change_assignee,
+            ticket_sla,
+            queue,
+            explain,
+            put_calendar,
+            sla_report,
+        ],
+        dependencies={"principal": Provide(_authenticator(service))},
+        exception_handlers={
+            DeskError: _desk_error,
+            SlaConfigError: _sla_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+        },
+        tags=["desk"],
+    )

@@ -1,0 +1,40 @@
+"""Fixtures for the desk tests: a real SQLite file, a fake clock, a seeded desk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from desk_testkit import MONDAY_10, WebhookReceiver, desk_settings, seed_people
+
+from relaydesk.clock import FakeClock
+from relaydesk.desk.component import DeskComponent, open_desk
+from relaydesk.storage.engine import Database, open_database
+
+
+@pytest.fixture
+def desk_clock() -> FakeClock:
+    return FakeClock(MONDAY_10.timestamp())
+
+
+@pytest.fixture
+def desk_db(tmp_path: Path) -> Iterator[Database]:
+    db = open_database("sqlite:///" + str(tmp_path / "desk.db"))
+    yield db
+    db.close_sync()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def desk(desk_db: Database, desk_clock: FakeClock) -> DeskComponent:
+    component = open_desk(desk_db, desk_settings(auto_assign=False), desk_clock, None)
+    seed_people(component.tickets, desk_db)
+    return component
