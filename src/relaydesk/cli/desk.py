@@ -119,6 +119,12 @@ def create(
     tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
     app_id: Annotated[str | None, typer.Option("--app", help="App the problem concerns.")] = None,
     region: str | None = None,
+    window_start: Annotated[
+        str | None, typer.Option(help="Problem window start, ISO 8601 with offset.")
+    ] = None,
+    window_end: Annotated[
+        str | None, typer.Option(help="Problem window end, ISO 8601 with offset.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Open a ticket."""
@@ -127,6 +133,8 @@ def create(
         ("requester_id", requester),
         ("app_id", app_id),
         ("region", region),
+        ("window_start", window_start),
+        ("window_end", window_end),
         ("skills", skill),
         ("tags", tag),
     ):
