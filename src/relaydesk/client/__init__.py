@@ -1,0 +1,58 @@
+"""The relaydesk Python SDK (asyncio).
+
+    async with relaydesk.connect(url, token, device="laptop") as client:
+        receipt = await client.send("user:bob", "hello")
+        async for event in client.events():
+            ...
+
+See ``connect`` for the options and docs/protocol.md for the guarantees.
+"""
+
+from relaydesk.client.client import Client, CursorStore, MemoryCursorStore, connect
+from relaydesk.client.events import (
+    ChannelMembership,
+    ClientClosed,
+    ClientEvent,
+    ConnectError,
+    Deletion,
+    History,
+    MembershipChange,
+    Message,
+    Presence,
+    PresenceEvent,
+    ReadMarker,
+    RelaydeskError,
+    RequestError,
+    SendError,
+    SendReceipt,
+)
+from relaydesk.client.transport import Link, LinkClosed, TokenProvider
+from relaydesk.protocol.client_session import ConnectionState, ReconnectPolicy, SessionStats
+
+__all__ = [
+    "ChannelMembership",
+    "Client",
+    "ClientClosed",
+    "ClientEvent",
+    "ConnectError",
+    "ConnectionState",
+    "CursorStore",
+    "Deletion",
+    "History",
+    "Link",
+    "LinkClosed",
+    "MembershipChange",
+    "MemoryCursorStore",
+    "Message",
+    "Presence",
+    "PresenceEvent",
+    "ReadMarker",
+    "ReconnectPolicy",
+    "RelaydeskError",
+    "RequestError",
+    "SendError",
+    "SendReceipt",
+    "SessionStats",
+    "TokenProvider",
+    "connect",
+]

@@ -1,0 +1,180 @@
+"""What the SDK hands to applications: feed events, receipts, query results, errors.
+
+Plain frozen value objects, independent of the wire structs in
+``relaydesk.protocol.frames`` so that the wire can evolve without breaking
+applications.  ``from_event`` maps one feed entry (docs/protocol.md §4.1) onto
+the public type for its kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from relaydesk.protocol.errors import ErrorCode
+from relaydesk.protocol.frames import Event, PresenceChange
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message in conversation ``conv`` with per-conversation sequence ``seq``."""
+
+    conv: str
+    seq: int
+    pos: int  # position in the receiving user's feed (0 for history pages)
+    sender: str
+    device: str
+    id: str  # the sender's client message id
+    ts: int  # server commit time, Unix milliseconds
+    body: bytes
+    enc: str = ""  # "" for plain payloads; an E2EE scheme name otherwise
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMarker:
+    """The user (on ``device``) has read ``conv`` up to ``seq``."""
+
+    conv: str
+    seq: int
+    pos: int
+    user: str
+    device: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """Message ``seq`` of ``conv`` was deleted by its ``sender``."""
+
+    conv: str
+    seq: int
+    pos: int
+    sender: str
+    device: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """``user`` joined or left channel conversation ``conv``; ``actor`` made it happen."""
+
+    conv: str
+    pos: int
+    kind: Literal["join", "leave"]
+    user: str
+    actor: str
+    role: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """``user`` (sharing a channel with you) went online or offline."""
+
+    user: str
+    online: bool
+    devices: int
+    ts: int
+
+
+ClientEvent = Message | ReadMarker | Deletion | MembershipChange | PresenceEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    """The server committed the message durably as ``seq`` of ``conv`` (puback)."""
+
+    id: str
+    conv: str
+    seq: int
+    pos: int
+    ts: int
+    dup: bool = False  # the server had it already (a resend after a lost puback)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """One page of a conversation's messages, ascending by ``seq``."""
+
+    conv: str
+    messages: list[Message]
+    more: bool  # more messages exist beyond this page in the paging direction
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Presence of one user: online on ``devices`` devices since ``since`` (Unix ms)."""
+
+    user: str
+    online: bool
+    devices: int
+    since: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMembership:
+    """The result of ``join``: the channel's conversation id and your role."""
+
+    channel: str
+    conv: str
+    role: str
+
+
+class RelaydeskError(Exception):
+    """Base of SDK errors; ``code`` is from the protocol's error table (§7)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = "ERROR"
+        super().__init__(f"{name} ({code}): {message}")
+        self.code = code
+        self.message = message
+
+
+class SendError(RelaydeskError):
+    """The server refused a message for good (it left the outbox)."""
+
+
+class RequestError(RelaydeskError):
+    """A request (join, history, presence...) failed."""
+
+
+class ConnectError(RelaydeskError):
+    """The client could not log in (bad token, timeout, attempts exhausted)."""
+
+
+class ClientClosed(RelaydeskError):
+    """The client was closed while the call was pending."""
+
+    def __init__(self, message: str = "client closed") -> None:
+        super().__init__(int(ErrorCode.INTERNAL), message)
+
+
+def message_from(event: Event) -> Message:
+    return Message(
+        conv=event.conv, seq=event.seq, pos=event.pos, sender=event.sender, device=event.dev,
+        id=event.id, ts=event.ts, body=event.body, enc=event.enc,
+    )
+
+
+def from_event(item: Event | PresenceChange) -> ClientEvent:
+    """The public event for one feed item."""
+    if isinstance(item, PresenceChange):
+        return PresenceEvent(user=item.user, online=item.online, devices=item.devices, ts=item.ts)
+    if item.kind == "msg":
+        return message_from(item)
+    if item.kind == "read":
+        return ReadMarker(conv=item.conv, seq=item.seq, pos=item.pos, user=item.sender,
+                          device=item.dev, ts=item.ts)
+    if item.kind == "del":
+        return Deletion(conv=item.conv, seq=item.seq, pos=item.pos, sender=item.sender,
+                        device=item.dev, ts=item.ts)
+    return MembershipChange(conv=item.conv, pos=item.pos, kind=item.kind, user=item.subject,
+                            actor=item.sender, role=item.role, ts=item.ts)
