@@ -198,6 +198,7 @@ class Hub:
             channels = self._user_channels.get((app, event.subject))
             if channels is not None:  # tracked only for online users
                 channels.add(event.conv)
+                self._announce_join(app, event.subject, members)
         encodings: dict[str, bytes] = {}
         if outcome.audience is not None:
             self._deliver(app, outcome.audience, event, encodings)
@@ -295,7 +296,9 @@ class Hub:
         devices.add(endpoint)
         if first:
             self._since[key] = millis(self.clock)
-            await self._announce(endpoint.app, endpoint.user, True, len(devices))
+            await self._announce(
+                endpoint.app, endpoint.user, True, len(devices), set(self._user_channels[key])
+            )
 
     async def detach(self, endpoint: Endpoint) -> None:
         key = (endpoint.app, endpoint.user)
@@ -306,13 +309,17 @@ class Hub:
         if not devices:
             del self._online[key]
             self._since.pop(key, None)
-            self._user_channels.pop(key, None)
-            await self._announce(endpoint.app, endpoint.user, False, 0)
+            # Take the channels now (a new device may attach during the await) and
+            # announce to their members before forgetting them.
+            channels = self._user_channels.pop(key, set())
+            await self._announce(endpoint.app, endpoint.user, False, 0, channels)
 
-    async def _announce(self, app: str, user: str, online: bool, devices: int) -> None:
+    async def _announce(
+        self, app: str, user: str, online: bool, devices: int, channels: set[str]
+    ) -> None:
         change = PresenceChange(user=user, online=online, devices=devices, ts=millis(self.clock))
         recipients: set[str] = set()
-        for conv in self._user_channels.get((app, user), set()):
+        for conv in channels:
             members = self._members.get((app, conv))
             if members is None:
                 # Not cached: read it for this announcement only.  Only the writer
@@ -326,6 +333,18 @@ class Hub:
         for other in recipients:
             for endpoint in self._online.get((app, other), ()):
                 endpoint.push_presence(change)
+
+    def _announce_join(self, app: str, user: str, members: dict[str, str]) -> None:
+        """An online user joined a channel: its members learn the user is online."""
+        devices = self._online.get((app, user), set())
+        if not devices:
+            return
+        change = PresenceChange(user=user, online=True, devices=len(devices),
+                                ts=millis(self.clock))
+        for other in members:
+            if other != user:
+                for endpoint in self._online.get((app, other), ()):
+                    endpoint.push_presence(change)
 
     def presence(self, app: str, users: Iterable[str]) -> list[UserPresence]:
         out = []
