@@ -157,10 +157,14 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
 def _register_optional() -> None:
     from relaydesk.cli.chat import send, tail
     from relaydesk.cli.desk import desk_app
+    from relaydesk.cli.doctor import doctor
+    from relaydesk.cli.netsim import netsim
 
     app.command()(send)
     app.command()(tail)
     app.add_typer(desk_app, name="desk")
+    app.command()(doctor)
+    app.command()(netsim)
 
 
 def main() -> None:

@@ -1,0 +1,43 @@
+"""``relaydesk doctor``: the client-side connectivity checklist (docs/doctor.md).
+
+report = await run_doctor("wss://chat.example.com/v1/ws", token)
+print(msgspec.json.encode(report))
+"""
+
+from relaydesk.doctor.analysis import (
+    LintFinding,
+    PongSample,
+    ProbeSummary,
+    SdkConfig,
+    SkewEstimate,
+    Status,
+    estimate_skew,
+    lint_sdk_config,
+    percentile,
+    summarise_probes,
+)
+from relaydesk.doctor.attach import AttachError, attach_report
+from relaydesk.doctor.report import CHECKS, CheckResult, DoctorReport, report_markdown
+from relaydesk.doctor.runner import DoctorOptions, ProgressCallback, run_doctor
+
+__all__ = [
+    "CHECKS",
+    "AttachError",
+    "CheckResult",
+    "DoctorOptions",
+    "DoctorReport",
+    "LintFinding",
+    "PongSample",
+    "ProbeSummary",
+    "ProgressCallback",
+    "SdkConfig",
+    "SkewEstimate",
+    "Status",
+    "attach_report",
+    "estimate_skew",
+    "lint_sdk_config",
+    "percentile",
+    "report_markdown",
+    "run_doctor",
+    "summarise_probes",
+]

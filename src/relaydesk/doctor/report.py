@@ -1,0 +1,119 @@
+"""What the doctor hands back: one ``CheckResult`` per check, gathered in a ``DoctorReport``.
+
+Both are frozen msgspec structs, so ``msgspec.json.encode(report)`` is the ``--json``
+output and the payload attached to desk tickets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from relaydesk.doctor.analysis import Status
+
+CHECKS: Final = (
+    "dns",
+    "tcp",
+    "tls",
+    "websocket",
+    "login",
+    "clock_skew",
+    "rtt_loss",
+    "round_trip",
+    "sdk_config",
+)
+"""Every check, in the order it runs (later ones depend on earlier ones)."""
+
+TITLES: Final = {
+    "dns": "DNS resolution",
+    "tcp": "TCP reachability",
+    "tls": "TLS handshake",
+    "websocket": "WebSocket upgrade",
+    "login": "Login",
+    "clock_skew": "Clock skew",
+    "rtt_loss": "RTT and loss",
+    "round_trip": "Message round trip",
+    "sdk_config": "SDK configuration",
+}
+
+_RANK: Final = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
+
+
+class CheckResult(msgspec.Struct, frozen=True):
+    """The outcome of one check: ``reason`` is for people, ``data`` for machines."""
+
+    name: str
+    status: Status
+    reason: str
+    data: dict[str, Any] = {}
+    elapsed_ms: float = 0.0
+
+
+class DoctorReport(msgspec.Struct, frozen=True):
+    """A whole doctor run; ``status`` is the worst status of any check."""
+
+    url: str
+    created_at: str  # ISO 8601, UTC, from the doctor's clock
+    sdk_version: str
+    status: Status
+    checks: list[CheckResult]
+    user: str = ""
+    device: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed (the CLI's exit code 0)."""
+        return self.status != "fail"
+
+    def check(self, name: str) -> CheckResult:
+        """The result of the check called ``name``."""
+        for result in self.checks:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+
+def overall_status(results: list[CheckResult]) -> Status:
+    """``fail`` if any failed, else ``warn`` if any warned, else ``pass``."""
+    worst = max((_RANK[r.status] for r in results), default=0)
+    statuses: tuple[Status, ...] = ("pass", "warn", "fail")
+    return statuses[worst]
+
+
+MAX_COMMENT: Final = 19_000
+"""The desk accepts comments up to 20 000 characters; keep a margin for the wrapper."""
+
+
+def report_markdown(report: DoctorReport, *, limit: int = MAX_COMMENT) -> str:
+    """A ticket comment: a summary table and the report as fenced JSON.
+
+    When the JSON would push the comment over ``limit`` characters, the per-check
+    ``data`` is dropped first (the table keeps every reason), then reasons are cut.
+    """
+    icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+    lines = [
+        f"**relaydesk doctor**: {icon[report.status]} for `{report.url}` "
+        f"at {report.created_at} (SDK {report.sdk_version})",
+        "",
+        "| check | status | reason |",
+        "|---|---|---|",
+    ]
+    for r in report.checks:
+        reason = r.reason.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {TITLES.get(r.name, r.name)} | {icon[r.status]} | {reason} |")
+    head = "\n".join(lines)
+
+    def fenced(rep: DoctorReport) -> str:
+        return "\n\n```json\n" + msgspec.json.format(msgspec.json.encode(rep)).decode() + "\n```"
+
+    text = head + fenced(report)
+    if len(text) <= limit:
+        return text
+    slim = msgspec.structs.replace(
+        report, checks=[msgspec.structs.replace(r, data={}) for r in report.checks]
+    )
+    text = head + fenced(slim)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 20] + "\n… (truncated)\n```"
