@@ -78,6 +78,30 @@ class DeskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhook_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
 
 
+class TelemetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Message lifecycle, connection history and network quality (docs/telemetry.md)."""
+
+    # Off: the gateway and hub skip every hook (no recording, no flusher); the
+    # quality API still answers from what is stored.
+    enabled: bool = True
+    # How often in-memory aggregates, traces and connection history are written.
+    flush_interval_s: Annotated[float, Meta(gt=0, le=300)] = 5.0
+    # One publish in N gets a full per-stage trace; 0 turns traces off.
+    trace_sample_every: NonNeg = 100
+    # A delivery counts as successful only when acknowledged within this time.
+    ack_deadline_ms: Annotated[int, Meta(ge=100, le=3_600_000)] = 10_000
+    # Minute rows are rolled up into hour rows after this many days (traces and
+    # connection history are deleted then too); hour rows are kept this long.
+    retention_minutes_days: PosInt = 7
+    retention_hours_days: PosInt = 90
+    # Client-reported labels (region, network type, SDK): longer values are cut,
+    # values past the first ``label_max_values`` distinct ones become "other".
+    label_max_len: Annotated[int, Meta(ge=8, le=256)] = 64
+    label_max_values: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    # Bearer key that may read every app's quality data; empty: no operator access.
+    operator_key: Annotated[str, Meta(pattern=r"^$|^.{16,}$")] = ""
+
+
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     secret: Annotated[str, Meta(min_length=32)]  # HS256 wants >= 256-bit keys
@@ -89,6 +113,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gateway: GatewaySettings = GatewaySettings()
     retention: RetentionSettings = RetentionSettings()
     desk: DeskSettings = DeskSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     apps: list[AppSettings] = []
     demo: bool = False
 
@@ -109,7 +134,7 @@ class ConfigError(Exception):
     """A setting is missing, unknown or invalid."""
 
 
-_SECTIONS = ("server", "storage", "gateway", "retention", "desk")
+_SECTIONS = ("server", "storage", "gateway", "retention", "desk", "telemetry")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -147,6 +147,31 @@ class Refresh(Frame, frozen=True, tag="auth"):
     token: Token
 
 
+# Probe labels are cut to the telemetry label limit server-side (and counted);
+# only absurd lengths fail the frame.
+ProbeLabel = Annotated[str, Meta(max_length=256)]
+
+
+class Probe(Frame, frozen=True, tag="probe"):
+    """A network-quality report measured by the client (docs/telemetry.md §probes).
+
+    Numbers are deliberately unconstrained on the wire: absurd values (negative
+    RTT, loss over 1, a timestamp far in the future) are rejected or clamped by
+    the server's telemetry and counted there, rather than closing the connection.
+    ``ts`` is the client's wall clock (ms) when the measurement ended; 0 = now.
+    """
+
+    rtt_p50_ms: float
+    rtt_p95_ms: float
+    loss: float  # fraction of probe round trips lost, 0..1
+    samples: int
+    jitter_ms: float = 0.0
+    net: ProbeLabel = ""
+    sdk: ProbeLabel = ""
+    region: ProbeLabel = ""
+    ts: int = 0
+
+
 ClientFrame = (
     Hello
     | Ping
@@ -160,6 +185,7 @@ ClientFrame = (
     | HistoryQuery
     | PresenceQuery
     | Refresh
+    | Probe
 )
 
 # ------------------------------------------------------------- server -> client
@@ -288,6 +314,7 @@ CLIENT_TAGS = frozenset(
         "history_q",
         "presence_q",
         "auth",
+        "probe",
     }
 )
 SERVER_TAGS = frozenset(

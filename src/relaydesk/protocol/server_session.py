@@ -34,6 +34,7 @@ from relaydesk.protocol.frames import (
     Leave,
     Ping,
     PresenceQuery,
+    Probe,
     Publish,
     Read,
     Refresh,
@@ -47,7 +48,20 @@ class Phase(enum.Enum):
 
 
 _ACTIVE_FRAMES: frozenset[type[Frame]] = frozenset(
-    {Ping, Publish, Ack, Read, Delete, Join, Leave, Invite, HistoryQuery, PresenceQuery, Refresh}
+    {
+        Ping,
+        Publish,
+        Ack,
+        Read,
+        Delete,
+        Join,
+        Leave,
+        Invite,
+        HistoryQuery,
+        PresenceQuery,
+        Refresh,
+        Probe,
+    }
 )
 ALLOWED: dict[Phase, frozenset[type[Frame]]] = {
     Phase.AWAIT_HELLO: frozenset({Hello}),

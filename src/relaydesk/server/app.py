@@ -29,6 +29,8 @@ from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
 from relaydesk.storage.messages import MessageStore
+from relaydesk.telemetry import Telemetry, open_telemetry
+from relaydesk.web.quality_api import metrics_router, quality_router
 
 log = logging.getLogger("relaydesk.server")
 
@@ -44,14 +46,19 @@ class RelaydeskServer:
         self.db: Database
         self.store: MessageStore
         self.db, self.store = open_messaging_storage(settings, self.clock)
-        self.hub = Hub(self.db, self.store, settings, self.clock)
-        self.gateway = Gateway(self.hub, settings, self.clock)
+        self.telemetry: Telemetry = open_telemetry(self.db, settings, self.clock)
+        self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder)
+        self.gateway = Gateway(self.hub, settings, self.clock, self.telemetry.recorder)
         self.desk: DeskComponent = open_desk(self.db, settings, self.clock, HubMessaging(self.hub))
         self.http = Litestar(
             route_handlers=[
                 ops_router(self),
                 messaging_router(self.hub, self.store, settings.gateway.max_body),
                 self.desk.router,
+                quality_router(
+                    self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
+                ),
+                metrics_router(self.telemetry),
             ],
             openapi_config=OpenAPIConfig(
                 title="relaydesk", version="1", path="/api/docs", description=__doc__
@@ -64,6 +71,7 @@ class RelaydeskServer:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
         await self.hub.start()
+        await self.telemetry.start()
         await self.gateway.start()
         if self.settings.demo:
             await self._seed_demo()
@@ -77,6 +85,7 @@ class RelaydeskServer:
             await self.gateway.aclose()
             await self.desk.aclose()
             await self.hub.aclose()
+            await self.telemetry.aclose()
             await self.db.aclose()
 
     async def _seed_demo(self) -> None:

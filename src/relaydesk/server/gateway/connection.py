@@ -37,6 +37,7 @@ from relaydesk.protocol.server_session import ServerSession
 
 if TYPE_CHECKING:
     from relaydesk.server.routing.hub import Hub
+    from relaydesk.telemetry.recorder import ConnTelemetry, Trace
 
 # How long a closing connection waits for answers to publishes it already submitted.
 CLOSE_DRAIN_S = 2.0
@@ -91,6 +92,10 @@ class Connection:
         self._limit_bytes = queue_bytes
         self._page = page
         self.active = False  # attached to the hub (logged in)
+        # Telemetry state once logged in (None: telemetry off or not logged in);
+        # end_reason is set once by the gateway when it decides to close.
+        self.tel: ConnTelemetry | None = None
+        self.end_reason = ""
         self.stats = {"batches": 0, "events": 0, "resyncs": 0}
 
     # -- called by the hub and the gateway (synchronous, never block) -----------------
@@ -104,6 +109,9 @@ class Connection:
         self._queue.append(data)
         self._queued_bytes += len(data)
         self.queued = self._queue_last = event.pos
+        tel = self.tel
+        if tel is not None and tel.first_gen < 0:
+            tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
         if len(self._queue) > self._limit_items or self._queued_bytes > self._limit_bytes:
             # Slow consumer: drop what is queued and serve it from storage instead.
             self._queue.clear()
@@ -111,7 +119,14 @@ class Connection:
             self.queued = self.taken
             self.mode = Mode.CATCHUP
             self.stats["resyncs"] += 1
+            if tel is not None:
+                tel.resynced()
         self._wake.set()
+
+    def traced(self, pos: int, trace: Trace) -> None:
+        """The hub offered sampled event ``pos``: follow it if it was queued."""
+        if self.tel is not None and self._queue and self._queue_last == pos:
+            self.tel.trace_offered(trace)
 
     def push_presence(self, change: PresenceChange) -> None:
         self.send_frame(change)
@@ -183,7 +198,11 @@ class Connection:
                 self.taken = self._queue_last
                 self.stats["batches"] += 1
                 self.stats["events"] += len(items)
-                await self._write(self.codec.encode_batch(items))
+                data = self.codec.encode_batch(items)
+                if self.tel is not None:
+                    # Stamped before the write: an ack can only follow the bytes.
+                    self.tel.written_live(self.taken, len(items))
+                await self._write(data)
                 continue
             self._wake.clear()
             await self._wake.wait()
@@ -195,7 +214,10 @@ class Connection:
             self.taken = self.queued = events[-1].pos
             self.stats["batches"] += 1
             self.stats["events"] += len(events)
-            await self._write(self.codec.encode_batch([self.codec.encode_event(e) for e in events]))
+            data = self.codec.encode_batch([self.codec.encode_event(e) for e in events])
+            if self.tel is not None:
+                self.tel.written_catchup(self.taken, len(events))
+            await self._write(data)
         if len(events) < self._page and self.hub.fanned_pos == target and self._closing is None:
             # Every feed event <= target has been written; live from here.
             self.taken = self.queued = max(self.taken, target)

@@ -39,6 +39,7 @@ from relaydesk.protocol.frames import (
     Pong,
     PresenceQuery,
     PresenceState,
+    Probe,
     PubAck,
     Publish,
     Read,
@@ -50,15 +51,26 @@ from relaydesk.protocol.tokens import Claims, verify_token
 from relaydesk.server.gateway.connection import Connection
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Outcome, PublishOp, ReadOp
+from relaydesk.telemetry.recorder import Recorder
 
 log = logging.getLogger("relaydesk.gateway")
+
+# Why a connection ended, for telemetry's connection history (docs/telemetry.md).
+_END_REASONS = {
+    ErrorCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
+    ErrorCode.TOKEN_EXPIRED: "auth_expiry",
+    ErrorCode.SERVER_SHUTDOWN: "server_shutdown",
+}
 
 
 class Gateway:
     """Accepts WebSocket connections and speaks protocol v1 on them."""
 
-    def __init__(self, hub: Hub, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self, hub: Hub, settings: Settings, clock: Clock, recorder: Recorder | None = None
+    ) -> None:
         self.hub = hub
+        self.recorder = recorder  # telemetry; None: off
         self.settings = settings
         self.clock = clock
         g = settings.gateway
@@ -84,6 +96,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for conn in list(self.connections):
+            conn.end_reason = conn.end_reason or "server_shutdown"
             code = ErrorCode.SERVER_SHUTDOWN
             conn.close(code, "server shutting down", Error(code=code, msg="server shutting down"))
         for _ in range(50):
@@ -138,11 +151,14 @@ class Gateway:
                         await asyncio.wait_for(asyncio.shield(sender), 1.0)
                     sender.cancel()
         except* (OSError, RuntimeError) as group:  # the socket went away mid-write
+            conn.end_reason = conn.end_reason or "transport_error"
             log.debug("connection %s ended: %s", conn.client_addr, group.exceptions)
         finally:
             self.connections.discard(conn)
             self._claims.pop(conn, None)
             conn.session.closed()
+            if conn.tel is not None and self.recorder is not None:
+                self.recorder.detach(conn.tel, conn.end_reason or "client_close")
             if conn.active:
                 conn.active = False
                 await self.hub.detach(conn)
@@ -152,6 +168,7 @@ class Gateway:
         while not conn.closing:
             message = await receive()
             if message["type"] == "websocket.disconnect":
+                conn.end_reason = conn.end_reason or "client_close"
                 return
             data = message.get("bytes")
             if data is None:
@@ -179,7 +196,10 @@ class Gateway:
         rid = getattr(frame_ref, "rid", None)
         mid = frame_ref.id if isinstance(frame_ref, Publish) else None
         err = Error(code=int(exc.code), msg=exc.message, rid=rid, id=mid)
+        if mid is not None and conn.tel is not None:
+            conn.tel.rec.publish_failed(conn.tel)
         if exc.code.closes:
+            conn.end_reason = conn.end_reason or _END_REASONS.get(exc.code, "protocol_error")
             conn.close(int(exc.code), exc.code.name, err)
         else:
             conn.send_frame(err)
@@ -203,16 +223,25 @@ class Gateway:
                 ts=now_ms,
             )
             conn.inflight += 1
+            # Telemetry "received": the pub frame is decoded and admitted.
+            recv = self.clock.monotonic() if conn.tel is not None else 0.0
 
-            def published(outcome: Outcome, conn: Connection = conn, mid: str = frame.id) -> None:
+            def published(
+                outcome: Outcome, conn: Connection = conn, mid: str = frame.id, recv: float = recv
+            ) -> None:
                 conn.inflight -= 1
+                tel = conn.tel
                 if outcome.error is not None:
+                    if tel is not None:
+                        tel.rec.publish_failed(tel)
                     conn.send_frame(
                         Error(code=int(outcome.error.code), msg=outcome.error.message, id=mid)
                     )
                 else:
                     ev = outcome.event
                     assert ev is not None
+                    if tel is not None:
+                        tel.rec.published(tel, recv, ev.pos, ev.conv, not outcome.duplicate)
                     conn.send_frame(
                         PubAck(
                             id=mid,
@@ -232,10 +261,17 @@ class Gateway:
                     f"ack {frame.pos} is beyond what was sent ({conn.taken})",
                 )
             self.hub.note_ack(conn.app, conn.user, conn.device, frame.pos)
+            if conn.tel is not None:
+                conn.tel.acked(frame.pos)
         elif isinstance(frame, Ping):
             conn.send_frame(Pong(ts=frame.ts, server_ts=now_ms))
         elif isinstance(frame, Hello):
             await self._login(conn, frame)
+        elif isinstance(frame, Probe):
+            # Fire and forget: implausible reports are rejected or clamped and
+            # counted by telemetry, never answered (docs/telemetry.md §probes).
+            if conn.tel is not None:
+                conn.tel.rec.probe(conn.tel, frame)
         elif isinstance(frame, Read):
             conv = resolve(frame.conv, conn.user)
             self.hub.submit(
@@ -360,6 +396,16 @@ class Gateway:
                 exp=claims.exp,
             )
         )
+        if self.recorder is not None:
+            conn.tel = self.recorder.attach(
+                conn.app,
+                conn.user,
+                conn.device,
+                region=conn.region,
+                net=conn.net,
+                sdk=conn.sdk,
+                resumed=hello.cursor is not None,
+            )
         conn.start_feed(cursor)
         conn.active = True
         await self.hub.attach(conn)

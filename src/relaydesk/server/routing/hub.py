@@ -43,6 +43,7 @@ from relaydesk.storage.messages import (
     Outcome,
     PublishOp,
 )
+from relaydesk.telemetry.recorder import Recorder, Trace
 
 log = logging.getLogger("relaydesk.hub")
 
@@ -66,12 +67,24 @@ class Endpoint(Protocol):
 
     def push_presence(self, change: PresenceChange) -> None: ...
 
+    def traced(self, pos: int, trace: Trace) -> None: ...
+
 
 class Hub:
     """Routing for one node (cluster fan-out comes through the bus later)."""
 
-    def __init__(self, db: Database, store: MessageStore, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: MessageStore,
+        settings: Settings,
+        clock: Clock,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.db = db
+        # Telemetry (None: off).  The writer stamps commit start/end and the end of
+        # fan-out once per batch; see relaydesk/telemetry/recorder.py.
+        self.recorder = recorder
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -143,10 +156,13 @@ class Hub:
 
     async def _writer(self) -> None:
         limit = self.settings.storage.commit_batch_max
+        rec = self.recorder
+        mono = self.clock.monotonic
         while True:
             batch = [await self._queue.get()]
             while len(batch) < limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            started = mono() if rec is not None else 0.0
             ops = [op for op, _ in batch]
             want = self._missing_members(ops)
             try:
@@ -159,6 +175,8 @@ class Hub:
                 for _, done in batch:
                     done(failed)
                 continue
+            if rec is not None:
+                rec.commit_window(started, mono())
             self.stats["commits"] += 1
             self.stats["ops"] += len(ops)
             self._remember_members(result.members)
@@ -167,6 +185,9 @@ class Hub:
                 if outcome.event is not None and not outcome.duplicate:
                     self._route(op, outcome)
             self.fanned_pos = max(self.fanned_pos, result.last_pos)
+            if rec is not None:
+                # Every event of the batch has been offered; no sender ran meanwhile.
+                rec.batch_fanned(mono())
 
     def _commit(self, tx: Tx, *, ops: list[Op], want: set[tuple[str, str]]) -> BatchResult:
         return self.store.commit_batch_tx(tx, ops, want)
@@ -200,24 +221,35 @@ class Hub:
                 channels.add(event.conv)
                 self._announce_join(app, event.subject, members)
         encodings: dict[str, bytes] = {}
+        # A sampled telemetry trace follows this event to each connection (rare).
+        trace = self.recorder.trace_for(event.pos) if self.recorder is not None else None
         if outcome.audience is not None:
-            self._deliver(app, outcome.audience, event, encodings)
+            self._deliver(app, outcome.audience, event, encodings, trace)
         elif event.conv.startswith("dm:"):
             _, a, b = event.conv.split(":")
-            self._deliver(app, a, event, encodings)
+            self._deliver(app, a, event, encodings, trace)
             if b != a:
-                self._deliver(app, b, event, encodings)
+                self._deliver(app, b, event, encodings, trace)
         elif members is not None:
             for user in members:
-                self._deliver(app, user, event, encodings)
+                self._deliver(app, user, event, encodings, trace)
         if event.kind == "leave" and members is not None:
             members.pop(event.subject, None)
             self._user_channels.get((app, event.subject), set()).discard(event.conv)
 
-    def _deliver(self, app: str, user: str, event: Event, encodings: dict[str, bytes]) -> None:
+    def _deliver(
+        self,
+        app: str,
+        user: str,
+        event: Event,
+        encodings: dict[str, bytes],
+        trace: Trace | None = None,
+    ) -> None:
         for endpoint in self._online.get((app, user), ()):
             endpoint.offer(event, encodings)
             self.stats["fanout_offers"] += 1
+            if trace is not None:
+                endpoint.traced(event.pos, trace)
 
     # -- reading ---------------------------------------------------------------
 
@@ -339,8 +371,7 @@ class Hub:
         devices = self._online.get((app, user), set())
         if not devices:
             return
-        change = PresenceChange(user=user, online=True, devices=len(devices),
-                                ts=millis(self.clock))
+        change = PresenceChange(user=user, online=True, devices=len(devices), ts=millis(self.clock))
         for other in members:
             if other != user:
                 for endpoint in self._online.get((app, other), ()):

@@ -1,0 +1,800 @@
+"""The telemetry recorder: message lifecycle, connection history and probes, in memory.
+
+Theory of operation (docs/telemetry.md)
+---------------------------------------
+Everything here runs on the event loop, called synchronously by the gateway and
+the hub; nothing awaits, nothing does I/O.  The flusher (``service.py``) drains
+what accumulated every few seconds and writes it in one transaction.
+
+**Aggregates.**  Counters and fixed-bucket histograms (``Agg``) are kept per
+(app, client region) for the current wall-clock minute; the node and its region
+are constant per process and added when rows are written.  ``tick()`` (once a
+second) closes the minute; the flusher drains closed minutes and the current
+partial one as deltas that the store adds to the stored rows.
+
+**Stages** (all from one monotonic clock, so they add up exactly):
+
+* ``received``: the gateway decoded the ``pub`` frame;
+* ``commit start``: the hub's writer took the batch (``commit_window``);
+* ``committed``: the transaction returned (``commit_window``);
+* ``fanned out``: the writer finished offering the whole batch to every live
+  recipient connection (``batch_fanned``) — no sender can write before that,
+  since both run on this loop;
+* ``written``: a connection's sender handed the ``msgs`` frame containing the
+  event to the socket;
+* ``acknowledged``: the device's cumulative ``ack`` covering it arrived.
+
+Per-delivery work is O(1) per *batch*.  The only per-offer work is noting, when
+a connection's live queue gets its first event since the last write, which hub
+batch ("fan-out generation") it came from.  A write then records the queue wait
+from the fan-out time of that generation (kept in a small ring): exact when the
+written batch came from one hub batch, the common case since senders run between
+hub batches; when it spans several, the oldest event gets its exact wait and the
+others the wait since the newest hub batch (a lower bound).  Each write pushes
+one (last position, write time, count) entry on the connection's ack window; an
+ack pops the entries it covers.  Entries older than the ack deadline, or still there when the
+connection closes, count as *not delivered*.  An ack that covers only part of a
+written batch leaves the entry until a later ack covers the rest (the SDK acks
+cumulatively, so this only delays the count).
+
+**Traces.**  One publish in ``trace_sample_every`` is traced in full: the trace
+holds the server-side stamps; the hub tells each connection that queued the
+sampled event (``Connection.traced``), which keeps a reference, stamps its write
+and its ack, and resolves the trace for itself.  A
+trace produces one row per recipient connection (or one ``no_recipient`` row).
+
+**Bounds** (each with its reason, overflow counted in ``stats``):
+
+* ack window: ``MAX_WINDOW`` entries per connection (one per written batch; a
+  client that never acks hits the deadline first at any sane batch rate);
+* open traces: ``MAX_OPEN_TRACES`` (sampling pauses while full);
+* trace rows, connection-history rows and closed minutes waiting for the flusher:
+  ``MAX_PENDING_ROWS``/``MAX_CLOSED_WINDOWS`` (only reached if the database
+  refuses writes for a long time; the oldest are dropped);
+* label values: ``LabelBounder``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from relaydesk.clock import Clock
+from relaydesk.config import TelemetrySettings
+from relaydesk.storage.telemetry import COUNTERS, ConnectionRow, SeriesRow, TraceRow
+from relaydesk.telemetry.histogram import Histogram
+from relaydesk.telemetry.labels import UNKNOWN, LabelBounder
+from relaydesk.telemetry.probe import ProbeReport, validate_probe
+
+Key = tuple[str, str]  # (app, client region)
+
+# Disconnect reasons, in the order of the ``disc_*`` counters.
+REASONS: tuple[str, ...] = (
+    "client_close",
+    "heartbeat_timeout",
+    "server_shutdown",
+    "protocol_error",
+    "auth_expiry",
+    "transport_error",
+)
+_REASON_INDEX = {r: i for i, r in enumerate(REASONS)}
+# Disconnects that mean something went wrong (the disconnect rate counts these).
+UNEXPECTED = ("heartbeat_timeout", "protocol_error", "auth_expiry", "transport_error")
+
+# Latency histograms (milliseconds) and the loss histogram (fraction) of an Agg.
+LATENCY_STAGES: tuple[str, ...] = (
+    "commit_wait",  # received -> commit start
+    "commit",  # commit start -> committed
+    "fanout",  # committed -> fanned out
+    "server",  # received -> fanned out (the three above)
+    "queue_wait",  # fanned out -> written, per recipient connection
+    "client_ack",  # written -> acknowledged, per recipient connection
+    "c2s_est",  # sender's probe RTT / 2, per publish (estimate)
+    "s2c_est",  # recipient's probe RTT / 2, per acknowledged delivery (estimate)
+    "rtt",  # probe RTT median, per probe
+    "rtt_p95",  # probe RTT p95, per probe
+)
+HIST_NAMES: tuple[str, ...] = (*LATENCY_STAGES, "loss")
+
+FAN_RING = 4096  # fan-out generations remembered; a mark older than this is skipped
+MAX_WINDOW = 4096
+MAX_OPEN_TRACES = 1000
+# Recipient connections one trace follows: a trace is a sample, and following all
+# members of a large channel would make trace rows cost as much as the deliveries.
+MAX_TRACE_RECIPIENTS = 16
+MAX_PENDING_ROWS = 50_000
+MAX_CLOSED_WINDOWS = 180  # three hours of minutes without a successful flush
+
+
+class Agg:
+    """Counters and histograms of one (app, client region) in one minute."""
+
+    __slots__ = (
+        "active_max",
+        "c2s_est",
+        "client_ack",
+        "commit",
+        "commit_wait",
+        "connects",
+        "delivered",
+        "disc",
+        "fanout",
+        "late",
+        "loss",
+        "probes",
+        "probes_clamped",
+        "probes_rejected",
+        "queue_wait",
+        "resumes",
+        "rtt",
+        "rtt_p95",
+        "s2c_est",
+        "send_errors",
+        "sent",
+        "server",
+        "traces",
+        "undelivered",
+    )
+
+    def __init__(self) -> None:
+        self.sent = self.send_errors = 0
+        self.delivered = self.late = self.undelivered = 0
+        self.connects = self.resumes = 0
+        self.disc = [0] * len(REASONS)
+        self.probes = self.probes_rejected = self.probes_clamped = 0
+        self.traces = 0
+        self.active_max = 0
+        self.commit_wait = Histogram.latency()
+        self.commit = Histogram.latency()
+        self.fanout = Histogram.latency()
+        self.server = Histogram.latency()
+        self.queue_wait = Histogram.latency()
+        self.client_ack = Histogram.latency()
+        self.c2s_est = Histogram.latency()
+        self.s2c_est = Histogram.latency()
+        self.rtt = Histogram.latency()
+        self.rtt_p95 = Histogram.latency()
+        self.loss = Histogram.loss()
+
+    def hist(self, name: str) -> Histogram:
+        h: Histogram = getattr(self, name)
+        return h
+
+    def counts(self) -> list[int]:
+        """Counter values in ``storage.telemetry.COUNTERS`` order."""
+        return [
+            self.sent,
+            self.send_errors,
+            self.delivered,
+            self.late,
+            self.undelivered,
+            self.connects,
+            self.resumes,
+            *self.disc,
+            self.probes,
+            self.probes_rejected,
+            self.probes_clamped,
+            self.traces,
+            self.active_max,
+        ]
+
+    def merge(self, other: Agg) -> None:
+        self.sent += other.sent
+        self.send_errors += other.send_errors
+        self.delivered += other.delivered
+        self.late += other.late
+        self.undelivered += other.undelivered
+        self.connects += other.connects
+        self.resumes += other.resumes
+        self.disc = [a + b for a, b in zip(self.disc, other.disc, strict=True)]
+        self.probes += other.probes
+        self.probes_rejected += other.probes_rejected
+        self.probes_clamped += other.probes_clamped
+        self.traces += other.traces
+        self.active_max = max(self.active_max, other.active_max)
+        for name in HIST_NAMES:
+            self.hist(name).merge(other.hist(name))
+
+    def to_row(self, key: Key, node_region: str, node: str, start_ms: int) -> SeriesRow:
+        hists = {n: self.hist(n).to_data() for n in HIST_NAMES if self.hist(n).n}
+        return SeriesRow(key[0], node_region, node, key[1], 60, start_ms, self.counts(), hists)
+
+
+assert len(Agg().counts()) == len(COUNTERS)
+
+
+class Trace:
+    """Server-side stamps of one sampled message (monotonic seconds)."""
+
+    __slots__ = (
+        "app",
+        "c2s_ms",
+        "commit",
+        "conv",
+        "fanned",
+        "finished",
+        "followers",
+        "pending",
+        "pos",
+        "received_ms",
+        "recv",
+        "rows",
+        "sender_region",
+        "start",
+    )
+
+    def __init__(
+        self,
+        app: str,
+        sender_region: str,
+        pos: int,
+        conv: str,
+        recv: float,
+        start: float,
+        commit: float,
+        received_ms: int,
+        c2s_ms: float | None,
+    ) -> None:
+        self.app, self.sender_region, self.pos, self.conv = app, sender_region, pos, conv
+        self.recv, self.start, self.commit = recv, start, commit
+        self.fanned = 0.0
+        self.received_ms = received_ms
+        self.c2s_ms = c2s_ms
+        self.pending = 0  # recipient connections that have not resolved yet
+        self.followers = 0  # recipient connections followed (<= MAX_TRACE_RECIPIENTS)
+        self.finished = False
+        self.rows: list[TraceRow] = []
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class ConnTelemetry:
+    """Telemetry state of one logged-in connection (owned by the gateway's Connection)."""
+
+    __slots__ = (
+        "_mono",
+        "_traced",
+        "app",
+        "closed",
+        "connected_ms",
+        "delivered",
+        "device",
+        "first_gen",
+        "key",
+        "loss",
+        "net",
+        "probes",
+        "rec",
+        "region",
+        "resumed",
+        "rtt_ms",
+        "sdk",
+        "trace_acks",
+        "undelivered",
+        "user",
+        "window",
+    )
+
+    def __init__(
+        self,
+        rec: Recorder,
+        app: str,
+        user: str,
+        device: str,
+        region: str,
+        net: str,
+        sdk: str,
+        resumed: bool,
+        connected_ms: int,
+    ) -> None:
+        self.rec = rec
+        self.app, self.user, self.device = app, user, device
+        self.region, self.net, self.sdk = region, net, sdk
+        self.key: Key = (app, region)
+        self.resumed = resumed
+        self.connected_ms = connected_ms
+        self.rtt_ms: float | None = None
+        self.loss: float | None = None
+        self.probes = 0
+        self.delivered = 0
+        self.undelivered = 0
+        self.closed = False
+        self._mono = rec.clock.monotonic
+        # Fan-out generation of the first event queued since the last write (-1: none).
+        self.first_gen = -1
+        self._traced: list[Trace] = []  # bounded by the live queue's item bound
+        # (last pos, write time, messages) per written batch, oldest first.
+        self.window: deque[tuple[int, float, int]] = deque()
+        self.trace_acks: deque[tuple[int, Trace, float]] = deque()
+
+    # -- live path (Connection.offer / run_sender) --------------------------------
+
+    def trace_offered(self, trace: Trace) -> None:
+        """The sampled event of ``trace`` was just queued on this connection."""
+        if trace.followers >= MAX_TRACE_RECIPIENTS:
+            return
+        trace.followers += 1
+        trace.pending += 1
+        self._traced.append(trace)
+
+    def resynced(self) -> None:
+        """The live queue was dropped (slow consumer); its events come from storage."""
+        self.first_gen = -1
+        now = self._mono()
+        for trace in self._traced:
+            self.rec.resolve(trace, self, None, now, "resync")
+        self._traced.clear()
+
+    def written_live(self, last_pos: int, n: int) -> None:
+        """The ``n`` queued events ending at ``last_pos`` are being written now."""
+        rec = self.rec
+        now = self._mono()
+        first, self.first_gen = self.first_gen, -1
+        if first >= 0:
+            ring = rec.fan_times
+            newest = rec.fan_gen - 1
+            stamp_gen, fanned = ring[first % FAN_RING]
+            agg = rec.agg(self.key)
+            if first == newest:
+                if stamp_gen == first:
+                    agg.queue_wait.observe((now - fanned) * 1000.0, n)
+            else:
+                if stamp_gen == first:
+                    agg.queue_wait.observe((now - fanned) * 1000.0)
+                stamp_gen, fanned = ring[newest % FAN_RING]
+                if stamp_gen == newest and n > 1:
+                    agg.queue_wait.observe((now - fanned) * 1000.0, n - 1)
+        self._push(last_pos, now, n)
+        if self._traced:
+            for trace in self._traced:
+                self.trace_acks.append((trace.pos, trace, now))
+            self._traced.clear()
+
+    def written_catchup(self, last_pos: int, n: int) -> None:
+        """A catch-up page of ``n`` events (read from storage) ending at ``last_pos``."""
+        if n:
+            self._push(last_pos, self._mono(), n)
+
+    def _push(self, last_pos: int, now: float, n: int) -> None:
+        window = self.window
+        if len(window) >= MAX_WINDOW:
+            _, _, dropped = window.popleft()
+            self.rec.agg(self.key).undelivered += dropped
+            self.undelivered += dropped
+            self.rec.stats["ack_window_overflow"] += 1
+        window.append((last_pos, now, n))
+
+    # -- acknowledgements and deadlines -------------------------------------------
+
+    def acked(self, pos: int) -> None:
+        """The device acknowledged its feed up to ``pos`` (cumulative)."""
+        window = self.window
+        trace_acks = self.trace_acks
+        if not ((window and window[0][0] <= pos) or (trace_acks and trace_acks[0][0] <= pos)):
+            return
+        rec = self.rec
+        now = self._mono()
+        deadline = rec.deadline_s
+        agg = rec.agg(self.key)
+        rtt = self.rtt_ms
+        while window and window[0][0] <= pos:
+            _, written, n = window.popleft()
+            waited = now - written
+            if waited <= deadline:
+                agg.delivered += n
+                agg.client_ack.observe(waited * 1000.0, n)
+                if rtt is not None:
+                    agg.s2c_est.observe(rtt / 2.0, n)
+                self.delivered += n
+            else:
+                agg.late += n
+                self.undelivered += n
+        while trace_acks and trace_acks[0][0] <= pos:
+            _, trace, written = trace_acks.popleft()
+            outcome = "acked" if now - written <= deadline else "late"
+            rec.resolve(trace, self, written, now, outcome, acked=now)
+
+    def expire(self, now: float) -> None:
+        """Count deliveries unacknowledged past the deadline as not delivered."""
+        limit = now - self.rec.deadline_s
+        window = self.window
+        if window and window[0][1] < limit:
+            agg = self.rec.agg(self.key)
+            while window and window[0][1] < limit:
+                _, _, n = window.popleft()
+                agg.undelivered += n
+                self.undelivered += n
+        trace_acks = self.trace_acks
+        while trace_acks and trace_acks[0][2] < limit:
+            _, trace, written = trace_acks.popleft()
+            self.rec.resolve(trace, self, written, now, "unacked")
+
+    def close(self, now: float) -> None:
+        """The connection ended: everything still pending was not delivered."""
+        if self.closed:
+            return
+        self.closed = True
+        pending = sum(n for _, _, n in self.window)
+        self.window.clear()
+        if pending:
+            self.rec.agg(self.key).undelivered += pending
+            self.undelivered += pending
+        for _, trace, written in self.trace_acks:
+            self.rec.resolve(trace, self, written, now, "closed")
+        self.trace_acks.clear()
+        for trace in self._traced:
+            self.rec.resolve(trace, self, None, now, "closed")
+        self._traced.clear()
+
+
+class Recorder:
+    """Hot-path recording API for one node (see the module docstring)."""
+
+    def __init__(
+        self, settings: TelemetrySettings, node: str, node_region: str, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.node = node
+        self.node_region = node_region
+        self.clock = clock
+        self.deadline_s = settings.ack_deadline_ms / 1000.0
+        self.sample_every = settings.trace_sample_every
+        self.labels = LabelBounder(settings.label_max_len, settings.label_max_values)
+        self.minute = int(clock.time() // 60)
+        self._aggs: dict[Key, Agg] = {}
+        self._closed: list[tuple[int, dict[Key, Agg]]] = []
+        self._active: dict[Key, int] = {}
+        self.conns: set[ConnTelemetry] = set()
+        # Hub writer batch state: set by commit_window, used by published and
+        # cleared by batch_fanned, all within one synchronous stretch of the writer.
+        self._commit_start = 0.0
+        self._commit_end = 0.0
+        self._scratch: list[tuple[Agg, float, Trace | None]] = []
+        self.fan_gen = 0
+        self.fan_times: list[tuple[int, float]] = [(-1, 0.0)] * FAN_RING
+        self.open_traces: dict[int, Trace] = {}
+        # The trace started by the last ``published`` call, until the hub routes it.
+        self.tracing: Trace | None = None
+        self._sample_n = 0
+        self._trace_rows: list[TraceRow] = []
+        self._history: list[ConnectionRow] = []
+        self.totals = Agg()  # everything flushed so far (Prometheus counters)
+        self.stats = {
+            "ack_window_overflow": 0,
+            "traces_skipped": 0,
+            "rows_dropped": 0,
+            "flushes": 0,
+            "flush_errors": 0,
+        }
+        self.probe_rejections: dict[str, int] = {}
+        self.probe_clamps: dict[str, int] = {}
+
+    # -- aggregates ------------------------------------------------------------
+
+    def agg(self, key: Key) -> Agg:
+        """The current minute's aggregate of ``key``."""
+        a = self._aggs.get(key)
+        if a is None:
+            a = self._aggs[key] = Agg()
+            a.active_max = self._active.get(key, 0)
+        return a
+
+    def active_connections(self) -> int:
+        return sum(self._active.values())
+
+    # -- connections -------------------------------------------------------------
+
+    def attach(
+        self, app: str, user: str, device: str, *, region: str, net: str, sdk: str, resumed: bool
+    ) -> ConnTelemetry:
+        """A connection logged in; returns its telemetry state."""
+        b = self.labels
+        region = b.bound("region", region)
+        tel = ConnTelemetry(
+            self,
+            app,
+            user,
+            device,
+            region,
+            b.bound("net", net),
+            b.bound("sdk", sdk),
+            resumed,
+            int(self.clock.time() * 1000),
+        )
+        self.conns.add(tel)
+        key = tel.key
+        n = self._active[key] = self._active.get(key, 0) + 1
+        agg = self.agg(key)
+        agg.connects += 1
+        if resumed:
+            agg.resumes += 1
+        agg.active_max = max(agg.active_max, n)
+        return tel
+
+    def detach(self, tel: ConnTelemetry, reason: str) -> None:
+        """The connection closed for ``reason`` (one of ``REASONS``)."""
+        if tel.closed:
+            return
+        tel.close(self.clock.monotonic())
+        self.conns.discard(tel)
+        key = tel.key
+        left = self._active.get(key, 1) - 1
+        if left > 0:
+            self._active[key] = left
+        else:
+            self._active.pop(key, None)
+        agg = self.agg(key)
+        agg.disc[_REASON_INDEX.get(reason, _REASON_INDEX["protocol_error"])] += 1
+        self._keep(
+            self._history,
+            ConnectionRow(
+                app=tel.app,
+                node_region=self.node_region,
+                node=self.node,
+                client_region=tel.region,
+                net=tel.net,
+                sdk=tel.sdk,
+                user_id=tel.user,
+                device=tel.device,
+                connected_ms=tel.connected_ms,
+                closed_ms=int(self.clock.time() * 1000),
+                reason=reason if reason in _REASON_INDEX else "protocol_error",
+                resumed=tel.resumed,
+                probes=tel.probes,
+                rtt_ms=tel.rtt_ms,
+                loss=tel.loss,
+                delivered=tel.delivered,
+                undelivered=tel.undelivered,
+            ),
+        )
+
+    def _keep(
+        self,
+        rows: list[TraceRow] | list[ConnectionRow],
+        row: TraceRow | ConnectionRow,
+    ) -> None:
+        if len(rows) >= MAX_PENDING_ROWS:
+            del rows[0]
+            self.stats["rows_dropped"] += 1
+        rows.append(row)  # type: ignore[arg-type]
+
+    # -- publishing (gateway completion callbacks, inside the hub writer) ---------
+
+    def commit_window(self, start: float, end: float) -> None:
+        """The hub's writer took a batch at ``start``; its transaction returned at ``end``."""
+        self._commit_start, self._commit_end = start, end
+
+    def publish_failed(self, tel: ConnTelemetry | None, key: Key | None = None) -> None:
+        """A publish was answered with an error (any code)."""
+        k = tel.key if tel is not None else key
+        if k is not None:
+            self.agg(k).send_errors += 1
+
+    def published(self, tel: ConnTelemetry, recv: float, pos: int, conv: str, routed: bool) -> None:
+        """A publish received at ``recv`` committed at ``pos`` (``routed``: not a dup)."""
+        agg = self.agg(tel.key)
+        agg.sent += 1
+        start, end = self._commit_start, self._commit_end
+        agg.commit_wait.observe(max(start - recv, 0.0) * 1000.0)
+        agg.commit.observe((end - start) * 1000.0)
+        if tel.rtt_ms is not None:
+            agg.c2s_est.observe(tel.rtt_ms / 2.0)
+        if not routed:
+            return
+        trace: Trace | None = None
+        if self.sample_every:
+            self._sample_n += 1
+            if self._sample_n >= self.sample_every:
+                self._sample_n = 0
+                if len(self.open_traces) < MAX_OPEN_TRACES:
+                    received_ms = int((self.clock.time() - (self.clock.monotonic() - recv)) * 1000)
+                    c2s = None if tel.rtt_ms is None else tel.rtt_ms / 2.0
+                    trace = Trace(
+                        tel.app, tel.region, pos, conv, recv, start, end, received_ms, c2s
+                    )
+                    self.open_traces[pos] = trace
+                    self.tracing = trace
+                    agg.traces += 1
+                else:
+                    self.stats["traces_skipped"] += 1
+        self._scratch.append((agg, recv, trace))
+
+    def trace_for(self, pos: int) -> Trace | None:
+        """The trace of event ``pos`` if it is sampled (the hub asks once per event)."""
+        trace = self.tracing
+        if trace is not None and trace.pos == pos:
+            self.tracing = None
+            return trace
+        return None
+
+    def batch_fanned(self, now: float) -> None:
+        """The hub finished offering the current batch to every live connection."""
+        self.tracing = None
+        gen = self.fan_gen
+        self.fan_times[gen % FAN_RING] = (gen, now)
+        self.fan_gen = gen + 1
+        end = self._commit_end
+        fan_ms = max(now - end, 0.0) * 1000.0
+        for agg, recv, trace in self._scratch:
+            agg.fanout.observe(fan_ms)
+            agg.server.observe(max(now - recv, 0.0) * 1000.0)
+            if trace is not None:
+                trace.fanned = now
+                if trace.pending == 0:
+                    self._finish(trace, "no_recipient")
+        self._scratch.clear()
+
+    # -- traces ---------------------------------------------------------------
+
+    def resolve(
+        self,
+        trace: Trace,
+        tel: ConnTelemetry,
+        written: float | None,
+        now: float,
+        outcome: str,
+        acked: float | None = None,
+    ) -> None:
+        """One recipient of ``trace`` is done (acked, late, unacked, closed or resync)."""
+        if trace.finished:
+            return
+        fanned = trace.fanned or now
+        end_to_end = None if acked is None else _ms(acked - trace.recv)
+        self_rtt = tel.rtt_ms
+        trace.rows.append(
+            TraceRow(
+                app=trace.app,
+                node_region=self.node_region,
+                node=self.node,
+                pos=trace.pos,
+                conv=trace.conv,
+                sender_region=trace.sender_region,
+                recipient_region=tel.region,
+                recipient_device=tel.device,
+                received_ms=trace.received_ms,
+                outcome=outcome,
+                commit_wait_ms=_ms(trace.start - trace.recv),
+                commit_ms=_ms(trace.commit - trace.start),
+                fanout_ms=_ms(fanned - trace.commit),
+                queue_wait_ms=None if written is None else _ms(written - fanned),
+                client_ack_ms=None if acked is None or written is None else _ms(acked - written),
+                end_to_end_ms=end_to_end,
+                c2s_est_ms=trace.c2s_ms,
+                s2c_est_ms=None if self_rtt is None else self_rtt / 2.0,
+            )
+        )
+        trace.pending -= 1
+        if trace.pending <= 0 and trace.fanned:
+            self._finish(trace, "")
+
+    def _finish(self, trace: Trace, outcome: str) -> None:
+        trace.finished = True
+        self.open_traces.pop(trace.pos, None)
+        if outcome:
+            fanned = trace.fanned
+            trace.rows.append(
+                TraceRow(
+                    app=trace.app,
+                    node_region=self.node_region,
+                    node=self.node,
+                    pos=trace.pos,
+                    conv=trace.conv,
+                    sender_region=trace.sender_region,
+                    recipient_region="",
+                    recipient_device="",
+                    received_ms=trace.received_ms,
+                    outcome=outcome,
+                    commit_wait_ms=_ms(trace.start - trace.recv),
+                    commit_ms=_ms(trace.commit - trace.start),
+                    fanout_ms=_ms(fanned - trace.commit),
+                    queue_wait_ms=None,
+                    client_ack_ms=None,
+                    end_to_end_ms=None,
+                    c2s_est_ms=trace.c2s_ms,
+                    s2c_est_ms=None,
+                )
+            )
+        for row in trace.rows:
+            self._keep(self._trace_rows, row)
+        trace.rows = []
+
+    # -- probes ---------------------------------------------------------------
+
+    def probe(self, tel: ConnTelemetry, report: ProbeReport) -> bool:
+        """Record a client probe; returns False when it was rejected (and counted)."""
+        verdict = validate_probe(report, int(self.clock.time() * 1000))
+        sample = verdict.sample
+        if sample is None:
+            self.agg(tel.key).probes_rejected += 1
+            reason = verdict.rejected
+            self.probe_rejections[reason] = self.probe_rejections.get(reason, 0) + 1
+            return False
+        if tel.region == UNKNOWN and report.region:
+            self._move(tel, self.labels.bound("region", report.region))
+        agg = self.agg(tel.key)
+        if verdict.clamped:
+            agg.probes_clamped += 1
+            for field in verdict.clamped:
+                self.probe_clamps[field] = self.probe_clamps.get(field, 0) + 1
+        agg.probes += 1
+        agg.rtt.observe(sample.rtt_p50_ms)
+        agg.rtt_p95.observe(sample.rtt_p95_ms)
+        agg.loss.observe(sample.loss)
+        tel.rtt_ms = sample.rtt_p50_ms
+        tel.loss = sample.loss
+        tel.probes += 1
+        if report.net:
+            tel.net = self.labels.bound("net", report.net)
+        if report.sdk:
+            tel.sdk = self.labels.bound("sdk", report.sdk)
+        return True
+
+    def _move(self, tel: ConnTelemetry, region: str) -> None:
+        """Adopt the probe's region for a connection whose hello named none."""
+        old = tel.key
+        left = self._active.get(old, 1) - 1
+        if left > 0:
+            self._active[old] = left
+        else:
+            self._active.pop(old, None)
+        tel.region = region
+        tel.key = (tel.app, region)
+        n = self._active[tel.key] = self._active.get(tel.key, 0) + 1
+        agg = self.agg(tel.key)
+        agg.active_max = max(agg.active_max, n)
+
+    # -- periodic work (the telemetry service's task) --------------------------------
+
+    def tick(self) -> None:
+        """Once a second: close the minute, expire ack windows and stale traces."""
+        minute = int(self.clock.time() // 60)
+        if minute != self.minute:
+            if self._aggs:
+                self._closed.append((self.minute, self._aggs))
+                if len(self._closed) > MAX_CLOSED_WINDOWS:
+                    _, lost = self._closed.pop(0)
+                    self.stats["rows_dropped"] += len(lost)
+            self._aggs = {}
+            self.minute = minute
+        for key, n in self._active.items():
+            agg = self.agg(key)
+            if n > agg.active_max:
+                agg.active_max = n
+        now = self.clock.monotonic()
+        for tel in self.conns:
+            tel.expire(now)
+        if self.open_traces:
+            # Recipients resolve their own part; this only bounds how long a trace
+            # whose recipient never wrote or closed stays open.
+            stale = now - 2 * self.deadline_s - 5.0
+            for trace in [t for t in self.open_traces.values() if t.fanned and t.fanned < stale]:
+                self._finish(trace, "")
+
+    def drain(self) -> tuple[list[SeriesRow], list[TraceRow], list[ConnectionRow]]:
+        """Take everything recorded since the last drain (the flusher writes it)."""
+        windows = [*self._closed, (self.minute, self._aggs)]
+        self._closed = []
+        self._aggs = {}
+        rows = []
+        for minute, aggs in windows:
+            for key, agg in aggs.items():
+                self.totals.merge(agg)
+                rows.append(agg.to_row(key, self.node_region, self.node, minute * 60_000))
+        traces, self._trace_rows = self._trace_rows, []
+        history, self._history = self._history, []
+        return rows, traces, history
+
+    def current(self) -> Agg:
+        """Totals including what has not been flushed yet (a copy)."""
+        out = Agg()
+        out.merge(self.totals)
+        for agg in self._iter_unflushed():
+            out.merge(agg)
+        return out
+
+    def _iter_unflushed(self) -> Iterable[Agg]:
+        for _, aggs in self._closed:
+            yield from aggs.values()
+        yield from self._aggs.values()

@@ -1,0 +1,245 @@
+"""Quality API under ``/api/quality`` and Prometheus ``/metrics`` (docs/telemetry.md §API).
+
+Handlers parse and authorise; ``QualityService`` does the reading.  Every call
+presents ``Authorization: Bearer <key>``: the app's secret (scoped to that app
+only) or the operator key (``[telemetry] operator_key``, every app).  A missing
+or malformed header answers 401, a key that does not open the app 403 (the
+same for an app that does not exist, so ids cannot be probed), bad parameters
+400 — all in the messaging API's error shape (``server/http.py``).
+
+``/metrics`` is unauthenticated, like most Prometheus targets: it carries only
+node-level aggregates labelled by node and region (no app, user or client label).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.exceptions import ValidationException
+from litestar.params import Parameter
+
+from relaydesk.clock import Clock
+from relaydesk.protocol.errors import ErrorCode, ProtocolError
+from relaydesk.server.http import ErrorBody, error_response, protocol_error_handler
+from relaydesk.storage.telemetry import ConnectionRow, TraceRow
+from relaydesk.telemetry import GROUPS, WORST_BY, Point, SeriesQuery, SeriesResult, Telemetry
+from relaydesk.telemetry.metrics import CONTENT_TYPE
+
+PREFIX = "/api/quality"
+MAX_POINTS = 20_000  # buckets per series one request may ask for
+MAX_RANGE_MS = 400 * 86_400_000
+_RELATIVE = re.compile(r"^-(\d+)([smhd])$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_time(value: str, now_ms: int) -> int:
+    """Epoch ms from ``now``, ``-15m``/``-2h``/``-1d``, epoch s or ms, or ISO 8601 (UTC default).
+
+    Raises ``ValueError`` with a readable message.
+    """
+    v = value.strip()
+    if v == "now":
+        return now_ms
+    m = _RELATIVE.match(v)
+    if m:
+        return now_ms - int(m.group(1)) * _UNIT_MS[m.group(2)]
+    if v.isdigit():
+        n = int(v)
+        return n * 1000 if len(v) <= 10 else n
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"time {value!r} is not 'now', -<n>[smhd], epoch seconds/ms or ISO 8601"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+class FlushResult(msgspec.Struct, frozen=True):
+    rows: int
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+    return error_response(ErrorCode.INVALID_ARGUMENT, str(exc.detail))
+
+
+def quality_router(
+    telemetry: Telemetry,
+    secret_for: Callable[[str], str | None],
+    operator_key: str,
+    clock: Clock,
+) -> Router:
+    """The ``/api/quality`` router of one node."""
+    service = telemetry.quality
+
+    def credential(request: Request[Any, Any, Any]) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, "missing Authorization: Bearer <key>")
+        return value.strip()
+
+    def is_operator(given: str) -> bool:
+        return bool(operator_key) and hmac.compare_digest(given.encode(), operator_key.encode())
+
+    def authorise(request: Request[Any, Any, Any], app: str) -> None:
+        given = credential(request)
+        if is_operator(given):
+            if secret_for(app) is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no app {app!r}")
+            return
+        expected = secret_for(app)
+        if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not authorised for app {app!r}")
+
+    def query(
+        app: str,
+        from_: str | None,
+        to: str | None,
+        step: str | None,
+        region: str | None,
+        node: str | None,
+        client_region: str | None,
+        group: str | None,
+    ) -> SeriesQuery:
+        now_ms = int(clock.time() * 1000)
+        try:
+            to_ms = parse_time(to, now_ms) if to else now_ms
+            from_ms = parse_time(from_, now_ms) if from_ else to_ms - 3_600_000
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        if not step:
+            step_s = 60
+        elif step.isdigit():
+            step_s = int(step)
+        else:
+            raise _bad(f"step {step!r} is not a number of seconds")
+        if step_s < 60 or step_s > 86_400 or step_s % 60:
+            raise _bad("step must be a multiple of 60 seconds, from 60 to 86400")
+        from_ms -= from_ms % 60_000
+        if to_ms <= from_ms:
+            raise _bad("'to' must be after 'from'")
+        if to_ms - from_ms > MAX_RANGE_MS:
+            raise _bad("the time range is longer than 400 days")
+        if (to_ms - from_ms) // (step_s * 1000) > MAX_POINTS:
+            raise _bad(f"more than {MAX_POINTS} points; use a larger step")
+        group_by = group or "node"
+        if group_by not in GROUPS:
+            raise _bad(f"group must be one of {', '.join(GROUPS)}")
+        for name, value in (("region", region), ("node", node), ("client_region", client_region)):
+            if value is not None and not 0 < len(value) <= 256:
+                raise _bad(f"{name} must be 1 to 256 characters")
+        return SeriesQuery(app, from_ms, to_ms, step_s, region, node, client_region, group_by)  # type: ignore[arg-type]
+
+    def limit_of(value: str | None, default: int, most: int) -> int:
+        if value is None:
+            return default
+        if not value.isdigit() or not 1 <= int(value) <= most:
+            raise _bad(f"limit must be a whole number from 1 to {most}")
+        return int(value)
+
+    @get("/apps/{app:str}/series")
+    async def series(
+        request: Request[Any, Any, Any],
+        app: str,
+        from_: Annotated[str | None, Parameter(query="from")] = None,
+        to: str | None = None,
+        step: str | None = None,
+        region: str | None = None,
+        node: str | None = None,
+        client_region: str | None = None,
+        group: str | None = None,
+    ) -> SeriesResult:
+        """Minute-by-minute (or coarser) quality of ``app``, one series per group.
+
+        ``group`` is ``node`` (per region and node, the default), ``region``,
+        ``client_region`` or ``none``; ``region``/``node``/``client_region``
+        filter; ``from``/``to`` take ``now``, ``-1h``, epoch or ISO 8601.
+        """
+        authorise(request, app)
+        return await service.series(query(app, from_, to, step, region, node, client_region, group))
+
+    @get("/apps/{app:str}/worst")
+    async def worst(
+        request: Request[Any, Any, Any],
+        app: str,
+        from_: Annotated[str | None, Parameter(query="from")] = None,
+        to: str | None = None,
+        region: str | None = None,
+        node: str | None = None,
+        client_region: str | None = None,
+        group: str | None = None,
+        by: str = "delivery_success",
+        limit: str | None = None,
+    ) -> list[Point]:
+        """The worst minutes of ``app`` by ``by`` (e.g. delivery_success, client_ack_p95)."""
+        authorise(request, app)
+        if by not in WORST_BY:
+            raise _bad(f"by must be one of {', '.join(WORST_BY)}")
+        q = query(app, from_, to, "60", region, node, client_region, group)
+        return await service.worst(q, by, limit_of(limit, 10, 1000))
+
+    @get("/apps/{app:str}/traces")
+    async def traces(
+        request: Request[Any, Any, Any],
+        app: str,
+        from_: Annotated[str | None, Parameter(query="from")] = None,
+        to: str | None = None,
+        limit: str | None = None,
+    ) -> list[TraceRow]:
+        """Sampled message traces (one row per recipient connection), oldest first."""
+        authorise(request, app)
+        q = query(app, from_, to, None, None, None, None, None)
+        return await service.traces(app, q.from_ms, q.to_ms, limit_of(limit, 100, 5000))
+
+    @get("/apps/{app:str}/connections")
+    async def connections(
+        request: Request[Any, Any, Any],
+        app: str,
+        from_: Annotated[str | None, Parameter(query="from")] = None,
+        to: str | None = None,
+        limit: str | None = None,
+    ) -> list[ConnectionRow]:
+        """Connection history: closed connections with their disconnect reason."""
+        authorise(request, app)
+        q = query(app, from_, to, None, None, None, None, None)
+        return await service.connections(app, q.from_ms, q.to_ms, limit_of(limit, 100, 5000))
+
+    @post("/flush", status_code=200)
+    async def flush(request: Request[Any, Any, Any]) -> FlushResult:
+        """Write what the recorder holds now (operator key only; tests and tooling)."""
+        if not is_operator(credential(request)):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the operator key is required")
+        return FlushResult(rows=await telemetry.flush())
+
+    return Router(
+        path=PREFIX,
+        route_handlers=[series, worst, traces, connections, flush],
+        exception_handlers={
+            ProtocolError: protocol_error_handler,
+            ValidationException: _validation_error,
+        },
+        tags=["quality"],
+    )
+
+
+def metrics_router(telemetry: Telemetry) -> Router:
+    """``GET /metrics`` in the Prometheus text format."""
+
+    @get("/metrics", include_in_schema=False)
+    async def metrics() -> Response[bytes]:
+        return Response(telemetry.metrics.render(), media_type=CONTENT_TYPE)
+
+    return Router(path="/", route_handlers=[metrics], tags=["ops"])
