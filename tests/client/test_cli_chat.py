@@ -46,7 +46,7 @@ def test_send_then_tail_json(running_server: Any) -> None:
 
 def test_tail_follows_live_channel(running_server: Any) -> None:
     tail = subprocess.Popen(
-        [*cli(), "tail", *creds(running_server, "bob"), "--join", "room", "--count", "3"],
+        [*cli(), "tail", *creds(running_server, "bob"), "--join", "room", "--count", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
@@ -60,7 +60,9 @@ def test_tail_follows_live_channel(running_server: Any) -> None:
         out, _ = tail.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         tail.kill()
-    lines = out.splitlines()
+    # alice was already online when she joined bob's channel: bob hears it once.
+    assert sum("presence  alice online" in line for line in out.splitlines()) == 1
+    lines = [line for line in out.splitlines() if "presence" not in line]
     assert "ch:room  bob joined" in lines[0] and "ch:room  alice joined" in lines[1]
     assert lines[2].endswith("ch:room  #1  alice: live text")
 

@@ -159,12 +159,14 @@ def _register_optional() -> None:
     from relaydesk.cli.desk import desk_app
     from relaydesk.cli.doctor import doctor
     from relaydesk.cli.netsim import netsim
+    from relaydesk.cli.quality import quality_app
 
     app.command()(send)
     app.command()(tail)
     app.add_typer(desk_app, name="desk")
     app.command()(doctor)
     app.command()(netsim)
+    app.add_typer(quality_app, name="quality")
 
 
 def main() -> None:

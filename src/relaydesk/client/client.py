@@ -128,6 +128,7 @@ class Client:
         open_timeout: float,
         clock: Clock,
         opener: Opener,
+        probe_interval_s: float | None = None,
     ) -> None:
         self.device = device
         self._clock = clock
@@ -139,6 +140,7 @@ class Client:
                 outbox_limit=outbox_limit, buffer_limit=buffer_limit, heartbeat_s=heartbeat_s,
                 timeout_s=timeout_s, has_token_provider=not isinstance(token, str),
                 max_reconnect_attempts=reconnect.max_attempts, surface=receive,
+                probe_interval_s=probe_interval_s,
             ),
             cursor=cursor,
         )
@@ -472,6 +474,7 @@ def connect(
     on_state: Callable[[ConnectionState], None] | None = None,
     region: str = "",
     net: str = "",
+    probe_interval_s: float | None = None,
     connect_timeout: float = 15.0,
     open_timeout: float = 5.0,
     clock: Clock | None = None,
@@ -490,7 +493,9 @@ def connect(
     override the server's heartbeat.  ``outbox_limit`` bounds unconfirmed
     messages, ``buffer_limit`` the feed items waiting for ``events()``,
     ``window`` the publishes in flight.  ``receive=False`` makes a send-only
-    client that acknowledges the feed without buffering it.  ``on_state`` is
+    client that acknowledges the feed without buffering it.  ``probe_interval_s``
+    turns on network-quality probes (RTT, loss, jitter reported to the server with
+    ``region``/``net`` labels; off by default).  ``on_state`` is
     called on every state change.  Raises ``ConnectError`` if the login fails
     for good or does not succeed within ``connect_timeout`` seconds (retrying
     with back-off meanwhile).
@@ -504,6 +509,7 @@ def connect(
             outbox_limit=outbox_limit, buffer_limit=buffer_limit, window=window,
             receive=receive, on_state=on_state, region=region, net=net,
             open_timeout=open_timeout, clock=clock or SystemClock(), opener=opener,
+            probe_interval_s=probe_interval_s,
         )
 
     return _Connecting(factory, cursor, store, connect_timeout)

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ from relaydesk.protocol.frames import (
     PresenceChange,
     PresenceQuery,
     PresenceState,
+    Probe,
     PubAck,
     Publish,
     Read,
@@ -255,6 +257,13 @@ class SessionConfig:
     has_token_provider: bool = False
     max_reconnect_attempts: int | None = None  # None: for ever
     surface: bool = True  # False: a send-only client; the feed is skipped, not buffered
+    # Network-quality probes (docs/telemetry.md): every ``probe_interval_s`` a
+    # round of ``probe_count`` pings ``probe_spacing_s`` apart; a ping unanswered
+    # after ``probe_timeout_s`` counts as lost.  Off (None) by default.
+    probe_interval_s: float | None = None
+    probe_count: int = 10
+    probe_spacing_s: float = 0.2
+    probe_timeout_s: float = 2.0
 
 
 @dataclass(slots=True)
@@ -354,6 +363,13 @@ class ClientSession:
         self.attempt = 0  # consecutive failed connection attempts
         self.last_error: Error | None = None
         self._counters = _Counters()
+        # Probe round: ping ts -> send time, RTT samples, pings left to send.
+        self._probe_sent: dict[int, float] = {}
+        self._probe_rtts: list[float] = []
+        self._probe_left = 0
+        self._probe_pings = 0
+        self._probe_last = 0.0
+        self._probe_next: float | None = None
 
     # -- state -------------------------------------------------------------------
 
@@ -457,6 +473,9 @@ class ClientSession:
         self._go(Input.OPEN)
         self._counters.connects += 1
         self._link = _Link(opened_at=now, last_heard=now, last_ping=now)
+        self._probe_sent.clear()  # a probe round never spans two connections
+        self._probe_left = self._probe_pings = 0
+        self._probe_next = None
         # Within this process the buffer survives a reconnect, so resume after what
         # was received; a fresh process passes the stored processed cursor (§4.2).
         cursor = (
@@ -587,6 +606,9 @@ class ClientSession:
         elif isinstance(frame, Error):
             self._error(frame, now)
         elif isinstance(frame, Pong):
+            probe_sent = self._probe_sent.pop(frame.ts, None)
+            if probe_sent is not None:
+                self._probe_rtts.append(max(0.0, now - probe_sent))
             sent = self._link.pings.pop(frame.ts, None)
             if sent is not None:
                 self.rtt = max(0.0, now - sent)
@@ -646,8 +668,11 @@ class ClientSession:
                 if now >= self._paused_until:
                     # One back-off step per round: the rest of a window refused in the
                     # same burst is the same signal, not a harder one.
-                    self._paused_until = now + RATE_LIMIT_BACKOFF.base_s + backoff_delay(
-                        self._rl_attempt, RATE_LIMIT_BACKOFF, self._rand)
+                    self._paused_until = (
+                        now
+                        + RATE_LIMIT_BACKOFF.base_s
+                        + backoff_delay(self._rl_attempt, RATE_LIMIT_BACKOFF, self._rand)
+                    )
                     self._rl_attempt += 1
             else:
                 del self._outbox[frame.id]
@@ -725,6 +750,76 @@ class ClientSession:
             return self.config.timeout_s
         return self.welcome.timeout_ms / 1000.0 if self.welcome else 30.0
 
+    # -- probes ---------------------------------------------------------------------
+
+    def _probe_step(self, now: float, wall_ms: int) -> None:
+        """Start, continue or finish a probe round (only while logged in)."""
+        cfg = self.config
+        if cfg.probe_interval_s is None:
+            return
+        if self._probe_next is None:
+            self._probe_next = now + cfg.probe_spacing_s
+        if self._probe_left == 0 and self._probe_pings == 0:
+            if now < self._probe_next:
+                return
+            self._probe_left = cfg.probe_count
+            self._probe_rtts.clear()
+            self._probe_sent.clear()
+        if self._probe_left > 0:
+            if self._probe_pings == 0 or now - self._probe_last >= cfg.probe_spacing_s:
+                ts = wall_ms
+                while ts in self._probe_sent or ts in self._link.pings:
+                    ts += 1
+                self._probe_sent[ts] = now
+                self._probe_last = now
+                self._probe_left -= 1
+                self._probe_pings += 1
+                self._out.append(Ping(ts=ts))
+            return
+        if self._probe_sent and now - self._probe_last < cfg.probe_timeout_s:
+            return  # still waiting for the last answers
+        self._out.append(self._probe_report(wall_ms))
+        self._probe_pings = 0
+        self._probe_sent.clear()
+        self._probe_next = now + cfg.probe_interval_s
+
+    def _probe_report(self, wall_ms: int) -> Probe:
+        rtts = sorted(self._probe_rtts)
+        sent = self._probe_pings
+        lost = sent - len(rtts)
+
+        def pct(q: float) -> float:
+            return rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1000.0 if rtts else 0.0
+
+        ordered = self._probe_rtts
+        jitter = (
+            sum(abs(b - a) for a, b in itertools.pairwise(ordered)) / (len(ordered) - 1) * 1000.0
+            if len(ordered) > 1
+            else 0.0
+        )
+        cfg = self.config
+        return Probe(
+            rtt_p50_ms=pct(0.5),
+            rtt_p95_ms=pct(0.95),
+            loss=lost / sent if sent else 0.0,
+            samples=sent,
+            jitter_ms=jitter,
+            net=cfg.net,
+            sdk=cfg.sdk,
+            region=cfg.region,
+            ts=wall_ms,
+        )
+
+    def _probe_due(self) -> float | None:
+        cfg = self.config
+        if cfg.probe_interval_s is None or not self.logged_in:
+            return None
+        if self._probe_left > 0:
+            return self._probe_last + cfg.probe_spacing_s
+        if self._probe_pings > 0:
+            return self._probe_last + cfg.probe_timeout_s
+        return self._probe_next
+
     def poll(self, now: float, wall_ms: int) -> bool:
         """Do what is due at ``now``: pings, coalesced acks, paused publishes.
 
@@ -747,6 +842,7 @@ class ClientSession:
             if len(link.pings) > 8:  # unanswered pings: keep the newest few only
                 del link.pings[min(link.pings)]
             self._out.append(Ping(ts=ts))
+        self._probe_step(now, wall_ms)
         if self.processed_pos > self.acked_pos and (
             self._unacked >= self.config.ack_every
             or (
@@ -769,6 +865,9 @@ class ClientSession:
         if not self.logged_in:
             return now + 3600.0
         d = min(link.last_ping + self._heartbeat_s(), link.last_heard + self._timeout_s())
+        probe_due = self._probe_due()
+        if probe_due is not None:
+            d = min(d, probe_due)
         if self.processed_pos > self.acked_pos:
             if self._unacked >= self.config.ack_every:
                 return now
