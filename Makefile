@@ -7,6 +7,8 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8420
 DATA    ?= var
 
+JSDEPS  := tests/web/js/node_modules/.installed
+
 .PHONY: install run test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
@@ -15,12 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
+# playwright-core for the browser tests (drives Debian's /usr/bin/chromium).
+$(JSDEPS): tests/web/js/package-lock.json
+	cd tests/web/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JSDEPS)
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/relaydesk serve --host $(HOST) --port $(PORT) --data-dir $(DATA) --demo
 
-test: $(STAMP)
+test: $(STAMP) $(JSDEPS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -95,6 +95,7 @@ def _print_banner(settings: Settings) -> None:
         f"relaydesk node {settings.server.node_id} ({settings.server.region})",
         f"  HTTP API      {base}/v1   (health {base}/healthz)",
         f"  WebSocket     {ws}",
+        f"  Console       {base}/console   (agents and customers sign in here)",
         f"  Desk API      {base}/api/desk",
         f"  OpenAPI       {base}/api/docs",
         f"  database      {settings.storage_url}",

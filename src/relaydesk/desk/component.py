@@ -16,6 +16,7 @@ from litestar import Router
 
 from relaydesk.clock import Clock
 from relaydesk.config import Settings
+from relaydesk.desk.accounts import Accounts
 from relaydesk.desk.escalation import (
     ChannelNotifier,
     EscalationScheduler,
@@ -23,6 +24,7 @@ from relaydesk.desk.escalation import (
     WebhookNotifier,
     choose_assignee,
 )
+from relaydesk.desk.live import LiveNotices, WarRooms
 from relaydesk.desk.ports import Messaging
 from relaydesk.desk.sla import default_calendars, default_policy
 from relaydesk.desk.tickets.model import (
@@ -42,6 +44,15 @@ from relaydesk.web.desk_api import desk_router
 
 _DEMO_ORG: Final = "acme"
 _DEMO_KEY_LABEL: Final = "demo:"
+#: Console sign-in of every demo person (printed by ``make run``; demo data only).
+DEMO_PASSWORD: Final = "demo-password"
+_DEMO_LOGINS: Final = (
+    (Principal(kind="agent", id="alice"), "alice@desk.example"),
+    (Principal(kind="agent", id="bob"), "bob@desk.example"),
+    (Principal(kind="agent", id="carol"), "carol@desk.example"),
+    (Principal(kind="customer", id="dana", organisation_id=_DEMO_ORG), "dana@acme.example"),
+    (Principal(kind="customer", id="frank", organisation_id="globex"), "frank@globex.example"),
+)
 
 
 class DemoCredentials(msgspec.Struct, frozen=True):
@@ -53,6 +64,8 @@ class DemoCredentials(msgspec.Struct, frozen=True):
 
     seeded: bool
     keys: dict[str, str]
+    #: Console sign-ins (e-mail -> password) of the demo people.
+    logins: dict[str, str] = {}
 
 
 class DeskComponent:
@@ -71,6 +84,10 @@ class DeskComponent:
             clock,
             assignment=choose_assignee if settings.desk.auto_assign else None,
         )
+        self.accounts = Accounts(db, self.store)
+        self._messaging = messaging
+        self._messaging_app = settings.desk.messaging_app
+        self._live = False
         db.write_sync(self._install_defaults)
         notifiers: list[Notifier] = []
         self._webhook: WebhookNotifier | None = None
@@ -96,6 +113,26 @@ class DeskComponent:
         for name, calendar in default_calendars().items():
             if name not in existing:
                 self.tickets.put_calendar_tx(tx, name, calendar, now)
+
+    def enable_live(self) -> bool:
+        """Post live ticket notices and open war rooms over messaging (``desk/live.py``).
+
+        Called once by whoever consumes them (the web console); without a messaging port
+        this does nothing and returns False.  Idempotent.
+        """
+        if self._messaging is None:
+            return False
+        if not self._live:
+            app = self._messaging_app
+            self.tickets.add_listener(LiveNotices(self._messaging, app))
+            self.tickets.add_listener(
+                WarRooms(self._messaging, app, self._agents, self.tickets.now)
+            )
+            self._live = True
+        return True
+
+    async def _agents(self) -> Sequence[Agent]:
+        return await self._db.read(lambda tx: self.store.agents(tx))
 
     async def _oncall_members(self) -> Sequence[str]:
         agents = await self._db.read(lambda tx: self.store.agents(tx))
@@ -132,7 +169,12 @@ class DeskComponent:
         ):
             label = f"{principal.kind}:{principal.id}"
             keys[label] = svc.issue_api_key_tx(tx, principal, _DEMO_KEY_LABEL + label, now)
-        return DemoCredentials(seeded=seeded, keys=keys)
+        logins: dict[str, str] = {}
+        for principal, email in _DEMO_LOGINS:
+            if self.store.login(tx, email) is None:
+                self.accounts.set_password_tx(tx, principal, email, DEMO_PASSWORD, now)
+            logins[email] = DEMO_PASSWORD
+        return DemoCredentials(seeded=seeded, keys=keys, logins=logins)
 
 
 def _seed_data(svc: TicketService, tx: Tx, now: datetime) -> None:

@@ -29,6 +29,7 @@ from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
 from relaydesk.storage.messages import MessageStore
+from relaydesk.web.console import console_router
 from relaydesk.telemetry import Telemetry, open_telemetry
 from relaydesk.web.quality_api import metrics_router, quality_router
 
@@ -59,6 +60,7 @@ class RelaydeskServer:
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),
                 metrics_router(self.telemetry),
+                console_router(self.desk, self.hub, settings, self.clock),
             ],
             openapi_config=OpenAPIConfig(
                 title="relaydesk", version="1", path="/api/docs", description=__doc__
@@ -93,9 +95,11 @@ class RelaydeskServer:
         await self.hub.set_public(DEMO_APP, "lobby", True)
         credentials = await asyncio.to_thread(self.desk.seed_demo)
         lines = [
+            f"  console login {who:<22} {pw}" for who, pw in sorted(credentials.logins.items())
+        ] + [
             f"  desk key      {who:<22} {key}" for who, key in sorted(credentials.keys.items())
         ]
-        print("\n".join(["demo desk API keys (new on every start):", *lines]), file=sys.stderr)
+        print("\n".join(["demo console logins and desk API keys (keys are new on every start):", *lines]), file=sys.stderr)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:

@@ -194,9 +194,24 @@ _AUTOID: Final = {
 }
 
 
+# Step 2: console sign-in.  One row per sign-in e-mail (lower-cased), owned by an agent or
+# a customer contact; ``password_hash`` is a self-describing scrypt string
+# (``desk/accounts.py``), never a plain or unsalted hash.
+_SCHEMA_V2 = """
+CREATE TABLE desk_logins (
+    email TEXT PRIMARY KEY,
+    principal_kind TEXT NOT NULL,
+    principal_id TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX desk_logins_principal ON desk_logins (principal_kind, principal_id)
+"""
+
+
 def desk_migrations(dialect: str = "sqlite") -> list[str]:
     """The desk's numbered schema steps for ``dialect`` (``sqlite`` or ``postgres``)."""
-    return [_SCHEMA_V1.replace("{autoid}", _AUTOID[dialect])]
+    return [_SCHEMA_V1.replace("{autoid}", _AUTOID[dialect]), _SCHEMA_V2]
 
 
 #: Schema steps for the embedded SQLite engine (``db.migrate("desk", DESK_MIGRATIONS)``).
@@ -976,3 +991,36 @@ class DeskStore:
             "last_error",
         )
         return [dict(zip(cols, r, strict=True)) for r in tx.query(sql + " ORDER BY n.key", params)]
+
+    # -- console sign-in (schema step 2) ------------------------------------------------------
+
+    def put_login(
+        self, tx: Tx, email: str, principal: Principal, password_hash: str, now: int
+    ) -> None:
+        """Create or replace the sign-in of ``principal`` (one e-mail per principal)."""
+        tx.execute(
+            "DELETE FROM desk_logins WHERE principal_kind = ? AND principal_id = ? AND email <> ?",
+            (principal.kind, principal.id, email),
+        )
+        tx.execute(
+            "INSERT INTO desk_logins (email, principal_kind, principal_id, password_hash,"
+            " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (email) DO UPDATE SET"
+            " principal_kind = excluded.principal_kind, principal_id = excluded.principal_id,"
+            " password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+            (email, principal.kind, principal.id, password_hash, now),
+        )
+
+    def login(self, tx: Tx, email: str) -> tuple[str, str, str] | None:
+        """``(principal_kind, principal_id, password_hash)`` of a sign-in e-mail."""
+        row = tx.one(
+            "SELECT principal_kind, principal_id, password_hash FROM desk_logins WHERE email = ?",
+            (email,),
+        )
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
+
+    def organisations(self, tx: Tx) -> list[Organisation]:
+        """All organisations, by id (console filters)."""
+        rows = tx.query(
+            "SELECT id, name, plan_id, csm_agent_id FROM desk_organisations ORDER BY id"
+        )
+        return [Organisation(id=r[0], name=r[1], plan_id=r[2], csm_agent_id=r[3]) for r in rows]

@@ -15,10 +15,11 @@ tickets: another organisation's ticket is reported as not found, never as forbid
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -49,6 +50,8 @@ from relaydesk.storage.desk import DeskStore, TicketInsert, from_ms, opt_ms, to_
 from relaydesk.storage.engine import Database, Tx
 
 T = TypeVar("T")
+
+log = logging.getLogger("relaydesk.desk.tickets")
 
 #: ``(agents, open tickets per agent, skills needed, now) -> agent id or None``.
 AssignmentPolicy = Callable[
@@ -82,6 +85,29 @@ class QueueEntry(msgspec.Struct, frozen=True):
     time_to_breach_s: float | None
 
 
+#: What a committed change was (a ``note`` is an internal comment).
+ChangeKind = Literal["created", "comment", "note", "status", "priority", "assignee"]
+
+
+class TicketChange(msgspec.Struct, frozen=True):
+    """A committed change: the ticket as it is now and what kind of change it was."""
+
+    ticket: Ticket
+    kind: ChangeKind
+
+
+class TicketListener(Protocol):
+    """Told about every committed ticket change made through the async methods.
+
+    Called after the transaction committed, so a listener can neither undo nor block a
+    change; its exceptions are logged and otherwise ignored (``desk/live.py``).
+    """
+
+    async def ticket_changed(self, change: TicketChange) -> None:
+        """React to ``change``."""
+        ...
+
+
 class TicketService:
     """Tickets, comments, status/priority/assignee changes and their SLA upkeep."""
 
@@ -92,12 +118,32 @@ class TicketService:
         clock: Clock,
         *,
         assignment: AssignmentPolicy | None = None,
+        listeners: Sequence[TicketListener] = (),
     ) -> None:
         self._db = db
         self._store = store
         self._clock = clock
         self._assignment = assignment
+        self._listeners = list(listeners)
         self.documents = SlaDocuments(store)
+
+    def add_listener(self, listener: TicketListener) -> None:
+        """Tell ``listener`` about every later committed change (composition root only)."""
+        self._listeners.append(listener)
+
+    async def _changed(self, ticket_id: int, kind: ChangeKind) -> None:
+        """Notify listeners after a commit; a failing listener never fails the caller."""
+        if not self._listeners:
+            return
+        ticket = await self._db.read(lambda tx: self._store.ticket(tx, ticket_id))
+        if ticket is None:  # pragma: no cover - tickets are never deleted
+            return
+        change = TicketChange(ticket=ticket, kind=kind)
+        for listener in self._listeners:
+            try:
+                await listener.ticket_changed(change)
+            except Exception:
+                log.exception("ticket listener %r failed for ticket %s", listener, ticket_id)
 
     @property
     def store(self) -> DeskStore:
@@ -334,7 +380,9 @@ class TicketService:
         """Open a ticket.  Customers file for their own organisation; agents name the
         requester.  Unassigned tickets are auto-assigned by skill and load when enabled."""
         now = self.now()
-        return await self._db.write(lambda tx: self.create_ticket_tx(tx, principal, new, now))
+        ticket = await self._db.write(lambda tx: self.create_ticket_tx(tx, principal, new, now))
+        await self._changed(ticket.id, "created")
+        return ticket
 
     def _require_agent(self, tx: Tx, agent_id: str) -> Agent:
         agent = self._store.agent(tx, agent_id)
@@ -416,11 +464,13 @@ class TicketService:
         """Comment on a ticket.  Customers write public comments only; a public agent reply
         opens a ``new`` ticket and a customer comment re-opens a pending or solved one."""
         now = self.now()
-        return await self._db.write(
+        comment = await self._db.write(
             lambda tx: self.add_comment_tx(
                 tx, principal, ticket_id, body, public=public, now=now, channel=channel
             )
         )
+        await self._changed(ticket_id, "comment" if public else "note")
+        return comment
 
     async def add_automation_comment(
         self, ticket_id: int, body: str, *, public: bool, role: ActorKind = "automation"
@@ -430,11 +480,13 @@ class TicketService:
         A public automation comment acknowledges a ticket but is never a first response.
         """
         now = self.now()
-        return await self._db.write(
+        comment = await self._db.write(
             lambda tx: self.add_comment_tx(
                 tx, None, ticket_id, body, public=public, now=now, author=(role, _AUTOMATION_ID)
             )
         )
+        await self._changed(ticket_id, "comment" if public else "note")
+        return comment
 
     def _apply_status(
         self, tx: Tx, ticket: Ticket, status: str, now: datetime, actor: tuple[ActorKind, str]
@@ -481,9 +533,11 @@ class TicketService:
     async def change_status(self, principal: Principal, ticket_id: int, status: str) -> Ticket:
         """Move a ticket along the status table (agents only); same status is a no-op."""
         now = self.now()
-        return await self._db.write(
+        ticket = await self._db.write(
             lambda tx: self.change_status_tx(tx, principal, ticket_id, status, now)
         )
+        await self._changed(ticket_id, "status")
+        return ticket
 
     def change_priority_tx(
         self, tx: Tx, principal: Principal, ticket_id: int, priority: str, now: datetime
@@ -516,9 +570,11 @@ class TicketService:
     async def change_priority(self, principal: Principal, ticket_id: int, priority: str) -> Ticket:
         """Re-prioritise (agents only); SLA targets are recomputed from creation."""
         now = self.now()
-        return await self._db.write(
+        ticket = await self._db.write(
             lambda tx: self.change_priority_tx(tx, principal, ticket_id, priority, now)
         )
+        await self._changed(ticket_id, "priority")
+        return ticket
 
     def assign_tx(
         self,
@@ -559,9 +615,11 @@ class TicketService:
     async def assign(self, principal: Principal, ticket_id: int, assignee_id: str | None) -> Ticket:
         """Assign a ticket to an active agent, or unassign it with ``None`` (agents only)."""
         now = self.now()
-        return await self._db.write(
+        ticket = await self._db.write(
             lambda tx: self.assign_tx(tx, principal, ticket_id, assignee_id, now)
         )
+        await self._changed(ticket_id, "assignee")
+        return ticket
 
     def _reload(self, tx: Tx, ticket_id: int) -> Ticket:
         ticket = self._store.ticket(tx, ticket_id)

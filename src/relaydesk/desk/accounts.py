@@ -1,0 +1,117 @@
+"""Console sign-in: e-mail + password for agents and customer contacts.
+
+Passwords are stored as ``scrypt$<log2 n>$<r>$<p>$<salt>$<hash>`` (salt and hash in
+URL-safe base64): ``hashlib.scrypt`` with a random 16-byte salt per password, so two
+equal passwords never share a stored form and the parameters can be raised later
+without invalidating existing rows.  Verification runs the same work for an unknown
+e-mail as for a known one, so response time does not reveal which addresses exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from typing import Final
+
+from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
+from relaydesk.desk.tickets.model import Principal
+from relaydesk.storage.desk import DeskStore, to_ms
+from relaydesk.storage.engine import Database, Tx
+
+#: scrypt cost: n = 2**14, r = 8 (16 MiB, tens of milliseconds): OWASP's minimum.
+_LOG2_N: Final = 14
+_R: Final = 8
+_P: Final = 1
+_MAX_PASSWORD: Final = 1024
+MIN_PASSWORD: Final = 8
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _scrypt(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode(), salt=salt, n=2**log2_n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=32
+    )
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """The stored form of ``password`` (random salt unless one is given, for tests)."""
+    if not MIN_PASSWORD <= len(password) <= _MAX_PASSWORD:
+        raise ValueError(f"a password has {MIN_PASSWORD} to {_MAX_PASSWORD} characters")
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = _scrypt(password, salt, _LOG2_N, _R, _P)
+    return f"scrypt${_LOG2_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+
+
+#: Verified against when the e-mail is unknown, so both paths cost one scrypt.
+_DUMMY: Final = f"scrypt${_LOG2_N}${_R}${_P}${_b64(b'0' * 16)}${_b64(b'0' * 32)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether ``password`` matches a :func:`hash_password` string (constant-time compare)."""
+    try:
+        scheme, log2_n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt" or len(password) > _MAX_PASSWORD:
+            return False
+        actual = _scrypt(password, _unb64(salt), int(log2_n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, _unb64(digest))
+
+
+def normalise_email(email: str) -> str:
+    """Sign-in e-mails compare case-insensitively and without surrounding blanks."""
+    return email.strip().lower()
+
+
+class Accounts:
+    """Sign-in credentials of agents and contacts (``desk_logins``)."""
+
+    def __init__(self, db: Database, store: DeskStore) -> None:
+        self._db = db
+        self._store = store
+
+    def set_password_tx(
+        self, tx: Tx, principal: Principal, email: str, password: str, now: datetime
+    ) -> None:
+        """Give ``principal`` (an existing agent or contact) a sign-in."""
+        if principal.kind == "agent" and self._store.agent(tx, principal.id) is None:
+            raise DeskError(DeskErrorCode.UNKNOWN_AGENT, f"no agent {principal.id!r}")
+        if principal.kind == "customer" and self._store.contact(tx, principal.id) is None:
+            raise DeskError(DeskErrorCode.UNKNOWN_REQUESTER, f"no contact {principal.id!r}")
+        address = normalise_email(email)
+        if "@" not in address or len(address) > 254:
+            raise DeskError(DeskErrorCode.REQUEST_INVALID, f"not an e-mail address: {email!r}")
+        self._store.put_login(tx, address, principal, hash_password(password), to_ms(now))
+
+    def _lookup(self, tx: Tx, email: str) -> tuple[Principal | None, str]:
+        found = self._store.login(tx, normalise_email(email))
+        if found is None:
+            return None, _DUMMY
+        kind, pid, stored = found
+        if kind == "agent":
+            agent = self._store.agent(tx, pid)
+            return (None if agent is None or not agent.active else Principal("agent", pid)), stored
+        contact = self._store.contact(tx, pid)
+        if contact is None:
+            return None, stored
+        return Principal("customer", pid, contact.organisation_id), stored
+
+    def authenticate_sync(self, tx: Tx, email: str, password: str) -> Principal | None:
+        """The principal whose e-mail and password match, else ``None`` (one scrypt always)."""
+        principal, stored = self._lookup(tx, email)
+        ok = verify_password(password, stored)
+        return principal if ok and principal is not None else None
+
+    async def authenticate(self, email: str, password: str) -> Principal | None:
+        """See :meth:`authenticate_sync`; scrypt runs on a reader thread, not the loop."""
+        return await self._db.read(lambda tx: self.authenticate_sync(tx, email, password))

@@ -1,0 +1,220 @@
+// Browser scenarios for the relaydesk web console (docs/console.md), run by
+// tests/web/test_console_browser.py against a real node with the demo data:
+//   CONSOLE_URL=http://127.0.0.1:PORT SCREENSHOTS=bench/screenshots node --test
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.CONSOLE_URL;
+const SHOTS = process.env.SCREENSHOTS || "bench/screenshots";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const PASSWORD = "demo-password";
+const LIVE_MS = 5000; // "within a second" in the spec; generous on a loaded CI runner
+
+let browser;
+
+before(async () => {
+  assert.ok(BASE, "CONSOLE_URL is required");
+  mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Playwright gives every launch a fresh temporary --user-data-dir itself.
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function session(email) {
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 } });
+  const page = await context.newPage();
+  page.on("dialog", async (d) => {
+    await d.dismiss();
+    throw new Error(`unexpected dialog: ${d.message()}`);
+  });
+  await page.goto(`${BASE}/console/sign-in`);
+  await page.fill('input[name="email"]', email);
+  await page.fill('input[name="password"]', PASSWORD);
+  await Promise.all([page.waitForNavigation(), page.click('#sign-in-form button[type="submit"]')]);
+  return { context, page };
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+}
+
+async function waitLive(page) {
+  await page.waitForFunction(() => document.body.dataset.liveReady === "1", null, { timeout: 10000 });
+}
+
+test("agent: queue by time to breach, open a ticket, reply, first response achieved", async () => {
+  const { context, page } = await session("alice@desk.example");
+  assert.match(page.url(), /\/console\/queue$/);
+  const dues = await page.$$eval("#queue-rows tr[data-ticket]", (rows) =>
+    rows.map((r) => {
+      const cell = r.querySelector("td.due");
+      return cell.dataset.due ? Number(cell.dataset.due) : Infinity;
+    }),
+  );
+  assert.ok(dues.length >= 3, `queue has rows: ${dues}`);
+  for (let i = 1; i < dues.length; i++) assert.ok(dues[i - 1] <= dues[i], `sorted by due: ${dues}`);
+  assert.ok(await page.locator("#on-call li").count() >= 1);
+  await shot(page, "queue");
+
+  await page.click("#queue-rows a:has-text('Messages not delivered')");
+  await page.waitForSelector('.clock[data-metric="first_response"]');
+  const before = await page.textContent('.clock[data-metric="first_response"] .badge');
+  assert.equal(before.trim(), "active", "the automated acknowledgement is not a first response");
+  await page.fill("#reply-form textarea", "We see the eu-west Android gap and are draining the node.");
+  await Promise.all([page.waitForNavigation(), page.click("#send-reply")]);
+  const after = await page.textContent('.clock[data-metric="first_response"] .badge');
+  assert.equal(after.trim(), "achieved");
+  assert.ok(await page.locator("#event-log tr:has-text('comment')").count() >= 2);
+  await shot(page, "ticket-agent");
+  await context.close();
+});
+
+test("customer files a ticket; the agent's queue and reply update live; HTML stays text", async () => {
+  const agent = await session("bob@desk.example");
+  await waitLive(agent.page);
+  const customer = await session("dana@acme.example");
+  assert.match(customer.page.url(), /\/console\/portal$/);
+  await shot(customer.page, "portal");
+
+  await customer.page.click("text=New ticket");
+  const kb = await customer.page.evaluate(async () => (await fetch("/api/kb/suggest?q=reconnect")).status);
+  await customer.page.fill("#subject", "Reconnect loops after token expiry");
+  if (kb === 200) {
+    await customer.page.waitForSelector("#kb-suggestions:not([hidden])", { timeout: 5000 });
+  }
+  await customer.page.fill('textarea[name="description"]', "Clients reconnect every 15 minutes.");
+  await customer.page.selectOption('select[name="priority"]', "P2");
+  await customer.page.fill('input[name="app_id"]', "acme-chat");
+  await customer.page.fill('input[name="region"]', "eu-west");
+  await customer.page.fill('input[name="window_start"]', "2026-01-05T09:00");
+  await customer.page.fill('input[name="window_end"]', "2026-01-05T10:30");
+  await shot(customer.page, "new-ticket");
+  await Promise.all([customer.page.waitForNavigation(), customer.page.click("#file-ticket")]);
+  const url = customer.page.url();
+  const id = Number(url.match(/tickets\/(\d+)/)[1]);
+  assert.ok(id > 0);
+
+  // The agent's queue shows the new ticket without a reload.
+  await agent.page.waitForSelector(`#queue-rows tr[data-ticket="${id}"]`, { timeout: LIVE_MS });
+
+  await waitLive(customer.page);
+  await agent.page.goto(`${BASE}/console/tickets/${id}`);
+  const evil = "Try this: <script>alert('xss')</script> <img src=x onerror=alert(1)>";
+  await agent.page.fill("#reply-form textarea", evil);
+  await Promise.all([agent.page.waitForNavigation(), agent.page.click("#send-reply")]);
+  assert.equal(
+    (await agent.page.textContent('.clock[data-metric="first_response"] .badge')).trim(),
+    "achieved",
+  );
+
+  // The customer's open page receives the reply live, as text.
+  const reply = customer.page.locator("#conversation .comment.author-agent .body");
+  await reply.first().waitFor({ timeout: LIVE_MS });
+  assert.equal((await reply.first().textContent()).trim(), evil);
+  assert.equal(await customer.page.locator("#conversation script, #conversation img").count(), 0);
+  await shot(customer.page, "ticket-customer-live");
+  await agent.context.close();
+  await customer.context.close();
+});
+
+test("two browser contexts chat in a P0 war room", async () => {
+  const agent = await session("alice@desk.example");
+  const customer = await session("dana@acme.example");
+  // Seeded ticket 1 is dana's P0.
+  await agent.page.goto(`${BASE}/console/tickets/1`);
+  await customer.page.goto(`${BASE}/console/tickets/1`);
+  for (const p of [agent.page, customer.page]) {
+    await p.waitForSelector('#war-room[data-ready="1"]', { timeout: 10000 });
+  }
+  await customer.page.fill("#war-room-input", "Still failing for 20% of Android sends");
+  await customer.page.press("#war-room-input", "Enter");
+  await agent.page.waitForSelector("#war-room-log li:has-text('Still failing')", { timeout: LIVE_MS });
+  await agent.page.fill("#war-room-input", "Draining edge-3 now; watch the next 5 minutes");
+  await agent.page.press("#war-room-input", "Enter");
+  await customer.page.waitForSelector("#war-room-log li:has-text('Draining edge-3')", { timeout: LIVE_MS });
+  // War-room messages are not ticket comments.
+  assert.equal(await agent.page.locator("#conversation :text('Still failing')").count(), 0);
+  await shot(agent.page, "war-room-agent");
+  await shot(customer.page, "war-room-customer");
+  await agent.context.close();
+  await customer.context.close();
+});
+
+test("a customer cannot open another organisation's ticket by URL", async () => {
+  const { context, page } = await session("frank@globex.example");
+  const response = await page.goto(`${BASE}/console/tickets/1`);
+  assert.equal(response.status(), 404);
+  const queue = await page.goto(`${BASE}/console/queue`);
+  assert.equal(queue.status(), 403);
+  await shot(page, "not-found");
+  await context.close();
+});
+
+test("forms reject bad input inline and keep what was typed", async () => {
+  const { context, page } = await session("dana@acme.example");
+  await page.goto(`${BASE}/console/portal/new`);
+  await page.fill('textarea[name="description"]', "kept");
+  await Promise.all([page.waitForNavigation(), page.click("#file-ticket")]);
+  assert.match(await page.textContent("#error-subject"), /subject/i);
+  assert.equal(await page.inputValue('textarea[name="description"]'), "kept");
+
+  await page.fill("#subject", "Window backwards");
+  await page.fill('input[name="window_start"]', "2026-01-05T10:00");
+  await page.fill('input[name="window_end"]', "2026-01-05T09:00");
+  await page.evaluate(() => {
+    const s = document.querySelector('select[name="priority"]');
+    s.add(new Option("P9", "P9", true, true));
+  });
+  await page.fill('textarea[name="description"]', "x".repeat(20001));
+  await Promise.all([page.waitForNavigation(), page.click("#file-ticket")]);
+  assert.match(await page.textContent("#error-window_end"), /ends before it starts/);
+  assert.match(await page.textContent("#error-priority"), /Unknown priority/);
+  assert.match(await page.textContent("#error-description"), /at most 20000/);
+  await page.fill('textarea[name="description"]', "short");
+  await shot(page, "new-ticket-errors");
+  await context.close();
+});
+
+test("an expired session goes to sign-in and the draft survives", async () => {
+  const { context, page } = await session("dana@acme.example");
+  await page.goto(`${BASE}/console/tickets/2`);
+  const draft = "Here are the SDK logs you asked for (draft survives sign-in)";
+  await page.fill("#reply-form textarea", draft);
+  await context.clearCookies(); // the server-side session is gone for this browser
+  await Promise.all([page.waitForNavigation(), page.click("#send-reply")]);
+  assert.match(page.url(), /\/console\/sign-in\?next=%2Fconsole%2Ftickets%2F2|\/console\/sign-in\?next=\/console\/tickets\/2/);
+  await shot(page, "sign-in-expired");
+  await page.fill('input[name="email"]', "dana@acme.example");
+  await page.fill('input[name="password"]', PASSWORD);
+  await Promise.all([page.waitForNavigation(), page.click('#sign-in-form button[type="submit"]')]);
+  assert.match(page.url(), /\/console\/tickets\/2$/);
+  assert.equal(await page.inputValue("#reply-form textarea"), draft);
+  await context.close();
+});
+
+test("SLA report renders and downloads CSV", async () => {
+  const { context, page } = await session("alice@desk.example");
+  await page.goto(`${BASE}/console/reports/sla`);
+  assert.ok(await page.locator("#attainment tbody tr").count() >= 1);
+  const csv = await page.evaluate(async () => {
+    const href = document.querySelector("#csv-attainment").getAttribute("href");
+    const r = await fetch(href);
+    return { type: r.headers.get("content-type"), text: await r.text() };
+  });
+  assert.match(csv.type, /text\/csv/);
+  assert.match(csv.text.split("\n")[0], /month/);
+  await shot(page, "sla-report");
+  await context.close();
+});

@@ -1,0 +1,184 @@
+"""Unit tests of the console's pure parts: sessions on a fake clock, forms, SLA timelines,
+password hashing, and the desk's live listeners against an in-memory messaging fake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from relaydesk.clock import FakeClock
+from relaydesk.desk.accounts import hash_password, verify_password
+from relaydesk.desk.live import LiveNotices, WarRooms, messaging_user
+from relaydesk.desk.sla import MetricStatus, TicketSla
+from relaydesk.desk.tickets.model import Agent, OnCallShift, Principal, Ticket
+from relaydesk.desk.tickets.service import TicketChange
+from relaydesk.web.console._forms import parse_comment, parse_new_ticket, parse_properties
+from relaydesk.web.console._sessions import SessionTable, tokens_match
+from relaydesk.web.console._views import fmt_duration, sla_clocks
+
+T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
+DANA = Principal(kind="customer", id="dana", organisation_id="acme")
+
+
+def test_sessions_slide_expire_and_stay_bounded() -> None:
+    clock = FakeClock(T0.timestamp())
+    table = SessionTable(clock, ttl_s=60, max_sessions=2)
+    s = table.create(DANA, "Dana")
+    clock.advance(59)
+    assert table.get(s.id) is not None  # touching slides the expiry
+    clock.advance(59)
+    assert table.get(s.id) is not None
+    clock.advance(61)
+    assert table.get(s.id) is None
+    a, b, c = (table.create(DANA, "Dana") for _ in range(3))
+    assert table.get(a.id) is None and table.get(b.id) and table.get(c.id)
+    assert table.statistics().evicted == 1 and table.statistics().expired == 1
+    assert tokens_match(c.csrf, c.csrf) and not tokens_match(c.csrf, None)
+    assert not tokens_match(c.csrf, "") and not tokens_match(c.csrf, c.csrf[:-1])
+
+
+def test_new_ticket_form_parses_window_as_utc() -> None:
+    new, errors = parse_new_ticket(
+        {
+            "subject": " Gap ",
+            "priority": "P1",
+            "window_start": "2024-03-04T09:00",
+            "window_end": "2024-03-04T09:30",
+        }
+    )
+    assert errors == {} and new is not None
+    assert new.subject == "Gap" and new.window_start == T0 - timedelta(hours=1)
+    _, errors = parse_new_ticket({"subject": "x", "window_start": "yesterday"})
+    assert errors == {"window_start": "Not a date and time."}
+
+
+def test_comment_and_properties_forms() -> None:
+    assert parse_comment({"body": " hi ", "visibility": "internal"}) == (("hi", False), {})
+    assert parse_comment({"body": "   "})[1] == {"body": "Write something first."}
+    change, errors = parse_properties({"status": "open", "assignee": "-"}, {"alice"})
+    assert errors == {} and change is not None and change.unassign
+    _, errors = parse_properties({"status": "gone", "assignee": "zed"}, {"alice"})
+    assert set(errors) == {"status", "assignee"}
+
+
+def test_sla_timeline_places_pauses_and_marks() -> None:
+    metric = MetricStatus(
+        metric="first_response",
+        state="achieved",
+        target_at=T0 + timedelta(minutes=20),
+        target_local=None,
+        warn_at=T0 + timedelta(minutes=15),
+        breached_at=None,
+        fulfilled_at=T0 + timedelta(minutes=18),
+        elapsed_seconds=600,
+        remaining_seconds=None,
+        budget_seconds=900,
+        paused=[(T0 + timedelta(minutes=2), T0 + timedelta(minutes=7))],
+        calendar="24x7",
+        started_at=T0,
+        priority="P0",
+    )
+    sla = TicketSla(
+        policy_id="default",
+        policy_version=1,
+        priority="P0",
+        status="open",
+        metrics=[metric],
+        next_breach_at=None,
+        acknowledged_at=None,
+        first_response_at=metric.fulfilled_at,
+        history=[],
+    )
+    (clock,) = sla_clocks(sla, T0 + timedelta(minutes=20))
+    assert clock.state == "achieved" and clock.budget == "15m 00s"
+    # The axis runs 0..21 min (5 % margin past the last instant, the target at 20 min).
+    (pause,) = clock.spans
+    assert pause.left == pytest.approx(2 / 21 * 100, abs=0.01)
+    assert pause.width == pytest.approx(5 / 21 * 100, abs=0.01)
+    kinds = [m.kind for m in clock.marks]
+    assert kinds[0] == "now" and {"target", "warn", "done"} <= set(kinds)
+    assert fmt_duration(-3700) == "-1h 01m" and fmt_duration(90_000) == "1d 1h"
+
+
+def test_passwords_are_salted_scrypt() -> None:
+    a, b = hash_password("correct horse"), hash_password("correct horse")
+    assert a != b and a.startswith("scrypt$14$8$1$")
+    assert verify_password("correct horse", a) and not verify_password("wrong horse", a)
+    assert not verify_password("correct horse", "sha256$abc")
+    with pytest.raises(ValueError):
+        hash_password("short")
+
+
+class _Messaging:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str, str, bytes, str]] = []
+        self.channels: dict[str, list[str]] = {}
+
+    async def post(self, app: str, sender: str, to: str, body: bytes, client_id: str) -> None:
+        self.posts.append((app, sender, to, body, client_id))
+
+    async def ensure_channel(self, app: str, channel: str, members: Sequence[str]) -> str:
+        self.channels[channel] = list(members)
+        return f"ch:{channel}"
+
+
+def _ticket(priority: str = "P0", status: str = "new") -> Ticket:
+    return Ticket(
+        id=7,
+        organisation_id="acme",
+        requester_id="dana",
+        assignee_id=None,
+        subject="down",
+        description="",
+        priority=priority,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
+        skills=(),
+        tags=(),
+        app_id=None,
+        region=None,
+        window_start=None,
+        window_end=None,
+        policy_id="default",
+        policy_version=1,
+        created_at=T0,
+        updated_at=T0,
+        solved_at=None,
+        closed_at=None,
+        acknowledged_at=None,
+        first_response_at=None,
+        sla_state="active",
+        next_breach_at=None,
+        due_at=None,
+    )
+
+
+async def test_live_notices_say_only_which_ticket_changed() -> None:
+    fake = _Messaging()
+    await LiveNotices(fake, "desk").ticket_changed(TicketChange(ticket=_ticket(), kind="note"))
+    assert [p[2] for p in fake.posts] == ["channel:desk-queue", "channel:desk-t-7"]
+    assert json.loads(fake.posts[0][3]) == {"type": "desk.ticket", "ticket": 7}
+    assert fake.posts[0][4] != fake.posts[1][4]
+
+
+async def test_war_room_opens_once_for_urgent_active_tickets() -> None:
+    fake = _Messaging()
+    alice = Agent(
+        id="alice",
+        name="Alice",
+        oncall=(OnCallShift(days=("mon",), start="09:00", end="17:00"),),
+    )
+
+    async def agents() -> list[Agent]:
+        return [alice]
+
+    rooms = WarRooms(fake, "desk", agents, lambda: T0)
+    await rooms.ticket_changed(TicketChange(ticket=_ticket("P2"), kind="created"))
+    assert fake.channels == {}
+    await rooms.ticket_changed(TicketChange(ticket=_ticket("P0"), kind="priority"))
+    await rooms.ticket_changed(TicketChange(ticket=_ticket("P0"), kind="comment"))
+    assert fake.channels == {"desk-war-7": ["desk-bot", "customer.dana", "agent.alice"]}
+    assert len(fake.posts) == 1 and fake.posts[0][4] == "desk-war-7-opened"
+    assert messaging_user("agent", "bad id") is None
