@@ -607,8 +607,10 @@ class ClientSession:
             self._error(frame, now)
         elif isinstance(frame, Pong):
             probe_sent = self._probe_sent.pop(frame.ts, None)
-            if probe_sent is not None:
-                self._probe_rtts.append(max(0.0, now - probe_sent))
+            if probe_sent is not None:  # also a fresh RTT and skew sample
+                self.rtt = max(0.0, now - probe_sent)
+                self._probe_rtts.append(self.rtt)
+                self.clock_skew_ms = frame.server_ts - (frame.ts + self.rtt * 500.0)
             sent = self._link.pings.pop(frame.ts, None)
             if sent is not None:
                 self.rtt = max(0.0, now - sent)
