@@ -158,6 +158,7 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
 def _register_optional() -> None:
     from relaydesk.cli.chat import send, tail
     from relaydesk.cli.desk import desk_app
+    from relaydesk.cli.diagnose import diagnose
     from relaydesk.cli.doctor import doctor
     from relaydesk.cli.netsim import netsim
     from relaydesk.cli.quality import quality_app
@@ -166,6 +167,7 @@ def _register_optional() -> None:
     app.command()(tail)
     app.add_typer(desk_app, name="desk")
     app.command()(doctor)
+    app.command()(diagnose)
     app.command()(netsim)
     app.add_typer(quality_app, name="quality")
 

@@ -21,7 +21,11 @@ from litestar.openapi import OpenAPIConfig
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
+from relaydesk.desk.autoack import AutoAcknowledger
 from relaydesk.desk.component import DeskComponent, open_desk
+from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, run_settings
+from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
+from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
@@ -29,8 +33,10 @@ from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
 from relaydesk.storage.messages import MessageStore
-from relaydesk.web.console import console_router
 from relaydesk.telemetry import Telemetry, open_telemetry
+from relaydesk.web.console import console_router
+from relaydesk.web.diagnosis_api import diagnosis_router
+from relaydesk.web.knowledge_api import knowledge_router
 from relaydesk.web.quality_api import metrics_router, quality_router
 
 log = logging.getLogger("relaydesk.server")
@@ -51,6 +57,14 @@ class RelaydeskServer:
         self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder)
         self.gateway = Gateway(self.hub, settings, self.clock, self.telemetry.recorder)
         self.desk: DeskComponent = open_desk(self.db, settings, self.clock, HubMessaging(self.hub))
+        self.knowledge = open_knowledge(self.db, self.clock)  # migrates and seeds; idempotent
+        self.diagnosis = DiagnosisService(
+            self.db,
+            TelemetrySnapshots(self.telemetry.store, run_settings(settings)),
+            self.clock,
+            knowledge_links(self.knowledge.summaries),
+        )
+        self.autoack = AutoAcknowledger(self.db, self.desk.tickets, self.diagnosis, self.clock)
         self.http = Litestar(
             route_handlers=[
                 ops_router(self),
@@ -61,6 +75,8 @@ class RelaydeskServer:
                 ),
                 metrics_router(self.telemetry),
                 console_router(self.desk, self.hub, settings, self.clock),
+                knowledge_router(self.knowledge, self.desk.tickets.authenticate),
+                diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),
             ],
             openapi_config=OpenAPIConfig(
                 title="relaydesk", version="1", path="/api/docs", description=__doc__
@@ -78,6 +94,7 @@ class RelaydeskServer:
         if self.settings.demo:
             await self._seed_demo()
         await self.desk.start()
+        await self.autoack.start()
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:
@@ -85,6 +102,7 @@ class RelaydeskServer:
         finally:
             self.ready = False
             await self.gateway.aclose()
+            await self.autoack.aclose()
             await self.desk.aclose()
             await self.hub.aclose()
             await self.telemetry.aclose()
@@ -96,10 +114,9 @@ class RelaydeskServer:
         credentials = await asyncio.to_thread(self.desk.seed_demo)
         lines = [
             f"  console login {who:<22} {pw}" for who, pw in sorted(credentials.logins.items())
-        ] + [
-            f"  desk key      {who:<22} {key}" for who, key in sorted(credentials.keys.items())
-        ]
-        print("\n".join(["demo console logins and desk API keys (keys are new on every start):", *lines]), file=sys.stderr)
+        ] + [f"  desk key      {who:<22} {key}" for who, key in sorted(credentials.keys.items())]
+        head = "demo console logins and desk API keys (keys are new on every start):"
+        print("\n".join([head, *lines]), file=sys.stderr)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:

@@ -1,0 +1,164 @@
+"""The diagnosis as a service: parse a request, read a snapshot, run the rules, link articles.
+
+The snapshot is read and diagnosed inside one read transaction on a database reader
+thread (``Database.read``), so a busy hour (a few hundred milliseconds of rule work) never
+blocks the event loop.  Windows are bounded (``MAX_WINDOW_MS``) to keep that true.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+from relaydesk.clock import Clock
+from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots
+from relaydesk.desk.diagnosis.engine import diagnose
+from relaydesk.desk.diagnosis.model import ArticleLink, ClientReport, Diagnosis, Symptom
+from relaydesk.desk.knowledge.model import ArticleSummary
+from relaydesk.storage.engine import Database, Tx
+
+#: Longest window one diagnosis reads (a day of minute rows).
+MAX_WINDOW_MS: Final = 24 * 3600 * 1000
+#: Window used when a request (or a ticket) gives none: the last 15 minutes ("now").
+DEFAULT_WINDOW_MS: Final = 15 * 60 * 1000
+
+#: Resolves article slugs to links (the knowledge base); absent articles are skipped.
+ArticleLookup = Callable[[Sequence[str]], Awaitable[dict[str, ArticleLink]]]
+
+#: The article for a symptom when no finding is confident enough to name one.
+SYMPTOM_ARTICLES: Final[dict[str, str]] = {
+    "loss": "message-loss",
+    "delay": "message-delay",
+    "send_failures": "regional-quality",
+    "disconnects": "connection-failures",
+    "other": "connection-failures",
+}
+
+_RELATIVE = re.compile(r"^-(\d+)([smhd])$")
+_UNIT_MS: Final = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+class DiagnosisError(ValueError):
+    """A diagnosis request that cannot be served (bad time, window too long)."""
+
+
+class DiagnosisRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``from``/``to``: ``now``, ``-15m``/``-2h``, epoch seconds or ms, or ISO 8601 (UTC
+    when no offset).  Defaults: the last 15 minutes."""
+
+    app: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    region: Annotated[str, Meta(max_length=64)] | None = None
+    symptom: Symptom = "other"
+    client_reports: Annotated[list[ClientReport], Meta(max_length=100)] = []
+
+
+def parse_instant(text: str, now_ms: int) -> int:
+    """An instant in epoch ms from the request syntax (raises :class:`DiagnosisError`)."""
+    value = text.strip()
+    if value == "now":
+        return now_ms
+    rel = _RELATIVE.match(value)
+    if rel:
+        return now_ms - int(rel[1]) * _UNIT_MS[rel[2]]
+    if value.isdigit():
+        n = int(value)
+        return n if n > 10**11 else n * 1000
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise DiagnosisError(
+            f"cannot read time {text!r}: use now, -15m, epoch seconds/ms or ISO 8601"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def window(from_: str | None, to: str | None, now_ms: int) -> tuple[int, int]:
+    """The ``[from, to)`` window of a request, validated."""
+    end = now_ms if to is None else parse_instant(to, now_ms)
+    start = end - DEFAULT_WINDOW_MS if from_ is None else parse_instant(from_, now_ms)
+    if end <= start:
+        raise DiagnosisError("the window ends before it starts")
+    if end - start > MAX_WINDOW_MS:
+        raise DiagnosisError("the window is longer than 24 hours; diagnose a shorter one")
+    return start, end
+
+
+class DiagnosisService:
+    """Runs diagnoses against the telemetry of this node's database."""
+
+    def __init__(
+        self,
+        db: Database,
+        snapshots: TelemetrySnapshots,
+        clock: Clock,
+        articles: ArticleLookup | None = None,
+    ) -> None:
+        self._db = db
+        self._snapshots = snapshots
+        self._clock = clock
+        self._articles = articles
+
+    def now_ms(self) -> int:
+        """The injected clock's time in epoch milliseconds."""
+        return int(self._clock.time() * 1000)
+
+    async def run(self, request: DiagnosisRequest) -> Diagnosis:
+        """Diagnose ``request`` (see :class:`DiagnosisRequest`)."""
+        start, end = window(request.from_, request.to, self.now_ms())
+        return await self.run_window(
+            request.app,
+            start,
+            end,
+            region=request.region,
+            symptom=request.symptom,
+            client_reports=request.client_reports,
+        )
+
+    async def run_window(
+        self,
+        app: str,
+        from_ms: int,
+        to_ms: int,
+        *,
+        region: str | None = None,
+        symptom: Symptom = "other",
+        client_reports: list[ClientReport] | None = None,
+    ) -> Diagnosis:
+        """Diagnose ``app`` over ``[from_ms, to_ms)`` and attach article links."""
+
+        def run(tx: Tx) -> Diagnosis:
+            snap = self._snapshots.snapshot_tx(
+                tx, app, from_ms, to_ms, region, symptom, client_reports
+            )
+            return diagnose(snap)
+
+        result = await self._db.read(run)
+        if self._articles is None:
+            return result
+        slugs = list(dict.fromkeys(f.article_slug for f in result.findings))
+        if not result.confident:  # nothing located: point at the symptom's checklist
+            slugs.append(SYMPTOM_ARTICLES[symptom])
+        links = await self._articles(slugs)
+        articles = [links[s] for s in dict.fromkeys(slugs) if s in links]
+        return msgspec.structs.replace(result, articles=articles)
+
+
+def knowledge_links(
+    summaries: Callable[[Sequence[str]], Awaitable[dict[str, ArticleSummary]]],
+) -> ArticleLookup:
+    """Adapt ``KnowledgeService.summaries`` (slug -> ArticleSummary) to an ArticleLookup."""
+
+    async def lookup(slugs: Sequence[str]) -> dict[str, ArticleLink]:
+        found = await summaries(slugs)
+        return {slug: ArticleLink(slug=slug, title=s.title, url=s.url) for slug, s in found.items()}
+
+    return lookup
