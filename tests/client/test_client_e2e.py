@@ -27,7 +27,10 @@ FAST = ReconnectPolicy(base_s=0.05, max_s=0.5)
 
 
 async def take(
-    it: AsyncIterator[ClientEvent], n: int, kind: type[T], timeout: float = 10.0,
+    it: AsyncIterator[ClientEvent],
+    n: int,
+    kind: type[T],
+    timeout: float = 10.0,
 ) -> list[T]:
     """The next ``n`` events of type ``kind`` (others are skipped)."""
     out: list[T] = []
@@ -51,20 +54,25 @@ async def nothing_more(it: AsyncIterator[ClientEvent], kind: type[Any], wait: fl
 
 def open_client(server: Any, user: str, device: str, **kw: Any) -> Any:
     channels = kw.pop("channels", None)
-    return relaydesk.connect(server.ws_url, server.token(user, channels=channels), device=device,
-                             reconnect=FAST, **kw)
+    return relaydesk.connect(
+        server.ws_url, server.token(user, channels=channels), device=device, reconnect=FAST, **kw
+    )
 
 
 async def test_direct_messages_between_users(running_server: Any) -> None:
-    async with open_client(running_server, "alice", "a1") as alice, \
-            open_client(running_server, "bob", "b1", codec="json") as bob:
+    async with (
+        open_client(running_server, "alice", "a1") as alice,
+        open_client(running_server, "bob", "b1", codec="json") as bob,
+    ):
         bob_events = bob.events()
         r1 = await alice.send("user:bob", "hello bob")
         r2 = await alice.send("user:bob", b"\x00binary\xff")
         assert (r1.conv, r1.seq, r2.seq) == ("dm:alice:bob", 1, 2) and not r1.dup
         got = await take(bob_events, 2, Message)
         assert [(m.seq, m.sender, m.device, m.id) for m in got] == [
-            (1, "alice", "a1", r1.id), (2, "alice", "a1", r2.id)]
+            (1, "alice", "a1", r1.id),
+            (2, "alice", "a1", r2.id),
+        ]
         assert got[0].text == "hello bob" and got[1].body == b"\x00binary\xff"
         reply = await bob.send(f"{r1.conv}", "hi alice")
         [back] = await take(alice.events(), 1, Message)
@@ -74,15 +82,19 @@ async def test_direct_messages_between_users(running_server: Any) -> None:
 
 
 async def test_channel_membership_and_messages(running_server: Any) -> None:
-    async with open_client(running_server, "alice", "a1", channels={"room": "owner"}) as alice, \
-            open_client(running_server, "bob", "b1", channels={"room": "member"}) as bob:
+    async with (
+        open_client(running_server, "alice", "a1", channels={"room": "owner"}) as alice,
+        open_client(running_server, "bob", "b1", channels={"room": "member"}) as bob,
+    ):
         a_events, b_events = alice.events(), bob.events()
         joined = await alice.join("room")
         assert (joined.conv, joined.channel) == ("ch:room", "room")
         await bob.join("room")
         changes = await take(a_events, 2, MembershipChange)  # her own join, then bob's
         assert [(c.kind, c.user, c.conv) for c in changes] == [
-            ("join", "alice", "ch:room"), ("join", "bob", "ch:room")]
+            ("join", "alice", "ch:room"),
+            ("join", "bob", "ch:room"),
+        ]
         receipt = await alice.send("channel:room", "welcome all")
         [m] = await take(b_events, 1, Message)
         assert (m.conv, m.seq, m.text) == ("ch:room", receipt.seq, "welcome all")
@@ -183,9 +195,11 @@ async def test_presence_events_and_query(running_server: Any) -> None:
 
 
 async def test_read_markers_reach_other_devices(running_server: Any) -> None:
-    async with open_client(running_server, "alice", "a1") as alice, \
-            open_client(running_server, "hank", "h1") as h1, \
-            open_client(running_server, "hank", "h2") as h2:
+    async with (
+        open_client(running_server, "alice", "a1") as alice,
+        open_client(running_server, "hank", "h1") as h1,
+        open_client(running_server, "hank", "h2") as h2,
+    ):
         r = await alice.send("user:hank", "read me")
         await take(h1.events(), 1, Message)
         h1.mark_read(r.conv, r.seq)
@@ -195,8 +209,10 @@ async def test_read_markers_reach_other_devices(running_server: Any) -> None:
 
 
 async def test_own_messages_reach_my_other_devices(running_server: Any) -> None:
-    async with open_client(running_server, "ivy", "i1") as i1, \
-            open_client(running_server, "ivy", "i2") as i2:
+    async with (
+        open_client(running_server, "ivy", "i1") as i1,
+        open_client(running_server, "ivy", "i2") as i2,
+    ):
         r = await i1.send("user:jack", "from my phone")
         [m] = await take(i2.events(), 1, Message)
         assert (m.id, m.sender, m.device, m.seq) == (r.id, "ivy", "i1", r.seq)
@@ -206,8 +222,10 @@ async def test_own_messages_reach_my_other_devices(running_server: Any) -> None:
 
 async def test_reconnect_after_kill_loses_and_repeats_nothing(running_server: Any) -> None:
     states: list[ConnectionState] = []
-    async with open_client(running_server, "alice", "a1") as alice, \
-            open_client(running_server, "kate", "k1", on_state=states.append) as kate:
+    async with (
+        open_client(running_server, "alice", "a1") as alice,
+        open_client(running_server, "kate", "k1", on_state=states.append) as kate,
+    ):
         events = kate.events()
         before = [await alice.send("user:kate", f"b{i}") for i in range(10)]
         await take(events, 5, Message)
@@ -232,8 +250,9 @@ async def test_bad_token_fails_without_a_reconnect_loop(running_server: Any) -> 
     forged = running_server.token("alice", secret="not-the-secret-at-all-0123456789")
     states: list[ConnectionState] = []
     with pytest.raises(ConnectError) as err:
-        await relaydesk.connect(running_server.ws_url, forged, device="a1",
-                                reconnect=FAST, on_state=states.append)
+        await relaydesk.connect(
+            running_server.ws_url, forged, device="a1", reconnect=FAST, on_state=states.append
+        )
     assert err.value.code == 4010
     assert states == [ConnectionState.FAILED]
 
@@ -245,8 +264,9 @@ async def test_token_provider_is_asked_again_on_expiry(running_server: Any) -> N
         calls.append(1)
         return str(running_server.token("lena", ttl_s=600))
 
-    client: Client = await relaydesk.connect(running_server.ws_url, provider, device="l1",
-                                             reconnect=FAST)
+    client: Client = await relaydesk.connect(
+        running_server.ws_url, provider, device="l1", reconnect=FAST
+    )
     try:
         assert calls == [1]
         running_server.kill()
@@ -268,8 +288,9 @@ async def test_token_refreshed_over_the_live_connection(running_server: Any) -> 
         return str(running_server.token("mona", ttl_s=4))
 
     states: list[ConnectionState] = []
-    async with relaydesk.connect(running_server.ws_url, provider, device="m1",
-                                 on_state=states.append) as mona:
+    async with relaydesk.connect(
+        running_server.ws_url, provider, device="m1", on_state=states.append
+    ) as mona:
         await asyncio.sleep(6.0)  # past the first token's expiry
         assert len(calls) >= 2
         assert ConnectionState.RECONNECTING not in states, states
@@ -280,8 +301,7 @@ async def test_rate_limited_sends_are_retried_until_committed(
     make_server: Any,
 ) -> None:
     server = make_server(config={"gateway": {"publish_rate": 100, "publish_burst": 20}})
-    async with open_client(server, "nick", "n1") as nick, \
-            open_client(server, "olga", "o1") as olga:
+    async with open_client(server, "nick", "n1") as nick, open_client(server, "olga", "o1") as olga:
         receipts = await asyncio.gather(*(nick.send("user:olga", f"r{i}") for i in range(150)))
         assert nick.statistics().rate_limited > 0
         assert sorted(r.seq for r in receipts) == list(range(1, 151))

@@ -15,11 +15,31 @@ def test_top_level_exports() -> None:
 
 def test_client_exports() -> None:
     assert sorted(relaydesk.client.__all__) == [
-        "ChannelMembership", "Client", "ClientClosed", "ClientEvent", "ConnectError",
-        "ConnectionState", "CursorStore", "Deletion", "History", "Link", "LinkClosed",
-        "MembershipChange", "MemoryCursorStore", "Message", "Presence", "PresenceEvent",
-        "ReadMarker", "ReconnectPolicy", "RelaydeskError", "RequestError", "SendError",
-        "SendReceipt", "SessionStats", "TokenProvider", "connect",
+        "ChannelMembership",
+        "Client",
+        "ClientClosed",
+        "ClientEvent",
+        "ConnectError",
+        "ConnectionState",
+        "CursorStore",
+        "Deletion",
+        "History",
+        "Link",
+        "LinkClosed",
+        "MembershipChange",
+        "MemoryCursorStore",
+        "Message",
+        "Presence",
+        "PresenceEvent",
+        "ReadMarker",
+        "ReconnectPolicy",
+        "RelaydeskError",
+        "RequestError",
+        "SendError",
+        "SendReceipt",
+        "SessionStats",
+        "TokenProvider",
+        "connect",
     ]
     for name in relaydesk.client.__all__:
         assert getattr(relaydesk.client, name) is not None
@@ -27,4 +47,10 @@ def test_client_exports() -> None:
 
 def test_states_are_the_documented_six() -> None:
     assert [s.name for s in relaydesk.client.ConnectionState] == [
-        "CONNECTING", "CONNECTED", "SYNCED", "RECONNECTING", "CLOSED", "FAILED"]
+        "CONNECTING",
+        "CONNECTED",
+        "SYNCED",
+        "RECONNECTING",
+        "CLOSED",
+        "FAILED",
+    ]

@@ -33,12 +33,21 @@ async def test_sigkill_twice_loses_and_repeats_nothing(make_server: Callable[...
     store = MemoryCursorStore()
 
     def open_recipient() -> Any:
-        return relaydesk.connect(server.ws_url, server.token("rcpt", channels={"crash": "member"}),
-                                 device="r1", cursor_store=store, reconnect=FAST)
+        return relaydesk.connect(
+            server.ws_url,
+            server.token("rcpt", channels={"crash": "member"}),
+            device="r1",
+            cursor_store=store,
+            reconnect=FAST,
+        )
 
     publisher: Client = await relaydesk.connect(
-        server.ws_url, server.token("pub", channels={"crash": "owner"}), device="p1",
-        reconnect=FAST, window=256)
+        server.ws_url,
+        server.token("pub", channels={"crash": "owner"}),
+        device="p1",
+        reconnect=FAST,
+        window=256,
+    )
     recipient: Client = await open_recipient()
     try:
         await publisher.join("crash")
@@ -105,8 +114,10 @@ async def test_sigkill_twice_loses_and_repeats_nothing(make_server: Callable[...
         # The kills really hit a stream in flight, and the publisher reconnected.
         assert all(n > 0 for n in unconfirmed_at_kill), unconfirmed_at_kill
         assert publisher.statistics().connects >= 3
-        print(f"unconfirmed at kills {unconfirmed_at_kill}, dup pubacks "
-              f"{sum(r.dup for r in receipts)}, publisher {publisher.statistics()}")
+        print(
+            f"unconfirmed at kills {unconfirmed_at_kill}, dup pubacks "
+            f"{sum(r.dup for r in receipts)}, publisher {publisher.statistics()}"
+        )
         assert time.monotonic() - started < 90
     finally:
         await publisher.aclose()

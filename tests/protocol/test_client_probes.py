@@ -5,17 +5,40 @@ from __future__ import annotations
 from relaydesk.protocol.client_session import ClientSession, SessionConfig
 from relaydesk.protocol.frames import Hello, Ping, Pong, Probe, Synced, Welcome
 
-CFG = SessionConfig(device="d1", user="me", region="eu-west", net="wifi",
-                    probe_interval_s=30.0, probe_count=4, probe_spacing_s=0.5,
-                    probe_timeout_s=2.0, heartbeat_s=1000.0, timeout_s=3000.0)
+CFG = SessionConfig(
+    device="d1",
+    user="me",
+    region="eu-west",
+    net="wifi",
+    probe_interval_s=30.0,
+    probe_count=4,
+    probe_spacing_s=0.5,
+    probe_timeout_s=2.0,
+    heartbeat_s=1000.0,
+    timeout_s=3000.0,
+)
 
 
 def logged_in(cfg: SessionConfig = CFG) -> ClientSession:
     s = ClientSession(cfg)
     s.connection_opened("tok", 0.0)
-    s.receive(Welcome(user="me", device="d1", session="s", node="n", region="r",
-                      heartbeat_ms=1_000_000, timeout_ms=3_000_000, server_ts=0, cursor=0,
-                      max_body=1000, max_frame=10000, exp=10**10), 0.0)
+    s.receive(
+        Welcome(
+            user="me",
+            device="d1",
+            session="s",
+            node="n",
+            region="r",
+            heartbeat_ms=1_000_000,
+            timeout_ms=3_000_000,
+            server_ts=0,
+            cursor=0,
+            max_body=1000,
+            max_frame=10000,
+            exp=10**10,
+        ),
+        0.0,
+    )
     s.receive(Synced(pos=0), 0.0)
     s.take_outgoing()
     return s
@@ -62,8 +85,7 @@ def test_probes_repeat_per_interval_and_are_off_by_default() -> None:
     # 0.5 s apart and reports once all answers are in: reports at ~2.0, ~33.5, ~65.0 s.
     frames = run(s, 66.0, {i: 0.01 for i in range(100)})
     assert sum(isinstance(f, Probe) for f in frames) == 3
-    quiet = logged_in(SessionConfig(device="d1", user="me", heartbeat_s=1000.0,
-                                    timeout_s=3000.0))
+    quiet = logged_in(SessionConfig(device="d1", user="me", heartbeat_s=1000.0, timeout_s=3000.0))
     assert not any(isinstance(f, Probe | Ping) for f in run(quiet, 10.0, {}))
 
 

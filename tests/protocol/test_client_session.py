@@ -54,16 +54,35 @@ ME, DEV = "me", "d1"
 
 def welcome(cursor: int = 0, heartbeat_ms: int = 1000, timeout_ms: int = 3000) -> Welcome:
     return Welcome(
-        user=ME, device=DEV, session="s", node="n", region="r", heartbeat_ms=heartbeat_ms,
-        timeout_ms=timeout_ms, server_ts=0, cursor=cursor, max_body=1024, max_frame=4096,
+        user=ME,
+        device=DEV,
+        session="s",
+        node="n",
+        region="r",
+        heartbeat_ms=heartbeat_ms,
+        timeout_ms=timeout_ms,
+        server_ts=0,
+        cursor=cursor,
+        max_body=1024,
+        max_frame=4096,
         exp=2_000_000_000,
     )
 
 
-def msg(pos: int, seq: int, sender: str = "bob", dev: str = "x", conv: str = "dm:bob:me",
-        mid: str = "") -> Event:
-    return Event(conv=conv, pos=pos, seq=seq, kind="msg", sender=sender, dev=dev,
-                 id=mid or f"{sender}-{pos}", ts=pos, body=b"b%d" % pos)
+def msg(
+    pos: int, seq: int, sender: str = "bob", dev: str = "x", conv: str = "dm:bob:me", mid: str = ""
+) -> Event:
+    return Event(
+        conv=conv,
+        pos=pos,
+        seq=seq,
+        kind="msg",
+        sender=sender,
+        dev=dev,
+        id=mid or f"{sender}-{pos}",
+        ts=pos,
+        body=b"b%d" % pos,
+    )
 
 
 def live(cfg: SessionConfig | None = None, cursor: int | None = None) -> ClientSession:
@@ -452,8 +471,17 @@ class FakeServer:
     def append(self, conv: str, sender: str, dev: str, mid: str) -> Event:
         self.pos += random.randint(1, 3)  # positions are not contiguous for a user
         self.seqs[conv] = self.seqs.get(conv, 0) + 1
-        e = Event(conv=conv, pos=self.pos, seq=self.seqs[conv], kind="msg", sender=sender,
-                  dev=dev, id=mid, ts=self.pos, body=mid.encode())
+        e = Event(
+            conv=conv,
+            pos=self.pos,
+            seq=self.seqs[conv],
+            kind="msg",
+            sender=sender,
+            dev=dev,
+            id=mid,
+            ts=self.pos,
+            body=mid.encode(),
+        )
         self.feed.append(e)
         if self.attached:
             self.to_client.append(Messages(items=[e]))
@@ -467,7 +495,7 @@ class FakeServer:
             self.to_client.append(welcome(cursor))
             after = [e for e in self.feed if e.pos > cursor]
             for i in range(0, len(after), 3):
-                self.to_client.append(Messages(items=after[i:i + 3]))
+                self.to_client.append(Messages(items=after[i : i + 3]))
             self.to_client.append(Synced(pos=self.pos))
             self.attached, self.sent_upto = True, self.pos
         elif isinstance(frame, Publish):
@@ -481,7 +509,8 @@ class FakeServer:
                 self.commits += 1
                 e = self.committed[frame.id] = self.append("dm:me:zed", ME, DEV, frame.id)
             self.to_client.append(
-                PubAck(id=frame.id, conv=e.conv, seq=e.seq, pos=e.pos, ts=e.ts, dup=dup))
+                PubAck(id=frame.id, conv=e.conv, seq=e.seq, pos=e.pos, ts=e.ts, dup=dup)
+            )
         elif isinstance(frame, Ack):
             self.cursor = max(self.cursor, frame.pos)
         elif isinstance(frame, Ping):
@@ -500,8 +529,26 @@ class FakeServer:
 
 OPS = st.lists(
     st.sampled_from(
-        ["bob", "bob", "twin", "send", "send", "c2s", "c2s", "c2s", "s2c", "s2c", "s2c",
-         "s2c", "consume", "drop", "redeliver", "ratelimit", "tick", "restart"]
+        [
+            "bob",
+            "bob",
+            "twin",
+            "send",
+            "send",
+            "c2s",
+            "c2s",
+            "c2s",
+            "s2c",
+            "s2c",
+            "s2c",
+            "s2c",
+            "consume",
+            "drop",
+            "redeliver",
+            "ratelimit",
+            "tick",
+            "restart",
+        ]
     ),
     max_size=120,
 )
@@ -609,6 +656,9 @@ def test_every_acknowledged_message_exactly_once_in_order(ops: list[str], seed: 
     assert srv.commits == len(sent)  # the server committed each id exactly once
     for mid, done in confirmed.items():
         assert (done.conv, done.seq, done.pos) == (
-            srv.committed[mid].conv, srv.committed[mid].seq, srv.committed[mid].pos)
+            srv.committed[mid].conv,
+            srv.committed[mid].seq,
+            srv.committed[mid].pos,
+        )
     expected = [e for e in srv.feed if not (e.sender == ME and e.dev == DEV)]
     assert [e.pos for e in seen] == [e.pos for e in expected]

@@ -11,8 +11,13 @@ from raw_client import Raw
 from relaydesk.protocol.frames import Join, Publish
 
 SMALL_QUEUE = {
-    "gateway": {"send_queue_items": 20, "send_queue_bytes": 64 * 1024, "catchup_page": 50,
-                "publish_rate": 100_000, "publish_burst": 100_000},
+    "gateway": {
+        "send_queue_items": 20,
+        "send_queue_bytes": 64 * 1024,
+        "catchup_page": 50,
+        "publish_rate": 100_000,
+        "publish_burst": 100_000,
+    },
 }
 N = 2000
 BODY = b"x" * 1500

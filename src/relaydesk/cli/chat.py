@@ -34,8 +34,10 @@ DEFAULT_URL = "ws://127.0.0.1:8420/v1/ws"
 
 UrlOpt = Annotated[str, typer.Option(help="Gateway WebSocket URL.", envvar="RELAYDESK_URL")]
 TokenOpt = Annotated[
-    str | None, typer.Option(help="Connection token (else minted from --app/--secret/--user).",
-                             envvar="RELAYDESK_TOKEN")
+    str | None,
+    typer.Option(
+        help="Connection token (else minted from --app/--secret/--user).", envvar="RELAYDESK_TOKEN"
+    ),
 ]
 AppOpt = Annotated[str | None, typer.Option("--app", help="App id, to mint a dev token.")]
 SecretOpt = Annotated[
@@ -50,16 +52,29 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line.
 CodecOpt = Annotated[str, typer.Option(help="msgpack or json subprotocol.")]
 
 
-def _token(token: str | None, app_id: str | None, secret: str | None, user: str | None,
-           device: str, channels: list[str]) -> str:
+def _token(
+    token: str | None,
+    app_id: str | None,
+    secret: str | None,
+    user: str | None,
+    device: str,
+    channels: list[str],
+) -> str:
     if token:
         return token
     if not (app_id and secret and user):
         typer.echo("relaydesk: give --token, or --app, --secret and --user", err=True)
         raise typer.Exit(2)
     try:
-        return mint_token(app_id, secret, user, now=time.time(), ttl_s=24 * 3600, device=device,
-                          channels={c: "member" for c in channels})
+        return mint_token(
+            app_id,
+            secret,
+            user,
+            now=time.time(),
+            ttl_s=24 * 3600,
+            device=device,
+            channels={c: "member" for c in channels},
+        )
     except ValueError as exc:
         typer.echo(f"relaydesk: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -72,20 +87,54 @@ def _clock(ts_ms: int) -> str:
 def event_json(event: ClientEvent) -> dict[str, Any]:
     """The ``--json`` form of one event."""
     if isinstance(event, Message):
-        return {"type": "message", "conv": event.conv, "seq": event.seq, "pos": event.pos,
-                "from": event.sender, "device": event.device, "id": event.id, "ts": event.ts,
-                "text": event.text, "enc": event.enc}
+        return {
+            "type": "message",
+            "conv": event.conv,
+            "seq": event.seq,
+            "pos": event.pos,
+            "from": event.sender,
+            "device": event.device,
+            "id": event.id,
+            "ts": event.ts,
+            "text": event.text,
+            "enc": event.enc,
+        }
     if isinstance(event, ReadMarker):
-        return {"type": "read", "conv": event.conv, "seq": event.seq, "pos": event.pos,
-                "user": event.user, "device": event.device, "ts": event.ts}
+        return {
+            "type": "read",
+            "conv": event.conv,
+            "seq": event.seq,
+            "pos": event.pos,
+            "user": event.user,
+            "device": event.device,
+            "ts": event.ts,
+        }
     if isinstance(event, Deletion):
-        return {"type": "delete", "conv": event.conv, "seq": event.seq, "pos": event.pos,
-                "from": event.sender, "ts": event.ts}
+        return {
+            "type": "delete",
+            "conv": event.conv,
+            "seq": event.seq,
+            "pos": event.pos,
+            "from": event.sender,
+            "ts": event.ts,
+        }
     if isinstance(event, MembershipChange):
-        return {"type": event.kind, "conv": event.conv, "pos": event.pos, "user": event.user,
-                "actor": event.actor, "role": event.role, "ts": event.ts}
-    return {"type": "presence", "user": event.user, "online": event.online,
-            "devices": event.devices, "ts": event.ts}
+        return {
+            "type": event.kind,
+            "conv": event.conv,
+            "pos": event.pos,
+            "user": event.user,
+            "actor": event.actor,
+            "role": event.role,
+            "ts": event.ts,
+        }
+    return {
+        "type": "presence",
+        "user": event.user,
+        "online": event.online,
+        "devices": event.devices,
+        "ts": event.ts,
+    }
 
 
 def event_line(event: ClientEvent) -> str:
@@ -106,14 +155,16 @@ def event_line(event: ClientEvent) -> str:
 
 def _receipt_line(r: SendReceipt, as_json: bool) -> str:
     if as_json:
-        return json.dumps({"id": r.id, "conv": r.conv, "seq": r.seq, "pos": r.pos, "ts": r.ts,
-                           "dup": r.dup})
+        return json.dumps(
+            {"id": r.id, "conv": r.conv, "seq": r.seq, "pos": r.pos, "ts": r.ts, "dup": r.dup}
+        )
     return f"sent {r.conv} #{r.seq} pos={r.pos} id={r.id}" + (" (dup)" if r.dup else "")
 
 
 def send(
-    text: Annotated[str | None, typer.Argument(help="Message text; lines of stdin if absent.")]
-    = None,
+    text: Annotated[
+        str | None, typer.Argument(help="Message text; lines of stdin if absent.")
+    ] = None,
     to: Annotated[str, typer.Option(help="user:U, channel:C, dm:A:B or ch:C.")] = "",
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
@@ -134,8 +185,9 @@ def send(
     texts = [text] if text is not None else (line.rstrip("\n") for line in sys.stdin)
 
     async def run() -> None:
-        async with connect(url, tok, device=device, codec=_codec(codec), receive=False,
-                           connect_timeout=10.0) as client:
+        async with connect(
+            url, tok, device=device, codec=_codec(codec), receive=False, connect_timeout=10.0
+        ) as client:
             for ch in channels:
                 await client.join(ch)
             for body in texts:
@@ -165,8 +217,9 @@ def tail(
     tok = _token(token, app_id, secret, user, device, channels)
 
     async def run() -> None:
-        async with connect(url, tok, device=device, codec=_codec(codec), cursor=cursor,
-                           connect_timeout=10.0) as client:
+        async with connect(
+            url, tok, device=device, codec=_codec(codec), cursor=cursor, connect_timeout=10.0
+        ) as client:
             for ch in channels:
                 await client.join(ch)
             typer.echo(f"tailing as {client.user} on {device} (Ctrl-C to stop)", err=True)

@@ -136,20 +136,36 @@ class Client:
         self._on_state_cb = on_state
         self._session = ClientSession(
             SessionConfig(
-                device=device, sdk=SDK_LABEL, region=region, net=net, window=window,
-                outbox_limit=outbox_limit, buffer_limit=buffer_limit, heartbeat_s=heartbeat_s,
-                timeout_s=timeout_s, has_token_provider=not isinstance(token, str),
-                max_reconnect_attempts=reconnect.max_attempts, surface=receive,
+                device=device,
+                sdk=SDK_LABEL,
+                region=region,
+                net=net,
+                window=window,
+                outbox_limit=outbox_limit,
+                buffer_limit=buffer_limit,
+                heartbeat_s=heartbeat_s,
+                timeout_s=timeout_s,
+                has_token_provider=not isinstance(token, str),
+                max_reconnect_attempts=reconnect.max_attempts,
+                surface=receive,
                 probe_interval_s=probe_interval_s,
             ),
             cursor=cursor,
         )
         subprotocol = SUBPROTOCOL_MSGPACK if codec == "msgpack" else SUBPROTOCOL_JSON
         self._runner = SessionRunner(
-            self._session, url=url, subprotocol=subprotocol, token=token, clock=clock,
-            reconnect=reconnect, open_timeout=open_timeout, on_completions=self._complete,
-            on_items=self._items_arrived, on_state=self._state_changed,
-            save_cursor=cursor_store.save, opener=opener,
+            self._session,
+            url=url,
+            subprotocol=subprotocol,
+            token=token,
+            clock=clock,
+            reconnect=reconnect,
+            open_timeout=open_timeout,
+            on_completions=self._complete,
+            on_items=self._items_arrived,
+            on_state=self._state_changed,
+            save_cursor=cursor_store.save,
+            opener=opener,
         )
         self._sends: dict[str, asyncio.Future[SendReceipt]] = {}
         self._requests: dict[int, asyncio.Future[Any]] = {}
@@ -163,7 +179,8 @@ class Client:
 
     async def _start(self, login_timeout: float) -> None:
         self._task = asyncio.get_running_loop().create_task(
-            self._runner.run(), name=f"relaydesk-client-{self.device}")
+            self._runner.run(), name=f"relaydesk-client-{self.device}"
+        )
         self._task.add_done_callback(lambda _: self._wake_everyone())
         try:
             async with asyncio.timeout(login_timeout):
@@ -217,7 +234,10 @@ class Client:
         return self
 
     async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None,
+        self,
+        et: type[BaseException] | None,
+        e: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -260,7 +280,12 @@ class Client:
     # -- sending ---------------------------------------------------------------------
 
     async def send(
-        self, to: str, body: bytes | str, *, id: str | None = None, enc: str = "",
+        self,
+        to: str,
+        body: bytes | str,
+        *,
+        id: str | None = None,
+        enc: str = "",
     ) -> SendReceipt:
         """Publish ``body`` to ``to`` (``user:U``, ``channel:C``, ``dm:A:B`` or ``ch:C``).
 
@@ -321,7 +346,10 @@ class Client:
         await self._request(lambda rid: Leave(rid=rid, channel=channel))
 
     async def invite(
-        self, channel: str, user: str, role: Literal["owner", "member"] = "member",
+        self,
+        channel: str,
+        user: str,
+        role: Literal["owner", "member"] = "member",
     ) -> None:
         """Add ``user`` to ``channel`` (owners only)."""
         await self._request(lambda rid: Invite(rid=rid, channel=channel, user=user, role=role))
@@ -331,7 +359,12 @@ class Client:
         await self._request(lambda rid: Delete(rid=rid, conv=conv, seq=seq))
 
     async def history(
-        self, conv: str, *, before: int | None = None, after: int | None = None, limit: int = 50,
+        self,
+        conv: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
     ) -> History:
         """A page of ``conv``'s messages ascending by seq (§5.7).
 
@@ -339,16 +372,20 @@ class Client:
         just after; neither: the latest ``limit``.
         """
         page: HistoryPage = await self._request(
-            lambda rid: HistoryQuery(rid=rid, conv=conv, before=before, after=after, limit=limit))
+            lambda rid: HistoryQuery(rid=rid, conv=conv, before=before, after=after, limit=limit)
+        )
         msgs = [message_from(e) for e in page.items if e.kind == "msg"]
         return History(conv=page.conv, messages=msgs, more=page.more)
 
     async def presence(self, users: list[str]) -> list[Presence]:
         """Whether each of ``users`` is online, and on how many devices."""
         state: PresenceState = await self._request(
-            lambda rid: PresenceQuery(rid=rid, users=list(users)))
-        return [Presence(user=u.user, online=u.online, devices=u.devices, since=u.since)
-                for u in state.users]
+            lambda rid: PresenceQuery(rid=rid, users=list(users))
+        )
+        return [
+            Presence(user=u.user, online=u.online, devices=u.devices, since=u.since)
+            for u in state.users
+        ]
 
     # -- receiving -------------------------------------------------------------------
 
@@ -386,8 +423,9 @@ class Client:
             elif isinstance(c, SendFailed):
                 fut = self._sends.pop(c.id, None)
                 if fut is not None and not fut.done():
-                    exc = (ClientClosed(c.msg) if self._session.terminal
-                           else SendError(c.code, c.msg))
+                    exc = (
+                        ClientClosed(c.msg) if self._session.terminal else SendError(c.code, c.msg)
+                    )
                     fut.set_exception(exc)
                     fut.exception()  # retrieved: a cancelled send() must not warn
             elif isinstance(c, ReplyReceived):
@@ -397,8 +435,11 @@ class Client:
             elif isinstance(c, RequestFailed):
                 rfut = self._requests.get(c.rid)
                 if rfut is not None and not rfut.done():
-                    rfut.set_exception(ClientClosed(c.msg) if self._session.terminal
-                                       else RequestError(c.code, c.msg))
+                    rfut.set_exception(
+                        ClientClosed(c.msg)
+                        if self._session.terminal
+                        else RequestError(c.code, c.msg)
+                    )
         if not self._session.outbox_full:
             self._room.set()
 
@@ -428,8 +469,13 @@ class Client:
 class _Connecting:
     """What ``connect`` returns: await it, or use it as ``async with``."""
 
-    def __init__(self, factory: Callable[[int | None], Client], cursor: int | None,
-                 store: CursorStore, timeout: float) -> None:
+    def __init__(
+        self,
+        factory: Callable[[int | None], Client],
+        cursor: int | None,
+        store: CursorStore,
+        timeout: float,
+    ) -> None:
         self._factory = factory
         self._cursor = cursor
         self._store = store
@@ -450,7 +496,10 @@ class _Connecting:
         return self._client
 
     async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None,
+        self,
+        et: type[BaseException] | None,
+        e: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._client is not None:
             await self._client.aclose()
@@ -504,11 +553,25 @@ def connect(
 
     def factory(start: int | None) -> Client:
         return Client(
-            url, token, device=device, codec=codec, cursor=start, cursor_store=store,
-            reconnect=reconnect, heartbeat_s=heartbeat_s, timeout_s=timeout_s,
-            outbox_limit=outbox_limit, buffer_limit=buffer_limit, window=window,
-            receive=receive, on_state=on_state, region=region, net=net,
-            open_timeout=open_timeout, clock=clock or SystemClock(), opener=opener,
+            url,
+            token,
+            device=device,
+            codec=codec,
+            cursor=start,
+            cursor_store=store,
+            reconnect=reconnect,
+            heartbeat_s=heartbeat_s,
+            timeout_s=timeout_s,
+            outbox_limit=outbox_limit,
+            buffer_limit=buffer_limit,
+            window=window,
+            receive=receive,
+            on_state=on_state,
+            region=region,
+            net=net,
+            open_timeout=open_timeout,
+            clock=clock or SystemClock(),
+            opener=opener,
             probe_interval_s=probe_interval_s,
         )
 

@@ -159,8 +159,15 @@ class ClientClosed(RelaydeskError):
 
 def message_from(event: Event) -> Message:
     return Message(
-        conv=event.conv, seq=event.seq, pos=event.pos, sender=event.sender, device=event.dev,
-        id=event.id, ts=event.ts, body=event.body, enc=event.enc,
+        conv=event.conv,
+        seq=event.seq,
+        pos=event.pos,
+        sender=event.sender,
+        device=event.dev,
+        id=event.id,
+        ts=event.ts,
+        body=event.body,
+        enc=event.enc,
     )
 
 
@@ -171,10 +178,29 @@ def from_event(item: Event | PresenceChange) -> ClientEvent:
     if item.kind == "msg":
         return message_from(item)
     if item.kind == "read":
-        return ReadMarker(conv=item.conv, seq=item.seq, pos=item.pos, user=item.sender,
-                          device=item.dev, ts=item.ts)
+        return ReadMarker(
+            conv=item.conv,
+            seq=item.seq,
+            pos=item.pos,
+            user=item.sender,
+            device=item.dev,
+            ts=item.ts,
+        )
     if item.kind == "del":
-        return Deletion(conv=item.conv, seq=item.seq, pos=item.pos, sender=item.sender,
-                        device=item.dev, ts=item.ts)
-    return MembershipChange(conv=item.conv, pos=item.pos, kind=item.kind, user=item.subject,
-                            actor=item.sender, role=item.role, ts=item.ts)
+        return Deletion(
+            conv=item.conv,
+            seq=item.seq,
+            pos=item.pos,
+            sender=item.sender,
+            device=item.dev,
+            ts=item.ts,
+        )
+    return MembershipChange(
+        conv=item.conv,
+        pos=item.pos,
+        kind=item.kind,
+        user=item.subject,
+        actor=item.sender,
+        role=item.role,
+        ts=item.ts,
+    )

@@ -209,8 +209,13 @@ class SessionRunner:
             try:
                 token = await self._fetch_token()
                 link = await self._opener(self._url, [self._subprotocol], self._open_timeout)
-            except (OSError, TimeoutError, LinkClosed, websockets.InvalidHandshake,
-                    websockets.InvalidURI) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                LinkClosed,
+                websockets.InvalidHandshake,
+                websockets.InvalidURI,
+            ) as exc:
                 if isinstance(exc, websockets.InvalidURI):
                     raise
                 log.info("connect to %s failed: %s", self._url, exc)
@@ -326,8 +331,9 @@ class SessionRunner:
                 if s.terminal:
                     return
                 self._wake.clear()
-                timeout = max(0.0, s.next_deadline(self._clock.monotonic())
-                              - self._clock.monotonic())
+                timeout = max(
+                    0.0, s.next_deadline(self._clock.monotonic()) - self._clock.monotonic()
+                )
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:

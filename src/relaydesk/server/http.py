@@ -206,9 +206,7 @@ def ops_router(server: RelaydeskServer) -> Router:
             "connections": len(server.gateway.connections),
             "fanned_pos": server.hub.fanned_pos,
             # Live connections that overflowed their queue and were served from storage.
-            "slow_consumer_resyncs": sum(
-                c.stats["resyncs"] for c in server.gateway.connections
-            ),
+            "slow_consumer_resyncs": sum(c.stats["resyncs"] for c in server.gateway.connections),
         }
         return Response(body, status_code=200 if ready else 503)
 
