@@ -3,8 +3,9 @@
 Two SDK clients probe the gateway: one directly (client region ``local``), one
 through a ``netsim`` proxy adding 40 ms each way (client region ``far``).  The
 per-client-region RTT in ``/api/quality`` must show the 80 ms difference.
-Tolerance: the far median within 80..120 ms (delay plus loopback and scheduling),
-the near median under 20 ms.
+Tolerance: the far median within 80 ms −9 % .. 120 ms (aggregated percentiles come
+from log buckets accurate to 9 %, docs/telemetry.md; the upper bound allows for
+loopback and scheduling), the near median under 20 ms.
 """
 
 from __future__ import annotations
@@ -50,6 +51,6 @@ async def test_probe_rtt_in_aggregates_matches_configured_delay(make_server: Any
     }
     far_rtt, near_rtt = groups["far"]["rtt_ms"], groups["local"]["rtt_ms"]
     assert far_rtt["n"] >= 2 and near_rtt["n"] >= 2
-    assert 80.0 <= far_rtt["p50"] <= 120.0, far_rtt
+    assert 80.0 * 0.91 <= far_rtt["p50"] <= 120.0, far_rtt
     assert near_rtt["p50"] < 20.0, near_rtt
     assert groups["far"]["loss"]["p50"] == 0.0
