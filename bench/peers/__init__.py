@@ -1,0 +1,1 @@
+"""Peer servers the benchmark measures relaydesk against."""
