@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.codec import Codec
 from relaydesk.protocol.frames import ClientFrame, Event, Frame, PresenceChange, Synced
 from relaydesk.protocol.server_session import ServerSession
@@ -91,7 +92,11 @@ class Connection:
         self._limit_items = queue_items
         self._limit_bytes = queue_bytes
         self._page = page
-        self.active = False  # attached to the hub (logged in)
+        self.attached = False  # registered with the hub (presence, fan-out)
+        self.active = False  # welcomed: the feed and presence pushes may flow
+        # Addresses this connection publishes to, resolved once (bounded: a client
+        # writing to many conversations just resolves again after a reset).
+        self.resolved: dict[str, Conversation] = {}
         # Telemetry state once logged in (None: telemetry off or not logged in);
         # end_reason is set once by the gateway when it decides to close.
         self.tel: ConnTelemetry | None = None
@@ -106,7 +111,11 @@ class Connection:
         data = encodings.get(self.codec.name)
         if data is None:
             data = encodings[self.codec.name] = self.codec.encode_event(event)
-        self._queue.append(data)
+        queue = self._queue
+        queue.append(data)
+        if len(queue) == 1:
+            # The sender sleeps only on an empty queue: wake it on the first event.
+            self._wake.set()
         self._queued_bytes += len(data)
         self.queued = self._queue_last = event.pos
         tel = self.tel
@@ -121,7 +130,7 @@ class Connection:
             self.stats["resyncs"] += 1
             if tel is not None:
                 tel.resynced()
-        self._wake.set()
+            self._wake.set()
 
     def traced(self, pos: int, trace: Trace) -> None:
         """The hub offered sampled event ``pos``: follow it if it was queued."""
@@ -129,7 +138,8 @@ class Connection:
             self.tel.trace_offered(trace)
 
     def push_presence(self, change: PresenceChange) -> None:
-        self.send_frame(change)
+        if self.active:  # never ahead of welcome; presence is ephemeral (query it)
+            self.send_frame(change)
 
     def send_frame(self, frame: Frame) -> None:
         # Still accepted while closing: answers to publishes already submitted

@@ -55,6 +55,8 @@ from relaydesk.telemetry.recorder import Recorder
 
 log = logging.getLogger("relaydesk.gateway")
 
+RESOLVED_MAX = 64  # per-connection cache of resolved publish addresses
+
 # Why a connection ended, for telemetry's connection history (docs/telemetry.md).
 _END_REASONS = {
     ErrorCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
@@ -159,8 +161,9 @@ class Gateway:
             conn.session.closed()
             if conn.tel is not None and self.recorder is not None:
                 self.recorder.detach(conn.tel, conn.end_reason or "client_close")
-            if conn.active:
-                conn.active = False
+            conn.active = False
+            if conn.attached:
+                conn.attached = False
                 await self.hub.detach(conn)
 
     async def _receive_loop(self, conn: Connection, receive: Any) -> None:
@@ -211,12 +214,17 @@ class Gateway:
         if isinstance(frame, Publish):
             if conn.inflight >= self.settings.gateway.max_inflight:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many unacknowledged publishes")
-            conv = resolve(frame.to, conn.user)
+            target = conn.resolved.get(frame.to)
+            if target is None:
+                target = resolve(frame.to, conn.user)
+                if len(conn.resolved) >= RESOLVED_MAX:
+                    conn.resolved.clear()
+                conn.resolved[frame.to] = target
             op = PublishOp(
                 app=conn.app,
                 sender=conn.user,
                 device=conn.device,
-                conv=conv,
+                conv=target,
                 client_id=frame.id,
                 body=frame.body,
                 enc=frame.enc,
@@ -379,6 +387,11 @@ class Gateway:
         cursor = min(cursor, self.hub.fanned_pos)
         self._claims[conn] = claims
         conn.session.logged_in(claims.exp)
+        # Register presence before the client hears it is in, so a presence query
+        # sent by anyone after this welcome already sees the device (the feed is
+        # still in catch-up mode, so live offers meanwhile are ignored, not lost).
+        conn.attached = True
+        await self.hub.attach(conn)
         s = self.settings
         conn.send_frame(
             Welcome(
@@ -408,4 +421,3 @@ class Gateway:
             )
         conn.start_feed(cursor)
         conn.active = True
-        await self.hub.attach(conn)

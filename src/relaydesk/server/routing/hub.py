@@ -245,9 +245,12 @@ class Hub:
         encodings: dict[str, bytes],
         trace: Trace | None = None,
     ) -> None:
-        for endpoint in self._online.get((app, user), ()):
+        endpoints = self._online.get((app, user))
+        if not endpoints:
+            return
+        self.stats["fanout_offers"] += len(endpoints)
+        for endpoint in endpoints:
             endpoint.offer(event, encodings)
-            self.stats["fanout_offers"] += 1
             if trace is not None:
                 endpoint.traced(event.pos, trace)
 
