@@ -1,0 +1,85 @@
+"""Telemetry retention SQL: minute rows roll into hour rows losslessly; pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relaydesk.storage import Database, open_database
+from relaydesk.storage.telemetry import (
+    COUNTERS,
+    TELEMETRY_MIGRATIONS,
+    HistData,
+    SeriesRow,
+    TelemetryStore,
+)
+
+H = 3_600_000
+T0 = 1_795_000_000_000 - 1_795_000_000_000 % H  # an hour boundary
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    database.migrate("telemetry", TELEMETRY_MIGRATIONS)
+    yield database
+    database.close_sync()
+
+
+def row(start_ms: int, sent: int, active: int, rtt_bucket: int, node: str = "n1") -> SeriesRow:
+    counts = [0] * len(COUNTERS)
+    counts[COUNTERS.index("sent")] = sent
+    counts[COUNTERS.index("active_max")] = active
+    hists = {"rtt": HistData(sum=10.0 * sent, n=sent, buckets={rtt_bucket: sent})}
+    return SeriesRow("app", "eu", node, "eu", 60, start_ms, counts, hists)
+
+
+def all_rows(db: Database, store: TelemetryStore) -> list[SeriesRow]:
+    return db.read_sync(lambda tx: store.series_tx(tx, "app", 0, 2**62))
+
+
+def test_downsample_rolls_minutes_into_hours_without_losing_counts(db: Database) -> None:
+    store = TelemetryStore()
+    minutes = [row(T0 + 60_000 * i, sent=i + 1, active=10 * i, rtt_bucket=i % 2) for i in range(3)]
+    minutes += [row(T0 + H + 60_000 * i, sent=5, active=7, rtt_bucket=3) for i in range(2)]
+    minutes.append(row(T0, sent=4, active=99, rtt_bucket=0, node="n2"))
+    db.write_sync(lambda tx: store.merge_series_tx(tx, minutes))
+    total_sent = sum(r.count("sent") for r in all_rows(db, store))
+
+    rolled = db.write_sync(lambda tx: store.downsample_tx(tx, T0 + H))
+    assert rolled == 4  # the first hour's minute rows, both nodes
+    rows = all_rows(db, store)
+    hours = {(r.node, r.start_ms): r for r in rows if r.step_s == 3600}
+    assert set(hours) == {("n1", T0), ("n2", T0)}
+    h = hours[("n1", T0)]
+    assert h.count("sent") == 1 + 2 + 3
+    assert h.count("active_max") == 20  # a maximum, not a sum
+    assert h.hists["rtt"].n == 6 and h.hists["rtt"].buckets == {0: 1 + 3, 1: 2}
+    assert [r.start_ms for r in rows if r.step_s == 60] == [T0 + H, T0 + H + 60_000]
+    assert sum(r.count("sent") for r in rows) == total_sent
+    assert db.write_sync(lambda tx: store.downsample_tx(tx, T0 + H)) == 0
+
+
+def test_downsample_in_bounded_passes_merges_into_existing_hour_rows(db: Database) -> None:
+    store = TelemetryStore()
+    store.DOWNSAMPLE_BATCH = 2
+    minutes = [row(T0 + 60_000 * i, sent=1, active=i, rtt_bucket=0) for i in range(5)]
+    db.write_sync(lambda tx: store.merge_series_tx(tx, minutes))
+    passes = []
+    while (n := db.write_sync(lambda tx: store.downsample_tx(tx, T0 + H))) > 0:
+        passes.append(n)
+    assert passes == [2, 2, 1]
+    (hour,) = all_rows(db, store)
+    assert (hour.step_s, hour.count("sent"), hour.count("active_max")) == (3600, 5, 4)
+    assert hour.hists["rtt"].n == 5
+
+
+def test_prune_removes_only_what_is_past_retention(db: Database) -> None:
+    store = TelemetryStore()
+    db.write_sync(lambda tx: store.merge_series_tx(tx, [row(T0, 1, 1, 0), row(T0 + H, 1, 1, 0)]))
+    db.write_sync(lambda tx: store.downsample_tx(tx, T0 + 2 * H))
+    removed = db.write_sync(lambda tx: store.prune_tx(tx, T0 + H, 0))
+    assert removed == 1
+    assert [r.start_ms for r in all_rows(db, store)] == [T0 + H]
