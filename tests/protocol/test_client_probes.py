@@ -94,3 +94,13 @@ def test_hello_is_unchanged_by_probing() -> None:
     s.connection_opened("tok", 0.0)
     (hello,) = s.take_outgoing()
     assert isinstance(hello, Hello) and hello.region == "eu-west"
+
+
+def test_a_pong_later_than_the_timeout_counts_as_lost_even_early_in_a_round() -> None:
+    # The first ping's pong takes 2.5 s (over the 2 s timeout) while the round is
+    # still sending: it must not become a 2.5 s RTT sample.
+    s = logged_in()
+    frames = run(s, 6.0, {0: 2.5, 1: 0.05, 2: 0.05, 3: 0.05})
+    (p,) = [f for f in frames if isinstance(f, Probe)]
+    assert p.samples == 4 and p.loss == 0.25
+    assert p.rtt_p95_ms < 100

@@ -129,6 +129,7 @@ class Client:
         clock: Clock,
         opener: Opener,
         probe_interval_s: float | None = None,
+        probe_timeout_s: float = 2.0,
     ) -> None:
         self.device = device
         self._clock = clock
@@ -149,6 +150,7 @@ class Client:
                 max_reconnect_attempts=reconnect.max_attempts,
                 surface=receive,
                 probe_interval_s=probe_interval_s,
+                probe_timeout_s=probe_timeout_s,
             ),
             cursor=cursor,
         )
@@ -524,6 +526,7 @@ def connect(
     region: str = "",
     net: str = "",
     probe_interval_s: float | None = None,
+    probe_timeout_s: float = 2.0,
     connect_timeout: float = 15.0,
     open_timeout: float = 5.0,
     clock: Clock | None = None,
@@ -544,7 +547,9 @@ def connect(
     ``window`` the publishes in flight.  ``receive=False`` makes a send-only
     client that acknowledges the feed without buffering it.  ``probe_interval_s``
     turns on network-quality probes (RTT, loss, jitter reported to the server with
-    ``region``/``net`` labels; off by default).  ``on_state`` is
+    ``region``/``net`` labels; off by default); a probe ping unanswered within
+    ``probe_timeout_s`` counts as lost (over TCP a dropped packet arrives late
+    rather than never, so a real-time threshold makes loss visible).  ``on_state`` is
     called on every state change.  Raises ``ConnectError`` if the login fails
     for good or does not succeed within ``connect_timeout`` seconds (retrying
     with back-off meanwhile).
@@ -573,6 +578,7 @@ def connect(
             clock=clock or SystemClock(),
             opener=opener,
             probe_interval_s=probe_interval_s,
+            probe_timeout_s=probe_timeout_s,
         )
 
     return _Connecting(factory, cursor, store, connect_timeout)

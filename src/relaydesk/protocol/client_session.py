@@ -609,8 +609,10 @@ class ClientSession:
             probe_sent = self._probe_sent.pop(frame.ts, None)
             if probe_sent is not None:  # also a fresh RTT and skew sample
                 self.rtt = max(0.0, now - probe_sent)
-                self._probe_rtts.append(self.rtt)
                 self.clock_skew_ms = frame.server_ts - (frame.ts + self.rtt * 500.0)
+                if self.rtt <= self.config.probe_timeout_s:
+                    self._probe_rtts.append(self.rtt)
+                # else: answered too late; it counts as lost in this round
             sent = self._link.pings.pop(frame.ts, None)
             if sent is not None:
                 self.rtt = max(0.0, now - sent)
