@@ -74,7 +74,7 @@ class RelaydeskServer:
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),
                 metrics_router(self.telemetry),
-                console_router(self.desk, self.hub, settings, self.clock),
+                console_router(self.desk, self.hub, settings, self.clock, telemetry=self.telemetry),
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),
             ],

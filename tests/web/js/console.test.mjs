@@ -218,3 +218,104 @@ test("SLA report renders and downloads CSV", async () => {
   await shot(page, "sla-report");
   await context.close();
 });
+
+test("network quality: real traffic shows up in charts and the worst minutes", async () => {
+  const agent = await session("alice@desk.example");
+  const customer = await session("dana@acme.example");
+  // Real traffic in the desk messaging app: both browsers chat in ticket 1's war room...
+  await agent.page.goto(`${BASE}/console/tickets/1`);
+  await customer.page.goto(`${BASE}/console/tickets/1`);
+  for (const p of [agent.page, customer.page]) {
+    await p.waitForSelector('#war-room[data-ready="1"]', { timeout: 10000 });
+  }
+  for (let i = 0; i < 3; i++) {
+    for (const [who, p] of [["customer", customer.page], ["agent", agent.page]]) {
+      const text = `quality check ${who} ${i}`;
+      await p.fill("#war-room-input", text);
+      await p.press("#war-room-input", "Enter");
+      const other = p === agent.page ? customer.page : agent.page;
+      await other.waitForSelector(`#war-room-log li:has-text('${text}')`, { timeout: LIVE_MS });
+    }
+  }
+  // ...and a second client in the agent's page times its own round trips (publish to
+  // itself, puback back) and reports them as a probe, as an SDK would.
+  const probe = await agent.page.evaluate(async () => {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const r = await fetch("/console/live-token", { method: "POST", headers: { "X-CSRF-Token": csrf } });
+    const { token } = await r.json();
+    const client = new window.RelaydeskClient({
+      url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws`,
+      device: "quality-probe",
+      token: async () => token,
+    });
+    await client.connect();
+    const rtts = [];
+    for (let i = 0; i < 20; i++) {
+      const t0 = performance.now();
+      await client.publish(`user:${client.welcome.user}`, `probe ${i}`);
+      rtts.push(performance.now() - t0);
+    }
+    rtts.sort((a, b) => a - b);
+    const q = (f) => rtts[Math.min(rtts.length - 1, Math.floor(f * rtts.length))];
+    const jitter = rtts.slice(1).reduce((s, v, i) => s + Math.abs(v - rtts[i]), 0) / (rtts.length - 1);
+    client.send({
+      t: "probe", rtt_p50_ms: q(0.5), rtt_p95_ms: q(0.95), loss: 0, samples: rtts.length,
+      jitter_ms: jitter, net: "ethernet", sdk: "relaydesk-js/0.1", region: "browser", ts: Date.now(),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 400)); // acks go out (coalesced, 100 ms)
+    client.close();
+    return { p50: q(0.5), n: rtts.length };
+  });
+  assert.equal(probe.n, 20);
+  await customer.context.close();
+
+  // The agent opens the page from the nav and picks the desk app, last 15 minutes.
+  const { page } = agent;
+  await page.goto(`${BASE}/console/queue`);
+  await Promise.all([page.waitForNavigation(), page.click("#nav-quality")]);
+  assert.match(page.url(), /\/console\/quality$/);
+  await page.selectOption('#quality-form select[name="app"]', "desk");
+  await page.selectOption("#quality-range", "15m");
+  await page.selectOption('#quality-form select[name="by"]', "client_ack_p95");
+  await Promise.all([page.waitForNavigation(), page.click('#quality-form button[type="submit"]')]);
+  assert.match(page.url(), /app=desk/);
+  // Telemetry is flushed every second: reload until the probe and the chat are in.
+  const deadline = Date.now() + 15000;
+  let sent = 0;
+  let rtt = "-";
+  for (;;) {
+    const total = page.locator("#quality-totals tbody tr[data-series]").first();
+    if (await total.count()) {
+      const cells = await total.locator("td").allTextContents();
+      sent = Number(cells[1]);
+      rtt = cells[9];
+      if (sent >= 26 && !rtt.startsWith("-")) break;
+    }
+    assert.ok(Date.now() < deadline, `quality data did not arrive (sent ${sent}, rtt ${rtt})`);
+    await page.waitForTimeout(500);
+    await page.reload();
+  }
+  const series = page.locator("details.series").first();
+  assert.equal(await series.locator("figure.chart svg").count(), 6);
+  for (const label of ["success rate", "stage latency p95", "round-trip time (client probes)", "packet loss (client probes)"]) {
+    const chart = series.locator(`svg[aria-label="${label}"]`);
+    assert.equal(await chart.count(), 1, label);
+    assert.ok(await chart.locator("polyline, circle").count() >= 1, `${label} has data`);
+  }
+  assert.ok((await page.locator("#quality-worst tbody tr[data-t]").count()) >= 1, "worst minutes listed");
+  assert.equal(await page.locator("script:not([src])").count(), 0, "no inline script");
+  await shot(page, "network-quality");
+
+  // A worst minute's zoom link opens a custom range around it.
+  await Promise.all([page.waitForNavigation(), page.click("#quality-worst tbody tr[data-t] a")]);
+  assert.match(page.url(), /range=custom/);
+  assert.equal(await page.inputValue("#quality-range"), "custom");
+  assert.ok((await page.locator("details.series").count()) >= 1);
+  await agent.context.close();
+
+  // Customers have no business here.
+  const other = await session("frank@globex.example");
+  const denied = await other.page.goto(`${BASE}/console/quality`);
+  assert.equal(denied.status(), 403);
+  await other.context.close();
+});

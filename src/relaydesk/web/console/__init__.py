@@ -1,6 +1,8 @@
-"""The web console: agent queue, ticket pages, customer portal, SLA report, live updates.
+"""The web console: agent queue, ticket pages, customer portal, SLA report, network quality,
+live updates.
 
-Mount ``console_router(desk, hub, settings, clock)`` beside the desk API; see
+Mount ``console_router(desk, hub, settings, clock, telemetry=...)`` beside the desk API
+(without ``telemetry`` the Network quality page says telemetry is disabled); see
 ``docs/console.md``.
 """
 

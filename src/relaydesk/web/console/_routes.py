@@ -39,6 +39,7 @@ from litestar import MediaType, Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
+from markupsafe import Markup
 
 from relaydesk.clock import Clock, utc_datetime
 from relaydesk.config import Settings
@@ -63,7 +64,19 @@ from relaydesk.desk.tickets.transitions import can_transition
 from relaydesk.protocol.tokens import mint_token
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.engine import Tx
+from relaydesk.telemetry import Telemetry, worst_points
+from relaydesk.telemetry.charts import TABLE_HEAD, fmt_minute
 from relaydesk.web.console._forms import Errors, parse_comment, parse_new_ticket, parse_properties
+from relaydesk.web.console._quality import (
+    GROUP_LABELS,
+    PERCENTILES,
+    PRESETS,
+    WORST_LABELS,
+    WORST_LIMIT,
+    local_input,
+    parse_quality_form,
+    quality_view,
+)
 from relaydesk.web.console._sessions import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
@@ -131,9 +144,11 @@ class Console:
         *,
         session_ttl_s: float,
         max_sessions: int,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.desk = desk
         self.hub = hub
+        self.telemetry = telemetry
         self.settings = settings
         self.clock = clock
         self.sessions = SessionTable(clock, ttl_s=session_ttl_s, max_sessions=max_sessions)
@@ -261,14 +276,22 @@ def console_router(
     *,
     session_ttl_s: float = 8 * 3600,
     max_sessions: int = 10_000,
+    telemetry: Telemetry | None = None,
 ) -> Router:
     """The console under ``/console`` (and ``/`` redirecting to it).
 
     Also switches on the desk's live notices and war rooms (``DeskComponent.enable_live``),
-    which only the console consumes.
+    which only the console consumes.  ``telemetry`` feeds the Network quality page
+    (in-process queries; without it the page says telemetry is disabled).
     """
     console = Console(
-        desk, hub, settings, clock, session_ttl_s=session_ttl_s, max_sessions=max_sessions
+        desk,
+        hub,
+        settings,
+        clock,
+        session_ttl_s=session_ttl_s,
+        max_sessions=max_sessions,
+        telemetry=telemetry,
     )
     desk.enable_live()
     tickets = desk.tickets
@@ -596,6 +619,63 @@ def console_router(
             },
         )
 
+    # -- network quality ----------------------------------------------------------------------
+
+    @get(PREFIX + "/quality", include_in_schema=False)
+    async def quality_page(request: Request[Any, Any, Any]) -> Response[str]:
+        """Per app, region and node: success, stage latency, RTT and loss; worst minutes.
+
+        Reads the telemetry query service in-process (the same ``QualityService`` as
+        ``/api/quality``); the agent's session is the authorisation, not an app secret.
+        """
+        session = console.agent(request)
+        common: dict[str, Any] = {
+            "presets": PRESETS,
+            "groups": GROUP_LABELS,
+            "worst_labels": WORST_LABELS,
+            "percentiles": PERCENTILES,
+            "local_input": local_input,
+            "fmt_minute": fmt_minute,
+            "table_head": TABLE_HEAD,
+        }
+        telemetry = console.telemetry
+        if telemetry is None:
+            return console.render("quality.html", session=session, disabled=True, **common)
+        apps = sorted(console.hub.secrets)
+        params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
+        form, errors = parse_quality_form(params, apps, int(console.clock.time() * 1000))
+        view = None
+        if not errors:
+            service = telemetry.quality
+            result = await service.series(form.query)
+            if form.worst_step_s == form.step_s:
+                worst = worst_points(result, form.by, WORST_LIMIT)
+            else:
+                worst = await service.worst(form.worst_query, form.by, WORST_LIMIT)
+            view = quality_view(form, result, worst)
+            for s in view.series:
+                # charts.py escapes every text it places; the SVG is embedded as-is.
+                s.charts = [Markup(svg) for svg in s.charts]
+        if not errors:
+            status = 200
+        elif set(errors) == {"app"}:
+            status = 404 if apps else 200  # an unknown app; or no app yet: nothing to show
+        else:
+            status = 422
+        return console.render(
+            "quality.html",
+            status,
+            session,
+            disabled=False,
+            recording=telemetry.recorder is not None,
+            flush_s=telemetry.settings.flush_interval_s,
+            apps=apps,
+            form=form,
+            errors=errors,
+            view=view,
+            **common,
+        )
+
     # -- live token ---------------------------------------------------------------------------
 
     @post(PREFIX + "/live-token", include_in_schema=False)
@@ -691,6 +771,7 @@ def console_router(
             new_ticket,
             report_page,
             report_download,
+            quality_page,
             live_token,
             static,
         ],

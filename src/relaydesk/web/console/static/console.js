@@ -270,10 +270,23 @@
     subject.addEventListener("input", suggest);
   }
 
+  // Network quality: typing a from/to date means a custom range.
+  function qualityPage() {
+    const range = document.getElementById("quality-range");
+    const form = document.getElementById("quality-form");
+    if (!range || !form) return;
+    for (const input of form.querySelectorAll("input[type=datetime-local]")) {
+      input.addEventListener("input", () => {
+        range.value = "custom";
+      });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     setupDrafts();
     if (page === "queue") queuePage();
     else if (page === "ticket") ticketPage();
     else if (page === "new-ticket") newTicketPage();
+    else if (page === "quality") qualityPage();
   });
 })();
