@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import Meta
 
 from relaydesk.protocol.addresses import resolve
@@ -115,7 +115,9 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not authorised for app {app!r}")
 
     @post("/apps/{app:str}/publish", status_code=200)
-    async def publish(request: Request[Any, Any, Any], app: str, data: PublishRequest) -> Any:
+    async def publish(
+        request: Request[Any, Any, Any], app: FromPath[str], data: JSONBody[PublishRequest]
+    ) -> Any:
         """Server-side publish (backends, bots); membership is not required."""
         require_secret(request, app)
         if (data.text is None) == (data.body_b64 is None):
@@ -136,11 +138,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
     @get("/apps/{app:str}/history")
     async def history(
         request: Request[Any, Any, Any],
-        app: str,
-        conv: str,
-        before: int | None = None,
-        after: int | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        app: FromPath[str],
+        conv: FromQuery[str],
+        before: FromQuery[int | None] = None,
+        after: FromQuery[int | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> HistoryResponse:
         """A page of a conversation, for the app (secret) or a member (user token)."""
         credential = _bearer(request)
@@ -158,7 +160,10 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
 
     @post("/apps/{app:str}/channels/{channel:str}", status_code=200)
     async def channel(
-        request: Request[Any, Any, Any], app: str, channel: str, data: ChannelRequest
+        request: Request[Any, Any, Any],
+        app: FromPath[str],
+        channel: FromPath[str],
+        data: JSONBody[ChannelRequest],
     ) -> dict[str, Any]:
         """Create a channel or change whether anyone in the app may join it."""
         require_secret(request, app)
@@ -167,14 +172,19 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
 
     @post("/apps/{app:str}/channels/{channel:str}/members", status_code=200)
     async def add_member(
-        request: Request[Any, Any, Any], app: str, channel: str, data: MemberRequest
+        request: Request[Any, Any, Any],
+        app: FromPath[str],
+        channel: FromPath[str],
+        data: JSONBody[MemberRequest],
     ) -> dict[str, Any]:
         require_secret(request, app)
         role = await hub.add_member(app, channel, data.user, data.role)
         return {"channel": channel, "user": data.user, "role": role}
 
     @get("/apps/{app:str}/presence")
-    async def presence(request: Request[Any, Any, Any], app: str, users: str) -> list[PresenceItem]:
+    async def presence(
+        request: Request[Any, Any, Any], app: FromPath[str], users: FromQuery[str]
+    ) -> list[PresenceItem]:
         require_secret(request, app)
         names = [u for u in users.split(",") if u][:500]
         return [
