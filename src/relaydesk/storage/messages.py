@@ -195,6 +195,29 @@ class BatchResult:
     last_pos: int = 0
 
 
+def _row(
+    app: str, event: Event, *, audience: str | None = None, digest: bytes | None = None
+) -> tuple[Any, ...]:
+    """The ``events`` row of ``event`` (column order of ``MessageStore._flush``)."""
+    return (
+        event.pos,
+        app,
+        event.conv,
+        event.seq,
+        event.kind,
+        audience,
+        event.sender,
+        event.dev,
+        event.id or None,
+        digest,
+        event.ts,
+        event.body,
+        event.enc,
+        event.subject,
+        event.role,
+    )
+
+
 def _digest(body: bytes, to: str) -> bytes:
     return hashlib.blake2b(body + b"\x00" + to.encode(), digest_size=16).digest()
 
@@ -291,25 +314,7 @@ class MessageStore:
                         body=op.body,
                         enc=op.enc,
                     )
-                    rows.append(
-                        (
-                            pos,
-                            op.app,
-                            op.conv.id,
-                            seq,
-                            "msg",
-                            None,
-                            op.sender,
-                            op.device,
-                            op.client_id,
-                            digest,
-                            op.ts,
-                            op.body,
-                            op.enc,
-                            "",
-                            "",
-                        )
-                    )
+                    rows.append(_row(op.app, event, digest=digest))
                     out = Outcome(event=event)
                     seen_ids[key] = Outcome(event=event, duplicate=True)
                     outcomes.append(out)
@@ -352,25 +357,7 @@ class MessageStore:
                         subject=op.user,
                         role=op.role,
                     )
-                    rows.append(
-                        (
-                            pos,
-                            op.app,
-                            op.channel.id,
-                            0,
-                            "join",
-                            None,
-                            op.actor,
-                            op.device,
-                            None,
-                            None,
-                            op.ts,
-                            b"",
-                            "",
-                            op.user,
-                            op.role,
-                        )
-                    )
+                    rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event, role=op.role))
                 elif isinstance(op, LeaveOp):
                     if role_of(op.app, op.channel.id, op.user) is None:
@@ -392,25 +379,7 @@ class MessageStore:
                         ts=op.ts,
                         subject=op.user,
                     )
-                    rows.append(
-                        (
-                            pos,
-                            op.app,
-                            op.channel.id,
-                            0,
-                            "leave",
-                            None,
-                            op.user,
-                            op.device,
-                            None,
-                            None,
-                            op.ts,
-                            b"",
-                            "",
-                            op.user,
-                            "",
-                        )
-                    )
+                    rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))
                 elif isinstance(op, ReadOp):
                     self._check_member(op.app, op.conv, op.user, role_of)
@@ -431,25 +400,7 @@ class MessageStore:
                         dev=op.device,
                         ts=op.ts,
                     )
-                    rows.append(
-                        (
-                            pos,
-                            op.app,
-                            op.conv.id,
-                            op.seq,
-                            "read",
-                            op.user,
-                            op.user,
-                            op.device,
-                            None,
-                            None,
-                            op.ts,
-                            b"",
-                            "",
-                            "",
-                            "",
-                        )
-                    )
+                    rows.append(_row(op.app, event, audience=op.user))
                     outcomes.append(Outcome(event=event, audience=op.user))
                 elif isinstance(op, DeleteOp):
                     self._check_member(op.app, op.conv, op.user, role_of)
@@ -478,25 +429,7 @@ class MessageStore:
                         dev=op.device,
                         ts=op.ts,
                     )
-                    rows.append(
-                        (
-                            pos,
-                            op.app,
-                            op.conv.id,
-                            op.seq,
-                            "del",
-                            None,
-                            op.user,
-                            op.device,
-                            None,
-                            None,
-                            op.ts,
-                            b"",
-                            "",
-                            "",
-                            "",
-                        )
-                    )
+                    rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))
             except ProtocolError as exc:
                 outcomes.append(Outcome(error=exc))
