@@ -57,6 +57,12 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flood_rejections: PosInt = 1000  # rate-limited frames in a row before closing
     # Pending (unacknowledged) publishes a connection may have in flight.
     max_inflight: PosInt = 5000
+    # TEST ONLY (diagnosis scenario 1, tests/integration/test_diagnosis_scenarios.py):
+    # connections of this device id silently skip the socket write of every feed batch
+    # (live and catch-up) while all bookkeeping proceeds as if written, which is what a
+    # lost write looks like to the server.  Empty (the default) = off.  Never set it
+    # in production: that device loses its feed until it reconnects with the fault off.
+    fault_drop_writes_device: str = ""
 
 
 class RetentionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

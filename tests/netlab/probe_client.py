@@ -12,9 +12,15 @@ import relaydesk
 
 
 async def main(url: str, token: str, region: str, seconds: float, timeout_s: float) -> None:
-    async with relaydesk.connect(url, token, device=f"probe-{region}", region=region,
-                                 net="veth", probe_interval_s=0.2,
-                                 probe_timeout_s=timeout_s) as client:
+    async with relaydesk.connect(
+        url,
+        token,
+        device=f"probe-{region}",
+        region=region,
+        net="veth",
+        probe_interval_s=0.2,
+        probe_timeout_s=timeout_s,
+    ) as client:
         print("ready", flush=True)
         await asyncio.sleep(seconds)
         print(f"rtt {client.rtt}", flush=True)

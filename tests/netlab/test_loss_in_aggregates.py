@@ -40,19 +40,23 @@ def test_nft_drop_is_reported_as_probe_loss(make_server: Any, netns_link: NetnsL
     server = make_server(config)
     lossy_url = f"ws://{netns_link.host_ip}:{server.port}/v1/ws"
     netns_link.drop_percent(DROP, hook="input")
-    lossy = netns_link.run(_probe([sys.executable, CLIENT, lossy_url,
-                                   server.token("lossy"), "lossy"]))
-    clean = subprocess.Popen(_probe([sys.executable, CLIENT, server.ws_url,
-                                     server.token("clean"), "clean"]),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lossy = netns_link.run(
+        _probe([sys.executable, CLIENT, lossy_url, server.token("lossy"), "lossy"])
+    )
+    clean = subprocess.Popen(
+        _probe([sys.executable, CLIENT, server.ws_url, server.token("clean"), "clean"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     for proc in (lossy, clean):
         out, err = proc.communicate(timeout=SECONDS + 40)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert out.startswith(b"ready"), out
     assert netns_link.dropped_packets() > 0
     flush(server)
-    groups = {s["client_region"]: s["total"] for s in
-              series(server, group="client_region")["series"]}
+    groups = {
+        s["client_region"]: s["total"] for s in series(server, group="client_region")["series"]
+    }
     lossy_total, clean_total = groups["lossy"], groups["clean"]
     assert lossy_total["probes"] >= 4 and clean_total["probes"] >= 4
     loss = lossy_total["loss"]["mean"]

@@ -467,6 +467,7 @@ class Recorder:
             "rows_dropped": 0,
             "flushes": 0,
             "flush_errors": 0,
+            "login_failures": 0,
         }
         self.probe_rejections: dict[str, int] = {}
         self.probe_clamps: dict[str, int] = {}
@@ -547,6 +548,42 @@ class Recorder:
                 loss=tel.loss,
                 delivered=tel.delivered,
                 undelivered=tel.undelivered,
+            ),
+        )
+
+    def login_failed(
+        self, app: str, user: str, device: str, code: int, *, region: str, net: str, sdk: str
+    ) -> None:
+        """A ``hello`` with an authentic but expired token (``code`` 4011) was refused.
+
+        Kept as a zero-length connection-history row closed with ``auth_expiry`` (the
+        close the client saw), so a client retrying with a stale token shows up as a
+        reconnect loop.  No minute counter moves: the connection never logged in, so it
+        is neither a connect nor a disconnect of an active connection.
+        """
+        b = self.labels
+        now_ms = int(self.clock.time() * 1000)
+        self.stats["login_failures"] += 1
+        self._keep(
+            self._history,
+            ConnectionRow(
+                app=app,
+                node_region=self.node_region,
+                node=self.node,
+                client_region=b.bound("region", region),
+                net=b.bound("net", net),
+                sdk=b.bound("sdk", sdk),
+                user_id=user,
+                device=device,
+                connected_ms=now_ms,
+                closed_ms=now_ms,
+                reason="auth_expiry" if code == 4011 else "protocol_error",
+                resumed=False,
+                probes=0,
+                rtt_ms=None,
+                loss=None,
+                delivered=0,
+                undelivered=0,
             ),
         )
 

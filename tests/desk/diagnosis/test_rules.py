@@ -384,3 +384,14 @@ def test_one_busy_hour_diagnoses_in_under_two_seconds() -> None:
 def test_a_device_that_never_acknowledges_is_not_loss() -> None:
     rows = [t for t in _loss_traces() if t.recipient_device != "carol-tablet" or t.pos >= 104]
     assert undelivered_device(snap(traces=rows)) == []
+
+
+def test_one_looping_device_does_not_hide_an_old_sdk() -> None:
+    """Unexpected closes are shared per device: 20 refused logins of one current-SDK device
+    (its own reconnect-loop finding) must not make the current release look as bad as an
+    old one that loses deliveries (seen for real in scenario 5)."""
+    loop = [conn("loop-d", T0 + i * 1000, T0 + i * 1000, "auth_expiry") for i in range(20)]
+    healthy = [conn(f"ok{i}-d", T0, END) for i in range(4)]
+    old = [conn("old-d", T0, END, sdk="relaydesk-python/0.0.1", delivered=0, undelivered=12)]
+    found = old_sdk(snap(connections=loop + healthy + old))
+    assert found and found[0].confidence >= 0.5 and "fail more often" in found[0].title

@@ -138,7 +138,10 @@ def undelivered_device(snap: Snapshot) -> list[Finding]:
     Evidence comes from sampled traces (one row per recipient device of a sampled
     publish).  At least 3 such positions are required (one unacked trace is a device going
     to sleep), after a position the device did acknowledge (a device that never
-    acknowledges is a client ignoring its duty, not loss).  A device whose connection
+    acknowledges is a client ignoring its duty, not loss: observed for real, an SDK app
+    that does not consume ``events()`` never acknowledges, and from the server that looks
+    exactly like a device whose writes are lost from its very first batch, so the latter
+    is not located either).  A device whose connection
     died (heartbeat or transport) in the window is left to the network rules; one whose
     connection stayed up is a server defect (or a client that stopped acknowledging, which
     the action asks to rule out).
@@ -817,9 +820,16 @@ def old_sdk(snap: Snapshot) -> list[Finding]:
         return []
 
     def bad_share(conns: Sequence[Connection]) -> float:
+        # Unexpected closes are averaged per device: one device in a reconnect loop
+        # (its own client finding) must not make every device of its release look bad.
         total = sum(c.delivered + c.undelivered for c in conns)
         und = sum(c.undelivered for c in conns) / total if total else 0.0
-        unexpected = sum(1 for c in conns if c.reason in UNEXPECTED) / len(conns)
+        per_device: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for c in conns:
+            acc = per_device[c.device]
+            acc[0] += c.reason in UNEXPECTED
+            acc[1] += 1
+        unexpected = sum(bad / n for bad, n in per_device.values()) / len(per_device)
         return max(und, unexpected)
 
     old_bad = bad_share(old)
@@ -848,7 +858,7 @@ def old_sdk(snap: Snapshot) -> list[Finding]:
                     "failure share on the old SDK",
                     old_bad,
                     new_bad,
-                    note="max of undelivered share and unexpected-close share; "
+                    note="max of undelivered share and unexpected-close share per device; "
                     "baseline: current SDK",
                 ),
             ],

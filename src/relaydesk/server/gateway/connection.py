@@ -65,6 +65,7 @@ class Connection:
         queue_bytes: int,
         page: int,
         client_addr: str,
+        fault_drop_device: str = "",
     ) -> None:
         self.hub = hub
         self._send = send
@@ -92,6 +93,9 @@ class Connection:
         self._limit_items = queue_items
         self._limit_bytes = queue_bytes
         self._page = page
+        # TEST ONLY (gateway.fault_drop_writes_device): feed batches of this device are
+        # not written to the socket, everything else proceeds as if they were.
+        self._fault_drop_device = fault_drop_device
         self.attached = False  # registered with the hub (presence, fan-out)
         self.active = False  # welcomed: the feed and presence pushes may flow
         # Addresses this connection publishes to, resolved once (bounded: a client
@@ -212,10 +216,16 @@ class Connection:
                 if self.tel is not None:
                     # Stamped before the write: an ack can only follow the bytes.
                     self.tel.written_live(self.taken, len(items))
-                await self._write(data)
+                if not self._fault_drops_writes():
+                    await self._write(data)
                 continue
             self._wake.clear()
             await self._wake.wait()
+
+    def _fault_drops_writes(self) -> bool:
+        """TEST ONLY: this feed batch is lost on the way to the socket (the injected
+        fault of diagnosis scenario 1); the caller keeps every bookkeeping step."""
+        return bool(self._fault_drop_device) and self.device == self._fault_drop_device
 
     async def _catchup_step(self) -> None:
         target = self.hub.fanned_pos
@@ -227,7 +237,8 @@ class Connection:
             data = self.codec.encode_batch([self.codec.encode_event(e) for e in events])
             if self.tel is not None:
                 self.tel.written_catchup(self.taken, len(events))
-            await self._write(data)
+            if not self._fault_drops_writes():
+                await self._write(data)
         if len(events) < self._page and self.hub.fanned_pos == target and self._closing is None:
             # Every feed event <= target has been written; live from here.
             self.taken = self.queued = max(self.taken, target)

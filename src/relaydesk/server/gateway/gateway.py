@@ -140,6 +140,7 @@ class Gateway:
             queue_bytes=g.send_queue_bytes,
             page=g.catchup_page,
             client_addr=f"{client[0]}:{client[1]}",
+            fault_drop_device=g.fault_drop_writes_device,
         )
         self.connections.add(conn)
         self.stats["accepted"] += 1
@@ -369,6 +370,26 @@ class Gateway:
             conn.session.refreshed(claims.exp)
             conn.send_frame(AuthOk(rid=frame.rid, exp=claims.exp))
 
+    def _expired_login(self, hello: Hello, exc: ProtocolError) -> None:
+        """Record a login refused for an expired token in the connection history, so a
+        client that keeps coming back with it shows as a reconnect loop (diagnosis).
+
+        Only expiry is recorded: ``verify_token`` checks it after the signature, so the
+        token's app, user and device are authentic (re-read here ignoring expiry); forged
+        or unknown-app tokens must not write rows under an app.
+        """
+        assert self.recorder is not None
+        claims = verify_token(hello.token, self.hub.secret_for, now=0.0)
+        self.recorder.login_failed(
+            claims.app,
+            claims.sub,
+            hello.device,
+            int(exc.code),
+            region=hello.region,
+            net=hello.net,
+            sdk=hello.sdk,
+        )
+
     def _reply(self, conn: Connection, rid: int | None, ok: Any, outcome: Outcome) -> None:
         if outcome.error is not None:
             conn.send_frame(Error(code=int(outcome.error.code), msg=outcome.error.message, rid=rid))
@@ -376,7 +397,12 @@ class Gateway:
             conn.send_frame(ok)
 
     async def _login(self, conn: Connection, hello: Hello) -> None:
-        claims = verify_token(hello.token, self.hub.secret_for, now=self.clock.time())
+        try:
+            claims = verify_token(hello.token, self.hub.secret_for, now=self.clock.time())
+        except ProtocolError as exc:
+            if exc.code is ErrorCode.TOKEN_EXPIRED and self.recorder is not None:
+                self._expired_login(hello, exc)
+            raise
         if claims.dev is not None and claims.dev != hello.device:
             raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is pinned to another device")
         conn.app, conn.user, conn.device = claims.app, claims.sub, hello.device
