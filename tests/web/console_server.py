@@ -1,11 +1,8 @@
 """Run a full relaydesk node with the web console mounted, telemetry included.
 
 ``python tests/web/console_server.py --port P --data-dir D`` serves what
-``relaydesk serve --demo`` serves: the gateway on ``/v1/ws`` and every HTTP router of
-the composition root on one port — with the console given the node's telemetry (its
-Network quality page reads the query service in-process).  The HTTP side is composed
-here, mirroring ``server/app.py``, so that the console gets ``telemetry=`` whether or
-not the composition root passes it yet.
+``relaydesk serve --demo`` serves (the composition root itself), with faster
+escalation ticks and telemetry flushes so that the browser tests see changes quickly.
 """
 
 from __future__ import annotations
@@ -15,38 +12,14 @@ import logging
 from typing import Any
 
 import uvicorn
-from litestar import Litestar
 
 from relaydesk.config import load_settings
 from relaydesk.server.app import RelaydeskServer
-from relaydesk.server.http import messaging_router, ops_router
-from relaydesk.web.console import console_router
-from relaydesk.web.diagnosis_api import diagnosis_router
-from relaydesk.web.knowledge_api import knowledge_router
-from relaydesk.web.quality_api import metrics_router, quality_router
 
 
 def build(settings_overrides: dict[str, Any]) -> RelaydeskServer:
-    """A demo node whose HTTP side includes the console, with telemetry."""
-    settings = load_settings(None, settings_overrides, environ={})
-    node = RelaydeskServer(settings)
-    node.http = Litestar(
-        route_handlers=[
-            ops_router(node),
-            messaging_router(node.hub, node.store, settings.gateway.max_body),
-            node.desk.router,
-            quality_router(
-                node.telemetry, node.hub.secret_for, settings.telemetry.operator_key, node.clock
-            ),
-            metrics_router(node.telemetry),
-            console_router(node.desk, node.hub, settings, node.clock, telemetry=node.telemetry),
-            knowledge_router(node.knowledge, node.desk.tickets.authenticate),
-            diagnosis_router(node.diagnosis, node.desk.tickets.authenticate),
-        ],
-        lifespan=[node._lifespan],
-        debug=False,
-    )
-    return node
+    """A demo node, exactly as ``relaydesk serve`` composes it."""
+    return RelaydeskServer(load_settings(None, settings_overrides, environ={}))
 
 
 def main() -> None:
