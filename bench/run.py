@@ -507,7 +507,9 @@ def _selected(only: list[str], scenario: str, system: str) -> bool:
     if not only:
         return True
     keys = {scenario, system, f"{scenario}/{system}"}
-    scen_tokens = [o for o in only if o in ("fanout100", "fanout1000", "idle", "fanout", "desk")]
+    scen_tokens = [
+        o for o in only if o in ("fanout100", "fanout1000", "idle", "fanout", "desk", "telemetry")
+    ]
     sys_tokens = [o for o in only if o in LABELS]
     full = [o for o in only if "/" in o]
     if any(o in keys for o in full):
@@ -545,6 +547,17 @@ def _desk(quick: bool) -> dict[str, Any] | None:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _telemetry_overhead(quick: bool) -> dict[str, Any] | None:
+    """Fan-out throughput with telemetry on vs off (bench/telemetry_overhead.py)."""
+    try:
+        from bench import telemetry_overhead
+
+        result: dict[str, Any] = telemetry_overhead.run(quick)
+        return result
+    except (GeneratorError, servers.ServerError, RuntimeError, OSError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="relaydesk benchmark against peers")
     parser.add_argument("--quick", action="store_true", help="a ~1-2 minute smoke run")
@@ -552,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         default=[],
-        help="scenario (fanout100, fanout1000, idle, desk), system "
+        help="scenario (fanout100, fanout1000, idle, desk, telemetry), system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
     )
@@ -601,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
         attempt("idle", system, partial(idle, system, plan))
 
     desk = _desk(args.quick) if _selected(args.only, "desk", "desk") else None
+    overhead = (
+        _telemetry_overhead(args.quick) if _selected(args.only, "telemetry", "telemetry") else None
+    )
     table = rows(results)
     doc = {
         "started": started.isoformat(timespec="seconds"),
@@ -629,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             table, [s for s in systems if any(s in r["values"] for r in table)]
         ),
         "desk": desk,
+        "telemetry_overhead": overhead,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -656,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {pct:5.1f}%  {name}")
     if desk:
         print("\ndesk:", json.dumps(desk, default=str)[:2000])
+    if overhead:
+        print("\ntelemetry overhead (on/off):", json.dumps(overhead, default=str)[:2000])
     if failures:
         print("\nfailures:\n  " + "\n  ".join(f[:300] for f in failures))
     print(f"\nwrote {RESULTS / (stamp + '.json')} ({doc['elapsed_s']}s)")

@@ -174,9 +174,13 @@ class RelaydeskServer(Server):
 
         self.secret = DEMO_SECRET
 
+    def config_text(self) -> str:
+        """The node's TOML settings (subclasses add sections)."""
+        return RELAYDESK_TOML
+
     def start(self, timeout: float = 60) -> None:
         conf = self.workdir / "relaydesk.toml"
-        conf.write_text(RELAYDESK_TOML)
+        conf.write_text(self.config_text())
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
         self._spawn(

@@ -15,11 +15,9 @@ Run: ``python -m bench.telemetry_overhead [--quick]`` prints JSON.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
-import urllib.request
 from typing import Any
 
 from bench import servers
@@ -35,46 +33,9 @@ class _Node(servers.RelaydeskServer):
         super().__init__()
         self.telemetry = telemetry
 
-    def start(self, timeout: float = 60) -> None:
-        conf = self.workdir / "relaydesk.toml"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(servers.ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-        conf.write_text(
-            servers.RELAYDESK_TOML
-            + "[telemetry]\nenabled = "
-            + ("true" if self.telemetry else "false")
-            + "\n"
-        )
-        self._spawn(
-            [
-                servers.PYTHON,
-                "-m",
-                "relaydesk",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.workdir / "data"),
-                "--config",
-                str(conf),
-                "--demo",
-                "--log-level",
-                "warning",
-            ],
-            env,
-        )
-        deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.port}/readyz"
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise servers.ServerError(f"relaydesk not ready:\n{self.log_tail()}")
+    def config_text(self) -> str:
+        enabled = "true" if self.telemetry else "false"
+        return super().config_text() + f"[telemetry]\nenabled = {enabled}\n"
 
 
 def _one(telemetry: bool, seconds: float, warm: float) -> dict[str, float]:
