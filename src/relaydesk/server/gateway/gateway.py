@@ -194,6 +194,11 @@ class Gateway:
                 await self._dispatch(conn, frame)
             except ProtocolError as exc:
                 self._fail(conn, exc, frame)
+            except Exception:
+                # A defect or a storage failure: report INTERNAL for this request
+                # (nothing was applied) and keep the connection.
+                log.exception("handling a %s frame failed", type(frame).__name__)
+                self._fail(conn, ProtocolError(ErrorCode.INTERNAL, "internal error"), frame)
 
     def _fail(self, conn: Connection, exc: ProtocolError, frame_ref: Any = None) -> None:
         self.stats["protocol_errors"] += 1
