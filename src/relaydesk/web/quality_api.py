@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from relaydesk.clock import Clock
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
@@ -153,14 +153,14 @@ def quality_router(
     @get("/apps/{app:str}/series")
     async def series(
         request: Request[Any, Any, Any],
-        app: str,
-        from_: Annotated[str | None, Parameter(query="from")] = None,
-        to: str | None = None,
-        step: str | None = None,
-        region: str | None = None,
-        node: str | None = None,
-        client_region: str | None = None,
-        group: str | None = None,
+        app: FromPath[str],
+        from_: Annotated[str | None, QueryParameter(name="from")] = None,
+        to: FromQuery[str | None] = None,
+        step: FromQuery[str | None] = None,
+        region: FromQuery[str | None] = None,
+        node: FromQuery[str | None] = None,
+        client_region: FromQuery[str | None] = None,
+        group: FromQuery[str | None] = None,
     ) -> SeriesResult:
         """Minute-by-minute (or coarser) quality of ``app``, one series per group.
 
@@ -174,15 +174,15 @@ def quality_router(
     @get("/apps/{app:str}/worst")
     async def worst(
         request: Request[Any, Any, Any],
-        app: str,
-        from_: Annotated[str | None, Parameter(query="from")] = None,
-        to: str | None = None,
-        region: str | None = None,
-        node: str | None = None,
-        client_region: str | None = None,
-        group: str | None = None,
-        by: str = "delivery_success",
-        limit: str | None = None,
+        app: FromPath[str],
+        from_: Annotated[str | None, QueryParameter(name="from")] = None,
+        to: FromQuery[str | None] = None,
+        region: FromQuery[str | None] = None,
+        node: FromQuery[str | None] = None,
+        client_region: FromQuery[str | None] = None,
+        group: FromQuery[str | None] = None,
+        by: FromQuery[str] = "delivery_success",
+        limit: FromQuery[str | None] = None,
     ) -> list[Point]:
         """The worst minutes of ``app`` by ``by`` (e.g. delivery_success, client_ack_p95)."""
         authorise(request, app)
@@ -194,10 +194,10 @@ def quality_router(
     @get("/apps/{app:str}/traces")
     async def traces(
         request: Request[Any, Any, Any],
-        app: str,
-        from_: Annotated[str | None, Parameter(query="from")] = None,
-        to: str | None = None,
-        limit: str | None = None,
+        app: FromPath[str],
+        from_: Annotated[str | None, QueryParameter(name="from")] = None,
+        to: FromQuery[str | None] = None,
+        limit: FromQuery[str | None] = None,
     ) -> list[TraceRow]:
         """Sampled message traces (one row per recipient connection), oldest first."""
         authorise(request, app)
@@ -207,10 +207,10 @@ def quality_router(
     @get("/apps/{app:str}/connections")
     async def connections(
         request: Request[Any, Any, Any],
-        app: str,
-        from_: Annotated[str | None, Parameter(query="from")] = None,
-        to: str | None = None,
-        limit: str | None = None,
+        app: FromPath[str],
+        from_: Annotated[str | None, QueryParameter(name="from")] = None,
+        to: FromQuery[str | None] = None,
+        limit: FromQuery[str | None] = None,
     ) -> list[ConnectionRow]:
         """Connection history: closed connections with their disconnect reason."""
         authorise(request, app)

@@ -37,6 +37,7 @@ import msgspec
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from markupsafe import Markup
@@ -462,7 +463,9 @@ def console_router(
         )
 
     @get(PREFIX + "/tickets/{ticket_id:int}", include_in_schema=False)
-    async def ticket_page(request: Request[Any, Any, Any], ticket_id: int) -> Response[str]:
+    async def ticket_page(
+        request: Request[Any, Any, Any], ticket_id: FromPath[int]
+    ) -> Response[str]:
         session = console.session(request)
         context = await ticket_context(session, ticket_id)
         fragment = request.query_params.get("fragment") == "live"
@@ -482,7 +485,7 @@ def console_router(
         return ticket_response(session, context, status=status, errors=errors, values=fields)
 
     @post(PREFIX + "/tickets/{ticket_id:int}/comments", include_in_schema=False)
-    async def comment(request: Request[Any, Any, Any], ticket_id: int) -> Response[Any]:
+    async def comment(request: Request[Any, Any, Any], ticket_id: FromPath[int]) -> Response[Any]:
         session = console.session(request)
         fields = await console.form(request, session)
         parsed, errors = parse_comment(fields)
@@ -502,7 +505,9 @@ def console_router(
         return back_to(ticket_id, "reply" if public else "note")
 
     @post(PREFIX + "/tickets/{ticket_id:int}/properties", include_in_schema=False)
-    async def properties(request: Request[Any, Any, Any], ticket_id: int) -> Response[Any]:
+    async def properties(
+        request: Request[Any, Any, Any], ticket_id: FromPath[int]
+    ) -> Response[Any]:
         session = console.agent(request)
         fields = await console.form(request, session)
         agents, _ = await console.directory()
