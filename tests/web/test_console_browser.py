@@ -2,7 +2,8 @@
 
 Needs Debian's Chromium at /usr/bin/chromium, Node 20+ and ``npm ci`` in tests/web/js.
 Under ``CI=true`` a missing piece fails the test; elsewhere it skips with the reason.
-Screenshots go to bench/screenshots/.
+Screenshots go to the test's temporary folder, so running the suite never rewrites the
+committed ones; ``RELAYDESK_SCREENSHOTS=bench/screenshots`` refreshes those on purpose.
 """
 
 from __future__ import annotations
@@ -31,19 +32,22 @@ def _missing() -> str | None:
 
 
 @pytest.mark.slow
-def test_console_in_a_real_browser(console_node: ConsoleNode) -> None:
+def test_console_in_a_real_browser(console_node: ConsoleNode, tmp_path: Path) -> None:
     missing = _missing()
     if missing is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"browser tests must run under CI: {missing}")
         pytest.skip(missing)
+    wanted = os.environ.get("RELAYDESK_SCREENSHOTS")
+    shots = (ROOT / wanted) if wanted else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         ["node", "--test", "--test-reporter=spec", "console.test.mjs"],
         cwd=JS,
         env={
             **os.environ,
             "CONSOLE_URL": console_node.url,
-            "SCREENSHOTS": str(ROOT / "bench" / "screenshots"),
+            "SCREENSHOTS": str(shots),
             "CHROMIUM": CHROMIUM,
         },
         capture_output=True,
@@ -54,3 +58,5 @@ def test_console_in_a_real_browser(console_node: ConsoleNode) -> None:
     assert result.returncode == 0, (
         report + "\n--- server log ---\n" + console_node.log.read_text()[-3000:]
     )
+    taken = sorted(p.name for p in shots.glob("*.png"))
+    assert "queue.png" in taken and "network-quality.png" in taken, taken
