@@ -108,6 +108,22 @@ class TelemetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     operator_key: Annotated[str, Meta(pattern=r"^$|^.{16,}$")] = ""
 
 
+class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Scale-out (docs/operations.md "Running several nodes"): every node uses the same
+    PostgreSQL database and announces its commits on the bus; empty ``bus``: one node."""
+
+    bus: Annotated[str, Meta(pattern=r"^$|^(nats|tls)://.+$")] = ""
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "relaydesk"
+    # A range of positions missing this long (never announced, or announced out of
+    # order) is read from storage instead.  Lower: faster recovery, more reads.
+    gap_timeout_ms: Annotated[int, Meta(ge=5, le=60_000)] = 200
+    # How often an idle node reads the position counter, to find a commit whose
+    # announcement was lost when nothing else was committed after it.
+    sync_interval_ms: Annotated[int, Meta(ge=50, le=60_000)] = 1000
+    # Only this node runs the desk's escalation scheduler and retention sweeps.
+    leader: bool = True
+
+
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     secret: Annotated[str, Meta(min_length=32)]  # HS256 wants >= 256-bit keys
@@ -120,8 +136,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retention: RetentionSettings = RetentionSettings()
     desk: DeskSettings = DeskSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    cluster: ClusterSettings = ClusterSettings()
     apps: list[AppSettings] = []
     demo: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cluster.bus and not self.storage_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "cluster.bus needs a storage.url on PostgreSQL: every node must share one database"
+            )
 
     @property
     def storage_url(self) -> str:
@@ -140,7 +163,7 @@ class ConfigError(Exception):
     """A setting is missing, unknown or invalid."""
 
 
-_SECTIONS = ("server", "storage", "gateway", "retention", "desk", "telemetry")
+_SECTIONS = ("server", "storage", "gateway", "retention", "desk", "telemetry", "cluster")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from relaydesk.desk.component import DeskComponent, open_desk
 from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, run_settings
 from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
+from relaydesk.server.cluster import open_bus
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
@@ -54,7 +55,9 @@ class RelaydeskServer:
         self.store: MessageStore
         self.db, self.store = open_messaging_storage(settings, self.clock)
         self.telemetry: Telemetry = open_telemetry(self.db, settings, self.clock)
-        self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder)
+        cluster = settings.cluster
+        bus = open_bus(cluster.bus, cluster.name, settings.server.node_id) if cluster.bus else None
+        self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder, bus)
         self.gateway = Gateway(self.hub, settings, self.clock, self.telemetry.recorder)
         self.desk: DeskComponent = open_desk(self.db, settings, self.clock, HubMessaging(self.hub))
         self.knowledge = open_knowledge(self.db, self.clock)  # migrates and seeds; idempotent
@@ -93,8 +96,11 @@ class RelaydeskServer:
         await self.gateway.start()
         if self.settings.demo:
             await self._seed_demo()
-        await self.desk.start()
-        await self.autoack.start()
+        if self.settings.cluster.leader:
+            # One node of a cluster runs the desk's background jobs: escalations and
+            # auto-acknowledgements must not fire once per node.
+            await self.desk.start()
+            await self.autoack.start()
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:

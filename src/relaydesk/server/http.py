@@ -218,6 +218,8 @@ def ops_router(server: RelaydeskServer) -> Router:
             # Live connections that overflowed their queue and were served from storage.
             "slow_consumer_resyncs": sum(c.stats["resyncs"] for c in server.gateway.connections),
         }
+        if server.hub.bus is not None:
+            body["cluster"] = dict(server.hub.cluster_stats)
         return Response(body, status_code=200 if ready else 503)
 
     return Router(path="/", route_handlers=[healthz, readyz], tags=["ops"])

@@ -49,6 +49,8 @@ class Telemetry:
         self.quality = QualityService(db, self.store)
         self.metrics = MetricsExporter(self.recorder)
         self._task: asyncio.Task[None] | None = None
+        # Retention and roll-ups run on one node of a cluster (each node flushes its own).
+        self.maintains = settings.cluster.leader
         self._lock = asyncio.Lock()  # one flush at a time (task, API, close)
         # Rows whose write failed, retried with the next flush; bounded like the
         # recorder's own buffers, the oldest dropped first.
@@ -84,7 +86,7 @@ class Telemetry:
                     await self.flush()
                 except Exception:
                     log.exception("telemetry flush failed; rows kept for the next one")
-            if now >= next_maintain:
+            if self.maintains and now >= next_maintain:
                 next_maintain = now + MAINTAIN_EVERY_S
                 try:
                     await self.maintain()

@@ -12,6 +12,14 @@ advances ``fanned_pos``.  Because a single task does all of this, a connection t
 compares its position with ``fanned_pos`` between two awaits sees a consistent
 cut: every event at or below it has been offered to live connections already.
 
+With a cluster bus (docs/protocol.md §4.5) several nodes commit to one database.
+The writer then announces each commit as a ``CommitRecord`` and hands it to the
+node's sequencer task instead of routing it itself; that task merges the records of
+every node in position order (``Sequencer``), reads any range that never arrived
+from storage, loads channel membership as of ``fanned_pos`` and routes, so the
+``fanned_pos`` promise above holds across nodes.  The writer waits until its own
+record is routed before it takes the next batch, as it does alone.
+
 Acknowledgements from devices are cumulative positions; they are coalesced in
 memory and flushed every ``CURSOR_FLUSH_S`` in one transaction.  Losing the last
 flush to a crash only means a few events are offered again, which the SDK drops
@@ -28,12 +36,24 @@ import secrets as pysecrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+import msgspec
+
 from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
 from relaydesk.protocol.addresses import Conversation, channel_conversation, resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event, PresenceChange, UserPresence
+from relaydesk.server.cluster import (
+    Bus,
+    BusError,
+    CommitRecord,
+    Item,
+    Sequencer,
+    decode_record,
+    encode_record,
+)
 from relaydesk.storage import Database, Tx
+from relaydesk.storage.cluster import events_range_tx, members_as_of_tx
 from relaydesk.storage.messages import (
     BatchResult,
     JoinOp,
@@ -52,6 +72,11 @@ CURSOR_FLUSH_S = 0.5
 # publish is refused with RATE_LIMITED ("server busy") instead of queueing more.
 COMMIT_QUEUE_MAX = 50_000
 MEMBER_CACHE_MAX = 100_000
+# Records from the bus waiting for the sequencer task.  Past it a record is dropped
+# and its range read from storage when the gap is noticed: nothing is lost.
+CLUSTER_INBOX_MAX = 10_000
+# Events read from storage per gap-fill query.
+GAP_FILL_PAGE = 5000
 
 Done = Callable[[Outcome], None]
 
@@ -71,7 +96,7 @@ class Endpoint(Protocol):
 
 
 class Hub:
-    """Routing for one node (cluster fan-out comes through the bus later)."""
+    """Routing for one node; with a ``bus``, one node of a cluster."""
 
     def __init__(
         self,
@@ -80,8 +105,11 @@ class Hub:
         settings: Settings,
         clock: Clock,
         recorder: Recorder | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.db = db
+        self.bus = bus
+        self.node = settings.server.node_id
         # Telemetry (None: off).  The writer stamps commit start/end and the end of
         # fan-out once per batch; see relaydesk/telemetry/recorder.py.
         self.recorder = recorder
@@ -98,17 +126,40 @@ class Hub:
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = {"commits": 0, "ops": 0, "fanout_offers": 0, "busy_rejections": 0}
+        # Cluster mode only.
+        self._sequencer: Sequencer | None = None
+        self._inbox: asyncio.Queue[CommitRecord] = asyncio.Queue(CLUSTER_INBOX_MAX)
+        self._fanned_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.cluster_stats = {
+            "published": 0,
+            "publish_errors": 0,
+            "received": 0,
+            "bad_records": 0,
+            "inbox_drops": 0,
+            "gap_fills": 0,
+            "filled_events": 0,
+            "remote_events": 0,
+        }
 
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         self.secrets = await self.db.read(self.store.app_secrets_tx)
+        if self.bus is not None:
+            # Subscribe first: every commit after the counter read below is either
+            # announced to us or found by the sequencer as a gap.
+            await self.bus.start(self._on_bus)
         self.fanned_pos = await self.db.read(self.store.last_pos_tx)
         self._tasks = [
             asyncio.create_task(self._writer(), name="hub-writer"),
             asyncio.create_task(self._cursor_flusher(), name="hub-cursors"),
-            asyncio.create_task(self._sweeper(), name="hub-retention"),
         ]
+        if self.settings.cluster.leader:
+            self._tasks.append(asyncio.create_task(self._sweeper(), name="hub-retention"))
+        if self.bus is not None:
+            cluster = self.settings.cluster
+            self._sequencer = Sequencer(self.fanned_pos, cluster.gap_timeout_ms / 1000)
+            self._tasks.append(asyncio.create_task(self._sequence(), name="hub-sequencer"))
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -117,7 +168,12 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for _, waiter in self._fanned_waiters:
+            waiter.cancel()
+        self._fanned_waiters.clear()
         await self._flush_cursors()
+        if self.bus is not None:
+            await self.bus.aclose()
 
     # -- apps -------------------------------------------------------------------
 
@@ -164,7 +220,8 @@ class Hub:
                 batch.append(self._queue.get_nowait())
             started = mono() if rec is not None else 0.0
             ops = [op for op, _ in batch]
-            want = self._missing_members(ops)
+            # In a cluster the sequencer loads membership as of its own position.
+            want = self._missing_members(ops) if self.bus is None else set()
             try:
                 result: BatchResult = await self.db.write(
                     functools.partial(self._commit, ops=ops, want=want)
@@ -179,12 +236,17 @@ class Hub:
                 rec.commit_window(started, mono())
             self.stats["commits"] += 1
             self.stats["ops"] += len(ops)
-            self._remember_members(result.members)
-            for (op, done), outcome in zip(batch, result.outcomes, strict=True):
-                done(outcome)
-                if outcome.event is not None and not outcome.duplicate:
-                    self._route(op, outcome)
-            self.fanned_pos = max(self.fanned_pos, result.last_pos)
+            if self.bus is not None:
+                for (_, done), outcome in zip(batch, result.outcomes, strict=True):
+                    done(outcome)
+                await self._announce_commit(ops, result)
+            else:
+                self._remember_members(result.members)
+                for (op, done), outcome in zip(batch, result.outcomes, strict=True):
+                    done(outcome)
+                    if outcome.event is not None and not outcome.duplicate:
+                        self._route(op.app, outcome.event, outcome.audience)
+                self.fanned_pos = max(self.fanned_pos, result.last_pos)
             if rec is not None:
                 # Every event of the batch has been offered; no sender ran meanwhile.
                 rec.batch_fanned(mono())
@@ -208,10 +270,7 @@ class Hub:
                 del self._members[key]
         self._members.update(fresh)
 
-    def _route(self, op: Op, outcome: Outcome) -> None:
-        event = outcome.event
-        assert event is not None
-        app = op.app
+    def _route(self, app: str, event: Event, audience: str | None) -> None:
         key = (app, event.conv)
         members = self._members.get(key)
         if event.kind == "join" and members is not None:
@@ -223,8 +282,8 @@ class Hub:
         encodings: dict[str, bytes] = {}
         # A sampled telemetry trace follows this event to each connection (rare).
         trace = self.recorder.trace_for(event.pos) if self.recorder is not None else None
-        if outcome.audience is not None:
-            self._deliver(app, outcome.audience, event, encodings, trace)
+        if audience is not None:
+            self._deliver(app, audience, event, encodings, trace)
         elif event.conv.startswith("dm:"):
             _, a, b = event.conv.split(":")
             self._deliver(app, a, event, encodings, trace)
@@ -253,6 +312,153 @@ class Hub:
             endpoint.offer(event, encodings)
             if trace is not None:
                 endpoint.traced(event.pos, trace)
+
+    # -- cluster -------------------------------------------------------------------
+
+    async def _announce_commit(self, ops: Sequence[Op], result: BatchResult) -> None:
+        """Publish this node's commit and wait until the sequencer has routed it."""
+        items = tuple(
+            Item(op.app, outcome.audience, outcome.event)
+            for op, outcome in zip(ops, result.outcomes, strict=True)
+            if outcome.event is not None and not outcome.duplicate
+        )
+        if not items:
+            return
+        record = CommitRecord(self.node, items[0].event.pos, result.last_pos, items)
+        assert self.bus is not None
+        data = encode_record(record)
+        if len(data) > self.bus.max_payload:
+            data = encode_record(CommitRecord(self.node, record.first, record.last, None))
+        try:
+            await self.bus.publish(data)
+            self.cluster_stats["published"] += 1
+        except BusError as exc:
+            # The other nodes find the range as a gap and read it from storage.
+            self.cluster_stats["publish_errors"] += 1
+            log.warning("announcing positions %d-%d failed: %s", record.first, record.last, exc)
+        routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fanned_waiters.append((record.last, routed))
+        self._take(record)
+        await routed
+
+    def _on_bus(self, data: bytes) -> None:
+        """A record from the bus (any node's, our own included)."""
+        self.cluster_stats["received"] += 1
+        try:
+            record = decode_record(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.cluster_stats["bad_records"] += 1
+            log.warning("dropping a malformed cluster record: %s", exc)
+            return
+        if record.node != self.node:  # our own were handed over directly
+            self._take(record)
+
+    def _take(self, record: CommitRecord) -> None:
+        try:
+            self._inbox.put_nowait(record)
+        except asyncio.QueueFull:
+            self.cluster_stats["inbox_drops"] += 1
+
+    async def _sequence(self) -> None:
+        """Route every node's commits in position order (cluster mode only)."""
+        seq = self._sequencer
+        assert seq is not None
+        mono = self.clock.monotonic
+        sync_s = self.settings.cluster.sync_interval_ms / 1000
+        last_sync = mono()
+        while True:
+            deadline = seq.next_deadline()
+            wait = sync_s if deadline is None else max(deadline - mono(), 0.0)
+            records: list[CommitRecord] = []
+            with contextlib.suppress(TimeoutError):
+                records.append(await asyncio.wait_for(self._inbox.get(), min(wait, sync_s)))
+            while not self._inbox.empty():
+                records.append(self._inbox.get_nowait())
+            try:
+                ready: list[CommitRecord] = []
+                for record in records:
+                    ready.extend(seq.offer(record, mono()))
+                await self._route_records(ready)
+                now = mono()
+                if not records and now - last_sync >= sync_s:
+                    last_sync = now
+                    seq.note_horizon(await self.db.read(self.store.last_pos_tx), now)
+                missing = seq.gap(mono())
+                if missing is not None:
+                    await self._fill(*missing)
+            except Exception:
+                # Storage failed mid-way: what was not routed is read again as a gap.
+                log.exception("cluster fan-out failed after position %d", self.fanned_pos)
+                seq.rewind(self.fanned_pos, mono())
+                await asyncio.sleep(seq.gap_timeout)
+
+    async def _fill(self, after: int, upto: int) -> None:
+        """Read positions ``after < pos <= upto`` from storage and route them."""
+        seq = self._sequencer
+        assert seq is not None
+        self.cluster_stats["gap_fills"] += 1
+        while after < upto:
+            rows = await self.db.read(
+                functools.partial(events_range_tx, after=after, upto=upto, limit=GAP_FILL_PAGE)
+            )
+            end = rows[-1][2].pos if len(rows) == GAP_FILL_PAGE else upto
+            items = tuple(Item(app, audience, event) for app, audience, event in rows)
+            self.cluster_stats["filled_events"] += len(items)
+            filled = CommitRecord("", after + 1, end, items)
+            await self._route_records(seq.offer(filled, self.clock.monotonic()))
+            after = end
+
+    async def _route_records(self, records: list[CommitRecord]) -> None:
+        if not records:
+            return
+        await self._load_members(records)
+        for record in records:
+            items = record.items
+            if items is None:
+                rows = await self.db.read(
+                    functools.partial(
+                        events_range_tx,
+                        after=record.first - 1,
+                        upto=record.last,
+                        limit=record.last - record.first + 1,
+                    )
+                )
+                items = tuple(Item(app, audience, event) for app, audience, event in rows)
+                await self._load_members([CommitRecord("", record.first, record.last, items)])
+            if record.node != self.node:
+                self.cluster_stats["remote_events"] += len(items)
+            for item in items:
+                self._route(item.app, item.event, item.audience)
+            self.fanned_pos = record.last
+        waiters = self._fanned_waiters
+        if waiters:
+            keep = []
+            for last, fut in waiters:
+                if last <= self.fanned_pos:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((last, fut))
+            self._fanned_waiters = keep
+
+    async def _load_members(self, records: list[CommitRecord]) -> None:
+        """Cache the membership, as of ``fanned_pos``, of channels these records touch."""
+        want = {
+            (item.app, item.event.conv)
+            for record in records
+            for item in record.items or ()
+            if item.audience is None
+            and item.event.conv.startswith("ch:")
+            and (item.app, item.event.conv) not in self._members
+        }
+        if not want:
+            return
+        at = self.fanned_pos
+
+        def read(tx: Tx) -> dict[tuple[str, str], dict[str, str]]:
+            return {key: members_as_of_tx(tx, key[0], key[1], at) for key in want}
+
+        self._remember_members(await self.db.read(read))
 
     # -- reading ---------------------------------------------------------------
 
