@@ -6,9 +6,11 @@ through configuration; the diagnosis reads the telemetry the server itself recor
   is its own fsynced transaction, so publishes queue for the writer (commit_wait) while
   each commit stays fast.  The diagnosis must name ``storage.commit_batch_max``.
 * clean run: the same traffic at default settings: no finding above the threshold.
-* auto-acknowledgement: a ticket filed through the server's desk API for the degraded
+* auto-acknowledgement, in both: a ticket filed through the server's desk API for the
   window is acknowledged (internal note + public comment, ``acknowledged_at`` set,
-  ``first_response_at`` not set, priority unchanged) within 10 seconds.
+  ``first_response_at`` not set, priority unchanged) within 10 seconds, its note holding
+  the same top finding (or none); with ``RELAYDESK_SCENARIO_RECORD`` set the figures are
+  recorded (``diagnosis_kit.record_scenario``).
 
 Everything runs in the server: the test asks its diagnosis API and files the ticket
 through its desk API; the node's own auto-acknowledger answers.
@@ -23,12 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "telemetry"))
 
-from diagnosis_kit import desk_key, diagnose
+from diagnosis_kit import NO_FINDING, diagnose, file_ticket, record_scenario
 from quality_kit import login, telemetry_config
 
 import relaydesk
@@ -108,39 +109,38 @@ async def test_small_commit_batch_is_located_and_ticket_acknowledged(
 
     # A customer files a ticket through the server's desk API; the node's own
     # acknowledger answers within 10 seconds.
-    dana = {"Authorization": f"Bearer {desk_key(server, 'customer:dana')}"}
-    now = time.time()
-    body = {
-        "subject": "Messages arrive late under load",
-        "description": "Latency went up to seconds during our load test.",
-        "priority": "P2",
-        "app_id": server.app,
-        "region": "eu-west",
-        "window_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ms / 1000)),
-        "window_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 60)),
-    }
-    with httpx.Client(base_url=server.http_url, headers=dana, timeout=10) as http:
-        created = time.monotonic()
-        r = http.post("/api/desk/tickets", json=body)
-        assert r.status_code == 201, r.text
-        tid = r.json()["id"]
-        detail: dict[str, Any] = {}
-        while time.monotonic() - created < 10:
-            detail = http.get(f"/api/desk/tickets/{tid}").json()
-            if detail["ticket"]["acknowledged_at"]:
-                break
-            await asyncio.sleep(0.1)
-        ack_s = time.monotonic() - created
-    RESULTS["ack_s"] = ack_s
-    print(f"ticket {tid} acknowledged in {ack_s:.2f} s")
-    ticket = detail["ticket"]
-    assert ticket["acknowledged_at"] is not None and ack_s < 10
+    ack = await asyncio.to_thread(
+        file_ticket,
+        server,
+        subject="Messages arrive late under load",
+        description="Latency went up to seconds during our load test.",
+        start_ms=start_ms,
+        region="eu-west",
+    )
+    found = ack.top
+    locus = found.title if found is not None else ""
+    record_scenario(
+        "2",
+        "delay from a small setting",
+        ack,
+        expected_layer="server_config",
+        locus_ok=found is not None
+        and "storage.commit_batch_max = 1" in found.title
+        and "from 1 to" in found.action,
+        locus=locus,
+    )
+    RESULTS["ack_s"] = ack.seconds
+    print(f"ticket {ack.ticket_id} acknowledged in {ack.seconds:.2f} s: {locus}")
+    assert ack.seconds < 10 and ack.waited_s < 10
+    assert found is not None and found.layer == "server_config", ack.note
+    assert "storage.commit_batch_max = 1" in found.title and "from 1 to" in found.action
+    ticket = ack.ticket
     assert ticket["first_response_at"] is None and ticket["priority"] == "P2"
-    public = [c for c in detail["comments"] if c["public"]]
+    public = [c for c in ack.customer_view["comments"] if c["public"]]
     assert len(public) == 1 and public[0]["author_kind"] == "automation"
     assert "storage.commit_batch_max" in public[0]["body"]
     assert "/api/kb/articles/capacity-settings" in public[0]["body"]
-    assert not [c for c in detail["comments"] if not c["public"]]  # customer: no notes
+    assert not [c for c in ack.customer_view["comments"] if not c["public"]]  # no notes
 
 
 @pytest.mark.slow
@@ -157,3 +157,26 @@ async def test_clean_run_raises_no_alarm(make_server: Callable[..., Any]) -> Non
     assert diagnosis["minutes"] > 0 and diagnosis["traces"] > 0
     threshold = diagnosis["low_confidence_threshold"]
     assert [t for t, c in findings if c >= threshold] == [], findings
+
+    ack = await asyncio.to_thread(
+        file_ticket,
+        server,
+        subject="Messages arrive late under load",
+        description="Latency went up to seconds during our load test.",
+        start_ms=start_ms,
+        region="eu-west",
+    )
+    shown = [f"{f.layer}: {f.title}" for f in ack.findings if f.shown]
+    record_scenario(
+        "clean",
+        "healthy window",
+        ack,
+        expected_layer=NO_FINDING,
+        locus_ok=shown == [],
+        locus="; ".join(shown) or f"no finding >= {threshold}",
+    )
+    print(f"ticket {ack.ticket_id} acknowledged in {ack.seconds:.2f} s: {shown}")
+    assert ack.seconds < 10 and ack.waited_s < 10
+    assert ack.top is None and shown == [], ack.note
+    assert ack.ticket["priority"] == "P2" and not ack.note.startswith("Priority suggestion")
+    assert "/api/kb/articles/message-delay" in ack.public  # the symptom's checklist

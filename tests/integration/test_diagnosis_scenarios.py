@@ -5,7 +5,11 @@ Each test starts a real node (``relaydesk serve --demo``), drives it with SDK cl
 raw protocol clients where a client must misbehave in a way the SDK never would), injects
 the fault through configuration or the network, and asks the node's own
 ``POST /api/diagnosis`` (a demo agent's desk key from the server log) what happened.  No
-telemetry row is written by the test: the diagnosis reads what the server recorded.
+telemetry row is written by the test: the diagnosis reads what the server recorded.  Then
+a customer files a ticket for the window through the node's desk API, and the test checks
+that the node's own acknowledger answers within 10 seconds with the same top finding in
+its internal note (``diagnosis_kit.file_ticket``); with ``RELAYDESK_SCENARIO_RECORD`` set
+the figures are recorded (``diagnosis_kit.record_scenario``, read by ``bench/scenarios.py``).
 
 * scenario 1, loss to one device: ``gateway.fault_drop_writes_device`` (TEST ONLY) makes
   the gateway skip the socket write of every feed batch of one device, with all
@@ -37,7 +41,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "telemetry"))
 
-from diagnosis_kit import diagnose
+from diagnosis_kit import diagnose, file_ticket, record_scenario
 from quality_kit import flush, series, telemetry_config
 from raw_client import Raw
 
@@ -189,6 +193,36 @@ async def test_writes_lost_to_one_device_is_a_server_defect(
     assert any(a["slug"] == "message-loss" for a in d["articles"])
     assert time.monotonic() - started < 20
 
+    ack = await asyncio.to_thread(
+        file_ticket,
+        server,
+        subject="Messages never arrive on one tablet",
+        description="Since your deploy carol's tablet gets no channel messages; phones do.",
+        start_ms=start_ms,
+        region="eu-west",
+    )
+    found = ack.top
+    locus = found.title if found is not None else ""
+    record_scenario(
+        "1",
+        "loss to one device",
+        ack,
+        expected_layer="server_defect",
+        locus_ok=(
+            "carol-tablet" in locus and conv in locus and f"positions {first}–{last}" in locus
+        ),
+        locus=locus,
+    )
+    print(f"ticket {ack.ticket_id} acknowledged in {ack.seconds:.2f} s: {locus}")
+    assert ack.seconds < 10 and ack.waited_s < 10
+    assert found is not None and found.layer == "server_defect", ack.note
+    assert found.rule == "undelivered_device" and found.title == top["title"]
+    assert any("[edge-1, eu-west]" in e for e in found.evidence), found.evidence
+    # A confident server defect on a P2 ticket: a P1 suggestion, the priority unchanged.
+    assert ack.note.startswith("Priority suggestion: P1 (now P2)"), ack.note
+    assert ack.ticket["priority"] == "P2"
+    assert "/api/kb/articles/message-loss" in ack.public
+
 
 # -- scenario 4: cross-region latency that is only distance (none) ----------------------------
 
@@ -257,6 +291,31 @@ async def test_latency_at_the_propagation_floor_is_nothing_wrong(
     assert [f for f in d["findings"] if f["confidence"] >= 0.3 and f["layer"] != "none"] == []
     assert any(a["slug"] == "regional-quality" for a in d["articles"])
     assert time.monotonic() - started < 20
+
+    ack = await asyncio.to_thread(
+        file_ticket,
+        server,
+        subject="Messages to Singapore are slow",
+        description="Our Singapore users see every message about 170 ms after London does.",
+        start_ms=start_ms,
+        region="singapore",
+    )
+    found = ack.top
+    locus = found.title if found is not None else ""
+    record_scenario(
+        "4",
+        "cross-region distance",
+        ack,
+        expected_layer="none",
+        locus_ok="singapore–london" in locus and "propagation floor" in locus,
+        locus=locus,
+    )
+    print(f"ticket {ack.ticket_id} acknowledged in {ack.seconds:.2f} s: {locus}")
+    assert ack.seconds < 10 and ack.waited_s < 10
+    assert found is not None and found.layer == "none" and found.rule == "distance", ack.note
+    assert "singapore–london" in found.title and "propagation floor" in found.title
+    assert [f for f in ack.findings if f.shown and f.layer != "none"] == [], ack.note
+    assert "/api/kb/articles/regional-quality" in ack.public
 
 
 # -- scenario 5: client faults (client) -------------------------------------------------------
@@ -372,3 +431,30 @@ async def test_client_faults_are_located_on_the_client(make_server: Callable[...
     assert by_rule["clock_skew"]["region"] == "eu-west"
     assert "rejected" in by_rule["clock_skew"]["title"]
     assert time.monotonic() - started < 20
+
+    ack = await asyncio.to_thread(
+        file_ticket,
+        server,
+        subject="Our app keeps reconnecting",
+        description="Some devices reconnect every second and never stay online.",
+        start_ms=start_ms,
+        region="eu-west",
+    )
+    found = ack.top
+    locus = found.title if found is not None else ""
+    record_scenario(
+        "5",
+        "client faults",
+        ack,
+        expected_layer="client",
+        locus_ok="loop-d" in locus and "token" in locus,
+        locus=locus,
+    )
+    print(f"ticket {ack.ticket_id} acknowledged in {ack.seconds:.2f} s: {locus}")
+    assert ack.seconds < 10 and ack.waited_s < 10
+    assert found is not None and found.layer == "client", ack.note
+    assert found.rule == "reconnect_loop" and "loop-d" in found.title and "token" in found.title
+    noted = {f.rule: f for f in ack.findings if f.shown}
+    assert {f.layer for f in noted.values()} == {"client"}, ack.note
+    assert {"old_sdk", "clock_skew"} <= set(noted), ack.note
+    assert "/api/kb/articles/tokens-and-auth" in ack.public
