@@ -15,6 +15,11 @@ Scenarios (docs/benchmarks.md explains every figure):
   rate common to every system.
 * ``idle``: server memory per idle connection (logged in, joined, idle) for
   10,000 connections: VmRSS after minus before, over N.
+* ``desk`` (``bench/desk.py``), ``telemetry`` (``bench/telemetry_overhead.py``).
+* ``scenarios`` (``bench/scenarios.py``): the diagnosis scenario tests run by pytest;
+  per scenario, ticket creation -> automatic acknowledgement and whether the top
+  finding located the right layer and device/setting.  Alone:
+  ``python -m bench.run --only scenarios``.
 
 Results go to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
 """
@@ -508,7 +513,9 @@ def _selected(only: list[str], scenario: str, system: str) -> bool:
         return True
     keys = {scenario, system, f"{scenario}/{system}"}
     scen_tokens = [
-        o for o in only if o in ("fanout100", "fanout1000", "idle", "fanout", "desk", "telemetry")
+        o
+        for o in only
+        if o in ("fanout100", "fanout1000", "idle", "fanout", "desk", "telemetry", "scenarios")
     ]
     sys_tokens = [o for o in only if o in LABELS]
     full = [o for o in only if "/" in o]
@@ -558,6 +565,17 @@ def _telemetry_overhead(quick: bool) -> dict[str, Any] | None:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _scenarios(quick: bool) -> dict[str, Any]:
+    """Creation -> acknowledgement per diagnosis scenario (bench/scenarios.py)."""
+    try:
+        from bench import scenarios
+
+        result: dict[str, Any] = scenarios.run(quick)
+        return result
+    except (subprocess.SubprocessError, RuntimeError, OSError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="relaydesk benchmark against peers")
     parser.add_argument("--quick", action="store_true", help="a ~1-2 minute smoke run")
@@ -565,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         default=[],
-        help="scenario (fanout100, fanout1000, idle, desk, telemetry), system "
+        help="scenario (fanout100, fanout1000, idle, desk, telemetry, scenarios), system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
     )
@@ -617,6 +635,13 @@ def main(argv: list[str] | None = None) -> int:
     overhead = (
         _telemetry_overhead(args.quick) if _selected(args.only, "telemetry", "telemetry") else None
     )
+    diagnosis = _scenarios(args.quick) if _selected(args.only, "scenarios", "scenarios") else None
+    if diagnosis is not None:
+        if "error" in diagnosis:
+            failures.append(f"scenarios: {diagnosis['error']}"[:2000])
+        elif diagnosis["pytest_exit"] != 0:
+            failed = ", ".join(diagnosis["failed"]) or "see pytest_tail"
+            failures.append(f"scenarios: pytest exit {diagnosis['pytest_exit']}: {failed}"[:2000])
     table = rows(results)
     doc = {
         "started": started.isoformat(timespec="seconds"),
@@ -646,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "desk": desk,
         "telemetry_overhead": overhead,
+        "diagnosis_scenarios": diagnosis,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -656,8 +682,9 @@ def main(argv: list[str] | None = None) -> int:
         # latest.json is the last complete run (full or quick); --only runs keep
         # only their timestamped file so that a partial run never hides a full one.
         (RESULTS / "latest.json").write_text(text)
-    print()
-    print_table(table, [s for s in systems if any(s in r["values"] for r in table)])
+    if table:  # (an --only run of desk, telemetry or scenarios has no fan-out table)
+        print()
+        print_table(table, [s for s in systems if any(s in r["values"] for r in table)])
     for scen, per in results.items():
         for key, what in (
             ("profile", "peak load"),
@@ -675,6 +702,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndesk:", json.dumps(desk, default=str)[:2000])
     if overhead:
         print("\ntelemetry overhead (on/off):", json.dumps(overhead, default=str)[:2000])
+    if diagnosis and "rows" in diagnosis:
+        from bench import scenarios
+
+        print()
+        scenarios.print_table(diagnosis)
+        print("\n" + diagnosis["table_markdown"])
     if failures:
         print("\nfailures:\n  " + "\n  ".join(f[:300] for f in failures))
     print(f"\nwrote {RESULTS / (stamp + '.json')} ({doc['elapsed_s']}s)")
