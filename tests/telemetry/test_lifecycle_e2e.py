@@ -159,16 +159,20 @@ async def test_disconnect_reasons_and_resume(make_server: Callable[..., Any]) ->
 
     again = await Raw.login(server.ws_url, server.token("eve"), device="e1", cursor=0)
     await again.aclose()
+    # A link reset (TCP RST, no closing handshake) is a transport error, not a goodbye.
+    reset = await Raw.login(server.ws_url, server.token("fay"), device="f1")
+    reset.ws.transport.abort()
     code, _ = await quiet.closed(timeout=6)  # never pings: heartbeat timeout
     assert code == 4050
     await asyncio.sleep(0.5)
     flush(server)
     total = series(server, group="none")["series"][0]["total"]
-    assert total["connects"] == 3
+    assert total["connects"] == 4
     assert total["resumes"] == 1
     assert total["disconnects"]["heartbeat_timeout"] == 1
+    assert total["disconnects"]["transport_error"] == 1
     assert total["disconnects"]["client_close"] == 2
-    assert total["unexpected_disconnects"] == 1
+    assert total["unexpected_disconnects"] == 2
     with httpx.Client(base_url=server.http_url) as http:
         text = http.get("/metrics").text
     line = next(

@@ -56,6 +56,8 @@ from relaydesk.telemetry.recorder import Recorder
 log = logging.getLogger("relaydesk.gateway")
 
 RESOLVED_MAX = 64  # per-connection cache of resolved publish addresses
+ABNORMAL_CLOSURE = 1006  # RFC 6455 §7.1.5: closed without a close frame
+NO_STATUS = 1005  # a close frame without a status code, or (uvicorn) a lost connection
 
 # Why a connection ended, for telemetry's connection history (docs/telemetry.md).
 _END_REASONS = {
@@ -172,7 +174,12 @@ class Gateway:
         while not conn.closing:
             message = await receive()
             if message["type"] == "websocket.disconnect":
-                conn.end_reason = conn.end_reason or "client_close"
+                # Lost without a closing handshake (reset, dead link): telemetry must not
+                # count it as the client leaving.  uvicorn reports that as 1006, or as
+                # 1005 *without* a "reason" (a received close frame always carries one).
+                code = message.get("code")
+                lost = code == ABNORMAL_CLOSURE or (code == NO_STATUS and "reason" not in message)
+                conn.end_reason = conn.end_reason or ("transport_error" if lost else "client_close")
                 return
             data = message.get("bytes")
             if data is None:
