@@ -10,8 +10,11 @@ a small pool of reader threads with their own connections; SQLite's WAL mode let
 them proceed while the writer commits.
 
 Stores write portable SQL with ``?`` placeholders and ``RETURNING``; the engine is
-the only place that knows the dialect (synapse-style), so a PostgreSQL engine with
-the same ``Tx`` surface slots in without touching stores.
+the only place that knows the dialect (synapse-style).  :class:`Database` and
+:class:`Tx` are the narrow interfaces stores and services see; this module holds the
+SQLite implementation and ``storage/postgres.py`` the PostgreSQL one.  Where SQL must
+differ (schema types, full-text search, the position lock), stores branch on
+``tx.dialect`` and each component's migrations come per dialect.
 """
 
 from __future__ import annotations
@@ -22,20 +25,110 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 T = TypeVar("T")
 Params = Sequence[Any]
+Dialect = Literal["sqlite", "postgres"]
 
 
 class StorageError(Exception):
     """The database refused or failed an operation."""
 
 
-class Tx:
+class Tx(Protocol):
     """The surface stores use inside a transaction (or a read snapshot)."""
 
+    @property
+    def dialect(self) -> Dialect:
+        """``"sqlite"`` or ``"postgres"``: for the few statements that must differ."""
+        ...
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per parameter row."""
+        ...
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """All result rows."""
+        ...
+
+    def one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """The first result row, or None."""
+        ...
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row, or None."""
+        ...
+
+    def script(self, sql: str) -> None:
+        """Run several ``;``-separated statements (migrations only)."""
+        ...
+
+
+class Database(Protocol):
+    """An open database: a writer and a pool of readers behind an async API."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one write transaction; committed when this returns."""
+        ...
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` against a consistent read snapshot."""
+        ...
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Blocking variant for start-up, CLI tools and tests."""
+        ...
+
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Blocking variant of :meth:`read`."""
+        ...
+
+    def migrate(self, component: str, steps: Sequence[str]) -> int:
+        """Apply the not-yet-applied ``steps`` of ``component``; return its version."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection (idempotent)."""
+        ...
+
+    def close_sync(self) -> None:
+        """Blocking variant of :meth:`aclose`."""
+        ...
+
+
+def apply_migrations(tx: Tx, component: str, steps: Sequence[str]) -> int:
+    """The body of ``migrate``: run the steps of ``component`` past its stored version."""
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_versions"
+        " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    current = (
+        tx.scalar("SELECT version FROM schema_versions WHERE component = ?", (component,)) or 0
+    )
+    for version, sql in enumerate(steps, start=1):
+        if version > current:
+            tx.script(sql)
+    tx.execute(
+        "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
+        " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+        (component, len(steps)),
+    )
+    return len(steps)
+
+
+class SqliteTx:
+    """:class:`Tx` over a :mod:`sqlite3` connection."""
+
     __slots__ = ("_conn",)
+    dialect: Literal["sqlite"] = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -65,10 +158,10 @@ class Tx:
                 self._conn.execute(statement)
 
 
-class Database:
-    """An open database: one writer thread, ``readers`` reader threads."""
+class SqliteDatabase:
+    """:class:`Database` on a SQLite file: one writer thread, ``readers`` reader threads."""
 
-    dialect: Literal["sqlite", "postgres"] = "sqlite"
+    dialect: Literal["sqlite"] = "sqlite"
 
     def __init__(self, path: str, *, sync: str = "full", readers: int = 4) -> None:
         self.path = path
@@ -98,7 +191,7 @@ class Database:
         conn = self._write_conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(Tx(conn))
+            result = fn(SqliteTx(conn))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -114,7 +207,7 @@ class Database:
                 self._reader_conns.append(conn)
         conn.execute("BEGIN")
         try:
-            return fn(Tx(conn))
+            return fn(SqliteTx(conn))
         finally:
             conn.execute("COMMIT")
 
@@ -137,37 +230,19 @@ class Database:
 
     def migrate(self, component: str, steps: Sequence[str]) -> int:
         """Apply the not-yet-applied ``steps`` of ``component``; return its version."""
-
-        def run(tx: Tx) -> int:
-            tx.execute(
-                "CREATE TABLE IF NOT EXISTS schema_versions"
-                " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            current = (
-                tx.scalar("SELECT version FROM schema_versions WHERE component = ?", (component,))
-                or 0
-            )
-            for version, sql in enumerate(steps, start=1):
-                if version > current:
-                    tx.script(sql)
-            tx.execute(
-                "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
-                " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (component, len(steps)),
-            )
-            return len(steps)
-
-        return self.write_sync(run)
+        return self.write_sync(lambda tx: apply_migrations(tx, component, steps))
 
     async def aclose(self) -> None:
         if self._closed:
             return
-        self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.close_sync)
 
     def close_sync(self) -> None:
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._writer.submit(self._write_conn.close).result()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
@@ -178,11 +253,21 @@ class Database:
 
 
 def open_database(url: str, *, sync: str = "full", readers: int = 4) -> Database:
-    """Open the database named by ``url`` (``sqlite:///path`` or ``sqlite://:memory:``)."""
+    """Open the database named by ``url``: ``sqlite:///path`` or ``postgresql://...``
+    (any libpq URI, e.g. ``postgresql://user@host:5432/db?options=-csearch_path%3Dx``).
+
+    ``sync`` is ``"full"`` (every commit durable on disk before it returns) or
+    ``"normal"`` (SQLite: WAL not fsynced per commit; PostgreSQL: ``synchronous_commit``
+    off).  Raises :class:`StorageError` when the database cannot be opened.
+    """
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return Database(path, sync=sync, readers=readers)
+        return SqliteDatabase(path, sync=sync, readers=readers)
     if url.startswith(("postgresql://", "postgres://")):
-        raise StorageError("the PostgreSQL engine is not available yet; use sqlite:///path")
-    raise StorageError(f"unsupported storage url {url!r}; expected sqlite:///path")
+        from relaydesk.storage.postgres import PostgresDatabase  # psycopg only when used
+
+        return PostgresDatabase(url, sync=sync, readers=readers)
+    raise StorageError(
+        f"unsupported storage url {url!r}; expected sqlite:///path or postgresql://..."
+    )
