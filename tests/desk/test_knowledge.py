@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from desk_testkit import ALICE, DANA
 
+from pg import ENGINES, open_test_database
 from relaydesk.clock import FakeClock
 from relaydesk.desk.knowledge import (
     DOCTOR_CHECKS,
@@ -19,7 +20,8 @@ from relaydesk.desk.knowledge import (
     parse_article,
     query_terms,
 )
-from relaydesk.storage.engine import Database, open_database
+from relaydesk.storage.engine import Database
+from relaydesk.storage.knowledge import MARK_CLOSE, MARK_OPEN, parse_match, snippet
 
 
 def _article(slug: str, title: str, body: str, **front: str) -> str:
@@ -27,11 +29,10 @@ def _article(slug: str, title: str, body: str, **front: str) -> str:
     return "---\n" + "\n".join(lines) + "\n---\n" + body + "\n"
 
 
-@pytest.fixture
-def kb_db(tmp_path: Path) -> Iterator[Database]:
-    db = open_database("sqlite:///" + str(tmp_path / "kb.db"))
-    yield db
-    db.close_sync()
+@pytest.fixture(params=ENGINES)
+def kb_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with open_test_database(request.param, tmp_path) as db:
+        yield db
 
 
 @pytest.fixture
@@ -41,6 +42,17 @@ def kb(kb_db: Database) -> KnowledgeService:
 
 def _count(db: Database, sql: str) -> int:
     return int(db.read_sync(lambda tx: tx.scalar(sql)))
+
+
+def _indexed(db: Database, word: str | None = None) -> int:
+    """Entries of the stemmed search index (matching ``word``): FTS5 table or tsvector."""
+    if db.dialect == "postgres":
+        where = (
+            f"kb_fts @@ plainto_tsquery('kb_stemmed', '{word}')" if word else "length(kb_fts) > 0"
+        )
+        return _count(db, f"SELECT COUNT(*) FROM kb_articles WHERE {where}")
+    where = f" WHERE kb_fts MATCH '{word}'" if word else ""
+    return _count(db, "SELECT COUNT(*) FROM kb_fts" + where)
 
 
 # -- the article format ------------------------------------------------------------------------
@@ -128,9 +140,9 @@ def test_seeding_is_idempotent_and_follows_file_changes(kb_db: Database, tmp_pat
     (src / "b.md").unlink()
     report = kb.seed_sync(src)
     assert report.updated == ["alpha"] and report.removed == ["beta"] and not report.added
-    assert _count(kb_db, "SELECT COUNT(*) FROM kb_fts") == 1
-    assert _count(kb_db, "SELECT COUNT(*) FROM kb_fts WHERE kb_fts MATCH 'rewritten'") == 1
-    assert _count(kb_db, "SELECT COUNT(*) FROM kb_fts WHERE kb_fts MATCH 'first'") == 0
+    assert _indexed(kb_db) == 1
+    assert _indexed(kb_db, "rewritten") == 1
+    assert _indexed(kb_db, "first") == 0
 
 
 def test_duplicate_slugs_in_seed_files_are_refused(kb_db: Database, tmp_path: Path) -> None:
@@ -258,3 +270,33 @@ async def test_plain_sql_fallback_searches_without_fts(kb_db: Database) -> None:
     hit = (await kb.search("<script> vodozemac", None)).hits[0]
     assert hit.slug == "e2ee-and-compliance" and "<mark>vodozemac</mark>" in hit.snippet_html
     assert (await kb.suggest('"NEAR(', None)).terms == ["near"]
+
+
+# -- the PostgreSQL search helpers (pure) ------------------------------------------------------
+
+
+def test_only_sanitised_match_expressions_are_read_back() -> None:
+    assert parse_match('"delay"') == ([("delay", False)], False)
+    assert parse_match('"a" AND "b2"') == ([("a", False), ("b2", False)], False)
+    assert parse_match('"a" OR "enc"*') == ([("a", False), ("enc", True)], True)
+    for bad in [
+        '"a" AND "b" OR "c"',
+        '"a"* OR "b"',
+        "delay",
+        '"a\'b"',
+        '"a b"',
+        '"a" NEAR "b"',
+        "",
+    ]:
+        with pytest.raises(ValueError, match="sanitised"):
+            parse_match(bad)
+
+
+def test_snippet_keeps_the_window_with_most_matches() -> None:
+    o, c = MARK_OPEN, MARK_CLOSE
+    text = " ".join(f"w{i}" for i in range(100))
+    marked = text.replace("w60", f"{o}w60{c}").replace("w62", f"{o}w62{c}")
+    cut = snippet(marked.replace("w5 ", f"{o}w5{c} "), 10)
+    assert cut.startswith("…w58 w59 " + o + "w60" + c) and cut.endswith("w67…")
+    assert snippet("<b>" + o + "x" + c + "</b> end", 24) == "<b>" + o + "x" + c + "</b> end"
+    assert snippet("no match here at all", 2) == "no match…"

@@ -42,13 +42,13 @@ from relaydesk.desk.tickets.model import Principal
 from relaydesk.storage.desk import from_ms
 from relaydesk.storage.engine import Database, Tx
 from relaydesk.storage.knowledge import (
-    KNOWLEDGE_MIGRATIONS,
     MARK_CLOSE,
     MARK_OPEN,
     ArticleRow,
     ArticleWrite,
     HitRow,
     KnowledgeStore,
+    knowledge_migrations,
 )
 
 #: Where the API serves an article (the router's prefix is ``/api/kb``).
@@ -305,7 +305,7 @@ def open_knowledge(
     db: Database, clock: Clock, *, seed: Traversable | Path | None = None, fts: bool = True
 ) -> KnowledgeService:
     """Migrate the knowledge schema, seed the shipped (or given) articles, build the service."""
-    db.migrate("knowledge", KNOWLEDGE_MIGRATIONS)
+    db.migrate("knowledge", knowledge_migrations(db.dialect))
     service = KnowledgeService(db, KnowledgeStore(fts=fts), clock)
     service.seed_sync(seed)
     return service
