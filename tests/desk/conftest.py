@@ -1,4 +1,5 @@
-"""Fixtures for the desk tests: a real SQLite file, a fake clock, a seeded desk."""
+"""Fixtures for the desk tests: a real database (SQLite and PostgreSQL), a fake clock, a
+seeded desk."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 import pytest
 from desk_testkit import MONDAY_10, WebhookReceiver, desk_settings, seed_people
 
+from pg import ENGINES, open_test_database
 from relaydesk.clock import FakeClock
 from relaydesk.desk.component import DeskComponent, open_desk
-from relaydesk.storage.engine import Database, open_database
+from relaydesk.storage.engine import Database
 
 
 @pytest.fixture
@@ -18,11 +20,10 @@ def desk_clock() -> FakeClock:
     return FakeClock(MONDAY_10.timestamp())
 
 
-@pytest.fixture
-def desk_db(tmp_path: Path) -> Iterator[Database]:
-    db = open_database("sqlite:///" + str(tmp_path / "desk.db"))
-    yield db
-    db.close_sync()
+@pytest.fixture(params=ENGINES)
+def desk_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with open_test_database(request.param, tmp_path) as db:
+        yield db
 
 
 @pytest.fixture

@@ -22,13 +22,13 @@ from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.desk.tickets.model import NewTicket
 from relaydesk.storage.engine import Database
-from relaydesk.storage.telemetry import TELEMETRY_MIGRATIONS, TelemetryStore
+from relaydesk.storage.telemetry import TelemetryStore, telemetry_migrations
 from relaydesk.web.diagnosis_api import diagnosis_router
 
 
 @pytest.fixture
 def service(desk_db: Database, desk_clock: FakeClock) -> DiagnosisService:
-    desk_db.migrate("telemetry", TELEMETRY_MIGRATIONS)
+    desk_db.migrate("telemetry", telemetry_migrations(desk_db.dialect))
     kb = open_knowledge(desk_db, desk_clock)
     return DiagnosisService(
         desk_db,

@@ -1,17 +1,20 @@
-"""The messaging store against a real SQLite file: the group-commit body and reads."""
+"""The messaging store against real databases (SQLite and PostgreSQL): the group-commit
+body and reads."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pg import ENGINES, open_test_database, pg_schema
 from relaydesk.protocol.addresses import channel_conversation, resolve
 from relaydesk.protocol.errors import ErrorCode
-from relaydesk.storage import Database, open_database
+from relaydesk.storage import Database, Tx, open_database
 from relaydesk.storage.messages import (
-    MIGRATIONS,
     DeleteOp,
     JoinOp,
     LeaveOp,
@@ -20,17 +23,17 @@ from relaydesk.storage.messages import (
     Outcome,
     PublishOp,
     ReadOp,
+    messaging_migrations,
 )
 
 APP = "app1"
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'm.db'}")
-    database.migrate("messaging", MIGRATIONS)
-    yield database
-    database.close_sync()
+@pytest.fixture(params=ENGINES)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with open_test_database(request.param, tmp_path) as database:
+        database.migrate("messaging", messaging_migrations(database.dialect))
+        yield database
 
 
 STORE = MessageStore(retention_max_age_ms=1000, retention_max_per_conv=3)
@@ -69,7 +72,7 @@ def join(
 
 
 def test_migrate_is_idempotent(db: Database) -> None:
-    assert db.migrate("messaging", MIGRATIONS) == 1
+    assert db.migrate("messaging", messaging_migrations(db.dialect)) == 1
 
 
 def test_positions_and_sequences_in_one_batch(db: Database) -> None:
@@ -246,3 +249,83 @@ def test_member_snapshot_is_taken_before_the_batch(db: Database) -> None:
     # bob joins after the message in the same batch: the snapshot must not list
     # him, or live fan-out would hand him a message his feed does not contain.
     assert result.members[key] == {"alice": "owner"}
+
+
+@pytest.mark.services
+def test_two_nodes_committing_at_once_on_postgres_allocate_positions_in_commit_order() -> None:
+    """Two engines (two relaydesk nodes) commit group batches to one database from two
+    threads.  The counter row lock must serialize them: every position used once, no gap,
+    each batch one contiguous range committed after every lower position, and each
+    conversation's seqs in position order."""
+    batches, size = 40, 12
+    with pg_schema() as url:
+        nodes = [open_database(url), open_database(url)]
+        try:
+            nodes[0].migrate("messaging", messaging_migrations("postgres"))
+            commit(nodes[0], join("alice", "room", role="owner"), join("bob", "room"))
+            seen: list[tuple[str, list[int], int]] = []  # sender, positions, lower visible
+            lock = threading.Lock()
+            start = threading.Barrier(2)
+
+            errors: list[BaseException] = []
+
+            def run(node: Database, sender: str) -> None:
+                try:
+                    commit_all(node, sender)
+                except BaseException as exc:  # reported below, not lost in the thread
+                    errors.append(exc)
+
+            def commit_all(node: Database, sender: str) -> None:
+                start.wait()
+                for b in range(batches):
+                    ops: list[Op] = [
+                        pub(sender, ("channel:room", "user:carol", "user:dave")[i % 3], f"{b}.{i}")
+                        for i in range(size)
+                    ]
+
+                    def body(tx: Tx, ops: list[Op] = ops) -> tuple[list[int], int]:
+                        result = STORE.commit_batch_tx(tx, ops, [(APP, "ch:room")])
+                        positions = [o.event.pos for o in result.outcomes if o.event]
+                        # Still in the transaction, after the lock: how many lower positions
+                        # are committed (READ COMMITTED shows each statement the latest)?
+                        lower = tx.scalar(
+                            "SELECT COUNT(*) FROM events WHERE pos < ?", positions[:1]
+                        )
+                        return positions, int(lower)
+
+                    positions, lower = node.write_sync(body)
+                    with lock:
+                        seen.append((sender, positions, lower))
+
+            threads = [
+                threading.Thread(target=run, args=(node, user))
+                for node, user in zip(nodes, ("alice", "bob"), strict=True)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+            assert not errors, errors
+            assert len(seen) == 2 * batches
+            for _, positions, lower in seen:
+                assert positions == list(range(positions[0], positions[0] + size))
+                assert lower == positions[0] - 1  # every lower position committed before
+            rows = nodes[1].read_sync(
+                lambda tx: tx.query("SELECT pos, conv, seq, kind FROM events ORDER BY pos")
+            )
+            total = 2 + 2 * batches * size  # the two joins, then every message
+            assert [r[0] for r in rows] == list(range(1, total + 1))
+            by_conv: dict[str, list[int]] = {}
+            for _, conv, seq, kind in rows:
+                if kind == "msg":
+                    by_conv.setdefault(conv, []).append(seq)
+            assert len(by_conv) == 5  # the channel and four DMs
+            for seqs in by_conv.values():
+                assert seqs == list(range(1, len(seqs) + 1))  # unique, in position order
+            # The nodes' batches really interleaved, or this test would prove nothing.
+            order = [sender for sender, _, _ in sorted(seen, key=lambda e: e[1][0])]
+            assert sum(a != b for a, b in itertools.pairwise(order)) >= 2
+        finally:
+            for node in nodes:
+                node.close_sync()

@@ -7,25 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from relaydesk.storage import Database, open_database
+from pg import ENGINES, open_test_database
+from relaydesk.storage import Database
 from relaydesk.storage.telemetry import (
     COUNTERS,
-    TELEMETRY_MIGRATIONS,
     HistData,
     SeriesRow,
     TelemetryStore,
+    telemetry_migrations,
 )
 
 H = 3_600_000
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % H  # an hour boundary
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 't.db'}")
-    database.migrate("telemetry", TELEMETRY_MIGRATIONS)
-    yield database
-    database.close_sync()
+@pytest.fixture(params=ENGINES)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with open_test_database(request.param, tmp_path) as database:
+        database.migrate("telemetry", telemetry_migrations(database.dialect))
+        yield database
 
 
 def row(start_ms: int, sent: int, active: int, rtt_bucket: int, node: str = "n1") -> SeriesRow:

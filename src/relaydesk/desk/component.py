@@ -38,7 +38,7 @@ from relaydesk.desk.tickets.model import (
     Weekday,
 )
 from relaydesk.desk.tickets.service import TicketService
-from relaydesk.storage.desk import DESK_MIGRATIONS, DeskStore, to_ms
+from relaydesk.storage.desk import DeskStore, desk_migrations, to_ms
 from relaydesk.storage.engine import Database, Tx
 from relaydesk.web.desk_api import desk_router
 
@@ -77,7 +77,7 @@ class DeskComponent:
         self._db = db
         self._clock = clock
         self.store = DeskStore()
-        db.migrate("desk", DESK_MIGRATIONS)
+        db.migrate("desk", desk_migrations(db.dialect))
         self.tickets = TicketService(
             db,
             self.store,

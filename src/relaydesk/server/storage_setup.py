@@ -5,7 +5,7 @@ from __future__ import annotations
 from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
 from relaydesk.storage import Database, open_database
-from relaydesk.storage.messages import MIGRATIONS, MessageStore
+from relaydesk.storage.messages import MessageStore, messaging_migrations
 
 DEMO_APP = "demo"
 DEMO_SECRET = "demo-secret-change-me-0123456789"  # printed by `make run`; never use outside a demo
@@ -15,7 +15,7 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
     db = open_database(
         settings.storage_url, sync=settings.storage.sync, readers=settings.storage.readers
     )
-    db.migrate("messaging", MIGRATIONS)
+    db.migrate("messaging", messaging_migrations(db.dialect))
     r = settings.retention
     store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
     now = millis(clock)

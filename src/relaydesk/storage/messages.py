@@ -28,8 +28,7 @@ from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event
 from relaydesk.storage.engine import Tx
 
-MIGRATIONS = [
-    """
+_SCHEMA_V1 = """
     CREATE TABLE apps (
         id TEXT PRIMARY KEY,
         secret TEXT NOT NULL,
@@ -65,9 +64,9 @@ MIGRATIONS = [
         sender TEXT NOT NULL,
         device TEXT NOT NULL,
         client_id TEXT,
-        digest BLOB,
+        digest {blob},
         ts BIGINT NOT NULL,
-        body BLOB NOT NULL,
+        body {blob} NOT NULL,
         enc TEXT NOT NULL DEFAULT '',
         subject TEXT NOT NULL DEFAULT '',
         role TEXT NOT NULL DEFAULT ''
@@ -92,7 +91,20 @@ MIGRATIONS = [
         PRIMARY KEY (app, user_id, conv)
     )
     """
-]
+_BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
+# PostgreSQL: commit_batch_tx locks this row (FOR UPDATE) to serialize nodes, so it must
+# exist before the first commit.  SQLite needs no row (BEGIN IMMEDIATE serializes).
+_SEED_POS = "; INSERT INTO counters (name, value) VALUES ('pos', 0)"
+
+
+def messaging_migrations(dialect: str = "sqlite") -> list[str]:
+    """The messaging schema steps for ``dialect`` (``sqlite`` or ``postgres``)."""
+    step1 = _SCHEMA_V1.replace("{blob}", _BLOB[dialect])
+    return [step1 + _SEED_POS if dialect == "postgres" else step1]
+
+
+#: Schema steps for SQLite (``db.migrate("messaging", messaging_migrations(db.dialect))``).
+MIGRATIONS = messaging_migrations("sqlite")
 
 EVENT_COLUMNS = "pos, conv, seq, kind, sender, device, client_id, ts, body, enc, subject, role"
 
@@ -243,18 +255,27 @@ class MessageStore:
 
     # -- group commit ------------------------------------------------------------
 
-    def last_pos_tx(self, tx: Tx) -> int:
-        return int(tx.scalar("SELECT value FROM counters WHERE name = 'pos'") or 0)
+    def last_pos_tx(self, tx: Tx, *, lock: bool = False) -> int:
+        """The last allocated position.  ``lock`` (in a write on PostgreSQL) also takes the
+        counter's row lock until commit, which serializes commits of every node."""
+        sql = "SELECT value FROM counters WHERE name = 'pos'"
+        if lock and tx.dialect == "postgres":
+            sql += " FOR UPDATE"
+        return int(tx.scalar(sql) or 0)
 
     def commit_batch_tx(
         self, tx: Tx, ops: Sequence[Op], want_members: Iterable[tuple[str, str]]
     ) -> BatchResult:
         """Apply ``ops`` in order in the caller's transaction (one group commit)."""
+        # First the position counter, locked on PostgreSQL: a commit of another node
+        # waits here, and once it proceeds it reads membership, dedup and seqs as
+        # committed by the one before, so positions are allocated in commit order.
+        # (On SQLite, BEGIN IMMEDIATE already made this transaction the only writer.)
+        pos = self.last_pos_tx(tx, lock=True)
+        start_pos = pos
         # Membership as of the start of the batch: the caller replays this batch's
         # joins and leaves on it in order, so live fan-out matches the feed exactly.
         members = {key: self.members_tx(tx, *key) for key in want_members}
-        pos = self.last_pos_tx(tx)
-        start_pos = pos
         seqs: dict[tuple[str, str], int] = {}
         roles: dict[tuple[str, str, str], str | None] = {}  # (app, conv, user) -> role
         seen_ids: dict[tuple[str, str, str], Outcome] = {}

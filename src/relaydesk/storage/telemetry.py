@@ -49,12 +49,12 @@ _MAX_MERGED = frozenset({"active_max"})
 _COUNTER_SQL = ", ".join(COUNTERS)
 _KEY = ("app", "node_region", "node", "client_region", "step_s", "start_ms")
 
-TELEMETRY_MIGRATIONS = [
+_SCHEMA_V1 = (
     "CREATE TABLE telemetry_series ("
     " app TEXT NOT NULL, node_region TEXT NOT NULL, node TEXT NOT NULL,"
     " client_region TEXT NOT NULL, step_s INTEGER NOT NULL, start_ms BIGINT NOT NULL, "
     + ", ".join(f"{c} BIGINT NOT NULL DEFAULT 0" for c in COUNTERS)
-    + ", hists BLOB NOT NULL,"
+    + ", hists {blob} NOT NULL,"
     " PRIMARY KEY (app, step_s, start_ms, node_region, node, client_region));"
     " CREATE INDEX telemetry_series_by_time ON telemetry_series (step_s, start_ms);"
     " CREATE TABLE telemetry_traces ("
@@ -62,19 +62,34 @@ TELEMETRY_MIGRATIONS = [
     " pos BIGINT NOT NULL, conv TEXT NOT NULL, sender_region TEXT NOT NULL,"
     " recipient_region TEXT NOT NULL, recipient_device TEXT NOT NULL,"
     " received_ms BIGINT NOT NULL, outcome TEXT NOT NULL,"
-    " commit_wait_ms REAL NOT NULL, commit_ms REAL NOT NULL, fanout_ms REAL NOT NULL,"
-    " queue_wait_ms REAL, client_ack_ms REAL, end_to_end_ms REAL,"
-    " c2s_est_ms REAL, s2c_est_ms REAL);"
+    " commit_wait_ms {real} NOT NULL, commit_ms {real} NOT NULL, fanout_ms {real} NOT NULL,"
+    " queue_wait_ms {real}, client_ack_ms {real}, end_to_end_ms {real},"
+    " c2s_est_ms {real}, s2c_est_ms {real});"
     " CREATE INDEX telemetry_traces_by_time ON telemetry_traces (app, received_ms);"
     " CREATE TABLE telemetry_connections ("
     " app TEXT NOT NULL, node_region TEXT NOT NULL, node TEXT NOT NULL,"
     " client_region TEXT NOT NULL, net TEXT NOT NULL, sdk TEXT NOT NULL,"
     " user_id TEXT NOT NULL, device TEXT NOT NULL, connected_ms BIGINT NOT NULL,"
     " closed_ms BIGINT NOT NULL, reason TEXT NOT NULL, resumed INTEGER NOT NULL,"
-    " probes BIGINT NOT NULL, rtt_ms REAL, loss REAL,"
+    " probes BIGINT NOT NULL, rtt_ms {real}, loss {real},"
     " delivered BIGINT NOT NULL, undelivered BIGINT NOT NULL);"
-    " CREATE INDEX telemetry_connections_by_time ON telemetry_connections (app, closed_ms)",
-]
+    " CREATE INDEX telemetry_connections_by_time ON telemetry_connections (app, closed_ms)"
+)
+_TYPES = {
+    "sqlite": {"blob": "BLOB", "real": "REAL"},
+    # REAL is 4 bytes on PostgreSQL; SQLite's REAL is a double.
+    "postgres": {"blob": "BYTEA", "real": "DOUBLE PRECISION"},
+}
+
+
+def telemetry_migrations(dialect: str = "sqlite") -> list[str]:
+    """The telemetry schema steps for ``dialect`` (``sqlite`` or ``postgres``)."""
+    types = _TYPES[dialect]
+    return [_SCHEMA_V1.replace("{blob}", types["blob"]).replace("{real}", types["real"])]
+
+
+#: Schema steps for SQLite (``db.migrate("telemetry", telemetry_migrations(db.dialect))``).
+TELEMETRY_MIGRATIONS = telemetry_migrations("sqlite")
 
 
 class HistData(msgspec.Struct, array_like=True):

@@ -18,11 +18,11 @@ from relaydesk.clock import Clock
 from relaydesk.config import Settings
 from relaydesk.storage import Database, Tx
 from relaydesk.storage.telemetry import (
-    TELEMETRY_MIGRATIONS,
     ConnectionRow,
     SeriesRow,
     TelemetryStore,
     TraceRow,
+    telemetry_migrations,
 )
 from relaydesk.telemetry.metrics import MetricsExporter
 from relaydesk.telemetry.query import QualityService
@@ -147,5 +147,5 @@ class Telemetry:
 
 def open_telemetry(db: Database, settings: Settings, clock: Clock) -> Telemetry:
     """Bring the telemetry schema up to date and build the component."""
-    db.migrate("telemetry", TELEMETRY_MIGRATIONS)
+    db.migrate("telemetry", telemetry_migrations(db.dialect))
     return Telemetry(db, settings, clock)
