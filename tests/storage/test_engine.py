@@ -12,6 +12,7 @@ import pytest
 
 from pg import BASE_URL, ENGINES, open_test_database, pg_schema
 from relaydesk.storage import Database, StorageError, Tx, open_database
+from relaydesk.storage.engine import redact_url
 from relaydesk.storage.postgres import to_pyformat
 
 BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
@@ -177,3 +178,14 @@ def test_nodes_migrating_at_once_do_not_collide() -> None:
         finally:
             for d in dbs:
                 d.close_sync()
+
+
+def test_passwords_are_redacted_from_displayed_urls() -> None:
+    assert redact_url("postgresql://relay:s3cr%40t@db:5432/rd?sslmode=require") == (
+        "postgresql://relay:***@db:5432/rd?sslmode=require"
+    )
+    assert redact_url("postgresql://db/rd?user=relay&password=x&options=-csearch_path%3Da") == (
+        "postgresql://db/rd?user=relay&password=***&options=-csearch_path%3Da"
+    )
+    assert redact_url("postgresql://relay@db/rd") == "postgresql://relay@db/rd"
+    assert redact_url("sqlite:///var/relaydesk.db") == "sqlite:///var/relaydesk.db"

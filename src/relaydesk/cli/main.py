@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from relaydesk.config import ConfigError, Settings, load_settings
+from relaydesk.storage.engine import redact_url
 
 app = typer.Typer(
     name="relaydesk",
@@ -98,7 +99,7 @@ def _print_banner(settings: Settings) -> None:
         f"  Console       {base}/console   (agents and customers sign in here)",
         f"  Desk API      {base}/api/desk",
         f"  OpenAPI       {base}/api/docs",
-        f"  database      {settings.storage_url}",
+        f"  database      {redact_url(settings.storage_url)}",
     ]
     if settings.demo:
         from relaydesk.server.storage_setup import DEMO_APP, DEMO_SECRET

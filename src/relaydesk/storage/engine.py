@@ -20,12 +20,14 @@ differ (schema types, full-text search, the position lock), stores branch on
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
 Params = Sequence[Any]
@@ -250,6 +252,20 @@ class SqliteDatabase:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for banners and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = userinfo.split(":", 1)[0] + ":***@" + host
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # (urlunsplit would also turn sqlite:///x into sqlite:/x)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def open_database(url: str, *, sync: str = "full", readers: int = 4) -> Database:
