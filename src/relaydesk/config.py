@@ -120,6 +120,9 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # How often an idle node reads the position counter, to find a commit whose
     # announcement was lost when nothing else was committed after it.
     sync_interval_ms: Annotated[int, Meta(ge=50, le=60_000)] = 1000
+    # Each node sends its full presence list this often (it is also its heartbeat);
+    # a node silent for three intervals is taken as gone and its users offline.
+    presence_interval_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
     # Only this node runs the desk's escalation scheduler and retention sweeps.
     leader: bool = True
 

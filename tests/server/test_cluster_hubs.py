@@ -9,6 +9,7 @@ NATS, separate processes) is covered by tests/integration/test_cluster_nodes.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -34,12 +35,13 @@ class Endpoint:
     def __init__(self, user: str, device: str = "d1") -> None:
         self.app, self.user, self.device = APP, user, device
         self.events: list[Event] = []
+        self.presence: list[PresenceChange] = []
 
     def offer(self, event: Event, encodings: dict[str, bytes]) -> None:
         self.events.append(event)
 
     def push_presence(self, change: PresenceChange) -> None:
-        pass
+        self.presence.append(change)
 
     def traced(self, pos: int, trace: Trace) -> None:
         pass
@@ -48,8 +50,11 @@ class Endpoint:
         return [e.body for e in self.events if e.kind == "msg"]
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Hub, Hub, MemoryBroker]]:
+@contextlib.asynccontextmanager
+async def make_cluster(
+    tmp_path: Path, **cluster: int
+) -> AsyncIterator[tuple[Hub, Hub, MemoryBroker]]:
+    """Two started hubs, ``a`` and ``b``, on one SQLite file, joined by a MemoryBus."""
     broker = MemoryBroker()
     hubs = []
     for node in ("a", "b"):
@@ -57,7 +62,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Hub, Hub, MemoryBroker]
             None,
             {
                 "server": {"data_dir": str(tmp_path), "node_id": node},
-                "cluster": {"gap_timeout_ms": 50, "sync_interval_ms": 100},
+                "cluster": {"gap_timeout_ms": 50, "sync_interval_ms": 100, **cluster},
                 "demo": True,
             },
             {},
@@ -67,10 +72,18 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Hub, Hub, MemoryBroker]
         hub = Hub(db, store, settings, clock, bus=MemoryBus(broker))
         await hub.start()
         hubs.append(hub)
-    yield hubs[0], hubs[1], broker
-    for hub in hubs:
-        await hub.aclose()
-        await hub.db.aclose()
+    try:
+        yield hubs[0], hubs[1], broker
+    finally:
+        for hub in hubs:
+            await hub.aclose()
+            await hub.db.aclose()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Hub, Hub, MemoryBroker]]:
+    async with make_cluster(tmp_path) as hubs:
+        yield hubs
 
 
 async def publish(hub: Hub, sender: str, to: str, body: str, msg_id: str) -> int:

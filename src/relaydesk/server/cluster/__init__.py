@@ -8,17 +8,32 @@ from relaydesk.server.cluster.bus import (
     NatsBus,
     open_bus,
 )
-from relaydesk.server.cluster.records import CommitRecord, Item, decode_record, encode_record
+from relaydesk.server.cluster.presence import RemotePresence
+from relaydesk.server.cluster.records import (
+    BusMessage,
+    CommitRecord,
+    Item,
+    Online,
+    PresenceQuery,
+    PresenceRecord,
+    decode_record,
+    encode_record,
+)
 from relaydesk.server.cluster.sequencer import Sequencer
 
 __all__ = [
     "Bus",
     "BusError",
+    "BusMessage",
     "CommitRecord",
     "Item",
     "MemoryBroker",
     "MemoryBus",
     "NatsBus",
+    "Online",
+    "PresenceQuery",
+    "PresenceRecord",
+    "RemotePresence",
     "Sequencer",
     "decode_record",
     "encode_record",

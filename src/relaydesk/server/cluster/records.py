@@ -1,10 +1,16 @@
-"""What nodes tell each other over the cluster bus (docs/protocol.md §4.5).
+"""What nodes tell each other over the cluster bus (docs/operations.md).
 
 A node that commits a batch publishes one ``CommitRecord``: the contiguous range of
 global positions the batch took and, when it fits in one bus message, the events
 themselves with their app and audience.  A record whose ``items`` is ``None`` only
-announces the range; receivers read those events from storage.  Records are
-MessagePack, encoded once per commit.
+announces the range; receivers read those events from storage.
+
+``PresenceRecord`` carries how many devices of which users are connected to the
+sending node: changes as they happen, and the node's full list periodically and when
+a node asks for it with ``PresenceQuery`` (at start-up).  The periodic full list is
+also the node's heartbeat: a node not heard from for a few periods is taken as gone.
+
+Messages are MessagePack arrays tagged by their first element.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ class Item(msgspec.Struct, frozen=True, array_like=True):
     event: Event
 
 
-class CommitRecord(msgspec.Struct, frozen=True, array_like=True):
+class CommitRecord(msgspec.Struct, frozen=True, array_like=True, tag="c"):
     """Positions ``first..last`` (inclusive) committed by ``node``."""
 
     node: str
@@ -36,17 +42,46 @@ class CommitRecord(msgspec.Struct, frozen=True, array_like=True):
         return CommitRecord(self.node, max(self.first, pos + 1), self.last, items)
 
 
+class Online(msgspec.Struct, frozen=True, array_like=True):
+    """``devices`` devices of ``user`` are connected to the sending node (0: none)."""
+
+    app: str
+    user: str
+    devices: int
+    since: int  # when the first of them connected, Unix ms (0 when devices == 0)
+
+
+class PresenceRecord(msgspec.Struct, frozen=True, array_like=True, tag="p"):
+    """Presence on ``node`` (started as ``epoch``): changes, or with ``full`` the whole
+    list (``part`` of ``parts``: a long list spans several messages)."""
+
+    node: str
+    epoch: str
+    entries: tuple[Online, ...] = ()
+    full: bool = False
+    part: int = 0
+    parts: int = 1
+
+
+class PresenceQuery(msgspec.Struct, frozen=True, array_like=True, tag="q"):
+    """``node`` just started: every node, please send your full presence list."""
+
+    node: str
+
+
+BusMessage = CommitRecord | PresenceRecord | PresenceQuery
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(CommitRecord)
+_decoder = msgspec.msgpack.Decoder(BusMessage)
 
 
-def encode_record(record: CommitRecord) -> bytes:
+def encode_record(record: BusMessage) -> bytes:
     return _encoder.encode(record)
 
 
-def decode_record(data: bytes) -> CommitRecord:
+def decode_record(data: bytes) -> BusMessage:
     """Decode a bus message; raises ``msgspec.DecodeError`` or ``ValidationError``."""
-    record = _decoder.decode(data)
-    if record.first < 1 or record.last < record.first:
+    record: BusMessage = _decoder.decode(data)
+    if isinstance(record, CommitRecord) and (record.first < 1 or record.last < record.first):
         raise msgspec.ValidationError(f"bad position range {record.first}..{record.last}")
     return record

@@ -48,6 +48,10 @@ from relaydesk.server.cluster import (
     BusError,
     CommitRecord,
     Item,
+    Online,
+    PresenceQuery,
+    PresenceRecord,
+    RemotePresence,
     Sequencer,
     decode_record,
     encode_record,
@@ -77,6 +81,13 @@ MEMBER_CACHE_MAX = 100_000
 CLUSTER_INBOX_MAX = 10_000
 # Events read from storage per gap-fill query.
 GAP_FILL_PAGE = 5000
+# Presence messages from the bus waiting for the presence task; past it they are
+# dropped and the sender's next full list repairs what they said.
+PRESENCE_INBOX_MAX = 10_000
+# Users per full-list message (about 100 bytes each, well under NATS' 1 MB default).
+PRESENCE_PART = 2000
+# A node silent for this many presence intervals is taken as gone.
+PRESENCE_EXPIRY_INTERVALS = 3
 
 Done = Callable[[Outcome], None]
 
@@ -130,6 +141,12 @@ class Hub:
         self._sequencer: Sequencer | None = None
         self._inbox: asyncio.Queue[CommitRecord] = asyncio.Queue(CLUSTER_INBOX_MAX)
         self._fanned_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._epoch = pysecrets.token_hex(6)
+        presence_s = settings.cluster.presence_interval_ms / 1000
+        self._remote = RemotePresence(self.node, presence_s * PRESENCE_EXPIRY_INTERVALS)
+        self._presence_inbox: asyncio.Queue[PresenceRecord | PresenceQuery] = asyncio.Queue(
+            PRESENCE_INBOX_MAX
+        )
         self.cluster_stats = {
             "published": 0,
             "publish_errors": 0,
@@ -139,6 +156,7 @@ class Hub:
             "gap_fills": 0,
             "filled_events": 0,
             "remote_events": 0,
+            "presence_drops": 0,
         }
 
     # -- lifecycle ------------------------------------------------------------
@@ -160,6 +178,7 @@ class Hub:
             cluster = self.settings.cluster
             self._sequencer = Sequencer(self.fanned_pos, cluster.gap_timeout_ms / 1000)
             self._tasks.append(asyncio.create_task(self._sequence(), name="hub-sequencer"))
+            self._tasks.append(asyncio.create_task(self._presence_loop(), name="hub-presence"))
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -276,8 +295,10 @@ class Hub:
         if event.kind == "join" and members is not None:
             members[event.subject] = event.role
             channels = self._user_channels.get((app, event.subject))
-            if channels is not None:  # tracked only for online users
+            if channels is not None:  # tracked only for users online here
                 channels.add(event.conv)
+                self._announce_join(app, event.subject, members)
+            elif self._remote.devices((app, event.subject))[0]:  # online on another node
                 self._announce_join(app, event.subject, members)
         encodings: dict[str, bytes] = {}
         # A sampled telemetry trace follows this event to each connection (rare).
@@ -342,7 +363,7 @@ class Hub:
         await routed
 
     def _on_bus(self, data: bytes) -> None:
-        """A record from the bus (any node's, our own included)."""
+        """A message from the bus (any node's, our own included)."""
         self.cluster_stats["received"] += 1
         try:
             record = decode_record(data)
@@ -350,8 +371,15 @@ class Hub:
             self.cluster_stats["bad_records"] += 1
             log.warning("dropping a malformed cluster record: %s", exc)
             return
-        if record.node != self.node:  # our own were handed over directly
+        if record.node == self.node:
+            return  # our own commits were handed over directly
+        if isinstance(record, CommitRecord):
             self._take(record)
+            return
+        try:
+            self._presence_inbox.put_nowait(record)
+        except asyncio.QueueFull:
+            self.cluster_stats["presence_drops"] += 1
 
     def _take(self, record: CommitRecord) -> None:
         try:
@@ -460,6 +488,69 @@ class Hub:
 
         self._remember_members(await self.db.read(read))
 
+    async def _presence_loop(self) -> None:
+        """Tell the cluster who is connected here; learn who is connected elsewhere."""
+        mono = self.clock.monotonic
+        interval = self.settings.cluster.presence_interval_ms / 1000
+        await self._publish(PresenceQuery(self.node))
+        next_beat = mono()
+        while True:
+            if mono() >= next_beat:
+                next_beat = mono() + interval
+                await self._publish_presence_list()
+                await self._remote_changed(self._remote.expire(mono()))
+            with contextlib.suppress(TimeoutError):
+                message = await asyncio.wait_for(
+                    self._presence_inbox.get(), max(next_beat - mono(), 0.0)
+                )
+                try:
+                    if isinstance(message, PresenceQuery):
+                        next_beat = mono()  # a node started: send the full list now
+                    else:
+                        await self._remote_changed(self._remote.apply(message, mono()))
+                except Exception:
+                    log.exception("cluster presence update from %s failed", message.node)
+
+    async def _publish(self, message: PresenceRecord | PresenceQuery) -> None:
+        assert self.bus is not None
+        try:
+            await self.bus.publish(encode_record(message))
+        except BusError as exc:  # the next full list repairs it
+            self.cluster_stats["publish_errors"] += 1
+            log.warning("publishing presence failed: %s", exc)
+
+    async def _publish_presence_list(self) -> None:
+        entries = [
+            Online(app, user, len(devices), self._since.get((app, user), 0))
+            for (app, user), devices in self._online.items()
+            if devices
+        ]
+        parts = max(1, -(-len(entries) // PRESENCE_PART))
+        for part in range(parts):
+            chunk = tuple(entries[part * PRESENCE_PART : (part + 1) * PRESENCE_PART])
+            await self._publish(
+                PresenceRecord(self.node, self._epoch, chunk, full=True, part=part, parts=parts)
+            )
+
+    async def _publish_presence(self, app: str, user: str) -> None:
+        if self.bus is None:
+            return
+        key = (app, user)
+        online = Online(app, user, len(self._online.get(key, ())), self._since.get(key, 0))
+        await self._publish(PresenceRecord(self.node, self._epoch, (online,)))
+
+    async def _remote_changed(self, changed: dict[tuple[str, str], int]) -> None:
+        """Announce users whose cluster-wide presence flipped with a remote change."""
+        for (app, user), remote_before in sorted(changed.items()):
+            local = len(self._online.get((app, user), ()))
+            remote_now = self._remote.devices((app, user))[0]
+            if local or (remote_before > 0) == (remote_now > 0):
+                continue  # online here anyway, or still on (off) elsewhere
+            channels = set(
+                await self.db.read(functools.partial(self.store.channels_of_tx, app=app, user=user))
+            )
+            await self._announce(app, user, remote_now > 0, remote_now, channels)
+
     # -- reading ---------------------------------------------------------------
 
     async def feed(self, app: str, user: str, after: int, upto: int, limit: int) -> list[Event]:
@@ -537,6 +628,9 @@ class Hub:
         devices.add(endpoint)
         if first:
             self._since[key] = millis(self.clock)
+        await self._publish_presence(endpoint.app, endpoint.user)
+        remote = self._remote.devices(key)[0]
+        if first and not remote:  # online nowhere else in the cluster either
             await self._announce(
                 endpoint.app, endpoint.user, True, len(devices), set(self._user_channels[key])
             )
@@ -553,7 +647,9 @@ class Hub:
             # Take the channels now (a new device may attach during the await) and
             # announce to their members before forgetting them.
             channels = self._user_channels.pop(key, set())
-            await self._announce(endpoint.app, endpoint.user, False, 0, channels)
+            if not self._remote.devices(key)[0]:  # and not online on another node
+                await self._announce(endpoint.app, endpoint.user, False, 0, channels)
+        await self._publish_presence(endpoint.app, endpoint.user)
 
     async def _announce(
         self, app: str, user: str, online: bool, devices: int, channels: set[str]
@@ -577,10 +673,10 @@ class Hub:
 
     def _announce_join(self, app: str, user: str, members: dict[str, str]) -> None:
         """An online user joined a channel: its members learn the user is online."""
-        devices = self._online.get((app, user), set())
+        devices = len(self._online.get((app, user), ())) + self._remote.devices((app, user))[0]
         if not devices:
             return
-        change = PresenceChange(user=user, online=True, devices=len(devices), ts=millis(self.clock))
+        change = PresenceChange(user=user, online=True, devices=devices, ts=millis(self.clock))
         for other in members:
             if other != user:
                 for endpoint in self._online.get((app, other), ()):
@@ -589,13 +685,15 @@ class Hub:
     def presence(self, app: str, users: Iterable[str]) -> list[UserPresence]:
         out = []
         for user in users:
-            devices = self._online.get((app, user), set())
+            key = (app, user)
+            local = len(self._online.get(key, ()))
+            remote, remote_since = self._remote.devices(key)
+            since = self._since.get(key, 0)
+            if remote_since and (not since or remote_since < since):
+                since = remote_since
             out.append(
                 UserPresence(
-                    user=user,
-                    online=bool(devices),
-                    devices=len(devices),
-                    since=self._since.get((app, user), 0),
+                    user=user, online=bool(local + remote), devices=local + remote, since=since
                 )
             )
         return out
