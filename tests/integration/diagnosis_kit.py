@@ -7,6 +7,9 @@ For the scenario tests (``test_diagnosis_scenarios.py``, ``test_diagnosis_e2e.py
 (the demo desk keys and the operator key are needed), or anything with the same
 ``app``, ``http_url`` and ``log_path``.
 
+``diagnose_cli(*args) -> click.testing.Result``
+    ``relaydesk diagnose ARGS`` run in-process; blocking (use ``asyncio.to_thread``).
+
 ``diagnose(server, start_ms, symptom, region=None) -> dict``
     Flush the node's telemetry and return ``POST /api/diagnosis`` as JSON (agent key).
 
@@ -50,10 +53,15 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "telemetry"))
 
 from quality_kit import flush
+
+from relaydesk.cli.diagnose import diagnose as diagnose_command
 
 #: The environment variable naming the file ``record_scenario`` appends to (JSON lines).
 RECORD_ENV: Final = "RELAYDESK_SCENARIO_RECORD"
@@ -67,6 +75,13 @@ def desk_key(server: Any, who: str) -> str:
     keys = re.findall(rf"desk key\s+{re.escape(who)}\s+(\S+)", text)
     assert keys, text[-2000:]
     return str(keys[-1])
+
+
+def diagnose_cli(*args: str) -> Result:
+    """Run ``relaydesk diagnose ARGS`` in-process (typer's runner); blocking."""
+    app = typer.Typer()
+    app.command()(diagnose_command)
+    return CliRunner().invoke(app, list(args))
 
 
 def diagnose(server: Any, start_ms: int, symptom: str, region: str | None = None) -> Any:

@@ -29,7 +29,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "telemetry"))
 
-from diagnosis_kit import NO_FINDING, diagnose, file_ticket, record_scenario
+from diagnosis_kit import (
+    NO_FINDING,
+    desk_key,
+    diagnose,
+    diagnose_cli,
+    file_ticket,
+    record_scenario,
+)
 from quality_kit import login, telemetry_config
 
 import relaydesk
@@ -180,3 +187,14 @@ async def test_clean_run_raises_no_alarm(make_server: Callable[..., Any]) -> Non
     assert ack.top is None and shown == [], ack.note
     assert ack.ticket["priority"] == "P2" and not ack.note.startswith("Priority suggestion")
     assert "/api/kb/articles/message-delay" in ack.public  # the symptom's checklist
+
+    # `relaydesk diagnose`: exit 0 on a healthy window, 2 when the call fails.
+    def cli(*args: str) -> Any:
+        return diagnose_cli("--app", server.app, "--from", str(start_ms), "--url", *args)
+
+    ok = await asyncio.to_thread(cli, server.http_url, "--key", desk_key(server, "agent:alice"))
+    assert ok.exit_code == 0 and "no finding" in ok.output.lower(), ok.output
+    denied = await asyncio.to_thread(cli, server.http_url, "--key", "not-a-key")
+    assert denied.exit_code == 2 and "auth." in denied.output, denied.output
+    down = await asyncio.to_thread(cli, "http://127.0.0.1:9", "--key", "k")
+    assert down.exit_code == 2 and "cannot reach" in down.output, down.output

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from relaydesk.cli.api import call_api, fail
 from relaydesk.desk.sla import SlaConfigError, explain_case
 
 desk_app = typer.Typer(
@@ -34,28 +35,14 @@ DEFAULT_URL = "http://127.0.0.1:8420"
 
 
 def _call(method: str, url: str, api_key: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One API call; a 4xx/5xx prints the desk's error code and exits with status 1."""
+    """One desk API call; a 4xx/5xx prints the desk's error code and exits with status 1."""
     if not api_key:
         _fail("auth.missing_key", "pass --api-key or set RELAYDESK_API_KEY")
-    try:
-        with httpx.Client(base_url=url.rstrip("/"), timeout=30.0) as client:
-            response = client.request(
-                method, "/api/desk" + path, headers={"Authorization": f"Bearer {api_key}"}, **kwargs
-            )
-    except httpx.HTTPError as exc:
-        _fail("cli.unreachable", f"cannot reach {url}: {exc}")
-    if response.is_error:
-        try:
-            err = response.json()["error"]
-            _fail(err["code"], err["message"])
-        except (ValueError, KeyError, TypeError):
-            _fail(f"http.{response.status_code}", response.text[:500])
-    return response
+    return call_api(method, url, "/api/desk" + path, api_key, **kwargs)
 
 
-def _fail(code: str, message: str) -> None:
-    Console(stderr=True).print(f"[red]error[/red] {code}: {message}")
-    raise typer.Exit(1)
+def _fail(code: str, message: str) -> NoReturn:
+    fail(1, f"error {code}: {message}")
 
 
 def _print_json(value: Any) -> None:

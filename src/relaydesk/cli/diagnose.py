@@ -11,10 +11,11 @@ from __future__ import annotations
 import json as jsonlib
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from relaydesk.cli.api import call_api
 
 
 def render(body: dict[str, Any], console: Console) -> None:
@@ -70,25 +71,8 @@ def diagnose(
     payload: dict[str, Any] = {"app": app, "from": from_, "to": to, "symptom": symptom}
     if region:
         payload["region"] = region
-    try:
-        resp = httpx.post(
-            url.rstrip("/") + "/api/diagnosis",
-            json=payload,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        typer.echo(f"relaydesk: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if resp.status_code != 200:
-        try:
-            err = resp.json()["error"]
-            text = f"{err['code']}: {err['message']}"
-        except (ValueError, KeyError, TypeError):
-            text = resp.text[:500]
-        typer.echo(f"relaydesk: diagnosis failed ({resp.status_code}) {text}", err=True)
-        raise typer.Exit(2)
-    body = resp.json()
+    # Exit 1 means "found a problem" here, so a failed call exits 2.
+    body = call_api("POST", url, "/api/diagnosis", key, failure_exit=2, json=payload).json()
     if json:
         typer.echo(jsonlib.dumps(body, indent=2))
     else:

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from relaydesk.cli.api import call_api
 from relaydesk.telemetry.charts import TABLE_HEAD, render_html, svg_chart, table_row
 from relaydesk.telemetry.charts import fmt_minute as _minute
 from relaydesk.telemetry.charts import p95 as _p95
@@ -148,25 +148,8 @@ def report(
         params["region"] = region
     if node:
         params["node"] = node
-    try:
-        resp = httpx.get(
-            f"{url.rstrip('/')}/api/quality/apps/{app_id}/series",
-            params=params,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        typer.echo(f"relaydesk: cannot reach {url}: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if resp.status_code != 200:
-        try:
-            err = resp.json()["error"]
-            message = f"{err['name']}: {err['message']}"
-        except (ValueError, KeyError, TypeError):
-            message = resp.text[:300]
-        typer.echo(f"relaydesk: {resp.status_code} {message}", err=True)
-        raise typer.Exit(1)
-    result: dict[str, Any] = resp.json()
+    path = f"/api/quality/apps/{app_id}/series"
+    result: dict[str, Any] = call_api("GET", url, path, key, params=params).json()
     marked = worst_minutes(result["series"], worst)
     console = Console(width=170)
     if not result["series"]:
