@@ -130,6 +130,13 @@ class ServerProcess:
             channels=channels,
         )
 
+    def add_members(self, users: list[str], channel: str = "room") -> None:
+        """Make ``users`` members of ``channel`` through the admin API."""
+        with self.admin() as admin:
+            for user in users:
+                r = admin.post(f"/apps/{self.app}/channels/{channel}/members", json={"user": user})
+                assert r.status_code == 200, r.text
+
     def admin(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.http_url + "/v1",

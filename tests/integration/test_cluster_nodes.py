@@ -43,19 +43,12 @@ def _from(messages: list[Message], sender: str) -> list[str]:
     return [m.body.decode() for m in messages if m.sender == sender]
 
 
-def _members(server: Any, channel: str, users: list[str]) -> None:
-    with server.admin() as admin:
-        for user in users:
-            r = admin.post(f"/apps/{server.app}/channels/{channel}/members", json={"user": user})
-            assert r.status_code == 200, r.text
-
-
 async def test_users_on_two_nodes_exchange_messages_across_a_node_crash(
     make_server: Callable[..., Any], pg_url: str, nats_url: str
 ) -> None:
     a = make_server(cluster_config(pg_url, nats_url, "node-a", leader=True), name="a")
     b = make_server(cluster_config(pg_url, nats_url, "node-b", leader=False), name="b")
-    _members(a, "room", ["alice", "bob"])
+    a.add_members(["alice", "bob"])
     got: dict[str, list[Message]] = {"alice": [], "bob": []}
 
     def sdk(server: Any, user: str) -> Any:

@@ -60,13 +60,6 @@ CUT_FOR_S = 2.0
 DROP_PERCENT = 10
 
 
-def _members(server: Any, users: list[str]) -> None:
-    with server.admin() as admin:
-        for user in users:
-            r = admin.post(f"/apps/{server.app}/channels/edge/members", json={"user": user})
-            assert r.status_code == 200, r.text
-
-
 def _ms(dt: str) -> int:
     return int(datetime.fromisoformat(dt.replace("Z", "+00:00")).timestamp() * 1000)
 
@@ -100,7 +93,7 @@ async def test_jittering_edge_node_is_located_against_its_sibling(
     b = make_server(cluster_config(pg_url, nats_url, "edge-b", leader=False, region=REGION))
     a_users = [f"ua{i}" for i in range(USERS)]
     b_users = [f"ub{i}" for i in range(USERS)]
-    _members(a, a_users + b_users)
+    a.add_members(a_users + b_users, "edge")
     start_ms = int(time.time() * 1000)
     seconds = CLEAN_BEFORE_S + IMPAIRED_S + CLEAN_AFTER_S
     link = NetnsLink()

@@ -47,17 +47,10 @@ PER_PUBLISHER = 150
 RESULTS: dict[str, Any] = {}
 
 
-def _members(server: Any, users: list[str]) -> None:
-    with server.admin() as admin:
-        for user in users:
-            r = admin.post(f"/apps/{server.app}/channels/room/members", json={"user": user})
-            assert r.status_code == 200, r.text
-
-
 async def _load(server: Any) -> None:
     """16 raw publishers pipelining into a channel read by two acknowledging SDK devices."""
     users = [f"p{i}" for i in range(PUBLISHERS)] + ["sub1", "sub2"]
-    _members(server, users)
+    server.add_members(users)
     expected = PUBLISHERS * PER_PUBLISHER
     got = {"sub1": 0, "sub2": 0}
 

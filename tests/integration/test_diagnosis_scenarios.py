@@ -59,13 +59,6 @@ from relaydesk.protocol.frames import Hello
 from relaydesk.protocol.tokens import mint_token
 
 
-def _members(server: Any, users: list[str], channel: str = "room") -> None:
-    with server.admin() as admin:
-        for user in users:
-            r = admin.post(f"/apps/{server.app}/channels/{channel}/members", json={"user": user})
-            assert r.status_code == 200, r.text
-
-
 async def _await_probes(server: Any, region: str, field: str, n: int) -> None:
     """Wait (at most 12 s) until the node has recorded ``n`` probes (``field``:
     ``probes`` or ``probes_rejected``) from ``region``'s clients."""
@@ -119,7 +112,7 @@ async def test_writes_lost_to_one_device_is_a_server_defect(
     sends in the same step that switches the connection to live delivery."""
     started = time.monotonic()
     server = make_server(telemetry_config())  # every publish traced, 1.5 s ack deadline
-    _members(server, ["alice", "bob", "carol", "pub"])
+    server.add_members(["alice", "bob", "carol", "pub"])
     start_ms = int(time.time() * 1000) - 60_000
     devices = {"alice": "alice-phone", "bob": "bob-phone", "carol": "carol-tablet"}
     got: dict[str, list[int]] = {user: [] for user in devices}
@@ -235,7 +228,7 @@ async def test_latency_at_the_propagation_floor_is_nothing_wrong(
     config = telemetry_config()
     config["server"]["region"] = "london"
     server = make_server(config)
-    _members(server, ["lon", "sg1", "sg2"])
+    server.add_members(["lon", "sg1", "sg2"])
     start_ms = int(time.time() * 1000) - 60_000
     floor = propagation_floor_rtt_ms(great_circle_km("london", "singapore"))  # ≈ 163 ms
     one_way = LinkProfile(latency_ms=floor / 2)
@@ -339,7 +332,7 @@ async def test_client_faults_are_located_on_the_client(make_server: Callable[...
     started = time.monotonic()
     server = make_server(telemetry_config())
     skewed = ["skew1", "skew2", "skew3"]
-    _members(server, ["h1", "h2", "old", *skewed])
+    server.add_members(["h1", "h2", "old", *skewed])
     start_ms = int(time.time() * 1000) - 60_000
 
     # Reconnect loop: the app's token provider keeps returning a token that expired an

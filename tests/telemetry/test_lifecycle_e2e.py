@@ -21,13 +21,6 @@ from relaydesk.protocol.frames import Ack, Publish
 N = 12
 
 
-def _members(server: Any, users: list[str]) -> None:
-    with server.admin() as admin:
-        for user in users:
-            r = admin.post(f"/apps/{server.app}/channels/room/members", json={"user": user})
-            assert r.status_code == 200, r.text
-
-
 async def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -39,7 +32,7 @@ async def test_aggregates_match_known_counts_and_traces_add_up(
     make_server: Callable[..., Any],
 ) -> None:
     server = make_server(telemetry_config())
-    _members(server, ["pub", "alice", "bob", "carol"])
+    server.add_members(["pub", "alice", "bob", "carol"])
     url = server.ws_url
     pub = await login(url, server.token("pub"), "p1", region="eu")
     alice = await login(url, server.token("alice"), "a1", region="eu")

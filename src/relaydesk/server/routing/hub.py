@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 import secrets as pysecrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -136,7 +136,13 @@ class Hub:
         self._user_channels: dict[tuple[str, str], set[str]] = {}
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.stats = {"commits": 0, "ops": 0, "fanout_offers": 0, "busy_rejections": 0}
+        self.stats = {
+            "commits": 0,
+            "ops": 0,
+            "fanout_offers": 0,
+            "busy_rejections": 0,
+            "resynced_events": 0,  # committed by a commit that reported a failure
+        }
         # Cluster mode only.
         self._sequencer: Sequencer | None = None
         self._inbox: asyncio.Queue[CommitRecord] = asyncio.Queue(CLUSTER_INBOX_MAX)
@@ -250,6 +256,11 @@ class Hub:
                 failed = Outcome(error=ProtocolError(ErrorCode.INTERNAL, "storage failure"))
                 for _, done in batch:
                     done(failed)
+                if self.bus is None:
+                    # The COMMIT may have landed all the same (the connection to
+                    # PostgreSQL broke while it ran): route whatever did.
+                    with contextlib.suppress(Exception):
+                        await self._resync(None)
                 continue
             if rec is not None:
                 rec.commit_window(started, mono())
@@ -260,6 +271,12 @@ class Hub:
                     done(outcome)
                 await self._announce_commit(ops, result)
             else:
+                first = next(
+                    (o.event.pos for o in result.outcomes if o.event and not o.duplicate),
+                    result.last_pos + 1,
+                )
+                if first - 1 > self.fanned_pos:  # committed by a commit reported failed
+                    await self._resync(first - 1)
                 self._remember_members(result.members)
                 for (op, done), outcome in zip(batch, result.outcomes, strict=True):
                     done(outcome)
@@ -420,21 +437,38 @@ class Hub:
                 seq.rewind(self.fanned_pos, mono())
                 await asyncio.sleep(seq.gap_timeout)
 
-    async def _fill(self, after: int, upto: int) -> None:
-        """Read positions ``after < pos <= upto`` from storage and route them."""
-        seq = self._sequencer
-        assert seq is not None
-        self.cluster_stats["gap_fills"] += 1
+    async def _stored(self, after: int, upto: int) -> AsyncIterator[CommitRecord]:
+        """Positions ``after < pos <= upto`` read from storage, as records of a page each."""
         while after < upto:
             rows = await self.db.read(
                 functools.partial(events_range_tx, after=after, upto=upto, limit=GAP_FILL_PAGE)
             )
             end = rows[-1][2].pos if len(rows) == GAP_FILL_PAGE else upto
             items = tuple(Item(app, audience, event) for app, audience, event in rows)
-            self.cluster_stats["filled_events"] += len(items)
-            filled = CommitRecord("", after + 1, end, items)
-            await self._route_records(seq.offer(filled, self.clock.monotonic()))
+            yield CommitRecord("", after + 1, end, items)
             after = end
+
+    async def _fill(self, after: int, upto: int) -> None:
+        """Route positions ``after < pos <= upto`` that never arrived over the bus."""
+        seq = self._sequencer
+        assert seq is not None
+        self.cluster_stats["gap_fills"] += 1
+        async for record in self._stored(after, upto):
+            self.cluster_stats["filled_events"] += len(record.items or ())
+            await self._route_records(seq.offer(record, self.clock.monotonic()))
+
+    async def _resync(self, upto: int | None) -> None:
+        """Route committed positions after ``fanned_pos`` (up to ``upto``, or all) that
+        were never routed: a commit reported as failed may have landed (one node)."""
+        if upto is None:
+            upto = await self.db.read(self.store.last_pos_tx)
+        async for record in self._stored(self.fanned_pos, upto):
+            n = len(record.items or ())
+            self.stats["resynced_events"] += n
+            log.warning(
+                "routing %d events of positions %d-%d from storage", n, record.first, record.last
+            )
+            await self._route_records([record])
 
     async def _route_records(self, records: list[CommitRecord]) -> None:
         if not records:
