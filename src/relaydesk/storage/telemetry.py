@@ -107,6 +107,16 @@ class HistData(msgspec.Struct, array_like=True):
             b[i] = b.get(i, 0) + c
 
 
+def merge_hists(into: dict[str, HistData], other: dict[str, HistData]) -> None:
+    """Add every stage histogram of ``other`` into ``into`` (copying new stages)."""
+    for stage, h in other.items():
+        mine = into.get(stage)
+        if mine is None:
+            into[stage] = HistData(h.sum, h.n, dict(h.buckets))
+        else:
+            mine.merge(h)
+
+
 _HISTS_ENC = msgspec.msgpack.Encoder()
 _HISTS_DEC = msgspec.msgpack.Decoder(dict[str, HistData])
 
@@ -139,12 +149,7 @@ class SeriesRow:
                 self.counts[i] = max(self.counts[i], other.counts[i])
             else:
                 self.counts[i] += other.counts[i]
-        for stage, h in other.hists.items():
-            mine = self.hists.get(stage)
-            if mine is None:
-                self.hists[stage] = HistData(h.sum, h.n, dict(h.buckets))
-            else:
-                mine.merge(h)
+        merge_hists(self.hists, other.hists)
 
     def count(self, name: str) -> int:
         return self.counts[COUNTERS.index(name)]

@@ -112,11 +112,17 @@ class Histogram:
     def to_data(self) -> HistData:
         return HistData(self.sum, self.n, {i: c for i, c in enumerate(self.counts) if c})
 
+    def add_data(self, data: HistData) -> None:
+        """Add a stored histogram with the same bounds (buckets out of range ignored)."""
+        counts = self.counts
+        for i, c in data.buckets.items():
+            if 0 <= i < len(counts):
+                counts[i] += c
+        self.sum += data.sum
+        self.n += data.n
+
     @classmethod
     def from_data(cls, data: HistData, bounds: Sequence[float], *, log: bool) -> Histogram:
         h = cls(bounds, log=log)
-        for i, c in data.buckets.items():
-            if 0 <= i < len(h.counts):
-                h.counts[i] += c
-        h.sum, h.n = data.sum, data.n
+        h.add_data(data)
         return h

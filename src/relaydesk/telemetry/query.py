@@ -33,6 +33,7 @@ from relaydesk.storage.telemetry import (
     SeriesRow,
     TelemetryStore,
     TraceRow,
+    merge_hists,
 )
 from relaydesk.telemetry.histogram import LATENCY_BOUNDS_MS, LOSS_BOUNDS, Histogram
 from relaydesk.telemetry.recorder import LATENCY_STAGES, REASONS, UNEXPECTED
@@ -155,24 +156,14 @@ class _Acc:
         for i, c in enumerate(row.counts):
             self.counts[i] += c
         self.active_at[row.start_ms] = self.active_at.get(row.start_ms, 0) + row.count("active_max")
-        for stage, h in row.hists.items():
-            mine = self.hists.get(stage)
-            if mine is None:
-                self.hists[stage] = HistData(h.sum, h.n, dict(h.buckets))
-            else:
-                mine.merge(h)
+        merge_hists(self.hists, row.hists)
 
     def merge(self, other: _Acc) -> None:
         for i, c in enumerate(other.counts):
             self.counts[i] += c
         for t, n in other.active_at.items():
             self.active_at[t] = self.active_at.get(t, 0) + n
-        for stage, h in other.hists.items():
-            mine = self.hists.get(stage)
-            if mine is None:
-                self.hists[stage] = HistData(h.sum, h.n, dict(h.buckets))
-            else:
-                mine.merge(h)
+        merge_hists(self.hists, other.hists)
 
     def hist(self, name: str) -> Histogram:
         data = self.hists.get(name)

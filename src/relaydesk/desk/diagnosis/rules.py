@@ -69,16 +69,10 @@ def at(ms: int) -> datetime:
 
 def _hist(minutes: Iterable[Minute], stage: str) -> Histogram:
     h = Histogram.latency()
-    counts = h.counts
     for m in minutes:
         data: HistData | None = m.stages.get(stage)
-        if data is None:
-            continue
-        for i, c in data.buckets.items():
-            if 0 <= i < len(counts):
-                counts[i] += c
-        h.sum += data.sum
-        h.n += data.n
+        if data is not None:
+            h.add_data(data)
     return h
 
 
