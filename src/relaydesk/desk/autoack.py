@@ -292,7 +292,7 @@ class AutoAcknowledger:
         now = self._tickets.now()
 
         def write(tx: Tx) -> bool:
-            fresh = self._tickets.store.ticket(tx, ticket.id)
+            fresh = self._tickets.store.ticket(tx, ticket.id, for_update=True)
             if fresh is None or fresh.acknowledged_at is not None or fresh.status == "closed":
                 return False
             author: tuple[ActorKind, str] = ("automation", AUTHOR_ID)

@@ -613,9 +613,13 @@ class DeskStore:
             (self._insert_params(t) for t in tickets),
         )
 
-    def ticket(self, tx: Tx, ticket_id: int) -> Ticket | None:
-        """One ticket."""
-        row = tx.one(f"SELECT {_TICKET_COLS} FROM desk_tickets WHERE id = ?", (ticket_id,))
+    def ticket(self, tx: Tx, ticket_id: int, *, for_update: bool = False) -> Ticket | None:
+        """One ticket.  ``for_update`` (in a write transaction that will change it): on
+        PostgreSQL, lock its row until commit, so two nodes changing one ticket at once
+        take turns instead of both working from the same stale state (SQLite's single
+        writer serialises them already)."""
+        lock = " FOR UPDATE" if for_update and tx.dialect == "postgres" else ""
+        row = tx.one(f"SELECT {_TICKET_COLS} FROM desk_tickets WHERE id = ?{lock}", (ticket_id,))
         return None if row is None else _ticket(row)
 
     def set_status(

@@ -187,7 +187,7 @@ class EscalationScheduler:
         agents = self._store.agents(tx)
         recorded = 0
         for ticket_id in ids:
-            ticket = self._store.ticket(tx, ticket_id)
+            ticket = self._store.ticket(tx, ticket_id, for_update=True)
             if ticket is None:  # pragma: no cover - tickets are never deleted
                 continue
             try:

@@ -228,8 +228,10 @@ class TicketService:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _visible(self, tx: Tx, principal: Principal, ticket_id: int) -> Ticket:
-        ticket = self._store.ticket(tx, ticket_id)
+    def _visible(
+        self, tx: Tx, principal: Principal, ticket_id: int, *, for_update: bool = False
+    ) -> Ticket:
+        ticket = self._store.ticket(tx, ticket_id, for_update=for_update)
         if ticket is None or (
             principal.kind == "customer" and ticket.organisation_id != principal.organisation_id
         ):
@@ -405,12 +407,12 @@ class TicketService:
         """Add a comment (see :meth:`add_comment`); ``principal=None`` is the desk itself,
         writing as ``author`` (``automation`` or ``bot``)."""
         if principal is not None:
-            ticket = self._visible(tx, principal, ticket_id)
+            ticket = self._visible(tx, principal, ticket_id, for_update=True)
             if principal.kind == "customer" and not public:
                 raise DeskError(DeskErrorCode.FORBIDDEN, "customers cannot write internal notes")
             actor: tuple[ActorKind, str] = (principal.actor_kind, principal.id)
         else:
-            found = self._store.ticket(tx, ticket_id)
+            found = self._store.ticket(tx, ticket_id, for_update=True)
             if found is None:
                 raise DeskError(DeskErrorCode.TICKET_NOT_FOUND, f"no ticket {ticket_id}")
             ticket = found
@@ -517,7 +519,7 @@ class TicketService:
                 DeskErrorCode.UNKNOWN_STATUS,
                 f"unknown status {status!r}; expected one of {', '.join(STATUSES)}",
             )
-        ticket = self._visible(tx, principal, ticket_id)
+        ticket = self._visible(tx, principal, ticket_id, for_update=True)
         self._agent_only(principal, "change the status")
         if status == ticket.status:
             return ticket
@@ -548,7 +550,7 @@ class TicketService:
                 DeskErrorCode.UNKNOWN_PRIORITY,
                 f"unknown priority {priority!r}; expected one of {', '.join(PRIORITIES)}",
             )
-        ticket = self._visible(tx, principal, ticket_id)
+        ticket = self._visible(tx, principal, ticket_id, for_update=True)
         self._agent_only(principal, "change the priority")
         if ticket.status == "closed":
             raise DeskError(DeskErrorCode.TICKET_CLOSED, f"ticket {ticket_id} is closed")
@@ -586,13 +588,13 @@ class TicketService:
     ) -> Ticket:
         """Change the assignee (see :meth:`assign`); ``principal=None`` is automation."""
         if principal is None:
-            found = self._store.ticket(tx, ticket_id)
+            found = self._store.ticket(tx, ticket_id, for_update=True)
             if found is None:
                 raise DeskError(DeskErrorCode.TICKET_NOT_FOUND, f"no ticket {ticket_id}")
             ticket = found
             actor: tuple[ActorKind, str] = ("automation", "auto-assign")
         else:
-            ticket = self._visible(tx, principal, ticket_id)
+            ticket = self._visible(tx, principal, ticket_id, for_update=True)
             self._agent_only(principal, "assign tickets")
             actor = (principal.actor_kind, principal.id)
         if assignee_id is not None:
