@@ -75,9 +75,20 @@ class Target:
     secret: str = ""  # relaydesk app secret (demo app)
     app: str = "demo"
     group: int = 0  # idle runs: subscribers join channel f"{channel}{i // group}"
+    # relaydesk cluster runs: the port of every node.  Subscriber i connects to node
+    # i % len(ports); the publisher holds one connection per node and sends message k
+    # through node k % len(ports).  Empty: ``port`` only.
+    ports: tuple[int, ...] = ()
 
     def channel_of(self, i: int) -> str:
         return f"{self.channel}{i // self.group}" if self.group else self.channel
+
+    def port_of(self, i: int) -> int:
+        return self.ports[i % len(self.ports)] if self.ports else self.port
+
+    @property
+    def nodes(self) -> int:
+        return len(self.ports) or 1
 
 
 # ----------------------------------------------------------------- shared tally
@@ -233,9 +244,9 @@ class _RelaydeskClient(WSListener):
 
 
 async def _relaydesk_connect(
-    target: Target, tally: Tally | None, i: int, user: str, role: str
+    target: Target, tally: Tally | None, i: int, user: str, role: str, port: int = 0
 ) -> _RelaydeskClient:
-    url = f"ws://{target.host}:{target.port}/v1/ws"
+    url = f"ws://{target.host}:{port or target.port}/v1/ws"
     _, client = await ws_connect(
         lambda: _RelaydeskClient(tally, i),
         url,
@@ -408,7 +419,9 @@ async def _open_text(
 async def _open_subscriber(target: Target, tally: Tally, i: int, user_index: int) -> Any:
     kind = target.kind
     if kind == "relaydesk":
-        return await _relaydesk_connect(target, tally, i, f"{target.prefix}s{user_index}", "member")
+        return await _relaydesk_connect(
+            target, tally, i, f"{target.prefix}s{user_index}", "member", target.port_of(user_index)
+        )
     if kind == "ws":
         _, listener = await ws_connect(
             lambda: _WsSub(tally, i),
@@ -455,13 +468,22 @@ class _Publisher:
         self.client: Any = None
         self.ws: WSTransport | None = None
         self.to = f"channel:{target.channel}"
+        # relaydesk on several nodes: one connection (and user) per node, client k % n
+        # sends message k.  ``client`` / ``ws`` are the first of them.
+        self.clients: list[Any] = []
+        self.wss: list[WSTransport] = []
 
     async def open(self) -> None:
         t = self.target
         if t.kind == "relaydesk":
-            self.client = await _relaydesk_connect(t, None, 0, f"{t.prefix}p", "owner")
-            await _relaydesk_join(self.client, t.channel)
-            self.ws = self.client.transport
+            for k in range(t.nodes):
+                user = f"{t.prefix}p" if k == 0 else f"{t.prefix}p{k}"
+                client = await _relaydesk_connect(t, None, 0, user, "owner", t.port_of(k))
+                await _relaydesk_join(client, t.channel)
+                assert client.transport is not None
+                self.clients.append(client)
+                self.wss.append(client.transport)
+            self.client, self.ws = self.clients[0], self.wss[0]
         elif t.kind == "ws":
             self.ws, self.client = await ws_connect(_WsPub, f"ws://{t.host}:{t.port}/pub")
         elif t.kind == "mqtt":
@@ -480,8 +502,9 @@ class _Publisher:
         kind = self.target.kind
         payload = make_payload(index)
         if kind == "relaydesk":
-            assert self.ws is not None
-            self.ws.send(
+            ws = self.wss[index % len(self.wss)] if len(self.wss) > 1 else self.ws
+            assert ws is not None
+            ws.send(
                 WSMsgType.BINARY,
                 _ENCODE({"t": "pub", "id": str(index), "to": self.to, "body": payload}),
             )
@@ -496,16 +519,18 @@ class _Publisher:
     def acked(self) -> int:
         kind = self.target.kind
         if kind == "relaydesk":
-            return int(self.client.pubacks)
+            return sum(int(c.pubacks) for c in self.clients)
         if kind == "mqtt":
             return int(self.client.pubacks)
         return -1
 
     def errors(self) -> list[str]:
-        return list(getattr(self.client, "errors", []))
+        clients = self.clients or [self.client]
+        return [e for c in clients for e in getattr(c, "errors", [])]
 
     def close(self) -> None:
-        _close(self.target, self.client)
+        for c in self.clients or [self.client]:
+            _close(self.target, c)
 
 
 # ----------------------------------------------------------------- process bodies
@@ -671,13 +696,18 @@ async def _publish_run(
     warm_s: float = p["warm_s"]
     rate: float = p.get("rate") or 0.0
     window: int = p.get("window", WINDOW)
-    server_pid: int = p.get("server_pid", 0)
+    # CPU is counted for ``server_pids`` (every node of a cluster) or ``server_pid``.
+    server_pids: list[int] = p.get("server_pids") or [p.get("server_pid", 0)]
+
+    def server_ticks() -> int:
+        return sum(_cpu_ticks(pid) for pid in server_pids)
+
     sent = start
     last = start + max_msgs
     t0 = time.monotonic()
     deadline = t0 + max_s
     warm_at = t0 + warm_s
-    warm: tuple[float, int, int] | None = None
+    warm: tuple[float, int, int, int] | None = None  # time, deliveries, server CPU, acks
     machine0 = 0
     stalls = 0
     chunk = 200
@@ -686,7 +716,7 @@ async def _publish_run(
         if now >= deadline:
             break
         if warm is None and now >= warm_at:
-            warm = (now, sum(deliv), _cpu_ticks(server_pid))
+            warm = (now, sum(deliv), server_ticks(), pub.acked())
             machine0 = _machine_busy_ticks()
         allowed = min(low) + window - sent
         if rate:
@@ -718,10 +748,11 @@ async def _publish_run(
             await asyncio.wait_for(wake.wait(), 0.05)
     t_end = time.monotonic()
     d_end = sum(deliv)
-    cpu_end = _cpu_ticks(server_pid)
+    cpu_end = server_ticks()
     machine_end = _machine_busy_ticks()
+    acked_end = pub.acked()
     if warm is None:
-        warm = (t0, 0, cpu_end)
+        warm = (t0, 0, cpu_end, acked_end)
         machine0 = machine_end
     return {
         "first_index": start + 1,
@@ -735,7 +766,9 @@ async def _publish_run(
         "server_cpu_s": (cpu_end - warm[2]) / os.sysconf("SC_CLK_TCK"),
         "machine_cpu_s": (machine_end - machine0) / os.sysconf("SC_CLK_TCK"),
         "stalls": stalls,
-        "acked": pub.acked(),
+        "acked": acked_end,
+        # Publish acknowledgements received within the window (-1: the target has none).
+        "acked_in_window": acked_end - warm[3] if acked_end >= 0 else -1,
     }
 
 

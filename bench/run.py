@@ -16,6 +16,10 @@ Scenarios (docs/benchmarks.md explains every figure):
 * ``idle``: server memory per idle connection (logged in, joined, idle) for
   10,000 connections: VmRSS after minus before, over N.
 * ``desk`` (``bench/desk.py``), ``telemetry`` (``bench/telemetry_overhead.py``).
+* ``storage`` (``bench/storage.py``): the durable publish path on one node on SQLite,
+  one on PostgreSQL and two on PostgreSQL + NATS, in the same run: acknowledged
+  publishes/s, deliveries/s, latency at a common rate, ratios to SQLite; and one
+  2,000-publish group commit timed on each engine.  Alone: ``--only storage``.
 * ``scenarios`` (``bench/scenarios.py``): the diagnosis scenario tests run by pytest;
   per scenario, ticket creation -> automatic acknowledgement and whether the top
   finding located the right layer and device/setting.  Alone:
@@ -56,6 +60,16 @@ LABELS = {
     "redis": "Redis pub/sub",
 }
 KIND = {"relaydesk": "relaydesk", "ws": "ws", "mosquitto": "mqtt", "nats": "nats", "redis": "redis"}
+SCENARIOS = (
+    "fanout100",
+    "fanout1000",
+    "idle",
+    "fanout",
+    "desk",
+    "telemetry",
+    "scenarios",
+    "storage",
+)
 FIXED_RATE = 50_000  # deliveries/s for the common-rate latency run
 GEN_BOUND_CORES = 0.9  # generator CPU at peak above which the peak is marked '*'
 
@@ -512,11 +526,7 @@ def _selected(only: list[str], scenario: str, system: str) -> bool:
     if not only:
         return True
     keys = {scenario, system, f"{scenario}/{system}"}
-    scen_tokens = [
-        o
-        for o in only
-        if o in ("fanout100", "fanout1000", "idle", "fanout", "desk", "telemetry", "scenarios")
-    ]
+    scen_tokens = [o for o in only if o in SCENARIOS]
     sys_tokens = [o for o in only if o in LABELS]
     full = [o for o in only if "/" in o]
     if any(o in keys for o in full):
@@ -565,6 +575,17 @@ def _telemetry_overhead(quick: bool) -> dict[str, Any] | None:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _storage(quick: bool) -> dict[str, Any]:
+    """The durable publish path per deployment (bench/storage.py)."""
+    try:
+        from bench import storage
+
+        result: dict[str, Any] = storage.run(quick)
+        return result
+    except (ImportError, RuntimeError, OSError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}", "failures": []}
+
+
 def _scenarios(quick: bool) -> dict[str, Any]:
     """Creation -> acknowledgement per diagnosis scenario (bench/scenarios.py)."""
     try:
@@ -583,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         default=[],
-        help="scenario (fanout100, fanout1000, idle, desk, telemetry, scenarios), system "
+        help="scenario (fanout100, fanout1000, idle, desk, telemetry, scenarios, storage), "
+        "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
     )
@@ -635,6 +657,13 @@ def main(argv: list[str] | None = None) -> int:
     overhead = (
         _telemetry_overhead(args.quick) if _selected(args.only, "telemetry", "telemetry") else None
     )
+    store = None
+    if _selected(args.only, "storage", "storage"):
+        print(f"[{time.monotonic() - t_start:6.1f}s] storage ...", flush=True)
+        store = _storage(args.quick)
+        if "error" in store:
+            failures.append(f"storage: {store['error']}"[:2000])
+        failures.extend(store["failures"])
     diagnosis = _scenarios(args.quick) if _selected(args.only, "scenarios", "scenarios") else None
     if diagnosis is not None:
         if "error" in diagnosis:
@@ -671,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "desk": desk,
         "telemetry_overhead": overhead,
+        "storage": store,
         "diagnosis_scenarios": diagnosis,
         "failures": failures,
     }
@@ -702,6 +732,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndesk:", json.dumps(desk, default=str)[:2000])
     if overhead:
         print("\ntelemetry overhead (on/off):", json.dumps(overhead, default=str)[:2000])
+    if store and "table" in store:
+        from bench import storage
+
+        print("\ndurable publish path per deployment (bench/storage.py):")
+        storage.print_table(store["table"])
+        print("\n" + store["table_markdown"])
     if diagnosis and "rows" in diagnosis:
         from bench import scenarios
 

@@ -1,0 +1,451 @@
+"""The durable publish path per deployment, in one run: SQLite, PostgreSQL, two nodes.
+
+Theory of operation
+-------------------
+Three deployments of relaydesk, each started fresh by this step:
+
+* ``sqlite``: one node on its default SQLite file (``sync = "full"``);
+* ``postgres``: one node on PostgreSQL (a fresh schema, ``synchronous_commit`` on);
+* ``cluster``: two nodes on one PostgreSQL schema and the machine's NATS (a cluster
+  name unique to the run), started one after the other.
+
+Each is driven by the lean load generator (``bench.loadgen``) with
+``SUBSCRIBERS`` subscribers in one channel and one publisher process.  In the
+cluster, subscriber i connects to node i % 2 and the publisher holds one connection
+per node and sends message k through node k % 2, so half of the messages are
+committed by each node (both take the position counter's row lock) and every
+message reaches subscribers on both nodes, half of them across the bus.
+
+Per deployment two runs on the same connections:
+
+* **sustained**: the publisher sends as fast as the generator's window allows (never
+  more than 1,000 messages ahead of the slowest subscriber) for ``PEAK_S``; figures
+  from the end of the warm-up until every subscriber has the last message:
+  acknowledged publishes per second (``puback`` frames received), deliveries per
+  second, relaydesk CPU (all nodes) and the rest of the machine (PostgreSQL, NATS).
+* **latency** at ``FIXED_RATE`` publishes/s, common to all three: publish -> delivery
+  p50/p99 over every delivery (the send time travels in the message).
+
+Then, without a server, the hot spot itself (``batch``): ``MessageStore.commit_batch_tx``
+for a batch of ``BATCH_OPS`` publishes by ``SUBSCRIBERS`` channel members, on SQLite
+and on PostgreSQL, median over ``BATCH_ROUNDS`` batches; on PostgreSQL a commit holds
+the cluster-wide counter lock for the whole of it.
+
+Ratios are deployment / sqlite.  In the cluster, messages of the two publisher
+connections may reach a subscriber out of index order (two nodes commit in turn);
+the generator counts by highest index seen, so deliveries in flight at the edges of
+the window may be counted a little early, a few hundred out of hundreds of thousands.
+
+Run alone: ``python -m bench.run --only storage`` (about two minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import statistics
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+
+from bench import servers
+from bench.loadgen import Fleet, Target, percentiles
+from relaydesk.protocol.addresses import channel_conversation
+from relaydesk.storage import Database, open_database
+from relaydesk.storage.messages import JoinOp, MessageStore, Op, PublishOp, messaging_migrations
+
+#: The PostgreSQL server the step uses (a fresh schema per deployment, dropped after).
+POSTGRES_URL = os.environ.get("RELAYDESK_BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+NATS_URL = "nats://127.0.0.1:4222"
+DEPLOYMENTS = ("sqlite", "postgres", "cluster")
+LABELS = {"sqlite": "1 node SQLite", "postgres": "1 node PG", "cluster": "2 nodes PG+NATS"}
+SUBSCRIBERS = 20
+FIXED_RATE = 1000  # publishes/s in the latency run: below every deployment's sustained rate
+BATCH_OPS = 2000  # = storage.commit_batch_max, the largest group commit
+BATCH_ROUNDS = 8
+
+
+class Plan:
+    def __init__(self, quick: bool) -> None:
+        self.peak_s, self.peak_warm_s = (4.0, 1.0) if quick else (8.0, 2.0)
+        self.lat_s, self.lat_warm_s = (3.0, 0.5) if quick else (5.0, 1.0)
+        self.batch_rounds = 3 if quick else BATCH_ROUNDS
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema on ``POSTGRES_URL``; yields a URL whose connections use only it."""
+    name = f"bench_{secrets.token_hex(5)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+class StorageNode(servers.RelaydeskServer):
+    """The benchmark's relaydesk node on a given storage URL, optionally in a cluster."""
+
+    def __init__(self, storage_url: str = "", node_id: str = "node-1", cluster: str = "") -> None:
+        super().__init__()
+        self.storage_url = storage_url
+        self.node_id = node_id
+        self.cluster = cluster  # cluster name; empty: a single node
+        self.leader = node_id == "node-1"
+
+    def config_text(self) -> str:
+        text = super().config_text()
+        if self.storage_url:
+            # (json.dumps of a str is a valid TOML basic string)
+            text = text.replace("[storage]\n", f"[storage]\nurl = {json.dumps(self.storage_url)}\n")
+        text += f"[server]\nnode_id = {json.dumps(self.node_id)}\n"
+        if self.cluster:
+            text += (
+                f"[cluster]\nbus = {json.dumps(NATS_URL)}\nname = {json.dumps(self.cluster)}\n"
+                f"leader = {'true' if self.leader else 'false'}\n"
+            )
+        return text
+
+    def ready(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+        return body
+
+
+@contextlib.contextmanager
+def deployment(name: str) -> Iterator[list[StorageNode]]:
+    """Start the nodes of ``name`` (one after the other); stop them and drop the schema."""
+    with contextlib.ExitStack() as stack:
+        if name == "sqlite":
+            specs = [StorageNode()]
+        else:
+            url = stack.enter_context(pg_schema())
+            if name == "postgres":
+                specs = [StorageNode(url)]
+            else:
+                cluster = f"bench{secrets.token_hex(4)}"
+                specs = [StorageNode(url, f"node-{k + 1}", cluster) for k in range(2)]
+        for node in specs:
+            stack.enter_context(node)
+        yield specs
+
+
+def _r(x: float, nd: int = 2) -> float:
+    return round(x, nd)
+
+
+def measure(name: str, plan: Plan) -> dict[str, Any]:
+    """Sustained pubacks/s and deliveries/s, then latency at ``FIXED_RATE``, on ``name``."""
+    out: dict[str, Any] = {"deployment": LABELS[name], "subscribers": SUBSCRIBERS}
+    with deployment(name) as nodes:
+        target = Target(
+            "relaydesk",
+            "127.0.0.1",
+            nodes[0].port,
+            channel="store",
+            prefix=f"s{time.monotonic_ns() % 10**6}",
+            secret=nodes[0].secret,
+            ports=tuple(n.port for n in nodes) if len(nodes) > 1 else (),
+        )
+        pids = [n.pid for n in nodes]
+        fleet = Fleet(target, SUBSCRIBERS, procs=2)
+        try:
+            out["setup"] = fleet.start()
+            peak = fleet.publish(
+                {
+                    "max_msgs": 2_000_000,
+                    "max_s": plan.peak_s,
+                    "warm_s": plan.peak_warm_s,
+                    "server_pids": pids,
+                },
+                timeout=plan.peak_s + 120,
+            )
+            window = max(1e-9, peak["window_s"])
+            out["sustained"] = {
+                "pubacks_per_s": round(peak["acked_in_window"] / window),
+                "deliveries_per_s": round(peak["deliveries"] / window),
+                "messages": peak["sent"],
+                "acked": peak["acked"],
+                "window_s": _r(peak["window_s"], 3),
+                "drained": peak["drained"],
+                "relaydesk_cores": _r(peak["server_cpu_s"] / window),
+                # PostgreSQL, NATS and anything else the machine ran meanwhile.
+                "other_cores": _r(
+                    max(
+                        0.0,
+                        (peak["machine_cpu_s"] - peak["server_cpu_s"]) / window
+                        - peak["generator_cores"],
+                    )
+                ),
+                "generator_cores": _r(peak["generator_cores"]),
+                "errors": peak["errors"][:3],
+            }
+            fleet.latency_from(fleet.publish_index + 1 + int(FIXED_RATE * plan.lat_warm_s))
+            run = fleet.publish(
+                {
+                    "max_msgs": 2_000_000,
+                    "max_s": plan.lat_s,
+                    "warm_s": plan.lat_warm_s,
+                    "rate": float(FIXED_RATE),
+                    "server_pids": pids,
+                },
+                timeout=plan.lat_s + 120,
+            )
+            got = fleet.collect()
+            pct = percentiles(got["lat"])
+            lw = max(1e-9, run["window_s"])
+            out["latency"] = {
+                "publishes_per_s": FIXED_RATE,
+                "achieved_pubacks_per_s": round(run["acked_in_window"] / lw),
+                "achieved_deliveries_per_s": round(run["deliveries"] / lw),
+                "samples": len(got["lat"]),
+                "p50_ms": _r(pct["p50"]),
+                "p99_ms": _r(pct["p99"]),
+                "p99.9_ms": _r(pct["p99.9"]),
+                "max_ms": _r(pct["max"]),
+                "relaydesk_cores": _r(run["server_cpu_s"] / lw),
+                "drained": run["drained"],
+                "errors": (run["errors"] + got["errors"])[:3],
+            }
+            if len(nodes) > 1:
+                out["cluster"] = {n.node_id: n.ready().get("cluster", {}) for n in nodes}
+        finally:
+            fleet.close()
+    return out
+
+
+# ----------------------------------------------------------------- the hot spot alone
+
+
+def _batch_ops(round_: int) -> list[Op]:
+    conv = channel_conversation("store")
+    body = b"." * 100
+    return [
+        PublishOp(
+            app="bench",
+            sender=f"u{i % SUBSCRIBERS}",
+            device="d",
+            conv=conv,
+            client_id=f"{round_}.{i}",
+            body=body,
+            enc="",
+            ts=1,
+        )
+        for i in range(BATCH_OPS)
+    ]
+
+
+def _time_batches(db: Database, rounds: int) -> dict[str, Any]:
+    db.migrate("messaging", messaging_migrations(db.dialect))
+    store = MessageStore(retention_max_age_ms=10**12, retention_max_per_conv=10**9)
+    joins: list[Op] = [
+        JoinOp(
+            app="bench",
+            actor=f"u{i}",
+            device="d",
+            channel=channel_conversation("store"),
+            user=f"u{i}",
+            role="member",
+            via="grant",
+            ts=1,
+        )
+        for i in range(SUBSCRIBERS)
+    ]
+    db.write_sync(lambda tx: store.commit_batch_tx(tx, joins, ()))
+    body_ms: list[float] = []
+    write_ms: list[float] = []
+    for r in range(rounds):
+        ops = _batch_ops(r)
+        inner: list[float] = []
+
+        def body(tx: Any, ops: list[Op] = ops, inner: list[float] = inner) -> None:
+            t = time.perf_counter()
+            result = store.commit_batch_tx(tx, ops, ())
+            inner.append(time.perf_counter() - t)
+            assert all(o.event is not None and not o.duplicate for o in result.outcomes)
+
+        t0 = time.perf_counter()
+        db.write_sync(body)
+        write_ms.append(1e3 * (time.perf_counter() - t0))
+        body_ms.append(1e3 * inner[0])
+    return {
+        "ops_per_batch": BATCH_OPS,
+        "rounds": rounds,
+        "commit_batch_tx_ms": _r(statistics.median(body_ms)),
+        "write_with_commit_ms": _r(statistics.median(write_ms)),
+        "publishes_per_s": round(BATCH_OPS / (statistics.median(write_ms) / 1e3)),
+    }
+
+
+def batch(engine: str, plan: Plan) -> dict[str, Any]:
+    """Median time of one ``BATCH_OPS``-publish group commit on ``engine``."""
+    with contextlib.ExitStack() as stack:
+        if engine == "sqlite":
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-batch-"))
+            url = f"sqlite:///{Path(tmp) / 'batch.db'}"
+        else:
+            url = stack.enter_context(pg_schema())
+        db = open_database(url, sync="full")
+        stack.callback(db.close_sync)
+        return _time_batches(db, plan.batch_rounds)
+
+
+# ----------------------------------------------------------------- the step
+
+
+FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
+    ("acked publishes/s", "higher", lambda r: r["sustained"]["pubacks_per_s"]),
+    ("deliveries/s", "higher", lambda r: r["sustained"]["deliveries_per_s"]),
+    ("relaydesk cores", "info", lambda r: r["sustained"]["relaydesk_cores"]),
+    ("PG/NATS/other cores", "info", lambda r: r["sustained"]["other_cores"]),
+    (f"p50 ms @ {FIXED_RATE:,} pub/s", "lower", lambda r: r["latency"]["p50_ms"]),
+    (f"p99 ms @ {FIXED_RATE:,} pub/s", "lower", lambda r: r["latency"]["p99_ms"]),
+]
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per figure: the value per deployment and its ratio to sqlite."""
+    per = result.get("deployments", {})
+    table: list[dict[str, Any]] = []
+    for label, better, get in FIGURES:
+        vals: dict[str, Any] = {}
+        for name, r in per.items():
+            with contextlib.suppress(KeyError, TypeError):
+                vals[name] = get(r)
+        table.append({"figure": label, "better": better, "values": vals})
+    bat = result.get("batch", {})
+    for label, key in (
+        (f"commit_batch_tx ms, {BATCH_OPS:,} publishes", "commit_batch_tx_ms"),
+        ("same + COMMIT, ms", "write_with_commit_ms"),
+    ):
+        vals = {}
+        for engine, r in bat.items():
+            if key in r:
+                vals["sqlite" if engine == "sqlite" else "postgres"] = r[key]
+        table.append({"figure": label, "better": "lower", "values": vals})
+    for row in table:
+        base = row["values"].get("sqlite")
+        row["ratios"] = (
+            {
+                k: (round(v / base, 2) if isinstance(v, int | float) and base else None)
+                for k, v in row["values"].items()
+                if k != "sqlite"
+            }
+            if row["better"] != "info"
+            else {}
+        )
+    return table
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _cells(table: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    others = [d for d in DEPLOYMENTS if d != "sqlite"]
+    head = ["figure", *[LABELS[d] for d in DEPLOYMENTS], *[f"{d}/sqlite" for d in others]]
+    body = [
+        [
+            row["figure"],
+            *[_fmt(row["values"].get(d)) for d in DEPLOYMENTS],
+            *[_fmt(row["ratios"].get(d)) for d in others],
+        ]
+        for row in table
+    ]
+    return head, body
+
+
+def markdown_table(table: list[dict[str, Any]]) -> str:
+    head, body = _cells(table)
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    lines += ["| " + " | ".join(b) + " |" for b in body]
+    return "\n".join(lines)
+
+
+def print_table(table: list[dict[str, Any]]) -> None:
+    head, body = _cells(table)
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    for i, line in enumerate([head, *body]):
+        print(
+            "  ".join(
+                x.ljust(w) if k == 0 else x.rjust(w)
+                for k, (x, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if i == 0:
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    print("ratios are deployment/sqlite; for latency and batch time lower is better")
+
+
+def run(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every deployment, then the batch timing; a failure of one is recorded, not raised."""
+    plan = Plan(quick)
+    result: dict[str, Any] = {
+        "method": {
+            "subscribers": SUBSCRIBERS,
+            "fixed_rate_publishes_per_s": FIXED_RATE,
+            "sustained_s": plan.peak_s,
+            "latency_s": plan.lat_s,
+            "batch_ops": BATCH_OPS,
+            "relaydesk_config": servers.RELAYDESK_TOML,
+            "postgres": POSTGRES_URL,
+            "nats": NATS_URL,
+        },
+        "deployments": {},
+        "batch": {},
+        "failures": [],
+    }
+    for name in DEPLOYMENTS:
+        t0 = time.monotonic()
+        try:
+            res = measure(name, plan)
+        except Exception as exc:  # one deployment failing must not hide the others
+            result["failures"].append(f"storage/{name}: {type(exc).__name__}: {exc}"[:2000])
+            log(f"   storage/{name} failed: {type(exc).__name__}: {str(exc)[:300]}")
+            continue
+        res["elapsed_s"] = round(time.monotonic() - t0, 1)
+        result["deployments"][name] = res
+        s, lat = res["sustained"], res["latency"]
+        log(
+            f"   storage/{name}: {s['pubacks_per_s']:,} pubacks/s, "
+            f"{s['deliveries_per_s']:,} deliveries/s (relaydesk {s['relaydesk_cores']} cores,"
+            f" other {s['other_cores']}); @ {FIXED_RATE:,}/s p50 {lat['p50_ms']} "
+            f"p99 {lat['p99_ms']} ms"
+        )
+    for engine in ("sqlite", "postgres"):
+        try:
+            result["batch"][engine] = res = batch(engine, plan)
+        except Exception as exc:
+            result["failures"].append(f"storage/batch/{engine}: {type(exc).__name__}: {exc}")
+            continue
+        log(
+            f"   storage/batch/{engine}: {BATCH_OPS:,} publishes: commit_batch_tx "
+            f"{res['commit_batch_tx_ms']} ms, with COMMIT {res['write_with_commit_ms']} ms"
+        )
+    result["table"] = rows(result)
+    result["table_markdown"] = markdown_table(result["table"])
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    out = run("--quick" in sys.argv[1:])
+    print(json.dumps(out, indent=2, default=str))
