@@ -3,10 +3,12 @@ body and reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,6 +251,140 @@ def test_member_snapshot_is_taken_before_the_batch(db: Database) -> None:
     # bob joins after the message in the same batch: the snapshot must not list
     # him, or live fan-out would hand him a message his feed does not contain.
     assert result.members[key] == {"alice": "owner"}
+
+
+# -- the batch's prefetch (commit_batch_tx reads membership, dedup and seqs up front) --
+
+
+def leave(user: str, channel: str) -> LeaveOp:
+    return LeaveOp(app=APP, user=user, device="d", channel=channel_conversation(channel), ts=1)
+
+
+def test_a_join_earlier_in_the_batch_admits_later_publishes_and_a_leave_stops_them(
+    db: Database,
+) -> None:
+    out = commit(
+        db,
+        pub("bob", "channel:room", "early"),  # before his join: refused
+        join("alice", "room", role="owner"),  # creates the channel
+        join("bob", "room", via="invite", actor="alice"),  # alice is owner by now
+        pub("bob", "channel:room", "b1"),
+        join("carol", "room", via="public"),  # created in this batch, not public
+        leave("bob", "room"),
+        pub("bob", "channel:room", "b2"),
+        join("bob", "room"),
+        pub("bob", "channel:room", "b3"),
+    )
+    codes = [o.error.code if o.error else None for o in out]
+    assert codes == [
+        ErrorCode.FORBIDDEN,
+        None,
+        None,
+        None,
+        ErrorCode.FORBIDDEN,
+        None,
+        ErrorCode.FORBIDDEN,
+        None,
+        None,
+    ]
+    msgs = [(o.event.id, o.event.seq) for o in out if o.event and o.event.kind == "msg"]
+    assert msgs == [("b1", 1), ("b3", 2)]
+    # A leave earlier in the batch makes a later leave fail; the role is the batch's.
+    gone, again = commit(db, leave("alice", "room"), leave("alice", "room"))
+    assert gone.event is not None and again.error is not None
+    assert again.error.code is ErrorCode.NOT_FOUND
+
+
+def test_dedup_in_one_batch_against_stored_and_earlier_ids(db: Database) -> None:
+    commit(db, pub("alice", "user:bob", "old", body=b"v1"))
+    out = commit(
+        db,
+        pub("alice", "user:bob", "new"),
+        pub("alice", "user:bob", "old", body=b"v1"),  # stored: a duplicate of it
+        pub("alice", "user:bob", "new"),  # earlier in this batch: a duplicate of that
+        pub("alice", "user:bob", "old", body=b"v2"),  # stored with another body
+        pub("bob", "user:alice", "old"),  # another sender's id space
+    )
+    first, stored_dup, batch_dup, mismatch, other = out
+    assert first.event is not None and not first.duplicate
+    assert stored_dup.duplicate and stored_dup.event is not None
+    assert (stored_dup.event.pos, stored_dup.event.body) == (1, b"v1")
+    assert batch_dup.duplicate and batch_dup.event == first.event
+    assert mismatch.error is not None
+    assert mismatch.error.code is ErrorCode.DUPLICATE_ID_MISMATCH
+    assert other.event is not None and not other.duplicate
+    assert [first.event.pos, other.event.pos] == [2, 3]  # duplicates take no position
+
+
+def test_a_batch_mixing_apps_keeps_their_channels_members_and_ids_apart(db: Database) -> None:
+    commit(db, join("alice", "room", role="owner"), pub("alice", "channel:room", "m1"))
+
+    def in_app2(op: Op) -> Op:
+        return dataclasses.replace(op, app="app2")  # type: ignore[type-var]
+
+    out = commit(
+        db,
+        in_app2(pub("alice", "channel:room", "m1")),  # not a member in app2
+        pub("alice", "channel:room", "m1"),  # app1: a duplicate
+        in_app2(join("alice", "room", role="owner")),
+        in_app2(pub("alice", "channel:room", "m1")),  # app2: new, seq 1 of app2's room
+        pub("alice", "channel:room", "m2"),  # app1: seq 2
+    )
+    assert out[0].error is not None and out[0].error.code is ErrorCode.FORBIDDEN
+    assert out[1].duplicate and out[1].event is not None and out[1].event.seq == 1
+    assert out[3].event is not None and not out[3].duplicate and out[3].event.seq == 1
+    assert out[4].event is not None and out[4].event.seq == 2
+
+
+def test_batches_larger_than_one_prefetch_statement(db: Database) -> None:
+    senders = [f"u{i}" for i in range(40)]
+    commit(db, *[join(u, "big") for u in senders])
+    commit(db, *[pub(senders[i % 40], "channel:big", f"a{i}") for i in range(700)])
+    ops = [pub(senders[i % 40], "channel:big", f"a{i}") for i in range(0, 1400, 2)]
+    ops.insert(300, pub("stranger", "channel:big", "s"))
+    out = commit(db, *ops)
+    assert out.pop(300).error is not None
+    dups = [o for o in out if o.duplicate]
+    new = [o.event for o in out if not o.duplicate and o.event]
+    assert len(dups) == 350 and len(new) == 350
+    assert all(o.event is not None and o.event.pos == 40 + int(o.event.id[1:]) + 1 for o in dups)
+    assert [e.seq for e in new] == list(range(701, 1051))
+
+
+class CountingTx:
+    """A :class:`Tx` that counts the statements run through it."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+        self.statements = 0
+        self.dialect = tx.dialect
+
+    def __getattr__(self, name: str) -> Any:
+        self.statements += 1
+        return getattr(self.tx, name)
+
+
+@pytest.mark.parametrize("size", [10, 1000])
+def test_a_batch_runs_the_same_few_statements_whatever_its_size(db: Database, size: int) -> None:
+    """Statements are round trips under the cluster-wide lock on PostgreSQL: their number
+    must not grow with the publishes in a batch (channels, DMs, dedup hits)."""
+    commit(db, *[join(f"u{i}", "room") for i in range(10)])
+    commit(db, pub("u0", "channel:room", "x0"), pub("u1", "user:u2", "y0"))
+    ops: list[Op] = []
+    for i in range(size):
+        ops.append(pub(f"u{i % 10}", "channel:room", f"x{i}"))
+        ops.append(pub(f"u{i % 3}", f"user:u{3 + i % 2}", f"y{i}"))
+
+    def body(tx: Tx) -> int:
+        counting = CountingTx(tx)
+        STORE.commit_batch_tx(counting, ops, ())  # type: ignore[arg-type]
+        return counting.statements
+
+    statements = db.write_sync(body)
+    # The lock; dedup (4 statements of 512 keys for 2,000 publishes), roles and
+    # conversations; 6 new DMs (the conversation and 2 members each); the events;
+    # last_seq of 7 conversations; the counter.  One statement per publish: > 2,000.
+    assert statements <= 1 + (4 + 1 + 1) + 6 * 3 + 1 + 7 + 1, statements
 
 
 @pytest.mark.services
