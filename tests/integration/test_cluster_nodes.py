@@ -111,6 +111,9 @@ async def test_users_on_two_nodes_exchange_messages_across_a_node_crash(
             *(f"{tag} {i}" for i in range(400)),
             f"{tag} last",
         ], f"{user} lost, duplicated or reordered {other}'s messages"
+    # The banner says which node is which.
+    assert "(leader: runs the desk's background jobs)" in a.log_path.read_text()
+    assert "(follower)" in b.log_path.read_text()
     # The nodes saw each other's commits over the bus, not only from storage.
     for server in (a, b):
         cluster = httpx.get(server.http_url + "/readyz").json()["cluster"]

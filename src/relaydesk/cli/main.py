@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -101,6 +102,12 @@ def _print_banner(settings: Settings) -> None:
         f"  OpenAPI       {base}/api/docs",
         f"  database      {redact_url(settings.storage_url)}",
     ]
+    cluster = settings.cluster
+    if cluster.bus:
+        role = "leader: runs the desk's background jobs" if cluster.leader else "follower"
+        bus = urlsplit(cluster.bus)  # no credentials: NATS takes a token as user info
+        where = f"{bus.scheme}://{bus.hostname}:{bus.port or 4222}"
+        lines.append(f"  cluster       {cluster.name} on {where} ({role})")
     if settings.demo:
         from relaydesk.server.storage_setup import DEMO_APP, DEMO_SECRET
 
