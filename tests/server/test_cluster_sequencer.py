@@ -123,3 +123,11 @@ def test_any_arrival_order_with_losses_yields_every_position_once_in_order(
         after, upto = gap
         out += seq.offer(rec(after + 1, upto, node=""), now)
     assert positions(out) == list(range(1, last + 1))
+
+
+async def test_an_unreachable_bus_stops_start_up_with_a_clear_error() -> None:
+    from relaydesk.server.cluster import BusError, NatsBus
+
+    bus = NatsBus("nats://127.0.0.1:9", "c", "n", connect_within_s=1.0)
+    with pytest.raises(BusError, match=r"cannot reach the cluster bus at nats://127\.0\.0\.1:9"):
+        await bus.start(lambda data: None)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -82,8 +82,9 @@ class MemoryBus:
 class NatsBus:
     """NATS core pub/sub on ``relaydesk.<cluster>.commits``."""
 
-    def __init__(self, url: str, cluster: str, node: str) -> None:
+    def __init__(self, url: str, cluster: str, node: str, connect_within_s: float = 10.0) -> None:
         self.url = url
+        self.connect_within_s = connect_within_s
         self.subject = f"relaydesk.{cluster}.commits"
         self.node = node
         self.max_payload = 1 << 20
@@ -100,17 +101,13 @@ class NatsBus:
             log.info("cluster bus reconnected to %s", self.url)
 
         try:
-            self._nc = await nats.connect(
-                self.url,
-                name=f"relaydesk-{self.node}",
-                max_reconnect_attempts=-1,  # keep trying; storage covers the gap
-                reconnect_time_wait=0.5,
-                connect_timeout=5,
-                error_cb=on_error,
-                reconnected_cb=on_reconnect,
+            # nats-py retries the first connection for ever too: bound it, so a node
+            # whose bus is unreachable at start-up stops with a clear error.
+            self._nc = await asyncio.wait_for(
+                self._connect(on_error, on_reconnect), self.connect_within_s
             )
         except Exception as exc:  # nats raises several unrelated types here
-            raise BusError(f"cannot reach the cluster bus at {self.url}: {exc}") from exc
+            raise BusError(f"cannot reach the cluster bus at {self.url}: {exc!r}") from exc
         self.max_payload = self._nc.max_payload
         # A slow node drops messages past these bounds rather than stall the bus
         # (the sequencer reads the dropped ranges from storage).
@@ -118,6 +115,17 @@ class NatsBus:
             self.subject, cb=on_msg, pending_msgs_limit=100_000, pending_bytes_limit=256 << 20
         )
         await self._nc.flush()
+
+    async def _connect(self, on_error: Any, on_reconnect: Any) -> NatsClient:
+        return await nats.connect(
+            self.url,
+            name=f"relaydesk-{self.node}",
+            max_reconnect_attempts=-1,  # keep trying once up; storage covers the gap
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            error_cb=on_error,
+            reconnected_cb=on_reconnect,
+        )
 
     async def publish(self, data: bytes) -> None:
         if self._nc is None:
