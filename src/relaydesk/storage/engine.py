@@ -160,7 +160,36 @@ class SqliteTx:
                 self._conn.execute(statement)
 
 
-class SqliteDatabase:
+class ThreadedEngine:
+    """The async and blocking API both engines share: ``_run_write`` on the one writer
+    thread, ``_run_read`` on the reader pool (each engine supplies those two)."""
+
+    _writer: ThreadPoolExecutor
+    _readers: ThreadPoolExecutor
+
+    def _run_write(self, fn: Callable[[Tx], T]) -> T:
+        raise NotImplementedError
+
+    def _run_read(self, fn: Callable[[Tx], T]) -> T:
+        raise NotImplementedError
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one write transaction; committed when this returns."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._run_write, fn)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` against a consistent read snapshot."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._run_read, fn)
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Blocking variant for start-up, CLI tools and tests."""
+        return self._writer.submit(self._run_write, fn).result()
+
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
+        return self._readers.submit(self._run_read, fn).result()
+
+
+class SqliteDatabase(ThreadedEngine):
     """:class:`Database` on a SQLite file: one writer thread, ``readers`` reader threads."""
 
     dialect: Literal["sqlite"] = "sqlite"
@@ -212,23 +241,6 @@ class SqliteDatabase:
             return fn(SqliteTx(conn))
         finally:
             conn.execute("COMMIT")
-
-    # -- async API ------------------------------------------------------------
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in one write transaction; committed when this returns."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._run_write, fn)
-
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` against a consistent read snapshot."""
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._run_read, fn)
-
-    def write_sync(self, fn: Callable[[Tx], T]) -> T:
-        """Blocking variant for start-up, CLI tools and tests."""
-        return self._writer.submit(self._run_write, fn).result()
-
-    def read_sync(self, fn: Callable[[Tx], T]) -> T:
-        return self._readers.submit(self._run_read, fn).result()
 
     def migrate(self, component: str, steps: Sequence[str]) -> int:
         """Apply the not-yet-applied ``steps`` of ``component``; return its version."""

@@ -39,7 +39,7 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from relaydesk.storage.engine import Params, StorageError, Tx, apply_migrations
+from relaydesk.storage.engine import Params, StorageError, ThreadedEngine, Tx, apply_migrations
 
 T = TypeVar("T")
 
@@ -152,7 +152,7 @@ def _abandon(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-class PostgresDatabase:
+class PostgresDatabase(ThreadedEngine):
     """:class:`~relaydesk.storage.engine.Database` on PostgreSQL."""
 
     dialect: Literal["postgres"] = "postgres"
@@ -267,23 +267,6 @@ class PostgresDatabase:
                     ) from exc
             raise
         return result
-
-    # -- async API ------------------------------------------------------------
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in one write transaction; committed when this returns."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._run_write, fn)
-
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` against a consistent read snapshot."""
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._run_read, fn)
-
-    def write_sync(self, fn: Callable[[Tx], T]) -> T:
-        """Blocking variant for start-up, CLI tools and tests."""
-        return self._writer.submit(self._run_write, fn).result()
-
-    def read_sync(self, fn: Callable[[Tx], T]) -> T:
-        return self._readers.submit(self._run_read, fn).result()
 
     def migrate(self, component: str, steps: Sequence[str]) -> int:
         """Apply the not-yet-applied ``steps`` of ``component``; return its version.
