@@ -49,6 +49,7 @@ from typing import Any
 
 from bench import servers
 from bench.loadgen import Fleet, GeneratorError, Target, percentiles
+from bench.table import fmt as _fmt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEERS = ("ws", "mosquitto", "nats", "redis")
@@ -370,16 +371,6 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------- table
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
 
 
 FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [

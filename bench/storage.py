@@ -58,6 +58,7 @@ import psycopg
 
 from bench import servers
 from bench.loadgen import Fleet, Target, percentiles
+from bench.table import fmt as _fmt
 from relaydesk.protocol.addresses import channel_conversation
 from relaydesk.storage import Database, open_database
 from relaydesk.storage.messages import JoinOp, MessageStore, Op, PublishOp, messaging_migrations
@@ -346,16 +347,6 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             else {}
         )
     return table
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
 
 
 def _cells(table: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
