@@ -143,7 +143,9 @@ async def test_slow_receiver_backpressures_the_sender(proxy: Netsim) -> None:
     """A capped link stops reading from the sender instead of buffering without bound."""
     proxy.impair("upstream", LinkProfile(bandwidth_bps=80_000))  # 10 kB/s
     _reader, writer = await asyncio.open_connection(LOCAL, proxy.listen_address[1])
-    writer.write(b"y" * 8_000_000)
+    # More than the socket buffers can absorb at full autotuning (tcp_wmem max 4 MiB +
+    # tcp_rmem max 32 MiB on this kernel): 8 MB sometimes fitted and drain() returned.
+    writer.write(b"y" * 64_000_000)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(writer.drain(), 1.0)  # the sender is held back
     stats = proxy.statistics()
