@@ -396,6 +396,25 @@ class DeskStore:
         v = tx.scalar("SELECT MAX(version) FROM desk_sla_policies WHERE id = ?", (policy_id,))
         return None if v is None else int(v)
 
+    def policies(self, tx: Tx) -> list[tuple[str, int, bytes]]:
+        """Every policy id with its highest version and that version's body."""
+        rows = tx.query(
+            "SELECT p.id, p.version, p.body FROM desk_sla_policies p"
+            " JOIN (SELECT id, MAX(version) AS version FROM desk_sla_policies GROUP BY id) m"
+            " ON m.id = p.id AND m.version = p.version ORDER BY p.id"
+        )
+        return [(str(r[0]), int(r[1]), str(r[2]).encode()) for r in rows]
+
+    def set_ticket_policy(
+        self, tx: Tx, ticket_id: int, policy_id: str, version: int, now: int
+    ) -> None:
+        """Point a ticket at another policy version (an agent re-applied it)."""
+        tx.execute(
+            "UPDATE desk_tickets SET policy_id = ?, policy_version = ?, updated_at = ?"
+            " WHERE id = ?",
+            (policy_id, version, now, ticket_id),
+        )
+
     def put_calendar(self, tx: Tx, name: str, body: bytes, now: int) -> None:
         """Create or replace a named calendar."""
         tx.execute(
