@@ -87,14 +87,14 @@ class SlaCase(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class _Envelope(msgspec.Struct, frozen=True):
     """Just enough of a document to tell a wrapped test case from a plain one."""
 
-    case: msgspec.Raw | None = None
+    case: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _Wrapped(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The test suite's ``{"case": ..., "expect": ...}`` form; ``expect`` is not checked."""
 
     case: SlaCase
-    expect: msgspec.Raw | None = None
+    expect: msgspec.Raw = msgspec.Raw(b"")
 
 
 class SpanLine(msgspec.Struct, frozen=True):
@@ -233,7 +233,7 @@ def parse_case(raw: bytes | str) -> SlaCase:
     if len(raw) > MAX_CASE_BYTES:
         raise SlaConfigError("case.too_large", f"a case file is at most {MAX_CASE_BYTES} bytes")
     try:
-        wrapped = msgspec.json.decode(raw, type=_Envelope).case is not None
+        wrapped = len(msgspec.json.decode(raw, type=_Envelope).case) > 0
         if wrapped:
             case = msgspec.json.decode(raw, type=_Wrapped).case
         else:
@@ -288,7 +288,7 @@ def _explain_cycle(
             calendar=seg.calendar,
             budget_seconds=None if seg.budget is None else seg.budget / US,
             target_at=None if seg.due is None else from_us(seg.due),
-            rule=_rule(seg.target, seg.budget, seg.calendar, cals),
+            rule=_rule(seg.target, seg.budget, seg.calendar, cals, c.start),
         )
         for seg in c.segments
     ]
@@ -355,7 +355,11 @@ def _holidays(idx: _CalendarIndex, a: int, b: int) -> list[HolidayLine]:
 
 
 def _rule(
-    target: Target | None, budget: int | None, cal_name: str, cals: dict[str, Calendar]
+    target: Target | None,
+    budget: int | None,
+    cal_name: str,
+    cals: dict[str, Calendar],
+    start: int,
 ) -> str:
     if target is None or budget is None:
         return "no target at this priority"
@@ -367,8 +371,16 @@ def _rule(
             else f"end of business day {target.nth_day} after the starting one"
         )
         text = f"{day} on '{cal_name}'"
-        if target.cutoff is not None:
-            text += f" (cut-off {target.cutoff} local: from then on the next day starts it)"
+        minute = target.cutoff_minute()
+        if minute is not None:
+            idx = calendar_index(cal)
+            late = idx.end_of_nth_business_day(start, 0, minute) != idx.end_of_business_day(start)
+            text += (
+                f" (started at or after the {target.cutoff} cut-off: counted from the next"
+                " business day)"
+                if late
+                else f" (started before the {target.cutoff} cut-off)"
+            )
         text += f" = {_dur(budget / US)} of open time from the start"
         if target.min_seconds and budget == round(target.min_seconds * US):
             text += f" (the minimum budget {_dur(target.min_seconds)} applies)"
