@@ -232,12 +232,20 @@ def report(
 
 @sla_app.command("explain")
 def sla_explain(
-    input_path: Annotated[Path, typer.Option("--input", help="Case file (docs/sla.md).")],
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input", help='Case file (docs/sla.md), plain or wrapped as {"case", "expect"}.'
+        ),
+    ],
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the explanation as JSON.")
     ] = False,
 ) -> None:
-    """Explain an SLA case locally: targets, states, breach times and the arithmetic."""
+    """Explain an SLA case locally: targets, states, breach times and the arithmetic.
+
+    Accepts the test suite's ``{"case": ..., "expect": ...}`` files as they are.
+    """
     try:
         raw = input_path.read_bytes()
     except OSError as exc:
