@@ -325,6 +325,8 @@ class ReportRow(msgspec.Struct, frozen=True):
     elapsed_s: float
     subject: str
     organisation_id: str
+    policy_id: str = ""
+    policy_version: int = 0
 
 
 class NotificationRow(msgspec.Struct, frozen=True):
@@ -885,7 +887,8 @@ class DeskStore:
         """Per-metric SLA rows of tickets created in ``[start, end)``."""
         rows = tx.query(
             "SELECT t.id, t.priority, t.created_at, s.metric, s.state, s.target_at,"
-            " s.breached_at, s.fulfilled_at, s.elapsed_s, t.subject, t.organisation_id"
+            " s.breached_at, s.fulfilled_at, s.elapsed_s, t.subject, t.organisation_id,"
+            " t.policy_id, t.policy_version"
             " FROM desk_tickets t JOIN desk_ticket_sla s ON s.ticket_id = t.id"
             " WHERE t.created_at >= ? AND t.created_at < ? ORDER BY t.created_at, t.id, s.metric",
             (start, end),
@@ -903,6 +906,8 @@ class DeskStore:
                 elapsed_s=float(r[8]),
                 subject=r[9],
                 organisation_id=r[10],
+                policy_id=r[11],
+                policy_version=int(r[12]),
             )
             for r in rows
         ]
