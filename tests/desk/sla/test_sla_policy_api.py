@@ -119,7 +119,7 @@ def test_policy_errors(api: tuple[Client, dict[str, Any]]) -> None:
     r = client.post(path, content=json.dumps(bad_cal), headers=who["alice"])
     assert error_code(r, 422) == "policy.unknown_calendar"
     r = client.post(
-        "/api/desk/sla/policies/bad%20id/versions",
+        "/api/desk/sla/policies/%20bad/versions",
         content=json.dumps(_draft(kind="end_of_business_day")),
         headers=who["alice"],
     )

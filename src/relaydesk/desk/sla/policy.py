@@ -43,7 +43,11 @@ _ROLES: Final = ("agent", "customer", "automation", "bot")
 _CHANNELS: Final = ("ticket", "war_room")
 
 
-_POLICY_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+#: Policy ids name URL path segments (``/sla/policies/{id}``): 1-64 printable characters,
+#: no ``/`` and no surrounding space.
+_POLICY_ID: Final = re.compile(
+    r"[^\s/\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]{0,62}[^\s/\x00-\x1f\x7f])?"
+)
 _MAX_VERSION: Final = 1_000_000
 
 
@@ -179,7 +183,7 @@ class SlaPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if not _POLICY_ID.fullmatch(self.id):
             raise SlaConfigError(
-                "policy.bad_id", "policy id: 1-64 of A-Z a-z 0-9 _ . - (starting alphanumeric)"
+                "policy.bad_id", "policy id: 1-64 printable characters, no '/', no outer spaces"
             )
         if isinstance(self.version, bool) or not 1 <= self.version <= _MAX_VERSION:
             raise SlaConfigError("policy.bad_version", f"version must be in 1..{_MAX_VERSION}")
