@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post, put
@@ -104,7 +104,7 @@ class PolicyDraft(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     targets: dict[str, PriorityTargets]
     pause_statuses: tuple[str, ...] = ("pending",)
     metric_pause_statuses: dict[str, tuple[str, ...]] = {}
-    reopen_mode: str = "resume"
+    reopen_mode: Literal["resume", "new_cycle"] = "resume"
     warn_fraction: float = 0.75
 
 
@@ -413,7 +413,7 @@ def desk_router(service: TicketService) -> Router:
             targets=draft.targets,
             pause_statuses=draft.pause_statuses,
             metric_pause_statuses=draft.metric_pause_statuses,
-            reopen_mode=draft.reopen_mode,  # type: ignore[arg-type]  # validated by SlaPolicy
+            reopen_mode=draft.reopen_mode,
             warn_fraction=draft.warn_fraction,
         )
         return await service.add_policy_version(principal, policy)
@@ -440,6 +440,10 @@ def desk_router(service: TicketService) -> Router:
     ) -> Calendar:
         """The body is a calendar document (docs/sla.md, "Calendars")."""
         _agent_only(principal, "change calendars")
+        if not 1 <= len(name) <= 64 or not name.isprintable() or name != name.strip():
+            raise DeskError(
+                DeskErrorCode.REQUEST_INVALID, "calendar name: 1-64 printable characters"
+            )
         return await service.put_calendar(name, body)
 
     @get("/reports/sla", summary="SLA report: attainment, percentiles, breaches (agents)")

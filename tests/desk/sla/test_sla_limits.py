@@ -212,3 +212,11 @@ def test_malformed_calendar_json_is_422(api: tuple[Client, dict[str, Any]], body
         headers=who["alice"],
     )
     assert error_code(r, 422) in ("case.bad_json", "case.schema")
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "%20padded", "tab%09name"])
+def test_calendar_names_are_bounded(api: tuple[Client, dict[str, Any]], name: str) -> None:
+    client, who = api
+    body = json.dumps({"hours": {"mon": ["09:00-17:00"]}})
+    r = client.put(f"/api/desk/sla/calendars/{name}", content=body, headers=who["alice"])
+    assert error_code(r, 422) == "request.invalid"

@@ -149,6 +149,12 @@ def test_ticket_case_file_replays_to_the_same_sla(api: tuple[Client, dict[str, A
     client.put(
         f"/api/desk/tickets/{t['id']}/status", json={"status": "pending"}, headers=who["alice"]
     )
+    note = client.post(
+        f"/api/desk/tickets/{t['id']}/comments",
+        json={"body": "internal", "public": False},
+        headers=who["alice"],
+    )
+    assert note.status_code == 201, note.text
     r = client.get(f"/api/desk/tickets/{t['id']}/sla/case", headers=who["dana"])
     assert r.status_code == 200, r.text
     case = r.json()
@@ -160,10 +166,15 @@ def test_ticket_case_file_replays_to_the_same_sla(api: tuple[Client, dict[str, A
         "policy_version": 1,
     }
     assert set(case["calendars"]) == {"24x7", "business"}
+    assert all(e.get("public", True) for e in case["events"])  # no internal note for dana
+    agents_copy = client.get(f"/api/desk/tickets/{t['id']}/sla/case", headers=who["alice"])
+    assert len(agents_copy.json()["events"]) == len(case["events"]) + 1
     replay = client.post("/api/desk/sla/explain", content=json.dumps(case), headers=who["dana"])
     assert replay.status_code == 200, replay.text
     live = client.get(f"/api/desk/tickets/{t['id']}/sla", headers=who["alice"]).json()
     assert replay.json()["sla"] == live
+    again = client.post("/api/desk/sla/explain", content=agents_copy.content, headers=who["alice"])
+    assert again.json()["sla"] == live
     assert replay.json()["organisation"] == "acme"
     other = client.get(f"/api/desk/tickets/{t['id']}/sla/case", headers=who["frank"])
     assert error_code(other, 404) == "ticket.not_found"

@@ -301,6 +301,13 @@ class TicketService:
         calendars = self.documents.calendars(tx)
         org = self._store.organisation(tx, ticket.organisation_id)
         plan = None if org is None else self._store.plan(tx, org.plan_id)
+        events = sla_events(self._store.events(tx, ticket.id))
+        if principal.kind == "customer":
+            # Internal notes and war-room posts never move a clock (docs/sla.md 4.1); a
+            # customer's copy leaves them out, so it does not reveal when agents talked.
+            events = [
+                e for e in events if e.kind != "comment" or (e.public and e.channel == "ticket")
+            ]
         return SlaCase(
             title=f"ticket {ticket.id}: {ticket.subject}",
             organisation=ticket.organisation_id,
@@ -312,7 +319,7 @@ class TicketService:
             ),
             policy=policy,
             calendars={n: calendars[n] for n in sorted(policy.calendar_names()) if n in calendars},
-            events=sla_events(self._store.events(tx, ticket.id)),
+            events=events,
             now=now,
         )
 
