@@ -52,6 +52,13 @@ MAX_HOLIDAYS: Final = 1000
 _MAX_NAME: Final = 64
 
 
+@functools.cache
+def _holiday_countries() -> frozenset[str]:
+    """Country codes (and their aliases) the ``holidays`` package knows; asked once, since
+    the package builds the list afresh on every call (about 2 ms)."""
+    return frozenset(holidays_lib.list_supported_countries(include_aliases=True))
+
+
 def parse_hhmm(text: str, *, allow_24: bool) -> int:
     """Minutes after midnight of an ``HH:MM`` time (ASCII digits); ``24:00`` if allowed."""
     m = _HHMM.fullmatch(text) if isinstance(text, str) else None
@@ -229,14 +236,13 @@ class _CalendarIndex:
             )
         self._subdivision = cal.holiday_subdivision
         if cal.holiday_country is not None:
-            supported = holidays_lib.list_supported_countries()
-            if cal.holiday_country not in supported:
+            if cal.holiday_country not in _holiday_countries():
                 raise SlaConfigError(
                     "calendar.unknown_holiday_country",
                     f"holidays has no country {cal.holiday_country[:_MAX_NAME]!r}",
                 )
-            subdivisions = supported[cal.holiday_country]
-            if cal.holiday_subdivision is not None and cal.holiday_subdivision not in subdivisions:
+            # Subdivision aliases ("England" for ENG) are the library's to resolve below.
+            if cal.holiday_subdivision is not None and not cal.holiday_subdivision.strip():
                 raise SlaConfigError(
                     "calendar.unknown_holiday_subdivision",
                     f"holidays has no subdivision {cal.holiday_subdivision[:_MAX_NAME]!r}"
