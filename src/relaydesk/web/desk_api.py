@@ -238,13 +238,15 @@ class _ThreadSlots:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._slots: asyncio.Semaphore | None = None
+        # One semaphore per event loop (a router may outlive a test client's loop).
+        self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
     async def run(self, fn: Callable[[bytes], T], arg: bytes, budget_s: float) -> T:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._size)
-        slots = self._slots
         loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            self._slots = {lp: sem for lp, sem in self._slots.items() if not lp.is_closed()}
+            slots = self._slots[loop] = asyncio.Semaphore(self._size)
         deadline = loop.time() + budget_s
         try:
             await asyncio.wait_for(slots.acquire(), budget_s)
