@@ -400,14 +400,13 @@ def desk_router(service: TicketService) -> Router:
         summary="Store a new version of an SLA policy (agents)",
     )
     async def add_policy_version(
-        principal: NamedDependency[Principal], policy_id: FromPath[str], body: RawBody
+        principal: NamedDependency[Principal],
+        policy_id: FromPath[str],
+        data: JSONBody[PolicyDraft],
     ) -> SlaPolicy:
         """The body is a policy without ``id``/``version`` (docs/sla.md, "Policies"); the
         version is the next free one.  New tickets take it; existing ones keep theirs."""
-        try:
-            draft = msgspec.json.decode(body, type=PolicyDraft)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise DeskError(DeskErrorCode.REQUEST_INVALID, str(exc)) from exc
+        draft = data
         policy = SlaPolicy(
             id=policy_id,
             version=1,

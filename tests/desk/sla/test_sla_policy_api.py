@@ -108,7 +108,9 @@ def test_policy_errors(api: tuple[Client, dict[str, Any]]) -> None:
         path, content=json.dumps(_draft(kind="end_of_business_day")), headers=who["dana"]
     )
     assert error_code(r, 403) == "auth.forbidden"
-    r = client.post(path, content=b"{", headers=who["alice"])
+    r = client.post(path, content=b"{", headers=who["alice"])  # as every JSON body endpoint
+    assert error_code(r, 400) == "http.400"
+    r = client.post(path, json={"name": "x", "targets": 5}, headers=who["alice"])
     assert error_code(r, 422) == "request.invalid"
     r = client.post(
         path, content=json.dumps(_draft(kind="end_of_nth_business_day")), headers=who["alice"]
