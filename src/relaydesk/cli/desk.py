@@ -232,22 +232,50 @@ def report(
 
 @sla_app.command("explain")
 def sla_explain(
-    input_path: Annotated[Path, typer.Option("--input", help="Case file (docs/sla.md).")],
+    input_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help='Case file (docs/sla.md), plain or wrapped as {"case", "expect"}.'
+        ),
+    ] = None,
+    ticket: Annotated[
+        int | None,
+        typer.Option(help="Fetch ticket ID's case file from the server and explain it."),
+    ] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="With --ticket: also write the fetched case file here.")
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the explanation as JSON.")
     ] = False,
+    api_key: ApiKey = "",
+    url: Url = DEFAULT_URL,
 ) -> None:
-    """Explain an SLA case locally: targets, states, breach times and the arithmetic."""
-    try:
-        raw = input_path.read_bytes()
-    except OSError as exc:
-        _fail("cli.unreadable", f"cannot read {input_path}: {exc}")
-        return
+    """Explain an SLA case locally: targets, states, breach times and the arithmetic.
+
+    ``--input`` reads a case file (the test suite's ``{"case": ..., "expect": ...}`` files
+    as they are); ``--ticket`` fetches a ticket's case file from the server (its
+    organisation, plan and the policy version applied) and replays it here.
+    """
+    if (input_path is None) == (ticket is None):
+        _fail("cli.usage", "give exactly one of --input or --ticket")
+    if ticket is not None:
+        raw = _call("GET", url, api_key, f"/tickets/{ticket}/sla/case").content
+        if save is not None:
+            try:
+                save.write_bytes(raw)
+            except OSError as exc:
+                _fail("cli.unwritable", f"cannot write {save}: {exc}")
+    else:
+        assert input_path is not None
+        try:
+            raw = input_path.read_bytes()
+        except OSError as exc:
+            _fail("cli.unreadable", f"cannot read {input_path}: {exc}")
     try:
         explanation = explain_case(raw)
     except SlaConfigError as exc:
         _fail(exc.code, exc.message)
-        return
     if json_out:
         _print_json(explanation.to_dict())
     else:

@@ -9,7 +9,10 @@ Definitions (docs/desk.md, "Reports"):
   ``open`` and left out of the ratio.  A late reply is a breach.
 * **Percentiles** use the nearest-rank method on fulfilled metrics: the *business*
   seconds the SLA clock counted, and the wall-clock seconds from creation.
-* **Breaches** lists every metric in the window whose target was missed.
+* **Breaches** lists every metric in the window whose target was missed, with the policy
+  version the ticket was measured under.
+* **Policies** is the attainment per policy version (as applied to each ticket, re-applied
+  versions included) and priority, so a contract change can be compared with the one before.
 
 The report is computed from the per-metric SLA rows cached on each ticket change and
 each scheduler pass, so it reads one indexed range of tickets and never re-runs the
@@ -32,8 +35,13 @@ from relaydesk.desk.tickets.model import PRIORITIES
 from relaydesk.storage.desk import DeskStore, ReportRow, from_ms, to_ms
 from relaydesk.storage.engine import Tx
 
-ReportTable = Literal["attainment", "percentiles", "breaches"]
-REPORT_TABLES: Final[tuple[ReportTable, ...]] = ("attainment", "percentiles", "breaches")
+ReportTable = Literal["attainment", "percentiles", "breaches", "policies"]
+REPORT_TABLES: Final[tuple[ReportTable, ...]] = (
+    "attainment",
+    "percentiles",
+    "breaches",
+    "policies",
+)
 _PERCENTILES: Final = (50, 90, 95, 99)
 _METRICS: Final = ("first_response", "next_response", "resolution")
 
@@ -42,6 +50,19 @@ class Attainment(msgspec.Struct, frozen=True):
     """Outcomes of one metric for one priority in one month."""
 
     month: str
+    priority: str
+    metric: str
+    achieved: int
+    breached: int
+    open: int
+    attainment: float | None
+
+
+class PolicyAttainment(msgspec.Struct, frozen=True):
+    """Outcomes of one metric for one priority under one policy version."""
+
+    policy_id: str
+    policy_version: int
     priority: str
     metric: str
     achieved: int
@@ -78,6 +99,8 @@ class BreachLine(msgspec.Struct, frozen=True):
     target_at: datetime | None
     breached_at: datetime | None
     fulfilled_at: datetime | None
+    policy_id: str = ""
+    policy_version: int = 0
 
 
 class SlaReport(msgspec.Struct, frozen=True):
@@ -89,6 +112,7 @@ class SlaReport(msgspec.Struct, frozen=True):
     attainment: list[Attainment]
     percentiles: list[Percentiles]
     breaches: list[BreachLine]
+    policies: list[PolicyAttainment] = []
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
@@ -102,6 +126,7 @@ def percentile(sorted_values: Sequence[float], p: float) -> float | None:
 def build_report(rows: Sequence[ReportRow], start: datetime, end: datetime) -> SlaReport:
     """Aggregate per-metric rows into the report (pure)."""
     counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    by_policy: dict[tuple[str, int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     business: dict[tuple[str, str], list[float]] = defaultdict(list)
     wall: dict[tuple[str, str], list[float]] = defaultdict(list)
     breaches: list[BreachLine] = []
@@ -110,13 +135,9 @@ def build_report(rows: Sequence[ReportRow], start: datetime, end: datetime) -> S
         tickets.add(r.ticket_id)
         created = from_ms(r.created_at)
         month = f"{created.year:04d}-{created.month:02d}"
-        c = counts[(month, r.priority, r.metric)]
-        if r.state == "achieved":
-            c[0] += 1
-        elif r.state == "breached":
-            c[1] += 1
-        else:
-            c[2] += 1
+        outcome = 0 if r.state == "achieved" else 1 if r.state == "breached" else 2
+        counts[(month, r.priority, r.metric)][outcome] += 1
+        by_policy[(r.policy_id, r.policy_version, r.priority, r.metric)][outcome] += 1
         if r.state == "breached":
             breaches.append(
                 BreachLine(
@@ -129,6 +150,8 @@ def build_report(rows: Sequence[ReportRow], start: datetime, end: datetime) -> S
                     target_at=None if r.target_at is None else from_ms(r.target_at),
                     breached_at=None if r.breached_at is None else from_ms(r.breached_at),
                     fulfilled_at=None if r.fulfilled_at is None else from_ms(r.fulfilled_at),
+                    policy_id=r.policy_id,
+                    policy_version=r.policy_version,
                 )
             )
         if r.fulfilled_at is not None and r.metric in ("first_response", "resolution"):
@@ -146,7 +169,7 @@ def build_report(rows: Sequence[ReportRow], start: datetime, end: datetime) -> S
             achieved=c[0],
             breached=c[1],
             open=c[2],
-            attainment=None if c[0] + c[1] == 0 else round(c[0] / (c[0] + c[1]), 4),
+            attainment=_ratio(c),
         )
         for (month, prio, metric), c in sorted(
             counts.items(),
@@ -173,6 +196,27 @@ def build_report(rows: Sequence[ReportRow], start: datetime, end: datetime) -> S
                 wall_p99=wp[3],
             )
         )
+    policies = [
+        PolicyAttainment(
+            policy_id=pid,
+            policy_version=version,
+            priority=prio,
+            metric=metric,
+            achieved=c[0],
+            breached=c[1],
+            open=c[2],
+            attainment=_ratio(c),
+        )
+        for (pid, version, prio, metric), c in sorted(
+            by_policy.items(),
+            key=lambda kv: (
+                kv[0][0],
+                kv[0][1],
+                prio_order.get(kv[0][2], 9),
+                metric_order.get(kv[0][3], 9),
+            ),
+        )
+    ]
     breaches.sort(key=lambda b: (b.breached_at or b.created_at, b.ticket_id, b.metric))
     return SlaReport(
         start=start,
@@ -181,7 +225,12 @@ def build_report(rows: Sequence[ReportRow], start: datetime, end: datetime) -> S
         attainment=attainment,
         percentiles=percentiles,
         breaches=breaches,
+        policies=policies,
     )
+
+
+def _ratio(c: list[int]) -> float | None:
+    return None if c[0] + c[1] == 0 else round(c[0] / (c[0] + c[1]), 4)
 
 
 def report_tx(store: DeskStore, tx: Tx, start: datetime, end: datetime) -> SlaReport:
@@ -205,6 +254,8 @@ def report_csv(report: SlaReport, table: ReportTable = "attainment") -> str:
         items, columns = report.attainment, Attainment.__struct_fields__
     elif table == "percentiles":
         items, columns = report.percentiles, Percentiles.__struct_fields__
+    elif table == "policies":
+        items, columns = report.policies, PolicyAttainment.__struct_fields__
     else:
         items, columns = report.breaches, BreachLine.__struct_fields__
     out = io.StringIO()

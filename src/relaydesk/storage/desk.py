@@ -325,6 +325,8 @@ class ReportRow(msgspec.Struct, frozen=True):
     elapsed_s: float
     subject: str
     organisation_id: str
+    policy_id: str = ""
+    policy_version: int = 0
 
 
 class NotificationRow(msgspec.Struct, frozen=True):
@@ -395,6 +397,25 @@ class DeskStore:
         """The highest stored version of ``policy_id``."""
         v = tx.scalar("SELECT MAX(version) FROM desk_sla_policies WHERE id = ?", (policy_id,))
         return None if v is None else int(v)
+
+    def policies(self, tx: Tx) -> list[tuple[str, int, bytes]]:
+        """Every policy id with its highest version and that version's body."""
+        rows = tx.query(
+            "SELECT p.id, p.version, p.body FROM desk_sla_policies p"
+            " JOIN (SELECT id, MAX(version) AS version FROM desk_sla_policies GROUP BY id) m"
+            " ON m.id = p.id AND m.version = p.version ORDER BY p.id"
+        )
+        return [(str(r[0]), int(r[1]), str(r[2]).encode()) for r in rows]
+
+    def set_ticket_policy(
+        self, tx: Tx, ticket_id: int, policy_id: str, version: int, now: int
+    ) -> None:
+        """Point a ticket at another policy version (an agent re-applied it)."""
+        tx.execute(
+            "UPDATE desk_tickets SET policy_id = ?, policy_version = ?, updated_at = ?"
+            " WHERE id = ?",
+            (policy_id, version, now, ticket_id),
+        )
 
     def put_calendar(self, tx: Tx, name: str, body: bytes, now: int) -> None:
         """Create or replace a named calendar."""
@@ -866,7 +887,8 @@ class DeskStore:
         """Per-metric SLA rows of tickets created in ``[start, end)``."""
         rows = tx.query(
             "SELECT t.id, t.priority, t.created_at, s.metric, s.state, s.target_at,"
-            " s.breached_at, s.fulfilled_at, s.elapsed_s, t.subject, t.organisation_id"
+            " s.breached_at, s.fulfilled_at, s.elapsed_s, t.subject, t.organisation_id,"
+            " t.policy_id, t.policy_version"
             " FROM desk_tickets t JOIN desk_ticket_sla s ON s.ticket_id = t.id"
             " WHERE t.created_at >= ? AND t.created_at < ? ORDER BY t.created_at, t.id, s.metric",
             (start, end),
@@ -884,6 +906,8 @@ class DeskStore:
                 elapsed_s=float(r[8]),
                 subject=r[9],
                 organisation_id=r[10],
+                policy_id=r[11],
+                policy_version=int(r[12]),
             )
             for r in rows
         ]

@@ -10,9 +10,10 @@ translated to the same shape with status 422.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from litestar import Request, Response, Router, get, post, put
@@ -22,7 +23,16 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBo
 from msgspec import Meta
 
 from relaydesk.desk.reports import REPORT_TABLES, SlaReport, report_csv, report_tx
-from relaydesk.desk.sla import Calendar, Explanation, SlaConfigError, TicketSla, explain_case
+from relaydesk.desk.sla import (
+    Calendar,
+    Explanation,
+    PriorityTargets,
+    SlaCase,
+    SlaConfigError,
+    SlaPolicy,
+    TicketSla,
+    explain_case,
+)
 from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
 from relaydesk.desk.tickets.model import (
     MAX_TEXT,
@@ -38,7 +48,16 @@ from relaydesk.desk.tickets.model import (
 from relaydesk.desk.tickets.service import QueueEntry, TicketDetail, TicketService
 from relaydesk.storage.engine import Tx
 
+T = TypeVar("T")
+
 PREFIX: Final = "/api/desk"
+#: SLA explain is CPU-bound pure Python: it runs on worker threads, at most this many at
+#: once (the machine has two cores), so the event loop keeps serving (issue 10).
+EXPLAIN_CONCURRENCY: Final = 2
+#: An explanation not ready within this budget (waiting for a slot included) is answered
+#: with 503 ``sla.timeout``/``sla.busy``; the engine's input bounds (docs/sla.md, "Limits")
+#: keep the worst case at a few seconds, so the abandoned thread ends soon after.
+EXPLAIN_BUDGET_S: Final = 10.0
 
 
 # -- request and response bodies ---------------------------------------------------------------
@@ -68,6 +87,31 @@ class AssigneeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Assign to an agent, or unassign with ``null``."""
 
     assignee_id: str | None
+
+
+class ApplyPolicyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Re-apply a policy version to a ticket; omitted fields default to the latest version
+    of the organisation's plan policy."""
+
+    policy_id: str | None = None
+    version: Annotated[int, Meta(ge=1)] | None = None
+
+
+class PolicyDraft(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A new policy version's content; the id comes from the path, the version is assigned."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    targets: dict[str, PriorityTargets]
+    pause_statuses: tuple[str, ...] = ("pending",)
+    metric_pause_statuses: dict[str, tuple[str, ...]] = {}
+    reopen_mode: Literal["resume", "new_cycle"] = "resume"
+    warn_fraction: float = 0.75
+
+
+class PolicyList(msgspec.Struct, frozen=True):
+    """The latest version of every SLA policy."""
+
+    policies: list[SlaPolicy]
 
 
 class TicketList(msgspec.Struct, frozen=True):
@@ -184,6 +228,44 @@ def _authenticator(service: TicketService) -> Callable[..., Any]:
     return principal
 
 
+class _ThreadSlots:
+    """Run CPU-bound calls on worker threads, at most ``size`` at once, within a budget.
+
+    A slot is freed when its thread finishes, not when the caller gives up, so abandoned
+    work can never pile up threads; the caller gets 503 ``sla.busy`` (no slot in time) or
+    ``sla.timeout`` (no answer in time).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        # One semaphore per event loop (a router may outlive a test client's loop).
+        self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    async def run(self, fn: Callable[[bytes], T], arg: bytes, budget_s: float) -> T:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            self._slots = {lp: sem for lp, sem in self._slots.items() if not lp.is_closed()}
+            slots = self._slots[loop] = asyncio.Semaphore(self._size)
+        deadline = loop.time() + budget_s
+        try:
+            await asyncio.wait_for(slots.acquire(), budget_s)
+        except TimeoutError:
+            raise DeskError(DeskErrorCode.SLA_BUSY, "the SLA engine is busy; retry") from None
+        future = loop.run_in_executor(None, fn, arg)
+
+        def done(f: asyncio.Future[T]) -> None:
+            slots.release()
+            if not f.cancelled():
+                f.exception()  # retrieved, so an abandoned failure is not logged as lost
+
+        future.add_done_callback(done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise DeskError(DeskErrorCode.SLA_TIMEOUT, f"no answer within {budget_s:g} s") from None
+
+
 # -- the router --------------------------------------------------------------------------------
 
 
@@ -286,13 +368,70 @@ def desk_router(service: TicketService) -> Router:
         )
         return QueueResponse(now=service.now(), entries=entries)
 
+    explain_slots = _ThreadSlots(EXPLAIN_CONCURRENCY)
+
     @post("/sla/explain", status_code=200, summary="Explain an SLA case (docs/sla.md)")
     async def explain(
         principal: NamedDependency[Principal],
         body: RawBody,
     ) -> Explanation:
-        """The body is an SLA case file (docs/sla.md, "Case files")."""
-        return explain_case(body)
+        """The body is an SLA case file (docs/sla.md, "Case files"), plain or wrapped as
+        ``{"case": ..., "expect": ...}``; computed off the event loop within a time budget."""
+        return await explain_slots.run(explain_case, body, EXPLAIN_BUDGET_S)
+
+    @get("/sla/policies", summary="The latest version of every SLA policy (agents)")
+    async def list_policies(principal: NamedDependency[Principal]) -> PolicyList:
+        _agent_only(principal, "read SLA policies")
+        return PolicyList(policies=await service.policies())
+
+    @get(
+        "/sla/policies/{policy_id:str}/versions/{version:int}",
+        summary="One version of an SLA policy (agents)",
+    )
+    async def get_policy(
+        principal: NamedDependency[Principal], policy_id: FromPath[str], version: FromPath[int]
+    ) -> SlaPolicy:
+        _agent_only(principal, "read SLA policies")
+        return await service.policy_version(policy_id, version)
+
+    @post(
+        "/sla/policies/{policy_id:str}/versions",
+        status_code=201,
+        summary="Store a new version of an SLA policy (agents)",
+    )
+    async def add_policy_version(
+        principal: NamedDependency[Principal],
+        policy_id: FromPath[str],
+        data: JSONBody[PolicyDraft],
+    ) -> SlaPolicy:
+        """The body is a policy without ``id``/``version`` (docs/sla.md, "Policies"); the
+        version is the next free one.  New tickets take it; existing ones keep theirs."""
+        draft = data
+        policy = SlaPolicy(
+            id=policy_id,
+            version=1,
+            name=draft.name,
+            targets=draft.targets,
+            pause_statuses=draft.pause_statuses,
+            metric_pause_statuses=draft.metric_pause_statuses,
+            reopen_mode=draft.reopen_mode,
+            warn_fraction=draft.warn_fraction,
+        )
+        return await service.add_policy_version(principal, policy)
+
+    @put("/tickets/{ticket_id:int}/sla/policy", summary="Re-apply an SLA policy version (agents)")
+    async def apply_policy(
+        principal: NamedDependency[Principal],
+        ticket_id: FromPath[int],
+        data: JSONBody[ApplyPolicyRequest],
+    ) -> Ticket:
+        return await service.apply_policy(principal, ticket_id, data.policy_id, data.version)
+
+    @get("/tickets/{ticket_id:int}/sla/case", summary="The ticket as an SLA case file")
+    async def ticket_case(
+        principal: NamedDependency[Principal], ticket_id: FromPath[int]
+    ) -> SlaCase:
+        return await service.sla_case(principal, ticket_id)
 
     @put("/sla/calendars/{name:str}", summary="Create or replace a business-hours calendar")
     async def put_calendar(
@@ -302,6 +441,10 @@ def desk_router(service: TicketService) -> Router:
     ) -> Calendar:
         """The body is a calendar document (docs/sla.md, "Calendars")."""
         _agent_only(principal, "change calendars")
+        if not 1 <= len(name) <= 64 or not name.isprintable() or name != name.strip():
+            raise DeskError(
+                DeskErrorCode.REQUEST_INVALID, "calendar name: 1-64 printable characters"
+            )
         return await service.put_calendar(name, body)
 
     @get("/reports/sla", summary="SLA report: attainment, percentiles, breaches (agents)")
@@ -351,6 +494,11 @@ def desk_router(service: TicketService) -> Router:
             ticket_sla,
             queue,
             explain,
+            list_policies,
+            get_policy,
+            add_policy_version,
+            apply_policy,
+            ticket_case,
             put_calendar,
             sla_report,
         ],

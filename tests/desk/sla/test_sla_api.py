@@ -32,6 +32,7 @@ def test_public_names_are_pinned() -> None:
         "MetricExplanation",
         "MetricStatus",
         "PauseLine",
+        "PlanRef",
         "PriorityTargets",
         "SegmentLine",
         "SlaCase",

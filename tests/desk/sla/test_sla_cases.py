@@ -3,7 +3,9 @@
 Each file is ``{"case": <case file as in docs/sla.md>, "expect": {...}}``.  ``expect`` may hold
 ``ticket`` (TicketSla fields), ``metrics`` (per metric, a subset of MetricStatus fields),
 ``absent`` (metrics that must not be reported), ``history`` (the exact history as
-``[at, metric, kind]``) and ``history_contains`` (entries that must be present).
+``[at, metric, kind]``), ``history_contains`` (entries that must be present),
+``explanation`` (top-level fields of the explainer's JSON: organisation, plan...) and
+``cycles`` (every explained cycle as ``[metric, cycle, state, breach_count]``, in any order).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import pytest
 from relaydesk.desk.sla import (
     compute_sla,
     default_calendars,
-    default_policy,
     explain_case,
     parse_case,
 )
@@ -32,7 +33,7 @@ def _load(path: pathlib.Path) -> tuple[bytes, dict[str, Any]]:
 
 
 def test_enough_worked_examples() -> None:
-    assert len(CASES) >= 30
+    assert len(CASES) >= 50
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
@@ -54,10 +55,22 @@ def test_case(path: pathlib.Path) -> None:
         assert history == expect["history"]
     for entry in expect.get("history_contains", []):
         assert entry in history
+    whole = explanation.to_dict()
+    for key, value in expect.get("explanation", {}).items():
+        assert whole[key] == value, f"explanation.{key}"
+    if "cycles" in expect:
+        cycles = [
+            [m["metric"], m["cycle"], m["status"]["state"], m["status"]["breach_count"]]
+            for m in whole["metrics"]
+        ]
+        assert sorted(cycles) == sorted(expect["cycles"])
+    # the latest explained cycle of each metric is exactly the ticket-level status
+    last = {m["metric"]: m["status"] for m in whole["metrics"]}
+    assert last == metrics
     # compute_sla on the parsed case gives the same result as the explainer
     case = parse_case(raw)
     direct = compute_sla(
-        case.policy or default_policy(),
+        case.applied_policy(),
         case.calendars if case.calendars is not None else default_calendars(),
         case.events,
         case.now,

@@ -154,3 +154,36 @@ def test_elapsed_is_monotone_in_now(ticket: tuple[list[SlaEvent], datetime], ext
         m2 = b.metric(m.metric)
         if m2 is not None and m2.cycle == m.cycle and m2.calendar == m.calendar:
             assert m2.elapsed_seconds >= m.elapsed_seconds
+
+
+# -- end_of_nth_business_day (docs/sla.md 4.4) ---------------------------------------------
+
+CUTOFFS = st.none() | st.integers(0, 47).map(lambda h: _hhmm(h * 30))
+_US = timedelta(microseconds=1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(calendars(), instants, st.integers(0, 12), st.integers(1, 6), CUTOFFS)
+def test_end_of_nth_business_day_is_monotonic_in_n(
+    cal: Calendar, at: datetime, n: int, more: int, cutoff: str | None
+) -> None:
+    first = cal.end_of_nth_business_day(at, n, cutoff)
+    later = cal.end_of_nth_business_day(at, n + more, cutoff)
+    assert at < first < later
+    nxt = cal.end_of_nth_business_day(at, n + 1, cutoff)
+    assert first < nxt <= later
+
+
+@settings(max_examples=150, deadline=None)
+@given(calendars(), instants, st.integers(0, 12), CUTOFFS)
+def test_end_of_nth_business_day_is_never_inside_closed_hours(
+    cal: Calendar, at: datetime, n: int, cutoff: str | None
+) -> None:
+    due = cal.end_of_nth_business_day(at, n, cutoff)
+    # the instant just before is open: the due time closes an open interval
+    assert cal.is_open(due - _US)
+    assert cal.business_seconds_between(due - timedelta(seconds=1), due) == 1.0
+    # a cut-off can only move the day forward, by exactly one business day
+    plain = [cal.end_of_nth_business_day(at, k) for k in (n, n + 1)]
+    assert due in plain
+    assert cal.end_of_nth_business_day(at, 0) == cal.end_of_business_day(at)

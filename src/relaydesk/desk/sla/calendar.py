@@ -35,7 +35,7 @@ from .errors import SlaConfigError
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _MINUTES_PER_DAY: Final = 1440
 _MINUTES_PER_WEEK: Final = 7 * _MINUTES_PER_DAY
-_HHMM = re.compile(r"^(\d\d):(\d\d)$")
+_HHMM = re.compile(r"([0-9][0-9]):([0-9][0-9])", re.ASCII)
 #: A calendar with no open time for this many consecutive days is treated as misconfigured
 #: (ten years: longer than any holiday list, short enough to fail fast).
 _MAX_CLOSED_DAYS: Final = 3660
@@ -44,8 +44,24 @@ _MAX_CLOSED_DAYS: Final = 3660
 _DAY_CACHE_MAX: Final = 20_000
 
 
-def _parse_hhmm(text: str, *, allow_24: bool) -> int:
-    m = _HHMM.match(text)
+#: Input bounds (docs/sla.md, "Limits"): 48 intervals a day is one every half hour, far more
+#: than any real rota; 1,000 explicit holidays is decades of them.  They bound the work and
+#: memory one calendar document can cause.
+MAX_SPANS_PER_DAY: Final = 48
+MAX_HOLIDAYS: Final = 1000
+_MAX_NAME: Final = 64
+
+
+@functools.cache
+def _holiday_countries() -> frozenset[str]:
+    """Country codes (and their aliases) the ``holidays`` package knows; asked once, since
+    the package builds the list afresh on every call (about 2 ms)."""
+    return frozenset(holidays_lib.list_supported_countries(include_aliases=True))
+
+
+def parse_hhmm(text: str, *, allow_24: bool) -> int:
+    """Minutes after midnight of an ``HH:MM`` time (ASCII digits); ``24:00`` if allowed."""
+    m = _HHMM.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise SlaConfigError("calendar.bad_time", f"bad time {text!r}: expected HH:MM")
     hh, mm = int(m.group(1)), int(m.group(2))
@@ -58,8 +74,8 @@ def _parse_span(text: str) -> tuple[int, int]:
     parts = text.split("-")
     if len(parts) != 2:
         raise SlaConfigError("calendar.bad_time", f"bad interval {text!r}: expected HH:MM-HH:MM")
-    start = _parse_hhmm(parts[0].strip(), allow_24=False)
-    end = _parse_hhmm(parts[1].strip(), allow_24=True)
+    start = parse_hhmm(parts[0].strip(), allow_24=False)
+    end = parse_hhmm(parts[1].strip(), allow_24=True)
     if end == start:
         raise SlaConfigError(
             "calendar.empty_interval",
@@ -130,6 +146,16 @@ class Calendar(msgspec.Struct, frozen=True, dict=True, forbid_unknown_fields=Tru
         """
         return from_us(self._index.end_of_business_day(to_us(at)))
 
+    def end_of_nth_business_day(self, at: datetime, n: int, cutoff: str | None = None) -> datetime:
+        """End of the ``n``-th business day after the one :meth:`end_of_business_day` picks.
+
+        ``n=0`` is :meth:`end_of_business_day`.  With ``cutoff`` (``"HH:MM"`` local), ``at`` at
+        or after the starting business day's cut-off starts from the next business day
+        instead.  Returned in UTC.
+        """
+        minute = None if cutoff is None else parse_hhmm(cutoff, allow_24=False)
+        return from_us(self._index.end_of_nth_business_day(to_us(at), n, minute))
+
     def local_iso(self, at: datetime) -> str:
         """``at`` as ISO 8601 with offset in the calendar's time zone."""
         return at.astimezone(self._index.tz).isoformat()
@@ -172,9 +198,17 @@ class _CalendarIndex:
                 f"business_day_hours must be in (0, 24], got {cal.business_day_hours}",
             )
         weekly: list[list[tuple[int, int]]] = [[] for _ in WEEKDAYS]
+        if len(cal.holidays) > MAX_HOLIDAYS:
+            raise SlaConfigError(
+                "calendar.too_large", f"at most {MAX_HOLIDAYS} explicit holidays per calendar"
+            )
         for day, spans in cal.hours.items():
             if day not in WEEKDAYS:
-                raise SlaConfigError("calendar.bad_day", f"unknown weekday {day!r}")
+                raise SlaConfigError("calendar.bad_day", f"unknown weekday {day[:16]!r}")
+            if len(spans) > MAX_SPANS_PER_DAY:
+                raise SlaConfigError(
+                    "calendar.too_large", f"at most {MAX_SPANS_PER_DAY} intervals per weekday"
+                )
             for span in spans:
                 weekly[WEEKDAYS.index(day)].append(_parse_span(span))
         flat: list[tuple[int, int]] = []
@@ -202,6 +236,18 @@ class _CalendarIndex:
             )
         self._subdivision = cal.holiday_subdivision
         if cal.holiday_country is not None:
+            if cal.holiday_country not in _holiday_countries():
+                raise SlaConfigError(
+                    "calendar.unknown_holiday_country",
+                    f"holidays has no country {cal.holiday_country[:_MAX_NAME]!r}",
+                )
+            # Subdivision aliases ("England" for ENG) are the library's to resolve below.
+            if cal.holiday_subdivision is not None and not cal.holiday_subdivision.strip():
+                raise SlaConfigError(
+                    "calendar.unknown_holiday_subdivision",
+                    f"holidays has no subdivision {cal.holiday_subdivision[:_MAX_NAME]!r}"
+                    f" of {cal.holiday_country}",
+                )
             try:
                 holidays_lib.country_holidays(
                     cal.holiday_country, subdiv=cal.holiday_subdivision, years=()
@@ -346,15 +392,38 @@ class _CalendarIndex:
 
     def end_of_business_day(self, t: int) -> int:
         """See :meth:`Calendar.end_of_business_day`."""
-        ordinal = self.local_ordinal(t) - 1
-        for _ in range(_MAX_CLOSED_DAYS + 2):
+        return self.end_of_nth_business_day(t, 0)
+
+    def cutoff_at(self, ordinal: int, spans: tuple[tuple[int, int], ...], minute: int) -> int:
+        """The cut-off instant of business day ``ordinal``: the first local ``minute`` at or
+        after the day's first opening (so a night shift's cut-off falls after midnight)."""
+        at = self._local_us(ordinal, minute)
+        return at if at >= spans[0][0] else self._local_us(ordinal + 1, minute)
+
+    def end_of_nth_business_day(self, t: int, n: int, cutoff: int | None = None) -> int:
+        """See :meth:`Calendar.end_of_nth_business_day`."""
+        ordinal = self.local_ordinal(t) - 1  # yesterday's overnight span may hold ``t``
+        need = -1  # business days still to pass; -1 until the starting day is found
+        closed = 0
+        while True:
             spans = self.day(ordinal)
-            if spans and t < spans[-1][1]:
-                return spans[-1][1]
+            if spans:
+                closed = 0
+                if need < 0:
+                    if t < spans[-1][1]:
+                        late = cutoff is not None and t >= self.cutoff_at(ordinal, spans, cutoff)
+                        need = n + 1 if late else n
+                if need == 0:
+                    return spans[-1][1]
+                if need > 0:
+                    need -= 1
+            else:
+                closed += 1
+                if closed > _MAX_CLOSED_DAYS:
+                    raise SlaConfigError(
+                        "calendar.no_open_time", f"no open time within {_MAX_CLOSED_DAYS} days"
+                    )
             ordinal += 1
-        raise SlaConfigError(
-            "calendar.no_open_time", f"no open time within {_MAX_CLOSED_DAYS} days"
-        )
 
 
 def calendar_index(cal: Calendar) -> _CalendarIndex:

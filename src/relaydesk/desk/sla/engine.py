@@ -18,7 +18,7 @@ ticket's SLA from its event log at any time (docs/sla.md is the normative descri
      (the solved period does not count) and ``new_cycle`` starts a fresh one at the re-open.
 
 2. **Modes.**  Within a cycle the clock is in one of three modes, derived from the status:
-   ``run``, ``pause`` (status in the policy's pause statuses; for reply metrics also while
+   ``run``, ``pause`` (status in the metric's pause statuses; for reply metrics also while
    solved/closed, since nobody is waiting for a reply) and ``done`` (resolution only: solved in
    the middle of a ``resume`` cycle).  The ``run`` stretches are the *windows*; only business
    time inside windows counts, so a pause removes exactly the business time that would have
@@ -41,6 +41,10 @@ ticket's SLA from its event log at any time (docs/sla.md is the normative descri
    fulfilment and the breach, so the same events always give the same history.
 
 All instants are integer microseconds (``_time``) so that boundary comparisons are exact.
+
+5. **Bounds.**  Instants lie in 1970..2200 and ``now`` at most :data:`MAX_HORIZON_DAYS` after
+   the creation; targets are at most about a year (``policy.MAX_TARGET_*``).  Every walk along
+   a calendar is therefore bounded, whatever the input (docs/sla.md, "Limits").
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from .calendar import Calendar, _CalendarIndex, calendar_24x7, calendar_index
 from .errors import SlaConfigError
 from .policy import (
     CALENDAR_24X7,
+    END_OF_DAY_KINDS,
     RESOLVED_STATUSES,
     MetricName,
     SlaEvent,
@@ -69,6 +74,10 @@ MetricState = Literal["active", "paused", "achieved", "breached"]
 HistoryKind = Literal["activate", "pause", "resume", "fulfil", "breach"]
 _Mode = Literal["run", "pause", "done"]
 _METRIC_ORDER: Final[dict[str, int]] = {"first_response": 0, "next_response": 1, "resolution": 2}
+#: How far after the ticket's creation ``now`` may be (about ten years).  It bounds the open
+#: time any computation walks; a dispute is raised long before, and a longer-lived open ticket
+#: is a data problem the error names rather than a computation that never ends.
+MAX_HORIZON_DAYS: Final = 3660
 
 
 class SlaHistoryEntry(msgspec.Struct, frozen=True):
@@ -206,6 +215,11 @@ def _compute(
         if name not in cals:
             raise SlaConfigError("policy.unknown_calendar", f"policy refers to calendar {name!r}")
     tl = _replay(events, now_us)
+    if now_us - tl.created > MAX_HORIZON_DAYS * 86400 * US:
+        raise SlaConfigError(
+            "case.horizon",
+            f"now is more than {MAX_HORIZON_DAYS} days after the ticket was created",
+        )
     engine = _Engine(policy, cals, tl, now_us)
     cycles = engine.run()
     metrics: list[MetricStatus] = []
@@ -217,12 +231,15 @@ def _compute(
         if c.breached_at is not None:
             breaches[c.metric] = breaches.get(c.metric, 0) + 1
         if c.status is not None:
+            # Each cycle's status counts the breaches of its metric up to and including
+            # itself, so the latest cycle's count is the ticket's total.
+            c.status = msgspec.structs.replace(c.status, breach_count=breaches.get(c.metric, 0))
             latest[c.metric] = c
     for name in ("first_response", "next_response", "resolution"):
         if name in latest:
             st = latest[name].status
             assert st is not None
-            metrics.append(msgspec.structs.replace(st, breach_count=breaches.get(name, 0)))
+            metrics.append(st)
     history.sort(key=lambda h: (h.at, _METRIC_ORDER[h.metric], h.cycle))
     active = [m.target_at for m in metrics if m.state == "active" and m.target_at is not None]
     sla = TicketSla(
@@ -285,7 +302,7 @@ def _replay(events: Sequence[SlaEvent], now: int) -> _Timeline:
 class _Engine:
     """Evaluates every cycle of one ticket; short-lived, one per ``compute_sla`` call."""
 
-    __slots__ = ("cals", "idx", "now", "pause", "policy", "tl")
+    __slots__ = ("cals", "idx", "now", "policy", "tl")
 
     def __init__(
         self, policy: SlaPolicy, cals: dict[str, Calendar], tl: _Timeline, now: int
@@ -295,7 +312,6 @@ class _Engine:
         self.idx: dict[str, _CalendarIndex] = {}
         self.tl = tl
         self.now = now
-        self.pause = frozenset(policy.pause_statuses)
 
     def index(self, name: str) -> _CalendarIndex:
         hit = self.idx.get(name)
@@ -305,24 +321,34 @@ class _Engine:
 
     def run(self) -> list[_CycleResult]:
         tl = self.tl
-        pause = self.pause
+        policy = self.policy
 
-        def reply_mode(st: str) -> _Mode:
-            return "pause" if st in pause or st in RESOLVED_STATUSES else "run"
+        def reply_mode(metric: MetricName) -> Callable[[str], _Mode]:
+            pause = frozenset(policy.pauses_for(metric))
+
+            def mode(st: str) -> _Mode:
+                return "pause" if st in pause or st in RESOLVED_STATUSES else "run"
+
+            return mode
+
+        res_pause = frozenset(policy.pauses_for("resolution"))
 
         def resume_mode(st: str) -> _Mode:
             if st in RESOLVED_STATUSES:
                 return "done"
-            return "pause" if st in pause else "run"
+            return "pause" if st in res_pause else "run"
 
         def cycle_mode(st: str) -> _Mode:
-            return "pause" if st in pause else "run"
+            return "pause" if st in res_pause else "run"
 
         out: list[_CycleResult] = [
-            self.evaluate("first_response", 1, tl.created, tl.first_response, reply_mode)
+            self.evaluate(
+                "first_response", 1, tl.created, tl.first_response, reply_mode("first_response")
+            )
         ]
+        next_mode = reply_mode("next_response")
         for i, (start, end) in enumerate(tl.next_cycles, 1):
-            out.append(self.evaluate("next_response", i, start, end, reply_mode))
+            out.append(self.evaluate("next_response", i, start, end, next_mode))
         # resolution: find solve / reopen transitions
         solves: list[tuple[int, int | None]] = []  # (solved_at, reopened_at)
         resolved = False
@@ -482,8 +508,9 @@ class _Engine:
         if target is None:
             return _Segment(seg_start, prio, None, CALENDAR_24X7, None, None)
         idx = self.index(target.calendar)
-        if target.kind == "end_of_business_day":
-            budget = idx.between(start, idx.end_of_business_day(start))
+        if target.kind in END_OF_DAY_KINDS:
+            end = idx.end_of_nth_business_day(start, target.nth_day, target.cutoff_minute())
+            budget = max(idx.between(start, end), round(target.min_seconds * US))
         else:
             budget = round(target.duration_seconds(self.cals[target.calendar]) * US)
         return _Segment(

@@ -5,12 +5,14 @@ All types are frozen msgspec Structs so the desk can store and send them as JSON
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime
 from typing import Final, Literal
 
 import msgspec
 
-from .calendar import Calendar, calendar_24x7
+from .calendar import Calendar, calendar_24x7, parse_hhmm
 from .errors import SlaConfigError
 
 Priority = Literal["P0", "P1", "P2", "P3"]
@@ -20,9 +22,16 @@ AuthorRole = Literal["agent", "customer", "automation", "bot"]
 Channel = Literal["ticket", "war_room"]
 EventKind = Literal["created", "priority_changed", "status_changed", "comment"]
 ReopenMode = Literal["resume", "new_cycle"]
-TargetKind = Literal["duration", "end_of_business_day"]
+TargetKind = Literal["duration", "end_of_business_day", "end_of_nth_business_day"]
 
 PRIORITIES: Final = ("P0", "P1", "P2", "P3")
+METRICS: Final = ("first_response", "next_response", "resolution")
+#: Kinds that are due at the end of a business day (section 4.4 of docs/sla.md).
+END_OF_DAY_KINDS: Final = ("end_of_business_day", "end_of_nth_business_day")
+#: Input bounds (docs/sla.md, "Limits").  A target longer than about a year is not a support
+#: contract, and bounding it bounds how far any computation walks a calendar.
+MAX_TARGET_SECONDS: Final = 400 * 86400.0
+MAX_TARGET_DAYS: Final = 400
 STATUSES: Final = ("new", "open", "pending", "on_hold", "solved", "closed")
 #: Statuses that may pause the clock.  ``solved``/``closed`` are not pauses: they fulfil the
 #: resolution metric (and suspend the reply metrics, see docs/sla.md).
@@ -34,6 +43,22 @@ _ROLES: Final = ("agent", "customer", "automation", "bot")
 _CHANNELS: Final = ("ticket", "war_room")
 
 
+#: Policy ids name URL path segments (``/sla/policies/{id}``): 1-64 printable characters,
+#: no ``/`` and no surrounding space.
+_POLICY_ID: Final = re.compile(
+    r"[^\s/\x00-\x1f\x7f](?:[^/\x00-\x1f\x7f]{0,62}[^\s/\x00-\x1f\x7f])?"
+)
+_MAX_VERSION: Final = 1_000_000
+
+
+def _check_pausable(statuses: tuple[str, ...]) -> None:
+    for st in statuses:
+        if st not in PAUSABLE_STATUSES:
+            raise SlaConfigError(
+                "policy.bad_pause_status", f"{st!r} cannot pause the clock (pending, on_hold)"
+            )
+
+
 class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One SLA target, measured on the named calendar.
 
@@ -42,24 +67,77 @@ class Target(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``kind="end_of_business_day"``: due at the end of the business day during which the clock
     started, or of the next business day opening after it (see
     :meth:`Calendar.end_of_business_day`); its budget is the open time from the start to then.
+    ``kind="end_of_nth_business_day"``: due at the end of the ``n``-th business day after that
+    one (``n=0`` is ``end_of_business_day``).
+    For both end-of-day kinds, ``cutoff`` (``"HH:MM"``, calendar-local) moves a clock that
+    starts at or after the business day's cut-off to the next business day, and
+    ``min_seconds`` is the least budget (open time) the target ever gives.
     """
 
     calendar: str = CALENDAR_24X7
     kind: TargetKind = "duration"
     seconds: float = 0.0
     business_days: float = 0.0
+    n: int | None = None
+    cutoff: str | None = None
+    min_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("duration", "end_of_business_day"):
+        if self.kind not in ("duration", *END_OF_DAY_KINDS):
             raise SlaConfigError("policy.bad_target", f"unknown target kind {self.kind!r}")
-        if self.seconds < 0 or self.business_days < 0:
-            raise SlaConfigError("policy.bad_target", "target durations must not be negative")
-        if self.kind == "duration" and self.seconds == 0 and self.business_days == 0:
-            raise SlaConfigError("policy.bad_target", "a duration target needs a positive budget")
-        if self.kind == "end_of_business_day" and (self.seconds or self.business_days):
+        for label, value in (
+            ("seconds", self.seconds),
+            ("business_days", self.business_days),
+            ("min_seconds", self.min_seconds),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise SlaConfigError(
+                    "policy.bad_target", f"{label} must be a finite, non-negative number"
+                )
+        if self.seconds > MAX_TARGET_SECONDS or self.min_seconds > MAX_TARGET_SECONDS:
             raise SlaConfigError(
-                "policy.bad_target", "end_of_business_day targets take no seconds/business_days"
+                "policy.bad_target", f"a target budget is at most {MAX_TARGET_SECONDS:g} s"
             )
+        if self.business_days > MAX_TARGET_DAYS:
+            raise SlaConfigError("policy.bad_target", f"business_days is at most {MAX_TARGET_DAYS}")
+        if self.kind == "duration":
+            if self.seconds == 0 and self.business_days == 0:
+                raise SlaConfigError(
+                    "policy.bad_target", "a duration target needs a positive budget"
+                )
+            if self.n is not None or self.cutoff is not None or self.min_seconds:
+                raise SlaConfigError(
+                    "policy.bad_target",
+                    "n, cutoff and min_seconds belong to end-of-business-day targets",
+                )
+            return
+        if self.seconds or self.business_days:
+            raise SlaConfigError(
+                "policy.bad_target", f"{self.kind} targets take no seconds/business_days"
+            )
+        if self.kind == "end_of_business_day" and self.n is not None:
+            raise SlaConfigError(
+                "policy.bad_target",
+                "end_of_business_day takes no n (use end_of_nth_business_day)",
+            )
+        if self.kind == "end_of_nth_business_day" and (
+            self.n is None or isinstance(self.n, bool) or not 0 <= self.n <= MAX_TARGET_DAYS
+        ):
+            raise SlaConfigError(
+                "policy.bad_target",
+                f"end_of_nth_business_day needs n between 0 and {MAX_TARGET_DAYS}",
+            )
+        if self.cutoff is not None:
+            parse_hhmm(self.cutoff, allow_24=False)
+
+    @property
+    def nth_day(self) -> int:
+        """How many business days after the starting one an end-of-day target falls due."""
+        return self.n or 0
+
+    def cutoff_minute(self) -> int | None:
+        """The cut-off as minutes after local midnight, or None."""
+        return None if self.cutoff is None else parse_hhmm(self.cutoff, allow_24=False)
 
     def duration_seconds(self, calendar: Calendar) -> float:
         """Budget in business seconds of a ``duration`` target on ``calendar``."""
@@ -86,9 +164,11 @@ class SlaPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A versioned SLA policy.
 
     ``targets`` maps every priority ``P0`` .. ``P3`` to its targets.  ``pause_statuses`` is a
-    subset of ``("pending", "on_hold")``.  ``reopen_mode`` says what a solved -> open re-open
-    does to the resolution clock: ``resume`` keeps the elapsed time, ``new_cycle`` restarts it
-    with a full budget.  ``warn_fraction`` of each budget gives the metric's ``warn_at``.
+    subset of ``("pending", "on_hold")``; ``metric_pause_statuses`` overrides it per metric
+    (``{"first_response": []}`` keeps the first-response clock running while pending).
+    ``reopen_mode`` says what a solved -> open re-open does to the resolution clock:
+    ``resume`` keeps the elapsed time, ``new_cycle`` restarts it with a full budget.
+    ``warn_fraction`` of each budget gives the metric's ``warn_at``.
     """
 
     id: str
@@ -96,10 +176,17 @@ class SlaPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     targets: dict[str, PriorityTargets]
     pause_statuses: tuple[str, ...] = ("pending",)
+    metric_pause_statuses: dict[str, tuple[str, ...]] = {}
     reopen_mode: ReopenMode = "resume"
     warn_fraction: float = 0.75
 
     def __post_init__(self) -> None:
+        if not _POLICY_ID.fullmatch(self.id):
+            raise SlaConfigError(
+                "policy.bad_id", "policy id: 1-64 printable characters, no '/', no outer spaces"
+            )
+        if isinstance(self.version, bool) or not 1 <= self.version <= _MAX_VERSION:
+            raise SlaConfigError("policy.bad_version", f"version must be in 1..{_MAX_VERSION}")
         for prio in self.targets:
             if prio not in PRIORITIES:
                 raise SlaConfigError(
@@ -108,17 +195,23 @@ class SlaPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for prio in PRIORITIES:
             if prio not in self.targets:
                 raise SlaConfigError("policy.missing_priority", f"no targets for {prio}")
-        for st in self.pause_statuses:
-            if st not in PAUSABLE_STATUSES:
+        for metric, statuses in self.metric_pause_statuses.items():
+            if metric not in METRICS:
                 raise SlaConfigError(
-                    "policy.bad_pause_status", f"{st!r} cannot pause the clock (pending, on_hold)"
+                    "policy.unknown_metric", f"unknown metric {metric!r} in metric_pause_statuses"
                 )
+            _check_pausable(statuses)
+        _check_pausable(self.pause_statuses)
         if self.reopen_mode not in ("resume", "new_cycle"):
             raise SlaConfigError(
                 "policy.bad_reopen_mode", f"unknown reopen_mode {self.reopen_mode!r}"
             )
         if not 0 < self.warn_fraction <= 1:
             raise SlaConfigError("policy.bad_warn_fraction", "warn_fraction must be in (0, 1]")
+
+    def pauses_for(self, metric: MetricName) -> tuple[str, ...]:
+        """The statuses that pause ``metric``'s clock (its own list, else the policy's)."""
+        return self.metric_pause_statuses.get(metric, self.pause_statuses)
 
     def calendar_names(self) -> set[str]:
         """Names of all calendars the targets refer to."""

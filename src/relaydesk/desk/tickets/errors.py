@@ -30,6 +30,9 @@ class DeskErrorCode(enum.StrEnum):
     UNKNOWN_PLAN = "desk.unknown_plan"
     UNKNOWN_POLICY = "sla.unknown_policy"
     SLA_CONFIG = "sla.config"
+    SLA_VERSION_CONFLICT = "sla.version_conflict"
+    SLA_BUSY = "sla.busy"
+    SLA_TIMEOUT = "sla.timeout"
     REPORT_INVALID_WINDOW = "report.invalid_window"
     REPORT_UNKNOWN_FORMAT = "report.unknown_format"
 
@@ -46,6 +49,9 @@ _STATUS: dict[DeskErrorCode, int] = {
     DeskErrorCode.TICKET_NOT_FOUND: 404,
     DeskErrorCode.INVALID_TRANSITION: 409,
     DeskErrorCode.TICKET_CLOSED: 409,
+    DeskErrorCode.SLA_VERSION_CONFLICT: 409,
+    DeskErrorCode.SLA_BUSY: 503,
+    DeskErrorCode.SLA_TIMEOUT: 503,
 }
 
 

@@ -38,6 +38,7 @@ EventKind = Literal[
     "sla_warning",
     "sla_breach",
     "page",
+    "sla_policy_applied",
 ]
 #: Events that feed the SLA engine; the others are audit only.
 SLA_INPUT_KINDS: Final = frozenset({"created", "comment", "status_changed", "priority_changed"})

@@ -24,7 +24,15 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 import msgspec
 
 from relaydesk.clock import Clock, utc_datetime
-from relaydesk.desk.sla import Calendar, SlaConfigError, SlaPolicy, TicketSla, compute_sla
+from relaydesk.desk.sla import (
+    Calendar,
+    PlanRef,
+    SlaCase,
+    SlaConfigError,
+    SlaPolicy,
+    TicketSla,
+    compute_sla,
+)
 from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
 from relaydesk.desk.tickets.model import (
     ACTIVE_STATUSES,
@@ -86,7 +94,7 @@ class QueueEntry(msgspec.Struct, frozen=True):
 
 
 #: What a committed change was (a ``note`` is an internal comment).
-ChangeKind = Literal["created", "comment", "note", "status", "priority", "assignee"]
+ChangeKind = Literal["created", "comment", "note", "status", "priority", "assignee", "sla_policy"]
 
 
 class TicketChange(msgspec.Struct, frozen=True):
@@ -178,11 +186,147 @@ class TicketService:
             calendar = msgspec.json.decode(raw, type=Calendar)
         except SlaConfigError as exc:
             raise DeskError(exc.code, exc.message, 422) from exc
-        except msgspec.ValidationError as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise DeskError(DeskErrorCode.REQUEST_INVALID, str(exc)) from exc
         now = self.now()
         await self._db.write(lambda tx: self.put_calendar_tx(tx, name, calendar, now))
         return calendar
+
+    # -- SLA policy versions (docs/desk.md, "SLA policies") -----------------------------------
+
+    async def policies(self) -> list[SlaPolicy]:
+        """The latest version of every stored policy, by id."""
+        rows = await self._db.read(lambda tx: self._store.policies(tx))
+        return [msgspec.json.decode(body, type=SlaPolicy) for _id, _v, body in rows]
+
+    async def policy_version(self, policy_id: str, version: int | None) -> SlaPolicy:
+        """One stored policy version (``None``: the latest)."""
+
+        def run(tx: Tx) -> SlaPolicy:
+            v = version
+            if v is None:
+                v = self._store.latest_policy_version(tx, policy_id)
+            if v is None:
+                raise DeskError(DeskErrorCode.UNKNOWN_POLICY, f"no SLA policy {policy_id!r}")
+            return self.documents.policy(tx, policy_id, v)
+
+        return await self._db.read(run)
+
+    def add_policy_version_tx(self, tx: Tx, draft: SlaPolicy, now: datetime) -> SlaPolicy:
+        """Store ``draft`` as the next version of its id (its own ``version`` is ignored).
+
+        Versions are immutable: tickets keep the version they were created under until an
+        agent re-applies another (:meth:`apply_policy_tx`); new tickets take the latest.
+        """
+        known = set(self.documents.calendars(tx)) | {"24x7"}
+        missing = sorted(draft.calendar_names() - known)
+        if missing:
+            raise DeskError(
+                "policy.unknown_calendar", f"policy refers to unknown calendar {missing[0]!r}"
+            )
+        latest = self._store.latest_policy_version(tx, draft.id)
+        policy = msgspec.structs.replace(draft, version=(latest or 0) + 1)
+        body = msgspec.json.encode(policy)
+        if not self._store.put_policy(tx, policy.id, policy.version, body, to_ms(now)):
+            raise DeskError(  # pragma: no cover - the writer is serialised
+                DeskErrorCode.SLA_VERSION_CONFLICT,
+                f"policy {policy.id!r} version {policy.version} was stored meanwhile; retry",
+            )
+        return policy
+
+    async def add_policy_version(self, principal: Principal, draft: SlaPolicy) -> SlaPolicy:
+        """See :meth:`add_policy_version_tx` (agents only)."""
+        self._agent_only(principal, "edit SLA policies")
+        now = self.now()
+        return await self._db.write(lambda tx: self.add_policy_version_tx(tx, draft, now))
+
+    def apply_policy_tx(
+        self,
+        tx: Tx,
+        principal: Principal,
+        ticket_id: int,
+        policy_id: str | None,
+        version: int | None,
+        now: datetime,
+    ) -> Ticket:
+        """Re-apply a policy version to a ticket (default: the latest version of the
+        organisation's plan policy), log ``sla_policy_applied`` and recompute its SLA from
+        creation under that version."""
+        ticket = self._visible(tx, principal, ticket_id, for_update=True)
+        self._agent_only(principal, "re-apply SLA policies")
+        if policy_id is None:
+            org = self._store.organisation(tx, ticket.organisation_id)
+            plan = None if org is None else self._store.plan(tx, org.plan_id)
+            policy_id = ticket.policy_id if plan is None else plan.policy_id
+        if version is None:
+            version = self._store.latest_policy_version(tx, policy_id)
+        if version is None or self._store.policy(tx, policy_id, version) is None:
+            raise DeskError(
+                DeskErrorCode.UNKNOWN_POLICY, f"no SLA policy {policy_id!r} version {version}"
+            )
+        if (policy_id, version) == (ticket.policy_id, ticket.policy_version):
+            return ticket
+        self._store.set_ticket_policy(tx, ticket_id, policy_id, version, to_ms(now))
+        self._event(
+            tx,
+            ticket_id,
+            now,
+            "sla_policy_applied",
+            (principal.actor_kind, principal.id),
+            {
+                "from": {"policy_id": ticket.policy_id, "version": ticket.policy_version},
+                "to": {"policy_id": policy_id, "version": version},
+            },
+        )
+        self.recompute_tx(tx, ticket_id, now)
+        return self._reload(tx, ticket_id)
+
+    async def apply_policy(
+        self, principal: Principal, ticket_id: int, policy_id: str | None, version: int | None
+    ) -> Ticket:
+        """See :meth:`apply_policy_tx`."""
+        now = self.now()
+        ticket = await self._db.write(
+            lambda tx: self.apply_policy_tx(tx, principal, ticket_id, policy_id, version, now)
+        )
+        await self._changed(ticket_id, "sla_policy")
+        return ticket
+
+    def sla_case_tx(self, tx: Tx, principal: Principal, ticket_id: int, now: datetime) -> SlaCase:
+        """The ticket as a self-contained case file (docs/sla.md, "Case files"): its
+        organisation, plan, the policy version applied, the calendars it uses, the SLA events
+        and ``now``, so a dispute replays offline exactly as the desk computed it."""
+        ticket = self._visible(tx, principal, ticket_id)
+        policy = self.documents.policy(tx, ticket.policy_id, ticket.policy_version)
+        calendars = self.documents.calendars(tx)
+        org = self._store.organisation(tx, ticket.organisation_id)
+        plan = None if org is None else self._store.plan(tx, org.plan_id)
+        events = sla_events(self._store.events(tx, ticket.id))
+        if principal.kind == "customer":
+            # Internal notes and war-room posts never move a clock (docs/sla.md 4.1); a
+            # customer's copy leaves them out, so it does not reveal when agents talked.
+            events = [
+                e for e in events if e.kind != "comment" or (e.public and e.channel == "ticket")
+            ]
+        return SlaCase(
+            title=f"ticket {ticket.id}: {ticket.subject}",
+            organisation=ticket.organisation_id,
+            plan=PlanRef(
+                id=plan.id if plan is not None else "-",
+                name=plan.name if plan is not None else "",
+                policy_id=policy.id,
+                policy_version=policy.version,
+            ),
+            policy=policy,
+            calendars={n: calendars[n] for n in sorted(policy.calendar_names()) if n in calendars},
+            events=events,
+            now=now,
+        )
+
+    async def sla_case(self, principal: Principal, ticket_id: int) -> SlaCase:
+        """See :meth:`sla_case_tx`."""
+        now = self.now()
+        return await self._db.read(lambda tx: self.sla_case_tx(tx, principal, ticket_id, now))
 
     def put_plan_tx(self, tx: Tx, plan: Plan) -> None:
         """Create or replace a plan; its policy must exist."""
