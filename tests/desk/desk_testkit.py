@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import uvicorn
+from litestar import Litestar
 
 from relaydesk.config import DeskSettings, Settings
 from relaydesk.desk.component import DeskComponent
@@ -153,3 +159,27 @@ def issue_keys(desk: DeskComponent, db: Database) -> dict[str, str]:
         }
 
     return db.write_sync(run)
+
+
+@contextlib.contextmanager
+def serve_desk(desk: DeskComponent) -> Iterator[str]:
+    """The desk API alone on a real HTTP server (uvicorn on 127.0.0.1:0); yields its base URL."""
+    config = uvicorn.Config(
+        Litestar(route_handlers=[desk.router]),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -3,18 +3,13 @@ server (uvicorn on 127.0.0.1:0) replays locally to the SLA the desk computed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from desk_testkit import issue_keys
-from litestar import Litestar
+from desk_testkit import issue_keys, serve_desk
 from typer.testing import CliRunner
 
 from relaydesk.cli.desk import desk_app
@@ -27,24 +22,8 @@ runner = CliRunner()
 @pytest.fixture
 def server(desk: DeskComponent, desk_db: Database) -> Iterator[tuple[str, dict[str, str]]]:
     keys = issue_keys(desk, desk_db)
-    config = uvicorn.Config(
-        Litestar(route_handlers=[desk.router]),
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", keys
-    srv.should_exit = True
-    thread.join(10)
+    with serve_desk(desk) as url:
+        yield url, keys
 
 
 def test_explain_a_ticket_from_the_server(
