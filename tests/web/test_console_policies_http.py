@@ -252,3 +252,30 @@ def test_customers_never_reach_policy_pages_or_the_control(console_node: Console
     agent, _ = sign_in(console_node, "carol@desk.example")
     with closing(agent):
         assert _versions(agent) == before
+
+
+def test_a_version_stored_meanwhile_is_not_silently_overwritten(
+    console_node: ConsoleNode,
+) -> None:
+    alice, alice_csrf = sign_in(console_node, "alice@desk.example")
+    bob, bob_csrf = sign_in(console_node, "bob@desk.example")
+    with closing(alice), closing(bob):
+        editor = alice.get(f"{LIST}/default/edit").text
+        based = re.search(r'name="based_on" value="(\d+)"', editor)
+        assert based is not None
+        text = _editor_text(alice).replace('"pending"', '"on_hold"', 1)
+        theirs = json.loads(_editor_text(bob))
+        theirs["name"] = "Bob's edit"
+        assert _store(bob, bob_csrf, json.dumps(theirs)).status_code == 303
+        before = _versions(alice)
+        data = {"csrf": alice_csrf, "policy": text, "based_on": based.group(1)}
+        r = alice.post(f"{LIST}/default/versions", data=data)
+        assert r.status_code == 409
+        assert '<code class="code">sla.version_conflict</code>' in r.text
+        assert _versions(alice) == before
+        # the page now starts from bob's version and keeps alice's text for a second try
+        again = re.search(r'name="based_on" value="(\d+)"', r.text)
+        assert again is not None and int(again.group(1)) == before[-1]
+        data["based_on"] = again.group(1)
+        assert alice.post(f"{LIST}/default/versions", data=data).status_code == 303
+        assert _versions(alice) == [*before, before[-1] + 1]

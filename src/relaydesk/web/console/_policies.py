@@ -412,18 +412,25 @@ def policy_handlers(
         fields = await console.form(request, session)
         latest = await load(policy_id, None)
         text = fields.get("policy", "")
+        based = fields.get("based_on", "")
         policy, problem = parse_policy_text(policy_id, text)
+        status = 422
         if policy is not None:
             try:
-                stored = await tickets.add_policy_version(session.principal, policy)
+                stored = await tickets.add_policy_version(
+                    session.principal,
+                    policy,
+                    based_on=int(based) if based.isdigit() and len(based) <= 7 else None,
+                )
             except DeskError as exc:
                 problem = PolicyProblem(exc.code, exc.message)
+                status = exc.status
             else:
                 return Redirect(
                     f"{base}/{quote(stored.id, safe='')}/versions/{stored.version}?done=version",
                     status_code=303,
                 )
-        return editor(session, latest, text, problem, 422)
+        return editor(session, latest, text, problem, status)
 
     @post(prefix + "/tickets/{ticket_id:int}/sla-policy", include_in_schema=False)
     async def reapply(request: Request[Any, Any, Any], ticket_id: FromPath[int]) -> Response[Any]:
