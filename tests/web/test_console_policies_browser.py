@@ -49,4 +49,4 @@ def test_policy_version_added_and_reapplied_in_a_real_browser(
     )
     # Written by this run (the folder may hold the other scenarios' committed shots).
     taken = sorted(p.name for p in shots.glob("sla-polic*.png") if p.stat().st_mtime >= started)
-    assert taken == ["sla-policies.png", "sla-policy-ticket.png"], taken
+    assert taken == ["sla-policies.png", "sla-policy-editor.png", "sla-policy-ticket.png"], taken

@@ -147,6 +147,20 @@ def test_refused_texts_carry_the_apis_codes(text: str, code: str) -> None:
     assert problem.message
 
 
+def test_a_refused_target_is_named_in_the_message() -> None:
+    body = msgspec.to_builtins(default_policy())
+    body["targets"]["P2"]["resolution"] = {"kind": "end_of_business_day", "cutoff": "25:00"}
+    del body["id"], body["version"]
+    _, problem = parse_policy_text("default", msgspec.json.encode(body).decode())
+    assert problem is not None and problem.message.startswith("targets.P2.resolution: ")
+    body["targets"]["P2"]["resolution"] = {"kind": "end_of_nth_business_day"}
+    _, problem = parse_policy_text("default", msgspec.json.encode(body).decode())
+    assert problem is not None and problem.code == "policy.bad_target"
+    assert problem.message == (
+        "targets.P2.resolution: end_of_nth_business_day needs n between 0 and 400"
+    )
+
+
 def test_the_policy_id_is_checked_too() -> None:
     _, problem = parse_policy_text(" bad", draft_text(default_policy()))
     assert problem is not None and problem.code == "policy.bad_id"

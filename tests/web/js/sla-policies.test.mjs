@@ -66,6 +66,7 @@ test("an agent adds a policy version in the editor and re-applies it to a ticket
   await Promise.all([page.waitForNavigation(), page.click("#store-version")]);
   assert.match(await page.textContent("#policy-error"), /policy\.bad_target.*needs n/);
   assert.equal(JSON.parse(await page.inputValue("#policy-text")).name, "Contract 2027", "text kept");
+  await page.screenshot({ path: `${SHOTS}/sla-policy-editor.png`, fullPage: false });
 
   // Fixed: resolved by the end of the next business day, cut-off 15:00, at least 2 h.
   draft.targets.P1.resolution = { ...draft.targets.P1.resolution, n: 1, min_seconds: 7200 };

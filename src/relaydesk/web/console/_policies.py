@@ -259,9 +259,10 @@ def parse_policy_text(policy_id: str, text: str) -> tuple[SlaPolicy | None, Poli
         )
     try:
         draft = msgspec.json.decode(text, type=PolicyDraft)
-        return draft.to_policy(policy_id), None
     except SlaConfigError as exc:
-        return None, PolicyProblem(exc.code, exc.message)
+        where = _failing_target(text)
+        message = exc.message if where is None else f"{where}: {exc.message}"
+        return None, PolicyProblem(exc.code, message)
     except msgspec.ValidationError as exc:
         message = str(exc)
         # The API's rule (desk_api._validation_code): a length bound is request.too_long.
@@ -273,6 +274,29 @@ def parse_policy_text(policy_id: str, text: str) -> tuple[SlaPolicy | None, Poli
         return None, PolicyProblem(code, message)
     except msgspec.DecodeError as exc:
         return None, PolicyProblem(DeskErrorCode.REQUEST_INVALID, f"not valid JSON: {exc}")
+    try:
+        return draft.to_policy(policy_id), None
+    except SlaConfigError as exc:
+        return None, PolicyProblem(exc.code, exc.message)
+
+
+def _failing_target(text: str) -> str | None:
+    """``targets.P1.resolution``: the first target the engine refuses, for the message.
+
+    The engine's checks run while decoding and carry no path; a person editing the JSON
+    wants to know which of the twelve targets is meant.
+    """
+    body = msgspec.json.decode(text)
+    targets = body.get("targets") if isinstance(body, dict) else None
+    for prio, metrics in (targets or {}).items():
+        for metric, target in (metrics or {}).items() if isinstance(metrics, dict) else ():
+            try:
+                msgspec.convert(target, Target)
+            except SlaConfigError:
+                return f"targets.{prio}.{metric}"
+            except msgspec.ValidationError:
+                continue
+    return None
 
 
 class VersionEntry(msgspec.Struct, frozen=True):
