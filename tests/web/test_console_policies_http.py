@@ -268,6 +268,11 @@ def test_a_version_stored_meanwhile_is_not_silently_overwritten(
         theirs["name"] = "Bob's edit"
         assert _store(bob, bob_csrf, json.dumps(theirs)).status_code == 303
         before = _versions(alice)
+        # a refusal for another reason first: the conflict is still caught afterwards
+        bad = {"csrf": alice_csrf, "policy": "{", "based_on": based.group(1)}
+        r = alice.post(f"{LIST}/default/versions", data=bad)
+        assert r.status_code == 422
+        assert f'name="based_on" value="{based.group(1)}"' in r.text
         data = {"csrf": alice_csrf, "policy": text, "based_on": based.group(1)}
         r = alice.post(f"{LIST}/default/versions", data=data)
         assert r.status_code == 409

@@ -169,7 +169,16 @@ def test_the_policy_id_is_checked_too() -> None:
 def test_version_choice_values() -> None:
     for pid in ("default", "gold:eu", "a b"):
         assert parse_version_value(version_value(pid, 12)) == (pid, 12)
-    for bad in ("", "default", "x:default", ":default", "3:", "12345678:default", "-1:d"):
+    for bad in (
+        "",
+        "default",
+        "x:default",
+        ":default",
+        "3:",
+        "12345678:default",
+        "-1:d",
+        "²:default",
+    ):
         assert parse_version_value(bad) is None
 
 

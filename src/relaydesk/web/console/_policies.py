@@ -336,9 +336,14 @@ def version_value(policy_id: str, version: int) -> str:
 def parse_version_value(value: str) -> tuple[str, int] | None:
     """``(policy id, version)`` from :func:`version_value`, or ``None``."""
     version, sep, policy_id = value.partition(":")
-    if not sep or not policy_id or not version.isdigit() or len(version) > 7:
+    if not sep or not policy_id or not _digits(version):
         return None
     return policy_id, int(version)
+
+
+def _digits(text: str) -> bool:
+    # ASCII only: str.isdigit() also accepts "²", which int() refuses.
+    return 0 < len(text) <= 7 and text.isascii() and text.isdigit()
 
 
 # -- handlers -------------------------------------------------------------------------------------
@@ -393,11 +398,18 @@ def policy_handlers(
         session: ConsoleSession,
         latest: SlaPolicy,
         text: str,
+        based_on: int,
         problem: PolicyProblem | None = None,
         status: int = 200,
     ) -> Response[str]:
         return console.render(
-            "policy_edit.html", status, session, latest=latest, text=text, problem=problem
+            "policy_edit.html",
+            status,
+            session,
+            latest=latest,
+            based_on=based_on,
+            text=text,
+            problem=problem,
         )
 
     @get(base, include_in_schema=False)
@@ -426,7 +438,7 @@ def policy_handlers(
     async def edit_page(request: Request[Any, Any, Any], policy_id: FromPath[str]) -> Response[str]:
         session = console.agent(request)
         latest = await load(policy_id, None)
-        return editor(session, latest, draft_text(latest))
+        return editor(session, latest, draft_text(latest), latest.version)
 
     @post(base + "/{policy_id:str}/versions", include_in_schema=False)
     async def add_version(
@@ -437,24 +449,28 @@ def policy_handlers(
         latest = await load(policy_id, None)
         text = fields.get("policy", "")
         based = fields.get("based_on", "")
+        based_on = int(based) if _digits(based) else None
         policy, problem = parse_policy_text(policy_id, text)
         status = 422
         if policy is not None:
             try:
                 stored = await tickets.add_policy_version(
-                    session.principal,
-                    policy,
-                    based_on=int(based) if based.isdigit() and len(based) <= 7 else None,
+                    session.principal, policy, based_on=based_on
                 )
             except DeskError as exc:
                 problem = PolicyProblem(exc.code, exc.message)
                 status = exc.status
+                if exc.code == DeskErrorCode.SLA_VERSION_CONFLICT:
+                    based_on = None  # shown the conflict, the agent now edits on the latest
             else:
                 return Redirect(
                     f"{base}/{quote(stored.id, safe='')}/versions/{stored.version}?done=version",
                     status_code=303,
                 )
-        return editor(session, latest, text, problem, status)
+        # Any other refusal keeps the version the edit began from, so a version stored
+        # meanwhile is still caught on the next try.
+        start = latest.version if based_on is None else based_on
+        return editor(session, latest, text, start, problem, status)
 
     @post(prefix + "/tickets/{ticket_id:int}/sla-policy", include_in_schema=False)
     async def reapply(request: Request[Any, Any, Any], ticket_id: FromPath[int]) -> Response[Any]:
