@@ -137,3 +137,15 @@ def test_notification_recorded_once_with_deliveries(desk_db: Database) -> None:
     assert [
         p.attempts for p in desk_db.read_sync(lambda tx: store.pending_deliveries(tx, 100, 10))
     ] == [1]
+
+
+def test_policy_versions_lists_every_version_with_gaps_in_order(desk_db: Database) -> None:
+    store = _setup(desk_db)
+
+    def put(tx: Tx) -> None:
+        for pid, version, at in (("gold", 3, 30), ("default", 2, 20), ("default", 1, 10)):
+            assert store.put_policy(tx, pid, version, b"{}", at)
+
+    desk_db.write_sync(put)
+    rows = desk_db.read_sync(store.policy_versions)
+    assert rows == [("default", 1, 10), ("default", 2, 20), ("gold", 3, 30)]

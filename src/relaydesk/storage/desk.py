@@ -407,6 +407,13 @@ class DeskStore:
         )
         return [(str(r[0]), int(r[1]), str(r[2]).encode()) for r in rows]
 
+    def policy_versions(self, tx: Tx) -> list[tuple[str, int, int]]:
+        """Every stored ``(policy id, version, stored at ms)``, by id then version."""
+        rows = tx.query(
+            "SELECT id, version, created_at FROM desk_sla_policies ORDER BY id, version"
+        )
+        return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
+
     def set_ticket_policy(
         self, tx: Tx, ticket_id: int, policy_id: str, version: int, now: int
     ) -> None:

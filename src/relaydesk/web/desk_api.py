@@ -107,6 +107,21 @@ class PolicyDraft(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reopen_mode: Literal["resume", "new_cycle"] = "resume"
     warn_fraction: float = 0.75
 
+    def to_policy(self, policy_id: str) -> SlaPolicy:
+        """The policy this draft describes under ``policy_id`` (the service assigns the
+        version); raises :class:`SlaConfigError` as the engine validates it.  Shared with the
+        console's policy editor so both accept and refuse the same documents."""
+        return SlaPolicy(
+            id=policy_id,
+            version=1,
+            name=self.name,
+            targets=self.targets,
+            pause_statuses=self.pause_statuses,
+            metric_pause_statuses=self.metric_pause_statuses,
+            reopen_mode=self.reopen_mode,
+            warn_fraction=self.warn_fraction,
+        )
+
 
 class PolicyList(msgspec.Struct, frozen=True):
     """The latest version of every SLA policy."""
@@ -406,18 +421,7 @@ def desk_router(service: TicketService) -> Router:
     ) -> SlaPolicy:
         """The body is a policy without ``id``/``version`` (docs/sla.md, "Policies"); the
         version is the next free one.  New tickets take it; existing ones keep theirs."""
-        draft = data
-        policy = SlaPolicy(
-            id=policy_id,
-            version=1,
-            name=draft.name,
-            targets=draft.targets,
-            pause_statuses=draft.pause_statuses,
-            metric_pause_statuses=draft.metric_pause_statuses,
-            reopen_mode=draft.reopen_mode,
-            warn_fraction=draft.warn_fraction,
-        )
-        return await service.add_policy_version(principal, policy)
+        return await service.add_policy_version(principal, data.to_policy(policy_id))
 
     @put("/tickets/{ticket_id:int}/sla/policy", summary="Re-apply an SLA policy version (agents)")
     async def apply_policy(

@@ -212,11 +212,16 @@ class TicketService:
 
         return await self._db.read(run)
 
-    def add_policy_version_tx(self, tx: Tx, draft: SlaPolicy, now: datetime) -> SlaPolicy:
+    def add_policy_version_tx(
+        self, tx: Tx, draft: SlaPolicy, now: datetime, based_on: int | None = None
+    ) -> SlaPolicy:
         """Store ``draft`` as the next version of its id (its own ``version`` is ignored).
 
         Versions are immutable: tickets keep the version they were created under until an
         agent re-applies another (:meth:`apply_policy_tx`); new tickets take the latest.
+        ``based_on`` (the latest version the editor started from, if the caller knows it)
+        refuses with ``sla.version_conflict`` when another version was stored meanwhile, so
+        an edit never silently drops someone else's.
         """
         known = set(self.documents.calendars(tx)) | {"24x7"}
         missing = sorted(draft.calendar_names() - known)
@@ -225,6 +230,12 @@ class TicketService:
                 "policy.unknown_calendar", f"policy refers to unknown calendar {missing[0]!r}"
             )
         latest = self._store.latest_policy_version(tx, draft.id)
+        if based_on is not None and latest != based_on:
+            raise DeskError(
+                DeskErrorCode.SLA_VERSION_CONFLICT,
+                f"policy {draft.id!r} is at version {latest} now, not {based_on}: another"
+                " version was stored after this edit began; compare with it and store again",
+            )
         policy = msgspec.structs.replace(draft, version=(latest or 0) + 1)
         body = msgspec.json.encode(policy)
         if not self._store.put_policy(tx, policy.id, policy.version, body, to_ms(now)):
@@ -234,11 +245,13 @@ class TicketService:
             )
         return policy
 
-    async def add_policy_version(self, principal: Principal, draft: SlaPolicy) -> SlaPolicy:
+    async def add_policy_version(
+        self, principal: Principal, draft: SlaPolicy, *, based_on: int | None = None
+    ) -> SlaPolicy:
         """See :meth:`add_policy_version_tx` (agents only)."""
         self._agent_only(principal, "edit SLA policies")
         now = self.now()
-        return await self._db.write(lambda tx: self.add_policy_version_tx(tx, draft, now))
+        return await self._db.write(lambda tx: self.add_policy_version_tx(tx, draft, now, based_on))
 
     def apply_policy_tx(
         self,

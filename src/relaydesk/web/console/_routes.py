@@ -68,6 +68,7 @@ from relaydesk.storage.engine import Tx
 from relaydesk.telemetry import Telemetry, worst_points
 from relaydesk.telemetry.charts import TABLE_HEAD, fmt_minute
 from relaydesk.web.console._forms import Errors, parse_comment, parse_new_ticket, parse_properties
+from relaydesk.web.console._policies import policy_handlers, ticket_policy_context
 from relaydesk.web.console._quality import (
     GROUP_LABELS,
     PERCENTILES,
@@ -446,6 +447,7 @@ def console_router(
             "war_room_open": t.status in ACTIVE_STATUSES,
             "people_json": msgspec.json.encode(people).decode(),
             "now": now,
+            **(await ticket_policy_context(console, t) if agent_view else {}),
         }
 
     def ticket_response(
@@ -777,6 +779,7 @@ def console_router(
             report_page,
             report_download,
             quality_page,
+            *policy_handlers(console, PREFIX, refused),
             live_token,
             static,
         ],

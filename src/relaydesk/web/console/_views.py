@@ -149,15 +149,24 @@ def sla_clocks(sla: TicketSla, now: datetime) -> list[Clock]:
     return [_clock(m, now) for m in sla.metrics]
 
 
-def _data_text(data: dict[str, Any]) -> str:
-    parts = []
-    for key, value in data.items():
-        if key == "comment_id":
-            continue
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value)
-        parts.append(f"{key}: {value}")
-    return "; ".join(parts)
+def _value_text(value: Any) -> str:
+    # Nested values are written out in words, never as Python's dict/list repr.
+    if isinstance(value, dict):
+        if set(value) == {"policy_id", "version"}:
+            return f"{value['policy_id']} v{value['version']}"
+        return ", ".join(f"{k} {_value_text(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_value_text(v) for v in value)
+    return str(value)
+
+
+def _data_text(kind: str, data: dict[str, Any]) -> str:
+    if kind == "sla_policy_applied" and {"from", "to"} <= set(data):
+        return f"from {_value_text(data['from'])} to {_value_text(data['to'])}"
+    return "; ".join(f"{k}: {_value_text(v)}" for k, v in data.items() if k != "comment_id")
+
+
+_KINDS = {"sla_policy_applied": "SLA policy applied"}
 
 
 class EventLine(msgspec.Struct, frozen=True):
@@ -176,9 +185,9 @@ def event_lines(events: Sequence[TicketEvent]) -> list[EventLine]:
         EventLine(
             seq=e.seq,
             at=fmt_time(e.at),
-            kind=e.kind.replace("_", " "),
+            kind=_KINDS.get(e.kind, e.kind.replace("_", " ")),
             actor=f"{e.actor_kind}:{e.actor_id}",
-            detail=_data_text(e.data),
+            detail=_data_text(e.kind, e.data),
         )
         for e in events
     ]
