@@ -28,7 +28,7 @@ from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.server.cluster import open_bus
 from relaydesk.server.gateway.gateway import Gateway
-from relaydesk.server.http import messaging_router, ops_router
+from relaydesk.server.http import BoundedRequest, messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
 from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
@@ -85,6 +85,8 @@ class RelaydeskServer:
                 title="relaydesk", version="1", path="/api/docs", description=__doc__
             ),
             lifespan=[self._lifespan],
+            request_class=BoundedRequest,
+            request_max_body_size=settings.http.max_body_bytes,
             debug=False,
         )
         self.ready = False

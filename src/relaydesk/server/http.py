@@ -14,13 +14,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.types import ExceptionHandlersMap
 from msgspec import Meta
 
 from relaydesk.protocol.addresses import resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import ClientMsgId, Event, Name
 from relaydesk.protocol.tokens import verify_token
+from relaydesk.storage.limits import MAX_ROW_ID
 
 if TYPE_CHECKING:
     from relaydesk.server.app import RelaydeskServer
@@ -58,6 +61,72 @@ def error_response(code: ErrorCode, message: str) -> Response[ErrorBody]:
 
 def protocol_error_handler(_: Request[Any, Any, Any], exc: ProtocolError) -> Response[ErrorBody]:
     return error_response(exc.code, exc.message)
+
+
+def validation_error_handler(
+    _: Request[Any, Any, Any], exc: ValidationException
+) -> Response[ErrorBody]:
+    """A parameter or body that fails its declared type or bounds: 400 INVALID_ARGUMENT."""
+    details = exc.extra if isinstance(exc.extra, list) else []
+    for item in details:
+        if isinstance(item, dict) and item.get("key"):
+            return error_response(
+                ErrorCode.INVALID_ARGUMENT, f"{item['key']}: {item.get('message') or exc.detail}"
+            )
+    return error_response(ErrorCode.INVALID_ARGUMENT, str(exc.detail))
+
+
+#: Framework refusals (malformed JSON, body too large, no such route...) in this API's codes.
+_CODE_OF_STATUS = {
+    401: ErrorCode.TOKEN_INVALID,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.MESSAGE_TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+}
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    code = _CODE_OF_STATUS.get(exc.status_code, ErrorCode.INVALID_ARGUMENT)
+    if exc.status_code >= 500:
+        code = ErrorCode.INTERNAL
+    return Response(
+        ErrorBody(ApiError(int(code), code.name, str(exc.detail))), status_code=exc.status_code
+    )
+
+
+#: The messaging API's handlers for everything a request can be refused with.
+MESSAGING_ERROR_HANDLERS: ExceptionHandlersMap = {
+    ProtocolError: protocol_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+}
+
+
+class BoundedRequest(Request[Any, Any, Any]):
+    """Every request of the node: JSON and MessagePack bodies decode with a depth bound.
+
+    msgspec decodes recursively and stops at the interpreter's recursion limit with a
+    ``RecursionError``, which is not a decoding error to the framework (it answered 500
+    before authentication).  Here it is a client error like any malformed body: 400 in
+    the API's own error shape.  The size of every body is bounded by the application's
+    ``request_max_body_size`` (``[http] max_body_bytes``).
+    """
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException(detail=_TOO_DEEP) from None
+
+    async def msgpack(self) -> Any:
+        try:
+            return await super().msgpack()
+        except RecursionError:
+            raise ClientException(detail=_TOO_DEEP) from None
+
+
+_TOO_DEEP = "the body nests arrays or objects too deeply"
 
 
 class PublishRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -140,8 +209,8 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         request: Request[Any, Any, Any],
         app: FromPath[str],
         conv: FromQuery[str],
-        before: FromQuery[int | None] = None,
-        after: FromQuery[int | None] = None,
+        before: Annotated[int | None, QueryParameter(ge=0, le=MAX_ROW_ID)] = None,
+        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_ROW_ID)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> HistoryResponse:
         """A page of a conversation, for the app (secret) or a member (user token)."""
@@ -194,7 +263,7 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
     return Router(
         path="/v1",
         route_handlers=[publish, history, channel, add_member, presence],
-        exception_handlers={ProtocolError: protocol_error_handler},
+        exception_handlers=MESSAGING_ERROR_HANDLERS,
         tags=["messaging"],
     )
 

@@ -18,7 +18,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBody
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter, RawBody
 from msgspec import Meta
 
 from relaydesk.desk.reports import REPORT_TABLES, SlaReport, report_csv, report_tx
@@ -37,8 +37,12 @@ from relaydesk.desk.tickets.model import (
 )
 from relaydesk.desk.tickets.service import QueueEntry, TicketDetail, TicketService
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.limits import MAX_ROW_ID
 
 PREFIX: Final = "/api/desk"
+
+#: A ticket id in a path: bounded so that no id reaches storage that it cannot hold.
+TicketId = Annotated[int, Parameter(ge=1, le=MAX_ROW_ID, description="a ticket id")]
 
 
 # -- request and response bodies ---------------------------------------------------------------
@@ -206,7 +210,9 @@ def desk_router(service: TicketService) -> Router:
         tag: FromQuery[str | None] = None,
         active: FromQuery[bool] = False,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-        before: FromQuery[int | None] = None,
+        before: Annotated[
+            int | None, QueryParameter(ge=1, le=MAX_ROW_ID, description="a ticket id")
+        ] = None,
     ) -> TicketList:
         f = TicketFilter(
             status=status,
@@ -225,14 +231,14 @@ def desk_router(service: TicketService) -> Router:
 
     @get("/tickets/{ticket_id:int}", summary="A ticket with its comments and event log")
     async def get_ticket(
-        principal: NamedDependency[Principal], ticket_id: FromPath[int]
+        principal: NamedDependency[Principal], ticket_id: TicketId
     ) -> TicketDetail:
         return await service.detail(principal, ticket_id)
 
     @post("/tickets/{ticket_id:int}/comments", status_code=201, summary="Comment on a ticket")
     async def comment(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[CommentRequest],
     ) -> Comment:
         return await service.add_comment(
@@ -242,7 +248,7 @@ def desk_router(service: TicketService) -> Router:
     @put("/tickets/{ticket_id:int}/status", summary="Change the status (agents)")
     async def change_status(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[StatusRequest],
     ) -> Ticket:
         return await service.change_status(principal, ticket_id, data.status)
@@ -250,7 +256,7 @@ def desk_router(service: TicketService) -> Router:
     @put("/tickets/{ticket_id:int}/priority", summary="Change the priority (agents)")
     async def change_priority(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[PriorityRequest],
     ) -> Ticket:
         return await service.change_priority(principal, ticket_id, data.priority)
@@ -258,15 +264,13 @@ def desk_router(service: TicketService) -> Router:
     @put("/tickets/{ticket_id:int}/assignee", summary="Assign or unassign (agents)")
     async def change_assignee(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[AssigneeRequest],
     ) -> Ticket:
         return await service.assign(principal, ticket_id, data.assignee_id)
 
     @get("/tickets/{ticket_id:int}/sla", summary="SLA status of a ticket, computed now")
-    async def ticket_sla(
-        principal: NamedDependency[Principal], ticket_id: FromPath[int]
-    ) -> TicketSla:
+    async def ticket_sla(principal: NamedDependency[Principal], ticket_id: TicketId) -> TicketSla:
         return await service.sla_status(principal, ticket_id)
 
     @get("/queue", summary="The agent queue sorted by next breach (agents)")

@@ -37,7 +37,6 @@ import msgspec
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from markupsafe import Markup
@@ -65,6 +64,7 @@ from relaydesk.desk.tickets.transitions import can_transition
 from relaydesk.protocol.tokens import mint_token
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.limits import MAX_ROW_ID
 from relaydesk.telemetry import Telemetry, worst_points
 from relaydesk.telemetry.charts import TABLE_HEAD, fmt_minute
 from relaydesk.web.console._forms import Errors, parse_comment, parse_new_ticket, parse_properties
@@ -86,6 +86,8 @@ from relaydesk.web.console._sessions import (
     tokens_match,
 )
 from relaydesk.web.console._views import event_lines, fmt_duration, fmt_time, sla_clocks
+from relaydesk.web.desk_api import TicketId
+from relaydesk.web.static import PackageFiles
 
 log = logging.getLogger("relaydesk.web.console")
 
@@ -463,9 +465,7 @@ def console_router(
         )
 
     @get(PREFIX + "/tickets/{ticket_id:int}", include_in_schema=False)
-    async def ticket_page(
-        request: Request[Any, Any, Any], ticket_id: FromPath[int]
-    ) -> Response[str]:
+    async def ticket_page(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[str]:
         session = console.session(request)
         context = await ticket_context(session, ticket_id)
         fragment = request.query_params.get("fragment") == "live"
@@ -485,7 +485,7 @@ def console_router(
         return ticket_response(session, context, status=status, errors=errors, values=fields)
 
     @post(PREFIX + "/tickets/{ticket_id:int}/comments", include_in_schema=False)
-    async def comment(request: Request[Any, Any, Any], ticket_id: FromPath[int]) -> Response[Any]:
+    async def comment(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
         session = console.session(request)
         fields = await console.form(request, session)
         parsed, errors = parse_comment(fields)
@@ -505,9 +505,7 @@ def console_router(
         return back_to(ticket_id, "reply" if public else "note")
 
     @post(PREFIX + "/tickets/{ticket_id:int}/properties", include_in_schema=False)
-    async def properties(
-        request: Request[Any, Any, Any], ticket_id: FromPath[int]
-    ) -> Response[Any]:
+    async def properties(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
         session = console.agent(request)
         fields = await console.form(request, session)
         agents, _ = await console.directory()
@@ -700,7 +698,12 @@ def console_router(
             channels[QUEUE_CHANNEL] = "member"
         ticket_param = request.query_params.get("ticket")
         if ticket_param:
-            if not ticket_param.isdigit():
+            # ASCII digits only (str.isdigit takes '١٢٣'), and an id storage can hold.
+            if not (
+                ticket_param.isascii()
+                and ticket_param.isdigit()
+                and 1 <= int(ticket_param) <= MAX_ROW_ID
+            ):
                 return Response({"error": "bad_ticket"}, status_code=400)
             try:
                 t = (await tickets.detail(principal, int(ticket_param))).ticket
@@ -757,7 +760,10 @@ def console_router(
         return response
 
     static = create_static_files_router(
-        path=PREFIX + "/static", directories=[_HERE / "static"], name="console-static"
+        path=PREFIX + "/static",
+        directories=[_HERE / "static"],
+        file_system=PackageFiles(),
+        name="console-static",
     )
     return Router(
         path="/",
