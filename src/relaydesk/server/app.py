@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
@@ -38,6 +37,7 @@ from relaydesk.telemetry import Telemetry, open_telemetry
 from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
 from relaydesk.web.knowledge_api import knowledge_router
+from relaydesk.web.openapi import openapi_config, viewer_router
 from relaydesk.web.quality_api import metrics_router, quality_router
 
 log = logging.getLogger("relaydesk.server")
@@ -80,10 +80,9 @@ class RelaydeskServer:
                 console_router(self.desk, self.hub, settings, self.clock, telemetry=self.telemetry),
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),
+                viewer_router(),
             ],
-            openapi_config=OpenAPIConfig(
-                title="relaydesk", version="1", path="/api/docs", description=__doc__
-            ),
+            openapi_config=openapi_config("relaydesk", __doc__),
             lifespan=[self._lifespan],
             request_class=BoundedRequest,
             request_max_body_size=settings.http.max_body_bytes,
