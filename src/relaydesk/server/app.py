@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
+from litestar.exceptions import HTTPException
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
@@ -36,6 +37,7 @@ from relaydesk.storage.messages import MessageStore
 from relaydesk.telemetry import Telemetry, open_telemetry
 from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
+from relaydesk.web.errors import unrouted_error_handler
 from relaydesk.web.knowledge_api import knowledge_router
 from relaydesk.web.openapi import openapi_config, viewer_router
 from relaydesk.web.quality_api import metrics_router, quality_router
@@ -85,6 +87,7 @@ class RelaydeskServer:
             openapi_config=openapi_config("relaydesk", __doc__),
             lifespan=[self._lifespan],
             request_class=BoundedRequest,
+            exception_handlers={HTTPException: unrouted_error_handler},
             request_max_body_size=settings.http.max_body_bytes,
             debug=False,
         )

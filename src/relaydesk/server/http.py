@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.types import ExceptionHandlersMap
 from msgspec import Meta
@@ -23,6 +24,7 @@ from relaydesk.protocol.addresses import resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import ClientMsgId, Event, Name
 from relaydesk.protocol.tokens import verify_token
+from relaydesk.server.security_schemes import APP_SECRET, USER_TOKEN
 from relaydesk.storage.limits import MAX_ROW_ID
 
 if TYPE_CHECKING:
@@ -44,13 +46,37 @@ _STATUS = {
 
 
 class ApiError(msgspec.Struct, frozen=True):
+    """A protocol error code (docs/protocol.md §7), its name and a readable message."""
+
     code: int
     name: str
     message: str
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
+    """The body of every 4xx/5xx answer of the messaging and quality APIs."""
+
     error: ApiError
+
+
+_ERROR_DESCRIPTIONS: Final = {
+    400: "A parameter or the body is invalid, or the body cannot be read (INVALID_ARGUMENT)",
+    401: "No credentials, a malformed header, or a bad user token (TOKEN_*)",
+    403: "The credentials do not open this app or conversation (FORBIDDEN)",
+    404: "No such app, conversation or channel (NOT_FOUND)",
+    409: "The client message id was used before with another payload (DUPLICATE_ID_MISMATCH)",
+    413: "The message body or the request body is over its limit (MESSAGE_TOO_LARGE)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a messaging-family handler really answers."""
+    return {
+        status: ResponseSpec(
+            ErrorBody, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in statuses
+    }
 
 
 def error_response(code: ErrorCode, message: str) -> Response[ErrorBody]:
@@ -91,7 +117,9 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
     if exc.status_code >= 500:
         code = ErrorCode.INTERNAL
     return Response(
-        ErrorBody(ApiError(int(code), code.name, str(exc.detail))), status_code=exc.status_code
+        ErrorBody(ApiError(int(code), code.name, str(exc.detail))),
+        status_code=exc.status_code,
+        headers=exc.headers,
     )
 
 
@@ -183,7 +211,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not authorised for app {app!r}")
 
-    @post("/apps/{app:str}/publish", status_code=200)
+    @post(
+        "/apps/{app:str}/publish",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 404, 409, 413),
+    )
     async def publish(
         request: Request[Any, Any, Any], app: FromPath[str], data: JSONBody[PublishRequest]
     ) -> Any:
@@ -204,7 +236,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         event = await hub.post(app, data.sender, data.to, body, data.id)
         return PublishResponse(conv=event.conv, seq=event.seq, pos=event.pos, ts=event.ts)
 
-    @get("/apps/{app:str}/history")
+    @get(
+        "/apps/{app:str}/history",
+        responses=error_responses(400, 401, 403, 404),
+        security=[{APP_SECRET: []}, {USER_TOKEN: []}],
+    )
     async def history(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -227,7 +263,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         items, more = await hub.history(app, user, conversation, before, after, limit)
         return HistoryResponse(conv=conversation.id, items=items, more=more)
 
-    @post("/apps/{app:str}/channels/{channel:str}", status_code=200)
+    @post(
+        "/apps/{app:str}/channels/{channel:str}",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 413),
+    )
     async def channel(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -239,7 +279,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         await hub.set_public(app, channel, data.public)
         return {"channel": channel, "public": data.public}
 
-    @post("/apps/{app:str}/channels/{channel:str}/members", status_code=200)
+    @post(
+        "/apps/{app:str}/channels/{channel:str}/members",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 404, 413),
+    )
     async def add_member(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -250,7 +294,7 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         role = await hub.add_member(app, channel, data.user, data.role)
         return {"channel": channel, "user": data.user, "role": role}
 
-    @get("/apps/{app:str}/presence")
+    @get("/apps/{app:str}/presence", responses=error_responses(400, 401, 403))
     async def presence(
         request: Request[Any, Any, Any], app: FromPath[str], users: FromQuery[str]
     ) -> list[PresenceItem]:
@@ -264,6 +308,7 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         path="/v1",
         route_handlers=[publish, history, channel, add_member, presence],
         exception_handlers=MESSAGING_ERROR_HANDLERS,
+        security=[{APP_SECRET: []}],
         tags=["messaging"],
     )
 

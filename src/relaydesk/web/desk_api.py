@@ -18,6 +18,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter, RawBody
 from msgspec import Meta
 
@@ -36,6 +37,7 @@ from relaydesk.desk.tickets.model import (
     TicketFilter,
 )
 from relaydesk.desk.tickets.service import QueueEntry, TicketDetail, TicketService
+from relaydesk.server.security_schemes import DESK_KEY
 from relaydesk.storage.engine import Tx
 from relaydesk.storage.limits import MAX_ROW_ID
 
@@ -88,31 +90,62 @@ class QueueResponse(msgspec.Struct, frozen=True):
     entries: list[QueueEntry]
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
-    """A stable machine code and a readable message."""
+class DeskErrorDetail(msgspec.Struct, frozen=True):
+    """A stable dotted machine code (``ticket.not_found``) and a readable message."""
 
     code: str
     message: str
 
 
-class ErrorResponse(msgspec.Struct, frozen=True):
-    """The body of every 4xx answer."""
+class DeskErrorResponse(msgspec.Struct, frozen=True):
+    """The body of every 4xx answer of the desk APIs (desk, knowledge base, diagnosis)."""
 
-    error: ErrorBody
+    error: DeskErrorDetail
+
+
+_ERROR_DESCRIPTIONS: Final = {
+    400: "The body cannot be read: malformed JSON or nested too deeply (`http.400`)",
+    401: "No API key, a malformed header, or an unknown or revoked key",
+    403: "The key's principal may not do this (`auth.forbidden`)",
+    404: "Not found, or not visible to this principal",
+    409: "The ticket's state does not allow it",
+    413: "The body is over `[http] max_body_bytes` (`http.413`)",
+    422: "A parameter or field fails validation; `code` names the rule",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a desk-family handler really answers."""
+    return {
+        status: ResponseSpec(
+            DeskErrorResponse, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in statuses
+    }
+
+
+#: Every handler: an unreadable request, the key, validation.
+_ALWAYS = (400, 401, 422)
+#: Handlers that read a body.
+_BODY = (*_ALWAYS, 413)
 
 
 # -- errors ------------------------------------------------------------------------------------
 
 
-def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
-    return Response(ErrorResponse(error=ErrorBody(code=code, message=message)), status_code=status)
+def _error(status: int, code: str, message: str) -> Response[DeskErrorResponse]:
+    return Response(
+        DeskErrorResponse(error=DeskErrorDetail(code=code, message=message)), status_code=status
+    )
 
 
-def _desk_error(_request: Request[Any, Any, Any], exc: DeskError) -> Response[ErrorResponse]:
+def _desk_error(_request: Request[Any, Any, Any], exc: DeskError) -> Response[DeskErrorResponse]:
     return _error(exc.status, exc.code, exc.message)
 
 
-def _sla_error(_request: Request[Any, Any, Any], exc: SlaConfigError) -> Response[ErrorResponse]:
+def _sla_error(
+    _request: Request[Any, Any, Any], exc: SlaConfigError
+) -> Response[DeskErrorResponse]:
     return _error(422, exc.code, exc.message)
 
 
@@ -128,7 +161,7 @@ def _validation_code(field: str, message: str) -> str:
 
 def _validation_error(
     _request: Request[Any, Any, Any], exc: ValidationException
-) -> Response[ErrorResponse]:
+) -> Response[DeskErrorResponse]:
     details = exc.extra if isinstance(exc.extra, list) else []
     field, message = "", str(exc.detail)
     for item in details:
@@ -142,7 +175,9 @@ def _validation_error(
     return _error(422, _validation_code(field, message), text)
 
 
-def _http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
+def _http_error(
+    _request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[DeskErrorResponse]:
     return _error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
 
 
@@ -194,13 +229,15 @@ def _authenticator(service: TicketService) -> Callable[..., Any]:
 def desk_router(service: TicketService) -> Router:
     """The ``/api/desk`` router over ``service``."""
 
-    @post("/tickets", status_code=201, summary="Open a ticket")
+    @post(
+        "/tickets", status_code=201, summary="Open a ticket", responses=error_responses(*_BODY, 403)
+    )
     async def create_ticket(
         principal: NamedDependency[Principal], data: JSONBody[NewTicket]
     ) -> Ticket:
         return await service.create_ticket(principal, data)
 
-    @get("/tickets", summary="List and filter tickets")
+    @get("/tickets", summary="List and filter tickets", responses=error_responses(*_ALWAYS))
     async def list_tickets(
         principal: NamedDependency[Principal],
         status: FromQuery[Status | None] = None,
@@ -229,13 +266,22 @@ def desk_router(service: TicketService) -> Router:
             tickets=tickets, next_before=tickets[-1].id if len(tickets) == limit else None
         )
 
-    @get("/tickets/{ticket_id:int}", summary="A ticket with its comments and event log")
+    @get(
+        "/tickets/{ticket_id:int}",
+        summary="A ticket with its comments and event log",
+        responses=error_responses(*_ALWAYS, 404),
+    )
     async def get_ticket(
         principal: NamedDependency[Principal], ticket_id: TicketId
     ) -> TicketDetail:
         return await service.detail(principal, ticket_id)
 
-    @post("/tickets/{ticket_id:int}/comments", status_code=201, summary="Comment on a ticket")
+    @post(
+        "/tickets/{ticket_id:int}/comments",
+        status_code=201,
+        summary="Comment on a ticket",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def comment(
         principal: NamedDependency[Principal],
         ticket_id: TicketId,
@@ -245,7 +291,11 @@ def desk_router(service: TicketService) -> Router:
             principal, ticket_id, data.body, public=data.public, channel=data.channel
         )
 
-    @put("/tickets/{ticket_id:int}/status", summary="Change the status (agents)")
+    @put(
+        "/tickets/{ticket_id:int}/status",
+        summary="Change the status (agents)",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def change_status(
         principal: NamedDependency[Principal],
         ticket_id: TicketId,
@@ -253,7 +303,11 @@ def desk_router(service: TicketService) -> Router:
     ) -> Ticket:
         return await service.change_status(principal, ticket_id, data.status)
 
-    @put("/tickets/{ticket_id:int}/priority", summary="Change the priority (agents)")
+    @put(
+        "/tickets/{ticket_id:int}/priority",
+        summary="Change the priority (agents)",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def change_priority(
         principal: NamedDependency[Principal],
         ticket_id: TicketId,
@@ -261,7 +315,11 @@ def desk_router(service: TicketService) -> Router:
     ) -> Ticket:
         return await service.change_priority(principal, ticket_id, data.priority)
 
-    @put("/tickets/{ticket_id:int}/assignee", summary="Assign or unassign (agents)")
+    @put(
+        "/tickets/{ticket_id:int}/assignee",
+        summary="Assign or unassign (agents)",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def change_assignee(
         principal: NamedDependency[Principal],
         ticket_id: TicketId,
@@ -269,11 +327,19 @@ def desk_router(service: TicketService) -> Router:
     ) -> Ticket:
         return await service.assign(principal, ticket_id, data.assignee_id)
 
-    @get("/tickets/{ticket_id:int}/sla", summary="SLA status of a ticket, computed now")
+    @get(
+        "/tickets/{ticket_id:int}/sla",
+        summary="SLA status of a ticket, computed now",
+        responses=error_responses(*_ALWAYS, 404),
+    )
     async def ticket_sla(principal: NamedDependency[Principal], ticket_id: TicketId) -> TicketSla:
         return await service.sla_status(principal, ticket_id)
 
-    @get("/queue", summary="The agent queue sorted by next breach (agents)")
+    @get(
+        "/queue",
+        summary="The agent queue sorted by next breach (agents)",
+        responses=error_responses(*_ALWAYS, 403),
+    )
     async def queue(
         principal: NamedDependency[Principal],
         assignee: FromQuery[str | None] = None,
@@ -290,7 +356,12 @@ def desk_router(service: TicketService) -> Router:
         )
         return QueueResponse(now=service.now(), entries=entries)
 
-    @post("/sla/explain", status_code=200, summary="Explain an SLA case (docs/sla.md)")
+    @post(
+        "/sla/explain",
+        status_code=200,
+        summary="Explain an SLA case (docs/sla.md)",
+        responses=error_responses(*_BODY),
+    )
     async def explain(
         principal: NamedDependency[Principal],
         body: RawBody,
@@ -298,7 +369,11 @@ def desk_router(service: TicketService) -> Router:
         """The body is an SLA case file (docs/sla.md, "Case files")."""
         return explain_case(body)
 
-    @put("/sla/calendars/{name:str}", summary="Create or replace a business-hours calendar")
+    @put(
+        "/sla/calendars/{name:str}",
+        summary="Create or replace a business-hours calendar",
+        responses=error_responses(*_BODY, 403),
+    )
     async def put_calendar(
         principal: NamedDependency[Principal],
         name: FromPath[str],
@@ -308,7 +383,11 @@ def desk_router(service: TicketService) -> Router:
         _agent_only(principal, "change calendars")
         return await service.put_calendar(name, body)
 
-    @get("/reports/sla", summary="SLA report: attainment, percentiles, breaches (agents)")
+    @get(
+        "/reports/sla",
+        summary="SLA report: attainment, percentiles, breaches (agents)",
+        responses=error_responses(*_ALWAYS, 403),
+    )
     async def sla_report(
         principal: NamedDependency[Principal],
         start: Annotated[str, QueryParameter(name="from", description="YYYY-MM-DD or ISO 8601")],
@@ -359,6 +438,7 @@ def desk_router(service: TicketService) -> Router:
             sla_report,
         ],
         dependencies={"principal": Provide(_authenticator(service))},
+        security=[{DESK_KEY: []}],
         exception_handlers={
             DeskError: _desk_error,
             SlaConfigError: _sla_error,

@@ -17,7 +17,9 @@ from litestar import Response, Router, get
 from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components
+
+from relaydesk.server.security_schemes import SECURITY_SCHEMES
 
 DOCS_PATH: Final = "/api/docs"
 VIEWER_ASSETS: Final = "/api/docs-viewer"
@@ -28,37 +30,6 @@ _ASSETS: Final = {
     "swagger-ui-standalone-preset.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
     "favicon-32x32.png": "image/png",
-}
-
-#: Security scheme names, used by the routers' ``security`` requirements.
-APP_SECRET: Final = "appSecret"
-USER_TOKEN: Final = "userToken"
-OPERATOR_KEY: Final = "operatorKey"
-DESK_KEY: Final = "deskKey"
-
-SECURITY_SCHEMES: Final[dict[str, SecurityScheme]] = {
-    APP_SECRET: SecurityScheme(
-        type="http",
-        scheme="bearer",
-        description="The app's secret (`[[apps]] secret`); opens that app only.",
-    ),
-    USER_TOKEN: SecurityScheme(
-        type="http",
-        scheme="bearer",
-        bearer_format="JWT",
-        description="A user token signed with the app secret (docs/protocol.md §2.2).",
-    ),
-    OPERATOR_KEY: SecurityScheme(
-        type="http",
-        scheme="bearer",
-        description="The operator key (`[telemetry] operator_key`); reads every app's quality.",
-    ),
-    DESK_KEY: SecurityScheme(
-        type="http",
-        scheme="bearer",
-        bearer_format="rdk_...",
-        description="A desk API key of an agent or a customer contact.",
-    ),
 }
 
 

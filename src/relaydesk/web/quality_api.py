@@ -25,7 +25,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from relaydesk.clock import Clock
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
-from relaydesk.server.http import MESSAGING_ERROR_HANDLERS
+from relaydesk.server.http import MESSAGING_ERROR_HANDLERS, error_responses
+from relaydesk.server.security_schemes import APP_SECRET, OPERATOR_KEY
 from relaydesk.storage.telemetry import ConnectionRow, TraceRow
 from relaydesk.telemetry import GROUPS, WORST_BY, Point, SeriesQuery, SeriesResult, Telemetry
 from relaydesk.telemetry.metrics import CONTENT_TYPE
@@ -144,7 +145,7 @@ def quality_router(
                 raise _bad(f"{name} must be 1 to 256 characters")
         return SeriesQuery(app, from_ms, to_ms, step_s, region, node, client_region, group_by)  # type: ignore[arg-type]
 
-    @get("/apps/{app:str}/series")
+    @get("/apps/{app:str}/series", responses=error_responses(400, 401, 403, 404))
     async def series(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -165,7 +166,7 @@ def quality_router(
         authorise(request, app)
         return await service.series(query(app, from_, to, step, region, node, client_region, group))
 
-    @get("/apps/{app:str}/worst")
+    @get("/apps/{app:str}/worst", responses=error_responses(400, 401, 403, 404))
     async def worst(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -185,7 +186,7 @@ def quality_router(
         q = query(app, from_, to, 60, region, node, client_region, group)
         return await service.worst(q, by, limit)
 
-    @get("/apps/{app:str}/traces")
+    @get("/apps/{app:str}/traces", responses=error_responses(400, 401, 403, 404))
     async def traces(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -198,7 +199,7 @@ def quality_router(
         q = query(app, from_, to, 60, None, None, None, None)
         return await service.traces(app, q.from_ms, q.to_ms, limit)
 
-    @get("/apps/{app:str}/connections")
+    @get("/apps/{app:str}/connections", responses=error_responses(400, 401, 403, 404))
     async def connections(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -211,7 +212,12 @@ def quality_router(
         q = query(app, from_, to, 60, None, None, None, None)
         return await service.connections(app, q.from_ms, q.to_ms, limit)
 
-    @post("/flush", status_code=200)
+    @post(
+        "/flush",
+        status_code=200,
+        responses=error_responses(401, 403),
+        security=[{OPERATOR_KEY: []}],
+    )
     async def flush(request: Request[Any, Any, Any]) -> FlushResult:
         """Write what the recorder holds now (operator key only; tests and tooling)."""
         if not is_operator(credential(request)):
@@ -222,6 +228,7 @@ def quality_router(
         path=PREFIX,
         route_handlers=[series, worst, traces, connections, flush],
         exception_handlers=MESSAGING_ERROR_HANDLERS,
+        security=[{APP_SECRET: []}, {OPERATOR_KEY: []}],
         tags=["quality"],
     )
 
