@@ -25,7 +25,7 @@ from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import ClientMsgId, Event, Name
 from relaydesk.protocol.tokens import verify_token
 from relaydesk.server.security_schemes import APP_SECRET, USER_TOKEN
-from relaydesk.storage.limits import MAX_ROW_ID
+from relaydesk.storage.limits import MAX_ID_PARAM
 
 if TYPE_CHECKING:
     from relaydesk.server.app import RelaydeskServer
@@ -245,8 +245,8 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         request: Request[Any, Any, Any],
         app: FromPath[str],
         conv: FromQuery[str],
-        before: Annotated[int | None, QueryParameter(ge=0, le=MAX_ROW_ID)] = None,
-        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_ROW_ID)] = None,
+        before: Annotated[int | None, QueryParameter(ge=0, le=MAX_ID_PARAM)] = None,
+        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_ID_PARAM)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> HistoryResponse:
         """A page of a conversation, for the app (secret) or a member (user token)."""

@@ -39,12 +39,12 @@ from relaydesk.desk.tickets.model import (
 from relaydesk.desk.tickets.service import QueueEntry, TicketDetail, TicketService
 from relaydesk.server.security_schemes import DESK_KEY
 from relaydesk.storage.engine import Tx
-from relaydesk.storage.limits import MAX_ROW_ID
+from relaydesk.storage.limits import MAX_ID_PARAM
 
 PREFIX: Final = "/api/desk"
 
 #: A ticket id in a path: bounded so that no id reaches storage that it cannot hold.
-TicketId = Annotated[int, Parameter(ge=1, le=MAX_ROW_ID, description="a ticket id")]
+TicketId = Annotated[int, Parameter(ge=1, le=MAX_ID_PARAM, description="a ticket id")]
 
 
 # -- request and response bodies ---------------------------------------------------------------
@@ -248,7 +248,7 @@ def desk_router(service: TicketService) -> Router:
         active: FromQuery[bool] = False,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         before: Annotated[
-            int | None, QueryParameter(ge=1, le=MAX_ROW_ID, description="a ticket id")
+            int | None, QueryParameter(ge=1, le=MAX_ID_PARAM, description="a ticket id")
         ] = None,
     ) -> TicketList:
         f = TicketFilter(

@@ -64,7 +64,7 @@ from relaydesk.desk.tickets.transitions import can_transition
 from relaydesk.protocol.tokens import mint_token
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.engine import Tx
-from relaydesk.storage.limits import MAX_ROW_ID
+from relaydesk.storage.limits import MAX_ID_PARAM
 from relaydesk.telemetry import Telemetry, worst_points
 from relaydesk.telemetry.charts import TABLE_HEAD, fmt_minute
 from relaydesk.web.console._forms import Errors, parse_comment, parse_new_ticket, parse_properties
@@ -702,7 +702,8 @@ def console_router(
             if not (
                 ticket_param.isascii()
                 and ticket_param.isdigit()
-                and 1 <= int(ticket_param) <= MAX_ROW_ID
+                and len(ticket_param) <= 16  # int() of 4,300+ digits raises
+                and 1 <= int(ticket_param) <= MAX_ID_PARAM
             ):
                 return Response({"error": "bad_ticket"}, status_code=400)
             try:
