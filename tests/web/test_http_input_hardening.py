@@ -123,6 +123,8 @@ def test_numbers_in_other_scripts_are_refused(console_node: ConsoleNode) -> None
         {"step": "\u0661\u0662\u0660"},
         {"from": ARABIC_12},
         {"to": "99999999999999999999"},
+        {"from": "9" * 5000},
+        {"from": "-" + "9" * 5000 + "d"},
     ):
         r = httpx.get(f"{url}/api/quality/apps/demo/series", params=params, headers=SECRET)
         assert_messaging_error(r, 400, "INVALID_ARGUMENT")
@@ -133,6 +135,27 @@ def test_numbers_in_other_scripts_are_refused(console_node: ConsoleNode) -> None
     assert_desk_error(r, 422)
     r = httpx.get(f"{url}/v1/apps/demo/history?conv=ch:lobby&limit={ARABIC_12}", headers=SECRET)
     assert_messaging_error(r, 400, "INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"from": ARABIC_12},
+        {"from": "99999999999999999990", "to": "99999999999999999999"},
+        {"from": "9" * 5000},
+        {"from": "-" + "9" * 5000 + "m"},
+        {"from": "0001-01-01T00:00:00Z", "to": "0001-01-01T01:00:00Z"},
+    ],
+)
+def test_diagnosis_windows_out_of_range_are_400(
+    console_node: ConsoleNode, window: dict[str, str]
+) -> None:
+    r = httpx.post(
+        console_node.url + "/api/diagnosis",
+        json={"app": "demo", **window},
+        headers=desk_key(console_node),
+    )
+    assert_desk_error(r, 400)
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b"[]"])

@@ -18,6 +18,7 @@ from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components
+from litestar.params import FromPath
 
 from relaydesk.server.security_schemes import SECURITY_SCHEMES
 
@@ -39,7 +40,7 @@ def _asset(name: str) -> bytes:
 
 
 @get(VIEWER_ASSETS + "/{name:str}", include_in_schema=False, sync_to_thread=False)
-def viewer_asset(name: str) -> Response[bytes]:
+def viewer_asset(name: FromPath[str]) -> Response[bytes]:
     """One file of the API viewer, from the installed package."""
     media_type = _ASSETS.get(name)
     if media_type is None:

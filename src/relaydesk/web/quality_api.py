@@ -50,7 +50,8 @@ def parse_time(value: str, now_ms: int) -> int:
     m = _RELATIVE.match(v)
     if m:
         return now_ms - int(m.group(1)) * _UNIT_MS[m.group(2)]
-    if v.isascii() and v.isdigit():  # str.isdigit alone takes '١٢٣' and '²'
+    # str.isdigit alone takes '١٢٣' and '²'; int() of 4,300+ digits raises.
+    if v.isascii() and v.isdigit() and len(v) <= 15:
         n = int(v)
         ms = n * 1000 if len(v) <= 10 else n
     else:
@@ -58,13 +59,13 @@ def parse_time(value: str, now_ms: int) -> int:
             dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(
-                f"time {value!r} is not 'now', -<n>[smhd], epoch seconds/ms or ISO 8601"
+                f"time {value[:40]!r} is not 'now', -<n>[smhd], epoch seconds/ms or ISO 8601"
             ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         ms = int(dt.timestamp() * 1000)
     if not 0 <= ms <= MAX_TIME_MS:
-        raise ValueError(f"time {value!r} is outside 1970-01-01 to 9999-12-31")
+        raise ValueError(f"time {value[:40]!r} is outside 1970-01-01 to 9999-12-31")
     return ms
 
 
