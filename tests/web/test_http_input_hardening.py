@@ -222,3 +222,48 @@ def test_openapi_declares_security_and_the_real_error_bodies(console_node: Conso
                 assert "status_code" not in str(schema), (status, schema)
     bound = next(p for p in ticket["parameters"] if p["name"] == "ticket_id")["schema"]
     assert bound.get("maximum") == 2**53 - 1, bound  # exact as a double
+
+
+#: (path, query parameter, largest accepted value, credential, family) for every bounded
+#: ``limit``-like parameter of the HTTP APIs (docs/desk.md, "HTTP limits").
+LIMITS = [
+    ("/api/desk/tickets", "limit", 200, "agent", "desk"),
+    ("/api/desk/queue", "limit", 500, "agent", "desk"),
+    ("/api/kb/search?q=token", "limit", 50, "none", "desk"),
+    ("/api/kb/suggest?q=token", "limit", 20, "none", "desk"),
+    ("/v1/apps/demo/history?conv=ch:lobby", "limit", 500, "secret", "messaging"),
+    ("/api/quality/apps/demo/worst", "limit", 1000, "secret", "messaging"),
+    ("/api/quality/apps/demo/traces", "limit", 5000, "secret", "messaging"),
+    ("/api/quality/apps/demo/connections", "limit", 5000, "secret", "messaging"),
+    ("/api/quality/apps/demo/series", "step", 86_400, "secret", "messaging"),
+]
+
+
+@pytest.mark.parametrize(("path", "param", "most", "who", "family"), LIMITS)
+def test_each_bounded_parameter_takes_its_maximum_and_refuses_more(
+    console_node: ConsoleNode, path: str, param: str, most: int, who: str, family: str
+) -> None:
+    headers = {"agent": desk_key(console_node), "secret": SECRET, "none": {}}[who]
+    sep = "&" if "?" in path else "?"
+    ok = httpx.get(f"{console_node.url}{path}{sep}{param}={most}", headers=headers)
+    assert ok.status_code == 200, ok.text
+    over = most + (60 if param == "step" else 1)
+    r = httpx.get(f"{console_node.url}{path}{sep}{param}={over}", headers=headers)
+    if family == "desk":
+        assert_desk_error(r, 422)
+    else:
+        assert_messaging_error(r, 400, "INVALID_ARGUMENT")
+    assert param in r.json()["error"]["message"]
+
+
+def test_presence_answers_at_most_500_users(console_node: ConsoleNode) -> None:
+    users = ",".join(f"u{i}" for i in range(600))
+    r = httpx.get(
+        f"{console_node.url}/v1/apps/demo/presence", params={"users": users}, headers=SECRET
+    )
+    assert r.status_code == 200 and len(r.json()) == 500
+
+
+def test_kb_query_over_2000_characters_is_422(console_node: ConsoleNode) -> None:
+    r = httpx.get(f"{console_node.url}/api/kb/search", params={"q": "a" * 2001})
+    assert_desk_error(r, 422)
