@@ -43,7 +43,9 @@ from relaydesk.storage.limits import MAX_ID_PARAM
 
 PREFIX: Final = "/api/desk"
 
-#: A ticket id in a path: bounded so that no id reaches storage that it cannot hold.
+#: A ticket id in a path: bounded so that no id reaches storage that it cannot hold.  The
+#: route declares it ``{ticket_id:str}`` so that msgspec, not ``int()``, reads it: ASCII
+#: digits only (``int()`` takes '١٢' as 12).
 TicketId = Annotated[int, Parameter(ge=1, le=MAX_ID_PARAM, description="a ticket id")]
 
 
@@ -267,7 +269,7 @@ def desk_router(service: TicketService) -> Router:
         )
 
     @get(
-        "/tickets/{ticket_id:int}",
+        "/tickets/{ticket_id:str}",
         summary="A ticket with its comments and event log",
         responses=error_responses(*_ALWAYS, 404),
     )
@@ -277,7 +279,7 @@ def desk_router(service: TicketService) -> Router:
         return await service.detail(principal, ticket_id)
 
     @post(
-        "/tickets/{ticket_id:int}/comments",
+        "/tickets/{ticket_id:str}/comments",
         status_code=201,
         summary="Comment on a ticket",
         responses=error_responses(*_BODY, 403, 404, 409),
@@ -292,7 +294,7 @@ def desk_router(service: TicketService) -> Router:
         )
 
     @put(
-        "/tickets/{ticket_id:int}/status",
+        "/tickets/{ticket_id:str}/status",
         summary="Change the status (agents)",
         responses=error_responses(*_BODY, 403, 404, 409),
     )
@@ -304,7 +306,7 @@ def desk_router(service: TicketService) -> Router:
         return await service.change_status(principal, ticket_id, data.status)
 
     @put(
-        "/tickets/{ticket_id:int}/priority",
+        "/tickets/{ticket_id:str}/priority",
         summary="Change the priority (agents)",
         responses=error_responses(*_BODY, 403, 404, 409),
     )
@@ -316,7 +318,7 @@ def desk_router(service: TicketService) -> Router:
         return await service.change_priority(principal, ticket_id, data.priority)
 
     @put(
-        "/tickets/{ticket_id:int}/assignee",
+        "/tickets/{ticket_id:str}/assignee",
         summary="Assign or unassign (agents)",
         responses=error_responses(*_BODY, 403, 404, 409),
     )
@@ -328,7 +330,7 @@ def desk_router(service: TicketService) -> Router:
         return await service.assign(principal, ticket_id, data.assignee_id)
 
     @get(
-        "/tickets/{ticket_id:int}/sla",
+        "/tickets/{ticket_id:str}/sla",
         summary="SLA status of a ticket, computed now",
         responses=error_responses(*_ALWAYS, 404),
     )

@@ -464,7 +464,7 @@ def console_router(
             template, status, session, errors=errors or {}, values=values or {}, **context
         )
 
-    @get(PREFIX + "/tickets/{ticket_id:int}", include_in_schema=False)
+    @get(PREFIX + "/tickets/{ticket_id:str}", include_in_schema=False)
     async def ticket_page(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[str]:
         session = console.session(request)
         context = await ticket_context(session, ticket_id)
@@ -484,7 +484,7 @@ def console_router(
         context = await ticket_context(session, ticket_id)
         return ticket_response(session, context, status=status, errors=errors, values=fields)
 
-    @post(PREFIX + "/tickets/{ticket_id:int}/comments", include_in_schema=False)
+    @post(PREFIX + "/tickets/{ticket_id:str}/comments", include_in_schema=False)
     async def comment(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
         session = console.session(request)
         fields = await console.form(request, session)
@@ -504,7 +504,7 @@ def console_router(
             return await refused(session, ticket_id, fields, {"body": exc.message}, exc.status)
         return back_to(ticket_id, "reply" if public else "note")
 
-    @post(PREFIX + "/tickets/{ticket_id:int}/properties", include_in_schema=False)
+    @post(PREFIX + "/tickets/{ticket_id:str}/properties", include_in_schema=False)
     async def properties(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
         session = console.agent(request)
         fields = await console.form(request, session)
