@@ -182,6 +182,14 @@ def test_unlimited_addresses_are_validated() -> None:
     assert settings.http.unlimited_addresses == ("10.0.0.1",)
 
 
+def test_http_settings_come_from_the_environment_and_are_validated() -> None:
+    env = {"RELAYDESK_HTTP_HEADER_TIMEOUT_S": "2.5", "RELAYDESK_HTTP_MAX_BODY_BYTES": "4096"}
+    settings = load_settings(None, environ=env)
+    assert (settings.http.header_timeout_s, settings.http.max_body_bytes) == (2.5, 4096)
+    with pytest.raises(ConfigError, match="max_connections_per_address"):
+        load_settings(None, environ={"RELAYDESK_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0"})
+
+
 def test_ledger_caps_per_address_and_shares_an_upgraded_connection() -> None:
     ledger = AddressLedger(2, unlimited=["127.0.0.1"])
     a, b, c, d = object(), object(), object(), object()
