@@ -40,7 +40,7 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A request body must arrive whole within this time of its headers.
     body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
     # A kept-alive connection between requests is closed after this many idle seconds.
-    idle_timeout_s: Annotated[int, Meta(ge=1, le=3600)] = 30
+    idle_timeout_s: Annotated[int, Meta(ge=1, le=3600)] = 5
     # Request line plus headers; more is answered 431 (the parser itself has no bound).
     max_header_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024)] = 64 * 1024
     # Any request body (JSON, SLA case files, forms); more is answered 413.
