@@ -53,7 +53,7 @@ class ApiError(msgspec.Struct, frozen=True):
     message: str
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
+class ApiErrorBody(msgspec.Struct, frozen=True):
     """The body of every 4xx/5xx answer of the messaging and quality APIs."""
 
     error: ApiError
@@ -73,25 +73,25 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error statuses a messaging-family handler really answers."""
     return {
         status: ResponseSpec(
-            ErrorBody, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
+            ApiErrorBody, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
         )
         for status in statuses
     }
 
 
-def error_response(code: ErrorCode, message: str) -> Response[ErrorBody]:
+def error_response(code: ErrorCode, message: str) -> Response[ApiErrorBody]:
     return Response(
-        ErrorBody(ApiError(int(code), code.name, message)), status_code=_STATUS.get(code, 400)
+        ApiErrorBody(ApiError(int(code), code.name, message)), status_code=_STATUS.get(code, 400)
     )
 
 
-def protocol_error_handler(_: Request[Any, Any, Any], exc: ProtocolError) -> Response[ErrorBody]:
+def protocol_error_handler(_: Request[Any, Any, Any], exc: ProtocolError) -> Response[ApiErrorBody]:
     return error_response(exc.code, exc.message)
 
 
 def validation_error_handler(
     _: Request[Any, Any, Any], exc: ValidationException
-) -> Response[ErrorBody]:
+) -> Response[ApiErrorBody]:
     """A parameter or body that fails its declared type or bounds: 400 INVALID_ARGUMENT."""
     details = exc.extra if isinstance(exc.extra, list) else []
     for item in details:
@@ -112,12 +112,12 @@ _CODE_OF_STATUS = {
 }
 
 
-def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ApiErrorBody]:
     code = _CODE_OF_STATUS.get(exc.status_code, ErrorCode.INVALID_ARGUMENT)
     if exc.status_code >= 500:
         code = ErrorCode.INTERNAL
     return Response(
-        ErrorBody(ApiError(int(code), code.name, str(exc.detail))),
+        ApiErrorBody(ApiError(int(code), code.name, str(exc.detail))),
         status_code=exc.status_code,
         headers=exc.headers,
     )

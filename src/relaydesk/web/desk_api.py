@@ -92,17 +92,17 @@ class QueueResponse(msgspec.Struct, frozen=True):
     entries: list[QueueEntry]
 
 
-class DeskErrorDetail(msgspec.Struct, frozen=True):
+class ErrorBody(msgspec.Struct, frozen=True):
     """A stable dotted machine code (``ticket.not_found``) and a readable message."""
 
     code: str
     message: str
 
 
-class DeskErrorResponse(msgspec.Struct, frozen=True):
+class ErrorResponse(msgspec.Struct, frozen=True):
     """The body of every 4xx answer of the desk APIs (desk, knowledge base, diagnosis)."""
 
-    error: DeskErrorDetail
+    error: ErrorBody
 
 
 _ERROR_DESCRIPTIONS: Final = {
@@ -120,7 +120,7 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error statuses a desk-family handler really answers."""
     return {
         status: ResponseSpec(
-            DeskErrorResponse, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
+            ErrorResponse, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
         )
         for status in statuses
     }
@@ -135,19 +135,15 @@ _BODY = (*_ALWAYS, 413)
 # -- errors ------------------------------------------------------------------------------------
 
 
-def _error(status: int, code: str, message: str) -> Response[DeskErrorResponse]:
-    return Response(
-        DeskErrorResponse(error=DeskErrorDetail(code=code, message=message)), status_code=status
-    )
+def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
+    return Response(ErrorResponse(error=ErrorBody(code=code, message=message)), status_code=status)
 
 
-def _desk_error(_request: Request[Any, Any, Any], exc: DeskError) -> Response[DeskErrorResponse]:
+def _desk_error(_request: Request[Any, Any, Any], exc: DeskError) -> Response[ErrorResponse]:
     return _error(exc.status, exc.code, exc.message)
 
 
-def _sla_error(
-    _request: Request[Any, Any, Any], exc: SlaConfigError
-) -> Response[DeskErrorResponse]:
+def _sla_error(_request: Request[Any, Any, Any], exc: SlaConfigError) -> Response[ErrorResponse]:
     return _error(422, exc.code, exc.message)
 
 
@@ -163,7 +159,7 @@ def _validation_code(field: str, message: str) -> str:
 
 def _validation_error(
     _request: Request[Any, Any, Any], exc: ValidationException
-) -> Response[DeskErrorResponse]:
+) -> Response[ErrorResponse]:
     details = exc.extra if isinstance(exc.extra, list) else []
     field, message = "", str(exc.detail)
     for item in details:
@@ -177,9 +173,7 @@ def _validation_error(
     return _error(422, _validation_code(field, message), text)
 
 
-def _http_error(
-    _request: Request[Any, Any, Any], exc: HTTPException
-) -> Response[DeskErrorResponse]:
+def _http_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
     return _error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
 
 

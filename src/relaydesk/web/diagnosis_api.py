@@ -21,7 +21,7 @@ from relaydesk.desk.diagnosis.model import Diagnosis
 from relaydesk.desk.diagnosis.service import DiagnosisError, DiagnosisRequest, DiagnosisService
 from relaydesk.desk.tickets.model import Principal
 from relaydesk.server.security_schemes import DESK_KEY
-from relaydesk.web.desk_api import DeskErrorDetail, DeskErrorResponse, error_responses
+from relaydesk.web.desk_api import ErrorBody, ErrorResponse, error_responses
 
 PATH: Final = "/api/diagnosis"
 
@@ -34,26 +34,24 @@ class _Refused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(status: int, code: str, message: str) -> Response[DeskErrorResponse]:
-    body = DeskErrorResponse(error=DeskErrorDetail(code=code, message=message))
+def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message))
     return Response(body, status_code=status)
 
 
-def _refused(_r: Request[Any, Any, Any], exc: _Refused) -> Response[DeskErrorResponse]:
+def _refused(_r: Request[Any, Any, Any], exc: _Refused) -> Response[ErrorResponse]:
     return _error(exc.status, exc.code, exc.message)
 
 
-def _bad_window(_r: Request[Any, Any, Any], exc: DiagnosisError) -> Response[DeskErrorResponse]:
+def _bad_window(_r: Request[Any, Any, Any], exc: DiagnosisError) -> Response[ErrorResponse]:
     return _error(400, "diagnosis.invalid_window", str(exc))
 
 
-def _validation(
-    _r: Request[Any, Any, Any], exc: ValidationException
-) -> Response[DeskErrorResponse]:
+def _validation(_r: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorResponse]:
     return _error(422, "request.invalid", str(exc.detail))
 
 
-def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[DeskErrorResponse]:
+def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
     return _error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
 
 

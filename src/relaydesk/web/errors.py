@@ -16,7 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from relaydesk.server.http import http_error_handler
-from relaydesk.web.desk_api import DeskErrorDetail, DeskErrorResponse
+from relaydesk.web.desk_api import ErrorBody, ErrorResponse
 
 MESSAGING_PREFIXES: Final = ("/v1/", "/api/quality/")
 DESK_PREFIXES: Final = ("/api/desk/", "/api/kb/", "/api/diagnosis")
@@ -28,8 +28,8 @@ def unrouted_error_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     if path.startswith(MESSAGING_PREFIXES):
         return http_error_handler(request, exc)
     if path.startswith(DESK_PREFIXES):
-        body = DeskErrorResponse(
-            error=DeskErrorDetail(code=f"http.{exc.status_code}", message=str(exc.detail))
+        body = ErrorResponse(
+            error=ErrorBody(code=f"http.{exc.status_code}", message=str(exc.detail))
         )
         return Response(body, status_code=exc.status_code, headers=exc.headers)
     return Response(

@@ -5,7 +5,7 @@ Reading is open: without an ``Authorization`` header a caller is anonymous and s
 (``Authorization: Bearer rdk_...``) identifies a customer (public articles) or an agent
 (public and ``internal`` articles).  A header that is present but wrong is refused (401),
 so a misconfigured integration notices instead of silently seeing less.  Errors use the
-desk family's shape ``{"error": {"code", "message"}}`` (``DeskErrorResponse``).
+desk family's shape ``{"error": {"code", "message"}}`` (``ErrorResponse``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from relaydesk.desk.knowledge.model import Article, ArticleSummary, SearchResult
 from relaydesk.desk.knowledge.service import KnowledgeService
 from relaydesk.desk.tickets.model import Principal
 from relaydesk.server.security_schemes import DESK_KEY
-from relaydesk.web.desk_api import DeskErrorDetail, DeskErrorResponse, error_responses
+from relaydesk.web.desk_api import ErrorBody, ErrorResponse, error_responses
 
 PREFIX: Final = "/api/kb"
 #: Longer queries are cut by the service anyway; this only refuses absurd URLs.
@@ -50,23 +50,19 @@ class _KbFailure(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(status: int, code: str, message: str) -> Response[DeskErrorResponse]:
-    return Response(
-        DeskErrorResponse(error=DeskErrorDetail(code=code, message=message)), status_code=status
-    )
+def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
+    return Response(ErrorResponse(error=ErrorBody(code=code, message=message)), status_code=status)
 
 
-def _failure(_r: Request[Any, Any, Any], exc: _KbFailure) -> Response[DeskErrorResponse]:
+def _failure(_r: Request[Any, Any, Any], exc: _KbFailure) -> Response[ErrorResponse]:
     return _error(exc.status, exc.code, exc.message)
 
 
-def _validation(
-    _r: Request[Any, Any, Any], exc: ValidationException
-) -> Response[DeskErrorResponse]:
+def _validation(_r: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorResponse]:
     return _error(422, "request.invalid", str(exc.detail))
 
 
-def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[DeskErrorResponse]:
+def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
     return _error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
 
 
