@@ -28,8 +28,9 @@ from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.server.http import MESSAGING_ERROR_HANDLERS, error_responses
 from relaydesk.server.security_schemes import APP_SECRET, OPERATOR_KEY
 from relaydesk.storage.telemetry import ConnectionRow, TraceRow
-from relaydesk.telemetry import GROUPS, WORST_BY, Point, SeriesQuery, SeriesResult, Telemetry
+from relaydesk.telemetry import Point, SeriesQuery, SeriesResult, Telemetry
 from relaydesk.telemetry.metrics import CONTENT_TYPE
+from relaydesk.telemetry.query import GroupBy, WorstBy
 
 PREFIX = "/api/quality"
 MAX_POINTS = 20_000  # buckets per series one request may ask for
@@ -123,7 +124,7 @@ def quality_router(
         region: str | None,
         node: str | None,
         client_region: str | None,
-        group: str | None,
+        group_by: GroupBy,
     ) -> SeriesQuery:
         now_ms = int(clock.time() * 1000)
         try:
@@ -138,13 +139,10 @@ def quality_router(
             raise _bad("the time range is longer than 400 days")
         if (to_ms - from_ms) // (step_s * 1000) > MAX_POINTS:
             raise _bad(f"more than {MAX_POINTS} points; use a larger step")
-        group_by = group or "node"
-        if group_by not in GROUPS:
-            raise _bad(f"group must be one of {', '.join(GROUPS)}")
         for name, value in (("region", region), ("node", node), ("client_region", client_region)):
             if value is not None and not 0 < len(value) <= 256:
                 raise _bad(f"{name} must be 1 to 256 characters")
-        return SeriesQuery(app, from_ms, to_ms, step_s, region, node, client_region, group_by)  # type: ignore[arg-type]
+        return SeriesQuery(app, from_ms, to_ms, step_s, region, node, client_region, group_by)
 
     @get("/apps/{app:str}/series", responses=error_responses(400, 401, 403, 404))
     async def series(
@@ -156,7 +154,7 @@ def quality_router(
         region: FromQuery[str | None] = None,
         node: FromQuery[str | None] = None,
         client_region: FromQuery[str | None] = None,
-        group: FromQuery[str | None] = None,
+        group: FromQuery[GroupBy] = "node",
     ) -> SeriesResult:
         """Minute-by-minute (or coarser) quality of ``app``, one series per group.
 
@@ -176,14 +174,12 @@ def quality_router(
         region: FromQuery[str | None] = None,
         node: FromQuery[str | None] = None,
         client_region: FromQuery[str | None] = None,
-        group: FromQuery[str | None] = None,
-        by: FromQuery[str] = "delivery_success",
+        group: FromQuery[GroupBy] = "node",
+        by: FromQuery[WorstBy] = "delivery_success",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> list[Point]:
         """The worst minutes of ``app`` by ``by`` (e.g. delivery_success, client_ack_p95)."""
         authorise(request, app)
-        if by not in WORST_BY:
-            raise _bad(f"by must be one of {', '.join(WORST_BY)}")
         q = query(app, from_, to, 60, region, node, client_region, group)
         return await service.worst(q, by, limit)
 
@@ -197,7 +193,7 @@ def quality_router(
     ) -> list[TraceRow]:
         """Sampled message traces (one row per recipient connection), oldest first."""
         authorise(request, app)
-        q = query(app, from_, to, 60, None, None, None, None)
+        q = query(app, from_, to, 60, None, None, None, "node")
         return await service.traces(app, q.from_ms, q.to_ms, limit)
 
     @get("/apps/{app:str}/connections", responses=error_responses(400, 401, 403, 404))
@@ -210,7 +206,7 @@ def quality_router(
     ) -> list[ConnectionRow]:
         """Connection history: closed connections with their disconnect reason."""
         authorise(request, app)
-        q = query(app, from_, to, 60, None, None, None, None)
+        q = query(app, from_, to, 60, None, None, None, "node")
         return await service.connections(app, q.from_ms, q.to_ms, limit)
 
     @post(
