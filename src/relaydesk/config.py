@@ -46,8 +46,9 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Any request body (JSON, SLA case files, forms); more is answered 413.
     max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
     # Open connections (HTTP and WebSocket) from one client address; the next is refused
-    # with 503 until one closes.
-    max_connections_per_address: Annotated[int, Meta(ge=1, le=1_000_000)] = 256
+    # with 503 until one closes.  Generous because one office NAT carries many SDK clients;
+    # the header timeout, not this cap, is what stops slowloris.
+    max_connections_per_address: Annotated[int, Meta(ge=1, le=1_000_000)] = 1024
     # Addresses never counted: a reverse proxy or a load generator on this machine, whose
     # connections stand for many clients.  Empty: every address is counted.
     unlimited_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
