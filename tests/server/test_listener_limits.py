@@ -92,6 +92,29 @@ def test_trickled_headers_are_cut_off_at_the_header_timeout(node: Any) -> None:
     assert closed_after < 2.5
 
 
+def test_many_partial_header_connections_are_all_closed_and_the_node_keeps_serving(
+    node: Any,
+) -> None:
+    """Slowloris from 300 addresses (one connection each, under the per-address cap)."""
+    held = []
+    for i in range(300):
+        s = socket.socket()
+        s.bind((f"127.0.{1 + i // 250}.{1 + i % 250}", 0))
+        s.connect(("127.0.0.1", node.port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        held.append(s)
+    try:
+        assert httpx.get(node.http_url + "/healthz", timeout=2).status_code == 200
+        deadline = time.monotonic() + 4
+        for s in held:
+            data, _ = read_until_closed(s, max(0.1, deadline - time.monotonic()))
+            assert status_of(data) == 408
+        assert time.monotonic() < deadline
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_headers_over_the_limit_get_431(node: Any) -> None:
     with raw(node) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 5000 + b"\r\n")
