@@ -7,10 +7,15 @@ bookkeeping and is tested without sockets at the end.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -20,6 +25,7 @@ from websockets.sync.client import connect as ws_connect
 from relaydesk.config import ConfigError, load_settings
 from relaydesk.protocol.frames import SUBPROTOCOL_MSGPACK
 from relaydesk.server.listener import AddressLedger
+from relaydesk.server.storage_setup import DEMO_SECRET
 
 LIMITS = {
     "header_timeout_s": 1.0,
@@ -32,9 +38,55 @@ LIMITS = {
 }
 
 
-@pytest.fixture
-def node(make_server: Callable[..., Any]) -> Any:
-    return make_server(config={"http": LIMITS})
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One node for the module (each test leaves no connection behind)."""
+    data = tmp_path_factory.mktemp("listener")
+    (data / "relaydesk.toml").write_text(
+        "[http]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in LIMITS.items())
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
+    with (data / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "relaydesk",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+                "--config",
+                str(data / "relaydesk.toml"),
+                "--demo",
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "node did not start"
+        try:
+            if httpx.get(url + "/readyz", timeout=0.5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield SimpleNamespace(
+        port=port, http_url=url, ws_url=f"ws://127.0.0.1:{port}/v1/ws", secret=DEMO_SECRET
+    )
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 @contextmanager
