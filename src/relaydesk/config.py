@@ -8,6 +8,7 @@ message naming the setting.  No other module reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -28,6 +29,33 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     region: str = "local"
     data_dir: str = "var"
     public_url: str = ""  # what `make run` prints; derived from host/port when empty
+
+
+class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Limits of the one listener that serves HTTP and WebSocket (docs/desk.md, "Limits")."""
+
+    # A request line and its headers must arrive within this time of the connection
+    # opening (or of the request's first byte on a kept-alive connection): slowloris.
+    header_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    # A request body must arrive whole within this time of its headers.
+    body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    # A kept-alive connection between requests is closed after this many idle seconds.
+    idle_timeout_s: Annotated[int, Meta(ge=1, le=3600)] = 5
+    # Request line plus headers; more is answered 431 (the parser itself has no bound).
+    max_header_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024)] = 64 * 1024
+    # Any request body (JSON, SLA case files, forms); more is answered 413.
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+    # Open connections (HTTP and WebSocket) from one client address; the next is refused
+    # with 503 until one closes.  Generous because one office NAT carries many SDK clients;
+    # the header timeout, not this cap, is what stops slowloris.
+    max_connections_per_address: Annotated[int, Meta(ge=1, le=1_000_000)] = 1024
+    # Addresses never counted: a reverse proxy or a load generator on this machine, whose
+    # connections stand for many clients.  Empty: every address is counted.
+    unlimited_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    def __post_init__(self) -> None:
+        for address in self.unlimited_addresses:
+            ipaddress.ip_address(address)  # ValueError names the bad address
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -134,6 +162,7 @@ class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerSettings = ServerSettings()
+    http: HttpSettings = HttpSettings()
     storage: StorageSettings = StorageSettings()
     gateway: GatewaySettings = GatewaySettings()
     retention: RetentionSettings = RetentionSettings()
@@ -166,7 +195,7 @@ class ConfigError(Exception):
     """A setting is missing, unknown or invalid."""
 
 
-_SECTIONS = ("server", "storage", "gateway", "retention", "desk", "telemetry", "cluster")
+_SECTIONS = ("server", "http", "storage", "gateway", "retention", "desk", "telemetry", "cluster")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

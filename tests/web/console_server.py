@@ -15,6 +15,7 @@ import uvicorn
 
 from relaydesk.config import load_settings
 from relaydesk.server.app import RelaydeskServer
+from relaydesk.server.listener import listener_config
 
 
 def build(settings_overrides: dict[str, Any]) -> RelaydeskServer:
@@ -38,20 +39,8 @@ def main() -> None:
             "telemetry": {"flush_interval_s": 1.0},
         }
     )
-    uvicorn.Server(
-        uvicorn.Config(
-            node,
-            host="127.0.0.1",
-            port=args.port,
-            loop="uvloop",
-            http="httptools",
-            ws="websockets-sansio",
-            ws_ping_interval=None,
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-        )
-    ).run()
+    # The listener of `relaydesk serve` itself, with its connection limits.
+    uvicorn.Server(listener_config(node, node.settings, log_level="warning")).run()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def serve(
     import uvicorn
 
     from relaydesk.server.app import RelaydeskServer
+    from relaydesk.server.listener import listener_config
 
     server_overrides: dict[str, Any] = {
         k: v
@@ -62,22 +63,7 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     node = RelaydeskServer(settings)
-    uvicorn_config = uvicorn.Config(
-        node,
-        host=settings.server.host,
-        port=settings.server.port,
-        loop="uvloop",
-        http="httptools",
-        ws="websockets-sansio",
-        # Frames over max_frame get FRAME_TOO_LARGE from the gateway; the library
-        # cap (twice that) only stops absurd frames before they are buffered.
-        ws_max_size=2 * settings.gateway.max_frame,
-        ws_ping_interval=None,  # liveness is the protocol's own heartbeat
-        lifespan="on",
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    uvicorn_config = listener_config(node, settings, log_level=log_level)
     _print_banner(settings)
 
     class _Server(uvicorn.Server):

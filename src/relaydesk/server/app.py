@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
+from litestar.exceptions import HTTPException
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
@@ -28,7 +28,7 @@ from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.server.cluster import open_bus
 from relaydesk.server.gateway.gateway import Gateway
-from relaydesk.server.http import messaging_router, ops_router
+from relaydesk.server.http import BoundedRequest, messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
 from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
@@ -37,7 +37,9 @@ from relaydesk.storage.messages import MessageStore
 from relaydesk.telemetry import Telemetry, open_telemetry
 from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
+from relaydesk.web.errors import unrouted_error_handler
 from relaydesk.web.knowledge_api import knowledge_router
+from relaydesk.web.openapi import openapi_config, viewer_router
 from relaydesk.web.quality_api import metrics_router, quality_router
 
 log = logging.getLogger("relaydesk.server")
@@ -80,11 +82,13 @@ class RelaydeskServer:
                 console_router(self.desk, self.hub, settings, self.clock, telemetry=self.telemetry),
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),
+                viewer_router(),
             ],
-            openapi_config=OpenAPIConfig(
-                title="relaydesk", version="1", path="/api/docs", description=__doc__
-            ),
+            openapi_config=openapi_config("relaydesk", __doc__),
             lifespan=[self._lifespan],
+            request_class=BoundedRequest,
+            exception_handlers={HTTPException: unrouted_error_handler},
+            request_max_body_size=settings.http.max_body_bytes,
             debug=False,
         )
         self.ready = False

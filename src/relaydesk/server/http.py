@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 from litestar import Request, Response, Router, get, post
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.types import ExceptionHandlersMap
 from msgspec import Meta
 
 from relaydesk.protocol.addresses import resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import ClientMsgId, Event, Name
 from relaydesk.protocol.tokens import verify_token
+from relaydesk.server.security_schemes import APP_SECRET, USER_TOKEN
+from relaydesk.storage.limits import MAX_ID_PARAM
 
 if TYPE_CHECKING:
     from relaydesk.server.app import RelaydeskServer
@@ -41,23 +46,115 @@ _STATUS = {
 
 
 class ApiError(msgspec.Struct, frozen=True):
+    """A protocol error code (docs/protocol.md §7), its name and a readable message."""
+
     code: int
     name: str
     message: str
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
+class ApiErrorBody(msgspec.Struct, frozen=True):
+    """The body of every 4xx/5xx answer of the messaging and quality APIs."""
+
     error: ApiError
 
 
-def error_response(code: ErrorCode, message: str) -> Response[ErrorBody]:
+_ERROR_DESCRIPTIONS: Final = {
+    400: "A parameter or the body is invalid, or the body cannot be read (INVALID_ARGUMENT)",
+    401: "No credentials, a malformed header, or a bad user token (TOKEN_*)",
+    403: "The credentials do not open this app or conversation (FORBIDDEN)",
+    404: "No such app, conversation or channel (NOT_FOUND)",
+    409: "The client message id was used before with another payload (DUPLICATE_ID_MISMATCH)",
+    413: "The message body or the request body is over its limit (MESSAGE_TOO_LARGE)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a messaging-family handler really answers."""
+    return {
+        status: ResponseSpec(
+            ApiErrorBody, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in statuses
+    }
+
+
+def error_response(code: ErrorCode, message: str) -> Response[ApiErrorBody]:
     return Response(
-        ErrorBody(ApiError(int(code), code.name, message)), status_code=_STATUS.get(code, 400)
+        ApiErrorBody(ApiError(int(code), code.name, message)), status_code=_STATUS.get(code, 400)
     )
 
 
-def protocol_error_handler(_: Request[Any, Any, Any], exc: ProtocolError) -> Response[ErrorBody]:
+def protocol_error_handler(_: Request[Any, Any, Any], exc: ProtocolError) -> Response[ApiErrorBody]:
     return error_response(exc.code, exc.message)
+
+
+def validation_error_handler(
+    _: Request[Any, Any, Any], exc: ValidationException
+) -> Response[ApiErrorBody]:
+    """A parameter or body that fails its declared type or bounds: 400 INVALID_ARGUMENT."""
+    details = exc.extra if isinstance(exc.extra, list) else []
+    for item in details:
+        if isinstance(item, dict) and item.get("key"):
+            return error_response(
+                ErrorCode.INVALID_ARGUMENT, f"{item['key']}: {item.get('message') or exc.detail}"
+            )
+    return error_response(ErrorCode.INVALID_ARGUMENT, str(exc.detail))
+
+
+#: Framework refusals (malformed JSON, body too large, no such route...) in this API's codes.
+_CODE_OF_STATUS = {
+    401: ErrorCode.TOKEN_INVALID,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.MESSAGE_TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+}
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ApiErrorBody]:
+    code = _CODE_OF_STATUS.get(exc.status_code, ErrorCode.INVALID_ARGUMENT)
+    if exc.status_code >= 500:
+        code = ErrorCode.INTERNAL
+    return Response(
+        ApiErrorBody(ApiError(int(code), code.name, str(exc.detail))),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+#: The messaging API's handlers for everything a request can be refused with.
+MESSAGING_ERROR_HANDLERS: ExceptionHandlersMap = {
+    ProtocolError: protocol_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+}
+
+
+class BoundedRequest(Request[Any, Any, Any]):
+    """Every request of the node: JSON and MessagePack bodies decode with a depth bound.
+
+    msgspec decodes recursively and stops at the interpreter's recursion limit with a
+    ``RecursionError``, which is not a decoding error to the framework (it answered 500
+    before authentication).  Here it is a client error like any malformed body: 400 in
+    the API's own error shape.  The size of every body is bounded by the application's
+    ``request_max_body_size`` (``[http] max_body_bytes``).
+    """
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException(detail=_TOO_DEEP) from None
+
+    async def msgpack(self) -> Any:
+        try:
+            return await super().msgpack()
+        except RecursionError:
+            raise ClientException(detail=_TOO_DEEP) from None
+
+
+_TOO_DEEP = "the body nests arrays or objects too deeply"
 
 
 class PublishRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -114,7 +211,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not authorised for app {app!r}")
 
-    @post("/apps/{app:str}/publish", status_code=200)
+    @post(
+        "/apps/{app:str}/publish",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 404, 409, 413),
+    )
     async def publish(
         request: Request[Any, Any, Any], app: FromPath[str], data: JSONBody[PublishRequest]
     ) -> Any:
@@ -135,13 +236,17 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         event = await hub.post(app, data.sender, data.to, body, data.id)
         return PublishResponse(conv=event.conv, seq=event.seq, pos=event.pos, ts=event.ts)
 
-    @get("/apps/{app:str}/history")
+    @get(
+        "/apps/{app:str}/history",
+        responses=error_responses(400, 401, 403, 404),
+        security=[{APP_SECRET: []}, {USER_TOKEN: []}],
+    )
     async def history(
         request: Request[Any, Any, Any],
         app: FromPath[str],
         conv: FromQuery[str],
-        before: FromQuery[int | None] = None,
-        after: FromQuery[int | None] = None,
+        before: Annotated[int | None, QueryParameter(ge=0, le=MAX_ID_PARAM)] = None,
+        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_ID_PARAM)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> HistoryResponse:
         """A page of a conversation, for the app (secret) or a member (user token)."""
@@ -158,7 +263,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         items, more = await hub.history(app, user, conversation, before, after, limit)
         return HistoryResponse(conv=conversation.id, items=items, more=more)
 
-    @post("/apps/{app:str}/channels/{channel:str}", status_code=200)
+    @post(
+        "/apps/{app:str}/channels/{channel:str}",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 413),
+    )
     async def channel(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -170,7 +279,11 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         await hub.set_public(app, channel, data.public)
         return {"channel": channel, "public": data.public}
 
-    @post("/apps/{app:str}/channels/{channel:str}/members", status_code=200)
+    @post(
+        "/apps/{app:str}/channels/{channel:str}/members",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 404, 413),
+    )
     async def add_member(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -181,7 +294,7 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         role = await hub.add_member(app, channel, data.user, data.role)
         return {"channel": channel, "user": data.user, "role": role}
 
-    @get("/apps/{app:str}/presence")
+    @get("/apps/{app:str}/presence", responses=error_responses(400, 401, 403))
     async def presence(
         request: Request[Any, Any, Any], app: FromPath[str], users: FromQuery[str]
     ) -> list[PresenceItem]:
@@ -194,7 +307,8 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
     return Router(
         path="/v1",
         route_handlers=[publish, history, channel, add_member, presence],
-        exception_handlers={ProtocolError: protocol_error_handler},
+        exception_handlers=MESSAGING_ERROR_HANDLERS,
+        security=[{APP_SECRET: []}],
         tags=["messaging"],
     )
 

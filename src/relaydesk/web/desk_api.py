@@ -19,7 +19,8 @@ import msgspec
 from litestar import Request, Response, Router, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter, RawBody
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter, RawBody
 from msgspec import Meta
 
 from relaydesk.desk.reports import REPORT_TABLES, SlaReport, report_csv, report_tx
@@ -46,7 +47,9 @@ from relaydesk.desk.tickets.model import (
     TicketFilter,
 )
 from relaydesk.desk.tickets.service import QueueEntry, TicketDetail, TicketService
+from relaydesk.server.security_schemes import DESK_KEY
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.limits import MAX_ID_PARAM
 
 T = TypeVar("T")
 
@@ -58,6 +61,13 @@ EXPLAIN_CONCURRENCY: Final = 2
 #: with 503 ``sla.timeout``/``sla.busy``; the engine's input bounds (docs/sla.md, "Limits")
 #: keep the worst case at a few seconds, so the abandoned thread ends soon after.
 EXPLAIN_BUDGET_S: Final = 10.0
+
+#: A ticket id in a path: bounded so that no id reaches storage that it cannot hold.  The
+#: route declares it ``{ticket_id:str}`` so that msgspec, not ``int()``, reads it: ASCII
+#: digits only (``int()`` takes '١٢' as 12).
+TicketId = Annotated[int, Parameter(ge=1, le=MAX_ID_PARAM, description="a ticket id")]
+#: A policy version in a path, read the same way.
+PolicyVersion = Annotated[int, Parameter(ge=1, le=MAX_ID_PARAM, description="a policy version")]
 
 
 # -- request and response bodies ---------------------------------------------------------------
@@ -144,16 +154,44 @@ class QueueResponse(msgspec.Struct, frozen=True):
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
-    """A stable machine code and a readable message."""
+    """A stable dotted machine code (``ticket.not_found``) and a readable message."""
 
     code: str
     message: str
 
 
 class ErrorResponse(msgspec.Struct, frozen=True):
-    """The body of every 4xx answer."""
+    """The body of every 4xx answer of the desk APIs (desk, knowledge base, diagnosis)."""
 
     error: ErrorBody
+
+
+_ERROR_DESCRIPTIONS: Final = {
+    400: "The body cannot be read: malformed JSON or nested too deeply (`http.400`)",
+    401: "No API key, a malformed header, or an unknown or revoked key",
+    403: "The key's principal may not do this (`auth.forbidden`)",
+    404: "Not found, or not visible to this principal",
+    409: "The ticket's state does not allow it",
+    413: "The body is over `[http] max_body_bytes` (`http.413`)",
+    422: "A parameter or field fails validation; `code` names the rule",
+    503: "No SLA worker slot free, or no answer within the budget (`sla.busy`, `sla.timeout`)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a desk-family handler really answers."""
+    return {
+        status: ResponseSpec(
+            ErrorResponse, description=_ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in statuses
+    }
+
+
+#: Every handler: an unreadable request, the key, validation.
+_ALWAYS = (400, 401, 422)
+#: Handlers that read a body.
+_BODY = (*_ALWAYS, 413)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -287,13 +325,15 @@ class _ThreadSlots:
 def desk_router(service: TicketService) -> Router:
     """The ``/api/desk`` router over ``service``."""
 
-    @post("/tickets", status_code=201, summary="Open a ticket")
+    @post(
+        "/tickets", status_code=201, summary="Open a ticket", responses=error_responses(*_BODY, 403)
+    )
     async def create_ticket(
         principal: NamedDependency[Principal], data: JSONBody[NewTicket]
     ) -> Ticket:
         return await service.create_ticket(principal, data)
 
-    @get("/tickets", summary="List and filter tickets")
+    @get("/tickets", summary="List and filter tickets", responses=error_responses(*_ALWAYS))
     async def list_tickets(
         principal: NamedDependency[Principal],
         status: FromQuery[Status | None] = None,
@@ -303,7 +343,9 @@ def desk_router(service: TicketService) -> Router:
         tag: FromQuery[str | None] = None,
         active: FromQuery[bool] = False,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-        before: FromQuery[int | None] = None,
+        before: Annotated[
+            int | None, QueryParameter(ge=1, le=MAX_ID_PARAM, description="a ticket id")
+        ] = None,
     ) -> TicketList:
         f = TicketFilter(
             status=status,
@@ -320,53 +362,80 @@ def desk_router(service: TicketService) -> Router:
             tickets=tickets, next_before=tickets[-1].id if len(tickets) == limit else None
         )
 
-    @get("/tickets/{ticket_id:int}", summary="A ticket with its comments and event log")
+    @get(
+        "/tickets/{ticket_id:str}",
+        summary="A ticket with its comments and event log",
+        responses=error_responses(*_ALWAYS, 404),
+    )
     async def get_ticket(
-        principal: NamedDependency[Principal], ticket_id: FromPath[int]
+        principal: NamedDependency[Principal], ticket_id: TicketId
     ) -> TicketDetail:
         return await service.detail(principal, ticket_id)
 
-    @post("/tickets/{ticket_id:int}/comments", status_code=201, summary="Comment on a ticket")
+    @post(
+        "/tickets/{ticket_id:str}/comments",
+        status_code=201,
+        summary="Comment on a ticket",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def comment(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[CommentRequest],
     ) -> Comment:
         return await service.add_comment(
             principal, ticket_id, data.body, public=data.public, channel=data.channel
         )
 
-    @put("/tickets/{ticket_id:int}/status", summary="Change the status (agents)")
+    @put(
+        "/tickets/{ticket_id:str}/status",
+        summary="Change the status (agents)",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def change_status(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[StatusRequest],
     ) -> Ticket:
         return await service.change_status(principal, ticket_id, data.status)
 
-    @put("/tickets/{ticket_id:int}/priority", summary="Change the priority (agents)")
+    @put(
+        "/tickets/{ticket_id:str}/priority",
+        summary="Change the priority (agents)",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def change_priority(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[PriorityRequest],
     ) -> Ticket:
         return await service.change_priority(principal, ticket_id, data.priority)
 
-    @put("/tickets/{ticket_id:int}/assignee", summary="Assign or unassign (agents)")
+    @put(
+        "/tickets/{ticket_id:str}/assignee",
+        summary="Assign or unassign (agents)",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def change_assignee(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[AssigneeRequest],
     ) -> Ticket:
         return await service.assign(principal, ticket_id, data.assignee_id)
 
-    @get("/tickets/{ticket_id:int}/sla", summary="SLA status of a ticket, computed now")
-    async def ticket_sla(
-        principal: NamedDependency[Principal], ticket_id: FromPath[int]
-    ) -> TicketSla:
+    @get(
+        "/tickets/{ticket_id:str}/sla",
+        summary="SLA status of a ticket, computed now",
+        responses=error_responses(*_ALWAYS, 404),
+    )
+    async def ticket_sla(principal: NamedDependency[Principal], ticket_id: TicketId) -> TicketSla:
         return await service.sla_status(principal, ticket_id)
 
-    @get("/queue", summary="The agent queue sorted by next breach (agents)")
+    @get(
+        "/queue",
+        summary="The agent queue sorted by next breach (agents)",
+        responses=error_responses(*_ALWAYS, 403),
+    )
     async def queue(
         principal: NamedDependency[Principal],
         assignee: FromQuery[str | None] = None,
@@ -385,7 +454,12 @@ def desk_router(service: TicketService) -> Router:
 
     explain_slots = _ThreadSlots(EXPLAIN_CONCURRENCY)
 
-    @post("/sla/explain", status_code=200, summary="Explain an SLA case (docs/sla.md)")
+    @post(
+        "/sla/explain",
+        status_code=200,
+        summary="Explain an SLA case (docs/sla.md)",
+        responses=error_responses(*_BODY, 503),
+    )
     async def explain(
         principal: NamedDependency[Principal],
         body: RawBody,
@@ -394,17 +468,22 @@ def desk_router(service: TicketService) -> Router:
         ``{"case": ..., "expect": ...}``; computed off the event loop within a time budget."""
         return await explain_slots.run(explain_case, body, EXPLAIN_BUDGET_S)
 
-    @get("/sla/policies", summary="The latest version of every SLA policy (agents)")
+    @get(
+        "/sla/policies",
+        summary="The latest version of every SLA policy (agents)",
+        responses=error_responses(*_ALWAYS, 403),
+    )
     async def list_policies(principal: NamedDependency[Principal]) -> PolicyList:
         _agent_only(principal, "read SLA policies")
         return PolicyList(policies=await service.policies())
 
     @get(
-        "/sla/policies/{policy_id:str}/versions/{version:int}",
+        "/sla/policies/{policy_id:str}/versions/{version:str}",
         summary="One version of an SLA policy (agents)",
+        responses=error_responses(*_ALWAYS, 403),
     )
     async def get_policy(
-        principal: NamedDependency[Principal], policy_id: FromPath[str], version: FromPath[int]
+        principal: NamedDependency[Principal], policy_id: FromPath[str], version: PolicyVersion
     ) -> SlaPolicy:
         _agent_only(principal, "read SLA policies")
         return await service.policy_version(policy_id, version)
@@ -413,6 +492,7 @@ def desk_router(service: TicketService) -> Router:
         "/sla/policies/{policy_id:str}/versions",
         status_code=201,
         summary="Store a new version of an SLA policy (agents)",
+        responses=error_responses(*_BODY, 403, 409),
     )
     async def add_policy_version(
         principal: NamedDependency[Principal],
@@ -423,21 +503,31 @@ def desk_router(service: TicketService) -> Router:
         version is the next free one.  New tickets take it; existing ones keep theirs."""
         return await service.add_policy_version(principal, data.to_policy(policy_id))
 
-    @put("/tickets/{ticket_id:int}/sla/policy", summary="Re-apply an SLA policy version (agents)")
+    @put(
+        "/tickets/{ticket_id:str}/sla/policy",
+        summary="Re-apply an SLA policy version (agents)",
+        responses=error_responses(*_BODY, 403, 404, 409),
+    )
     async def apply_policy(
         principal: NamedDependency[Principal],
-        ticket_id: FromPath[int],
+        ticket_id: TicketId,
         data: JSONBody[ApplyPolicyRequest],
     ) -> Ticket:
         return await service.apply_policy(principal, ticket_id, data.policy_id, data.version)
 
-    @get("/tickets/{ticket_id:int}/sla/case", summary="The ticket as an SLA case file")
-    async def ticket_case(
-        principal: NamedDependency[Principal], ticket_id: FromPath[int]
-    ) -> SlaCase:
+    @get(
+        "/tickets/{ticket_id:str}/sla/case",
+        summary="The ticket as an SLA case file",
+        responses=error_responses(*_ALWAYS, 404),
+    )
+    async def ticket_case(principal: NamedDependency[Principal], ticket_id: TicketId) -> SlaCase:
         return await service.sla_case(principal, ticket_id)
 
-    @put("/sla/calendars/{name:str}", summary="Create or replace a business-hours calendar")
+    @put(
+        "/sla/calendars/{name:str}",
+        summary="Create or replace a business-hours calendar",
+        responses=error_responses(*_BODY, 403),
+    )
     async def put_calendar(
         principal: NamedDependency[Principal],
         name: FromPath[str],
@@ -451,7 +541,11 @@ def desk_router(service: TicketService) -> Router:
             )
         return await service.put_calendar(name, body)
 
-    @get("/reports/sla", summary="SLA report: attainment, percentiles, breaches (agents)")
+    @get(
+        "/reports/sla",
+        summary="SLA report: attainment, percentiles, breaches (agents)",
+        responses=error_responses(*_ALWAYS, 403),
+    )
     async def sla_report(
         principal: NamedDependency[Principal],
         start: Annotated[str, QueryParameter(name="from", description="YYYY-MM-DD or ISO 8601")],
@@ -507,6 +601,7 @@ def desk_router(service: TicketService) -> Router:
             sla_report,
         ],
         dependencies={"principal": Provide(_authenticator(service))},
+        security=[{DESK_KEY: []}],
         exception_handlers={
             DeskError: _desk_error,
             SlaConfigError: _sla_error,

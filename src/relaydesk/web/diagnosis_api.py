@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import msgspec
 from litestar import Request, Response, Router, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
@@ -21,23 +20,12 @@ from litestar.params import JSONBody
 from relaydesk.desk.diagnosis.model import Diagnosis
 from relaydesk.desk.diagnosis.service import DiagnosisError, DiagnosisRequest, DiagnosisService
 from relaydesk.desk.tickets.model import Principal
+from relaydesk.server.security_schemes import DESK_KEY
+from relaydesk.web.desk_api import ErrorBody, ErrorResponse, error_responses
 
 PATH: Final = "/api/diagnosis"
 
 Authenticate = Callable[[str], Awaitable[Principal | None]]
-
-
-class DiagnosisErrorBody(msgspec.Struct, frozen=True):
-    """A stable machine code and a readable message."""
-
-    code: str
-    message: str
-
-
-class DiagnosisErrorResponse(msgspec.Struct, frozen=True):
-    """The body of every 4xx answer."""
-
-    error: DiagnosisErrorBody
 
 
 class _Refused(Exception):
@@ -46,28 +34,24 @@ class _Refused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(status: int, code: str, message: str) -> Response[DiagnosisErrorResponse]:
-    body = DiagnosisErrorResponse(error=DiagnosisErrorBody(code=code, message=message))
+def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message))
     return Response(body, status_code=status)
 
 
-def _refused(_r: Request[Any, Any, Any], exc: _Refused) -> Response[DiagnosisErrorResponse]:
+def _refused(_r: Request[Any, Any, Any], exc: _Refused) -> Response[ErrorResponse]:
     return _error(exc.status, exc.code, exc.message)
 
 
-def _bad_window(
-    _r: Request[Any, Any, Any], exc: DiagnosisError
-) -> Response[DiagnosisErrorResponse]:
+def _bad_window(_r: Request[Any, Any, Any], exc: DiagnosisError) -> Response[ErrorResponse]:
     return _error(400, "diagnosis.invalid_window", str(exc))
 
 
-def _validation(
-    _r: Request[Any, Any, Any], exc: ValidationException
-) -> Response[DiagnosisErrorResponse]:
+def _validation(_r: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorResponse]:
     return _error(422, "request.invalid", str(exc.detail))
 
 
-def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[DiagnosisErrorResponse]:
+def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
     return _error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
 
 
@@ -90,7 +74,12 @@ def _agent_dependency(authenticate: Authenticate) -> Callable[..., Any]:
 def diagnosis_router(service: DiagnosisService, authenticate: Authenticate) -> Router:
     """The ``/api/diagnosis`` router; ``authenticate`` is ``TicketService.authenticate``."""
 
-    @post("/", status_code=200, summary="Diagnose an app over a time window (agents)")
+    @post(
+        "/",
+        status_code=200,
+        summary="Diagnose an app over a time window (agents)",
+        responses=error_responses(400, 401, 403, 413, 422),
+    )
     async def run(agent: NamedDependency[Principal], data: JSONBody[DiagnosisRequest]) -> Diagnosis:
         """Ranked findings with layer, evidence, confidence, action and article links."""
         return await service.run(data)
@@ -99,6 +88,7 @@ def diagnosis_router(service: DiagnosisService, authenticate: Authenticate) -> R
         path=PATH,
         route_handlers=[run],
         dependencies={"agent": Provide(_agent_dependency(authenticate))},
+        security=[{DESK_KEY: []}],
         exception_handlers={
             _Refused: _refused,
             DiagnosisError: _bad_window,

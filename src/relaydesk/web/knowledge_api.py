@@ -5,7 +5,7 @@ Reading is open: without an ``Authorization`` header a caller is anonymous and s
 (``Authorization: Bearer rdk_...``) identifies a customer (public articles) or an agent
 (public and ``internal`` articles).  A header that is present but wrong is refused (401),
 so a misconfigured integration notices instead of silently seeing less.  Errors use the
-desk's shape ``{"error": {"code", "message"}}``.
+desk family's shape ``{"error": {"code", "message"}}`` (``ErrorResponse``).
 """
 
 from __future__ import annotations
@@ -22,25 +22,14 @@ from litestar.params import FromPath, QueryParameter
 from relaydesk.desk.knowledge.model import Article, ArticleSummary, SearchResult
 from relaydesk.desk.knowledge.service import KnowledgeService
 from relaydesk.desk.tickets.model import Principal
+from relaydesk.server.security_schemes import DESK_KEY
+from relaydesk.web.desk_api import ErrorBody, ErrorResponse, error_responses
 
 PREFIX: Final = "/api/kb"
 #: Longer queries are cut by the service anyway; this only refuses absurd URLs.
 MAX_QUERY_PARAM: Final = 2000
 
 Authenticate = Callable[[str], Awaitable[Principal | None]]
-
-
-class KbErrorBody(msgspec.Struct, frozen=True):
-    """A stable machine code and a readable message."""
-
-    code: str
-    message: str
-
-
-class KbError(msgspec.Struct, frozen=True):
-    """The body of every 4xx answer."""
-
-    error: KbErrorBody
 
 
 class Viewer(msgspec.Struct, frozen=True):
@@ -61,19 +50,19 @@ class _KbFailure(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(status: int, code: str, message: str) -> Response[KbError]:
-    return Response(KbError(error=KbErrorBody(code=code, message=message)), status_code=status)
+def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
+    return Response(ErrorResponse(error=ErrorBody(code=code, message=message)), status_code=status)
 
 
-def _failure(_r: Request[Any, Any, Any], exc: _KbFailure) -> Response[KbError]:
+def _failure(_r: Request[Any, Any, Any], exc: _KbFailure) -> Response[ErrorResponse]:
     return _error(exc.status, exc.code, exc.message)
 
 
-def _validation(_r: Request[Any, Any, Any], exc: ValidationException) -> Response[KbError]:
+def _validation(_r: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorResponse]:
     return _error(422, "request.invalid", str(exc.detail))
 
 
-def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[KbError]:
+def _http(_r: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
     return _error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
 
 
@@ -97,7 +86,11 @@ def knowledge_router(service: KnowledgeService, authenticate: Authenticate | Non
     """The ``/api/kb`` router.  ``authenticate`` maps a desk API key to its principal
     (``TicketService.authenticate``); without it every caller is anonymous."""
 
-    @get("/search", summary="Search the knowledge base (bm25 ranking, highlighted)")
+    @get(
+        "/search",
+        summary="Search the knowledge base (bm25 ranking, highlighted)",
+        responses=error_responses(400, 401, 422),
+    )
     async def search(
         viewer: NamedDependency[Viewer],
         q: Annotated[str, QueryParameter(max_length=MAX_QUERY_PARAM, description="words")],
@@ -109,7 +102,11 @@ def knowledge_router(service: KnowledgeService, authenticate: Authenticate | Non
         """Every word must match (falls back to any word); FTS syntax is not interpreted."""
         return await service.search(q, viewer.principal, kind=kind, limit=limit)
 
-    @get("/suggest", summary="Articles for a ticket subject as it is typed")
+    @get(
+        "/suggest",
+        summary="Articles for a ticket subject as it is typed",
+        responses=error_responses(400, 401, 422),
+    )
     async def suggest(
         viewer: NamedDependency[Viewer],
         q: Annotated[str, QueryParameter(max_length=MAX_QUERY_PARAM)],
@@ -118,11 +115,19 @@ def knowledge_router(service: KnowledgeService, authenticate: Authenticate | Non
         """Any word may match; the last word counts as a prefix unless followed by a space."""
         return await service.suggest(q, viewer.principal, limit=limit)
 
-    @get("/articles", summary="List the articles the caller may read")
+    @get(
+        "/articles",
+        summary="List the articles the caller may read",
+        responses=error_responses(400, 401),
+    )
     async def list_articles(viewer: NamedDependency[Viewer]) -> ArticleList:
         return ArticleList(articles=await service.articles(viewer.principal))
 
-    @get("/articles/{slug:str}", summary="One article (Markdown body)")
+    @get(
+        "/articles/{slug:str}",
+        summary="One article (Markdown body)",
+        responses=error_responses(400, 401, 404, 422),
+    )
     async def article(viewer: NamedDependency[Viewer], slug: FromPath[str]) -> Article:
         found = await service.article(slug, viewer.principal)
         if found is None:
@@ -133,6 +138,8 @@ def knowledge_router(service: KnowledgeService, authenticate: Authenticate | Non
         path=PREFIX,
         route_handlers=[search, suggest, list_articles, article],
         dependencies={"viewer": Provide(_viewer_dependency(authenticate))},
+        # Anonymous callers read the public articles; a desk key may show more.
+        security=[{}, {DESK_KEY: []}],
         exception_handlers={
             _KbFailure: _failure,
             ValidationException: _validation,

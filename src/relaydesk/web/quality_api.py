@@ -21,20 +21,22 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from relaydesk.clock import Clock
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
-from relaydesk.server.http import ErrorBody, error_response, protocol_error_handler
+from relaydesk.server.http import MESSAGING_ERROR_HANDLERS, error_responses
+from relaydesk.server.security_schemes import APP_SECRET, OPERATOR_KEY
 from relaydesk.storage.telemetry import ConnectionRow, TraceRow
-from relaydesk.telemetry import GROUPS, WORST_BY, Point, SeriesQuery, SeriesResult, Telemetry
+from relaydesk.telemetry import Point, SeriesQuery, SeriesResult, Telemetry
 from relaydesk.telemetry.metrics import CONTENT_TYPE
+from relaydesk.telemetry.query import GroupBy, WorstBy
 
 PREFIX = "/api/quality"
 MAX_POINTS = 20_000  # buckets per series one request may ask for
 MAX_RANGE_MS = 400 * 86_400_000
-_RELATIVE = re.compile(r"^-(\d+)([smhd])$")
+_RELATIVE = re.compile(r"^-([0-9]{1,12})([smhd])$")  # [0-9]: \d matches any script's digits
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -49,18 +51,32 @@ def parse_time(value: str, now_ms: int) -> int:
     m = _RELATIVE.match(v)
     if m:
         return now_ms - int(m.group(1)) * _UNIT_MS[m.group(2)]
-    if v.isdigit():
+    # str.isdigit alone takes '١٢٣' and '²'; int() of 4,300+ digits raises.
+    if v.isascii() and v.isdigit() and len(v) <= 15:
         n = int(v)
-        return n * 1000 if len(v) <= 10 else n
-    try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"time {value!r} is not 'now', -<n>[smhd], epoch seconds/ms or ISO 8601"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+        ms = n * 1000 if len(v) <= 10 else n
+    else:
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"time {value[:40]!r} is not 'now', -<n>[smhd], epoch seconds/ms or ISO 8601"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ms = int(dt.timestamp() * 1000)
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValueError(f"time {value[:40]!r} is outside 1970-01-01 to 9999-12-31")
+    return ms
+
+
+#: Bucket width in seconds: whole minutes, one minute to one day.
+Step = Annotated[
+    int,
+    QueryParameter(
+        ge=60, le=86_400, multiple_of=60, description="bucket width in seconds (whole minutes)"
+    ),
+]
 
 
 class FlushResult(msgspec.Struct, frozen=True):
@@ -69,10 +85,6 @@ class FlushResult(msgspec.Struct, frozen=True):
 
 def _bad(message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_ARGUMENT, message)
-
-
-def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
-    return error_response(ErrorCode.INVALID_ARGUMENT, str(exc.detail))
 
 
 def quality_router(
@@ -108,11 +120,11 @@ def quality_router(
         app: str,
         from_: str | None,
         to: str | None,
-        step: str | None,
+        step_s: int,
         region: str | None,
         node: str | None,
         client_region: str | None,
-        group: str | None,
+        group_by: GroupBy,
     ) -> SeriesQuery:
         now_ms = int(clock.time() * 1000)
         try:
@@ -120,14 +132,6 @@ def quality_router(
             from_ms = parse_time(from_, now_ms) if from_ else to_ms - 3_600_000
         except ValueError as exc:
             raise _bad(str(exc)) from None
-        if not step:
-            step_s = 60
-        elif step.isdigit():
-            step_s = int(step)
-        else:
-            raise _bad(f"step {step!r} is not a number of seconds")
-        if step_s < 60 or step_s > 86_400 or step_s % 60:
-            raise _bad("step must be a multiple of 60 seconds, from 60 to 86400")
         from_ms -= from_ms % 60_000
         if to_ms <= from_ms:
             raise _bad("'to' must be after 'from'")
@@ -135,32 +139,22 @@ def quality_router(
             raise _bad("the time range is longer than 400 days")
         if (to_ms - from_ms) // (step_s * 1000) > MAX_POINTS:
             raise _bad(f"more than {MAX_POINTS} points; use a larger step")
-        group_by = group or "node"
-        if group_by not in GROUPS:
-            raise _bad(f"group must be one of {', '.join(GROUPS)}")
         for name, value in (("region", region), ("node", node), ("client_region", client_region)):
             if value is not None and not 0 < len(value) <= 256:
                 raise _bad(f"{name} must be 1 to 256 characters")
-        return SeriesQuery(app, from_ms, to_ms, step_s, region, node, client_region, group_by)  # type: ignore[arg-type]
+        return SeriesQuery(app, from_ms, to_ms, step_s, region, node, client_region, group_by)
 
-    def limit_of(value: str | None, default: int, most: int) -> int:
-        if value is None:
-            return default
-        if not value.isdigit() or not 1 <= int(value) <= most:
-            raise _bad(f"limit must be a whole number from 1 to {most}")
-        return int(value)
-
-    @get("/apps/{app:str}/series")
+    @get("/apps/{app:str}/series", responses=error_responses(400, 401, 403, 404))
     async def series(
         request: Request[Any, Any, Any],
         app: FromPath[str],
         from_: Annotated[str | None, QueryParameter(name="from")] = None,
         to: FromQuery[str | None] = None,
-        step: FromQuery[str | None] = None,
+        step: Step = 60,
         region: FromQuery[str | None] = None,
         node: FromQuery[str | None] = None,
         client_region: FromQuery[str | None] = None,
-        group: FromQuery[str | None] = None,
+        group: FromQuery[GroupBy] = "node",
     ) -> SeriesResult:
         """Minute-by-minute (or coarser) quality of ``app``, one series per group.
 
@@ -171,7 +165,7 @@ def quality_router(
         authorise(request, app)
         return await service.series(query(app, from_, to, step, region, node, client_region, group))
 
-    @get("/apps/{app:str}/worst")
+    @get("/apps/{app:str}/worst", responses=error_responses(400, 401, 403, 404))
     async def worst(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -180,44 +174,47 @@ def quality_router(
         region: FromQuery[str | None] = None,
         node: FromQuery[str | None] = None,
         client_region: FromQuery[str | None] = None,
-        group: FromQuery[str | None] = None,
-        by: FromQuery[str] = "delivery_success",
-        limit: FromQuery[str | None] = None,
+        group: FromQuery[GroupBy] = "node",
+        by: FromQuery[WorstBy] = "delivery_success",
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> list[Point]:
         """The worst minutes of ``app`` by ``by`` (e.g. delivery_success, client_ack_p95)."""
         authorise(request, app)
-        if by not in WORST_BY:
-            raise _bad(f"by must be one of {', '.join(WORST_BY)}")
-        q = query(app, from_, to, "60", region, node, client_region, group)
-        return await service.worst(q, by, limit_of(limit, 10, 1000))
+        q = query(app, from_, to, 60, region, node, client_region, group)
+        return await service.worst(q, by, limit)
 
-    @get("/apps/{app:str}/traces")
+    @get("/apps/{app:str}/traces", responses=error_responses(400, 401, 403, 404))
     async def traces(
         request: Request[Any, Any, Any],
         app: FromPath[str],
         from_: Annotated[str | None, QueryParameter(name="from")] = None,
         to: FromQuery[str | None] = None,
-        limit: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 100,
     ) -> list[TraceRow]:
         """Sampled message traces (one row per recipient connection), oldest first."""
         authorise(request, app)
-        q = query(app, from_, to, None, None, None, None, None)
-        return await service.traces(app, q.from_ms, q.to_ms, limit_of(limit, 100, 5000))
+        q = query(app, from_, to, 60, None, None, None, "node")
+        return await service.traces(app, q.from_ms, q.to_ms, limit)
 
-    @get("/apps/{app:str}/connections")
+    @get("/apps/{app:str}/connections", responses=error_responses(400, 401, 403, 404))
     async def connections(
         request: Request[Any, Any, Any],
         app: FromPath[str],
         from_: Annotated[str | None, QueryParameter(name="from")] = None,
         to: FromQuery[str | None] = None,
-        limit: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 100,
     ) -> list[ConnectionRow]:
         """Connection history: closed connections with their disconnect reason."""
         authorise(request, app)
-        q = query(app, from_, to, None, None, None, None, None)
-        return await service.connections(app, q.from_ms, q.to_ms, limit_of(limit, 100, 5000))
+        q = query(app, from_, to, 60, None, None, None, "node")
+        return await service.connections(app, q.from_ms, q.to_ms, limit)
 
-    @post("/flush", status_code=200)
+    @post(
+        "/flush",
+        status_code=200,
+        responses=error_responses(401, 403),
+        security=[{OPERATOR_KEY: []}],
+    )
     async def flush(request: Request[Any, Any, Any]) -> FlushResult:
         """Write what the recorder holds now (operator key only; tests and tooling)."""
         if not is_operator(credential(request)):
@@ -227,10 +224,8 @@ def quality_router(
     return Router(
         path=PREFIX,
         route_handlers=[series, worst, traces, connections, flush],
-        exception_handlers={
-            ProtocolError: protocol_error_handler,
-            ValidationException: _validation_error,
-        },
+        exception_handlers=MESSAGING_ERROR_HANDLERS,
+        security=[{APP_SECRET: []}, {OPERATOR_KEY: []}],
         tags=["quality"],
     )
 

@@ -39,7 +39,9 @@ SYMPTOM_ARTICLES: Final[dict[str, str]] = {
     "other": "connection-failures",
 }
 
-_RELATIVE = re.compile(r"^-(\d+)([smhd])$")
+_RELATIVE = re.compile(r"^-([0-9]{1,12})([smhd])$")  # \d would take '١٢' too
+#: Instants a request may name: 1970-01-01 to 9999-12-31 (storage and datetime hold them).
+_LATEST_MS: Final = 253_402_300_799_999
 _UNIT_MS: Final = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -67,18 +69,22 @@ def parse_instant(text: str, now_ms: int) -> int:
     rel = _RELATIVE.match(value)
     if rel:
         return now_ms - int(rel[1]) * _UNIT_MS[rel[2]]
-    if value.isdigit():
+    if value.isascii() and value.isdigit() and len(value) <= 15:
         n = int(value)
-        return n if n > 10**11 else n * 1000
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise DiagnosisError(
-            f"cannot read time {text!r}: use now, -15m, epoch seconds/ms or ISO 8601"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+        ms = n if n > 10**11 else n * 1000
+    else:
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise DiagnosisError(
+                f"cannot read time {text[:40]!r}: use now, -15m, epoch seconds/ms or ISO 8601"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ms = int(dt.timestamp() * 1000)
+    if not 0 <= ms <= _LATEST_MS:
+        raise DiagnosisError(f"time {text[:40]!r} is outside 1970-01-01 to 9999-12-31")
+    return ms
 
 
 def window(from_: str | None, to: str | None, now_ms: int) -> tuple[int, int]:

@@ -186,7 +186,7 @@ class TicketService:
             calendar = msgspec.json.decode(raw, type=Calendar)
         except SlaConfigError as exc:
             raise DeskError(exc.code, exc.message, 422) from exc
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except msgspec.MsgspecError as exc:  # not JSON (DecodeError) or not a calendar
             raise DeskError(DeskErrorCode.REQUEST_INVALID, str(exc)) from exc
         now = self.now()
         await self._db.write(lambda tx: self.put_calendar_tx(tx, name, calendar, now))

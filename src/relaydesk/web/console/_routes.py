@@ -37,7 +37,6 @@ import msgspec
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from markupsafe import Markup
@@ -65,6 +64,7 @@ from relaydesk.desk.tickets.transitions import can_transition
 from relaydesk.protocol.tokens import mint_token
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.limits import MAX_ID_PARAM
 from relaydesk.telemetry import Telemetry, worst_points
 from relaydesk.telemetry.charts import TABLE_HEAD, fmt_minute
 from relaydesk.web.console._forms import Errors, parse_comment, parse_new_ticket, parse_properties
@@ -87,6 +87,8 @@ from relaydesk.web.console._sessions import (
     tokens_match,
 )
 from relaydesk.web.console._views import event_lines, fmt_duration, fmt_time, sla_clocks
+from relaydesk.web.desk_api import TicketId
+from relaydesk.web.static import PackageFiles
 
 log = logging.getLogger("relaydesk.web.console")
 
@@ -464,10 +466,8 @@ def console_router(
             template, status, session, errors=errors or {}, values=values or {}, **context
         )
 
-    @get(PREFIX + "/tickets/{ticket_id:int}", include_in_schema=False)
-    async def ticket_page(
-        request: Request[Any, Any, Any], ticket_id: FromPath[int]
-    ) -> Response[str]:
+    @get(PREFIX + "/tickets/{ticket_id:str}", include_in_schema=False)
+    async def ticket_page(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[str]:
         session = console.session(request)
         context = await ticket_context(session, ticket_id)
         fragment = request.query_params.get("fragment") == "live"
@@ -486,8 +486,8 @@ def console_router(
         context = await ticket_context(session, ticket_id)
         return ticket_response(session, context, status=status, errors=errors, values=fields)
 
-    @post(PREFIX + "/tickets/{ticket_id:int}/comments", include_in_schema=False)
-    async def comment(request: Request[Any, Any, Any], ticket_id: FromPath[int]) -> Response[Any]:
+    @post(PREFIX + "/tickets/{ticket_id:str}/comments", include_in_schema=False)
+    async def comment(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
         session = console.session(request)
         fields = await console.form(request, session)
         parsed, errors = parse_comment(fields)
@@ -506,10 +506,8 @@ def console_router(
             return await refused(session, ticket_id, fields, {"body": exc.message}, exc.status)
         return back_to(ticket_id, "reply" if public else "note")
 
-    @post(PREFIX + "/tickets/{ticket_id:int}/properties", include_in_schema=False)
-    async def properties(
-        request: Request[Any, Any, Any], ticket_id: FromPath[int]
-    ) -> Response[Any]:
+    @post(PREFIX + "/tickets/{ticket_id:str}/properties", include_in_schema=False)
+    async def properties(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
         session = console.agent(request)
         fields = await console.form(request, session)
         agents, _ = await console.directory()
@@ -702,7 +700,13 @@ def console_router(
             channels[QUEUE_CHANNEL] = "member"
         ticket_param = request.query_params.get("ticket")
         if ticket_param:
-            if not ticket_param.isdigit():
+            # ASCII digits only (str.isdigit takes '١٢٣'), and an id storage can hold.
+            if not (
+                ticket_param.isascii()
+                and ticket_param.isdigit()
+                and len(ticket_param) <= 16  # int() of 4,300+ digits raises
+                and 1 <= int(ticket_param) <= MAX_ID_PARAM
+            ):
                 return Response({"error": "bad_ticket"}, status_code=400)
             try:
                 t = (await tickets.detail(principal, int(ticket_param))).ticket
@@ -759,7 +763,10 @@ def console_router(
         return response
 
     static = create_static_files_router(
-        path=PREFIX + "/static", directories=[_HERE / "static"], name="console-static"
+        path=PREFIX + "/static",
+        directories=[_HERE / "static"],
+        file_system=PackageFiles(),
+        name="console-static",
     )
     return Router(
         path="/",

@@ -1,0 +1,231 @@
+"""The one listener for HTTP and WebSocket, with the limits uvicorn does not enforce.
+
+Theory of operation.  uvicorn's httptools protocol parses requests and hands them to
+the ASGI app, but it never times out a connection that has not finished its headers
+(a fresh connection that sends nothing, or a few header bytes now and then: slowloris),
+does not bound the size of the headers, never times out a body that trickles in, and
+does not count connections per client.  :func:`listener_config` builds the uvicorn
+configuration with two protocol subclasses that add exactly that, at the transport:
+
+* ``header_timeout_s`` runs from the connection opening (or from a kept-alive
+  connection's next request byte) until the headers are complete; when it fires the
+  client gets ``408`` and the connection closes.  Between requests uvicorn's own
+  keep-alive timer (``idle_timeout_s``) closes an idle connection.
+* ``max_header_bytes`` counts the bytes received while the headers are incomplete;
+  past it the client gets ``431`` and the connection closes.
+* ``body_timeout_s`` runs from the end of the headers until the body is complete;
+  when it fires the client gets ``408`` (unless a response has begun) and the
+  connection closes.
+* :class:`AddressLedger` counts open connections per client address across both
+  protocols (an upgraded WebSocket keeps its place); the connection over
+  ``max_connections_per_address`` gets ``503`` and is closed before anything is parsed.
+
+The body size limit is the application's (Litestar's ``request_max_body_size``),
+because it must answer ``413`` in each API's own error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from relaydesk.config import HttpSettings, Settings
+
+
+class AddressLedger:
+    """Open connections per client address, with a cap (pure bookkeeping, no I/O).
+
+    A connection is keyed by an opaque object (its transport), so that the HTTP
+    protocol and the WebSocket protocol it upgrades to share one entry, and releasing
+    twice is harmless.
+    """
+
+    def __init__(self, limit: int, unlimited: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self.unlimited = frozenset(unlimited)
+        self._open: dict[object, str] = {}
+        self._per_address: dict[str, int] = {}
+        self.refused = 0
+
+    def admit(self, key: object, address: str | None) -> bool:
+        """Count ``key`` for ``address``; False (and nothing counted) when at the cap."""
+        if key in self._open:
+            return True
+        if address is None or address in self.unlimited:
+            return True
+        held = self._per_address.get(address, 0)
+        if held >= self.limit:
+            self.refused += 1
+            return False
+        self._per_address[address] = held + 1
+        self._open[key] = address
+        return True
+
+    def release(self, key: object) -> None:
+        address = self._open.pop(key, None)
+        if address is None:
+            return
+        left = self._per_address[address] - 1
+        if left:
+            self._per_address[address] = left
+        else:
+            del self._per_address[address]
+
+    def held(self, address: str) -> int:
+        return self._per_address.get(address, 0)
+
+
+def _plain_response(status: int, reason: str, message: str) -> bytes:
+    body = message.encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "content-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def guarded_protocols(
+    limits: HttpSettings, ledger: AddressLedger
+) -> tuple[type[HttpToolsProtocol], type[WebSocketsSansIOProtocol]]:
+    """uvicorn protocol classes that enforce ``limits`` and count in ``ledger``."""
+
+    class GuardedWebSocket(WebSocketsSansIOProtocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            ledger.release(self.transport)
+            super().connection_lost(exc)
+
+    class GuardedHttp(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+        _in_headers = False
+        _done = False  # refused, or handed over to the WebSocket protocol
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            address = self.client[0] if self.client else None
+            if not ledger.admit(transport, address):
+                self._done = True
+                transport.write(
+                    _plain_response(
+                        503,
+                        "Service Unavailable",
+                        f"too many connections from {address} "
+                        f"(at most {limits.max_connections_per_address})",
+                    )
+                )
+                transport.close()
+                return
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            ledger.release(self.transport)
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._done:
+                return
+            super().data_received(data)
+            if self._done or self.transport.is_closing():
+                return
+            if self._in_headers:
+                # Counted after parsing, so that body bytes in the same read are not.
+                self._header_bytes += len(data)
+                if self._header_bytes > limits.max_header_bytes:
+                    self._refuse(431, "Request Header Fields Too Large", "headers too large")
+            elif self._deadline is None and self._between_requests():
+                # uvicorn cancelled its keep-alive timer; bytes that begin no request
+                # (stray line ends) must not keep an idle connection open.
+                self._await_headers()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if not self._in_headers:
+                self._await_headers()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            self._in_headers = False
+            super().on_headers_complete()
+            if not (self.parser.should_upgrade() and self._should_upgrade()):
+                self._deadline = self.loop.call_later(limits.body_timeout_s, self._body_late)
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm()
+            self._done = True
+            super().handle_websocket_upgrade()
+
+        # -- helpers ----------------------------------------------------------------------
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _await_headers(self) -> None:
+            self._disarm()
+            self._in_headers = True
+            self._header_bytes = 0
+            self._deadline = self.loop.call_later(limits.header_timeout_s, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_late(self) -> None:
+            self._deadline = None
+            self._refuse(408, "Request Timeout", "request headers not received in time")
+
+        def _body_late(self) -> None:
+            self._deadline = None
+            self._refuse(408, "Request Timeout", "request body not received in time")
+
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            self._disarm()
+            if self.transport.is_closing():
+                return
+            if self.cycle is None or not self.cycle.response_started:
+                self.transport.write(_plain_response(status, reason, message))
+            if self.cycle is not None:
+                # The app may still be waiting for the body: it reads a disconnect, and
+                # whatever it answers is dropped.
+                self.cycle.disconnected = True
+            self.transport.close()
+
+    return GuardedHttp, GuardedWebSocket
+
+
+def listener_config(
+    app: Any, settings: Settings, *, log_level: str = "info", ws_max_size: int | None = None
+) -> uvicorn.Config:
+    """The uvicorn configuration of a node: one port for HTTP and WebSocket, with limits."""
+    limits = settings.http
+    ledger = AddressLedger(limits.max_connections_per_address, limits.unlimited_addresses)
+    http, ws = guarded_protocols(limits, ledger)
+    return uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http=http,
+        ws=ws,
+        # Frames over max_frame get FRAME_TOO_LARGE from the gateway; the library
+        # cap (twice that) only stops absurd frames before they are buffered.
+        ws_max_size=ws_max_size or 2 * settings.gateway.max_frame,
+        ws_ping_interval=None,  # liveness is the protocol's own heartbeat
+        timeout_keep_alive=limits.idle_timeout_s,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
