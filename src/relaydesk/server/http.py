@@ -217,6 +217,11 @@ def ops_router(server: RelaydeskServer) -> Router:
             "fanned_pos": server.hub.fanned_pos,
             # Live connections that overflowed their queue and were served from storage.
             "slow_consumer_resyncs": sum(c.stats["resyncs"] for c in server.gateway.connections),
+            # Catch-up pages served from the hub's recent events vs read per device.
+            "catchup": {
+                "memory_pages": server.hub.stats["catchup_reads"],
+                "storage_pages": server.hub.stats["catchup_storage_reads"],
+            },
         }
         if server.hub.bus is not None:
             body["cluster"] = dict(server.hub.cluster_stats)

@@ -1,0 +1,424 @@
+"""Reconnect storm while publishing continues: time to ``synced`` and exactly-once.
+
+Theory of operation
+-------------------
+The audit's failure (issue 10): thousands of devices reconnect at once while a
+publisher keeps going, and many never reach ``synced``.  This step reproduces it:
+
+1. **prime**: ``clients`` devices (one user each, in channel ``room``) log in, join
+   and wait for ``synced``; each remembers its cursor and disconnects.
+2. **backlog**: a publisher sends to the channel at ``rate`` messages/s for
+   ``gap_s`` while everyone is away.
+3. **storm**: every device reconnects at once with its cursor while the publisher
+   goes on for ``tail_s``; then it sends a last message (``end``).
+4. Each device reads until ``end``.  Figures: time from sending ``hello`` to
+   ``synced`` (p50/p99/max), devices never synced while the publisher ran, server
+   CPU seconds from the storm to the last ``end``; checks: each device received
+   every published message after its cursor exactly once, in order.
+
+Clients run in ``procs`` worker processes (``python -m bench.catchup_storm worker``,
+steered over stdin/stdout with one-line JSON), so the generator is not the
+bottleneck; tests/server/test_catchup_storm.py runs the same code in-process at a
+size a shared two-core machine takes.
+
+Alone: ``python -m bench.catchup_storm --clients 1000`` (bounded: a few minutes);
+``--baseline-src DIR`` also runs the same storm against another source tree (e.g.
+main before this change) in the same run, and reports the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from relaydesk.protocol.codec import client_codec
+from relaydesk.protocol.frames import (
+    SUBPROTOCOL_MSGPACK,
+    Ack,
+    Hello,
+    Join,
+    Messages,
+    PubAck,
+    Publish,
+    Synced,
+    Welcome,
+)
+
+CODEC = client_codec(SUBPROTOCOL_MSGPACK)
+CHANNEL = "room"
+PUBLISHER = "publisher"
+END = "end"
+# The publisher sends what is due every TICK_S: a few messages per group commit, as
+# from a busy backend, so that live frames (not messages) do not bind the generator.
+TICK_S = 0.05
+# Frames a device reads without a frame from the server before it gives up.
+READ_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Device:
+    user: str
+    token: str
+    cursor: int = 0
+    ws: ClientConnection | None = None
+    hello_at: float = 0.0
+    synced_after: float | None = None  # seconds from hello to synced
+    welcome_after: float | None = None  # seconds from hello to welcome
+    received: list[tuple[int, str]] = field(default_factory=list)  # (pos, id) of messages
+
+
+async def _open(url: str) -> ClientConnection:
+    return await connect(
+        url,
+        subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
+        max_size=2**24,
+        open_timeout=120,
+        ping_interval=None,
+        max_queue=None,
+    )
+
+
+async def _recv(ws: ClientConnection, timeout: float = READ_TIMEOUT_S) -> Any:
+    return CODEC.decode(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def _send(ws: ClientConnection, frame: Any) -> None:
+    await ws.send(CODEC.encode(frame))
+
+
+async def prime(url: str, dev: Device) -> None:
+    """Log in fresh, join the channel, wait for synced; remember the cursor; leave."""
+    ws = await _open(url)
+    await _send(ws, Hello(token=dev.token, device="d1"))
+    await _send(ws, Join(rid=1, channel=CHANNEL))
+    synced = joined = False
+    last = 0
+    while not (synced and joined):
+        frame = await _recv(ws)
+        if isinstance(frame, Messages):
+            last = frame.items[-1].pos
+        elif isinstance(frame, Synced):
+            synced = True
+            last = max(last, frame.pos)
+        elif getattr(frame, "rid", None) == 1:
+            joined = True
+    # Read whatever the join produced (its own event), then stop at a quiet moment.
+    with contextlib.suppress(TimeoutError):
+        while True:
+            frame = await _recv(ws, 0.3)
+            if isinstance(frame, Messages):
+                last = frame.items[-1].pos
+    dev.cursor = last
+    await ws.close()
+
+
+async def storm(url: str, dev: Device) -> None:
+    """Reconnect with the cursor; read until the ``end`` message."""
+    ws = await _open(url)
+    dev.hello_at = time.monotonic()
+    await _send(ws, Hello(token=dev.token, device="d1", cursor=dev.cursor))
+    acked = dev.cursor
+    while True:
+        frame = await _recv(ws)
+        if isinstance(frame, Synced):
+            dev.synced_after = time.monotonic() - dev.hello_at
+        elif isinstance(frame, Messages):
+            done = False
+            for ev in frame.items:
+                if ev.kind == "msg" and ev.sender == PUBLISHER:
+                    dev.received.append((ev.pos, ev.id))
+                    done = done or ev.id == END
+            last = frame.items[-1].pos
+            if last - acked >= 256:
+                await _send(ws, Ack(pos=last))
+                acked = last
+            if done:
+                break
+        elif isinstance(frame, Welcome):
+            dev.welcome_after = time.monotonic() - dev.hello_at
+    await ws.close()
+
+
+class Publisher:
+    """One connection publishing ``p<i>`` to the channel at a steady rate."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+        self.positions: dict[str, int] = {}
+        self.sent = 0
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._ws = await _open(self.url)
+        await _send(self._ws, Hello(token=self.token, device="pub"))
+        await _send(self._ws, Join(rid=1, channel=CHANNEL))
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for data in self._ws:
+            frame = CODEC.decode(data)
+            if isinstance(frame, PubAck):
+                self.positions[frame.id] = frame.pos
+            elif getattr(frame, "code", None):
+                raise RuntimeError(f"publisher got {frame}")
+
+    async def run(self, rate: float, seconds: float) -> None:
+        assert self._ws is not None
+        start = time.monotonic()
+        first = self.sent
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = first + int(elapsed * rate)
+            while self.sent < due:
+                await _send(
+                    self._ws, Publish(id=f"p{self.sent}", to=f"channel:{CHANNEL}", body=b"x" * 64)
+                )
+                self.sent += 1
+            await asyncio.sleep(TICK_S)
+
+    async def finish(self) -> None:
+        """Send ``end`` and wait until every message has its puback."""
+        assert self._ws is not None and self._reader is not None
+        await _send(self._ws, Publish(id=END, to=f"channel:{CHANNEL}", body=b"end"))
+        deadline = time.monotonic() + 60
+        while len(self.positions) < self.sent + 1:
+            if self._reader.done():
+                self._reader.result()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pubacks: {len(self.positions)} of {self.sent + 1}")
+            await asyncio.sleep(0.02)
+        await self._ws.close()
+        with contextlib.suppress(Exception):
+            await self._reader
+
+    def expected_after(self, cursor: int) -> list[tuple[int, str]]:
+        return sorted((pos, mid) for mid, pos in self.positions.items() if pos > cursor)
+
+
+def check(devices: list[Device], publisher: Publisher) -> list[str]:
+    """Every device got every message after its cursor exactly once, in order."""
+    problems = []
+    for dev in devices:
+        want = publisher.expected_after(dev.cursor)
+        if dev.received != want:
+            got = {m for _, m in dev.received}
+            missing = [m for _, m in want if m not in got][:5]
+            dups = len(dev.received) - len(got)
+            problems.append(
+                f"{dev.user}: {len(dev.received)} received, {len(want)} expected,"
+                f" missing {missing}, {dups} duplicates"
+            )
+    return problems
+
+
+def summary(synced_after: list[float | None], cpu_s: float | None) -> dict[str, Any]:
+    times = sorted(t for t in synced_after if t is not None)
+
+    def pct(q: float) -> float | None:
+        return round(times[min(len(times) - 1, int(q * len(times)))], 3) if times else None
+
+    return {
+        "clients": len(synced_after),
+        "never_synced": sum(1 for t in synced_after if t is None),
+        "synced_p50_s": pct(0.5),
+        "synced_p99_s": pct(0.99),
+        "synced_max_s": round(times[-1], 3) if times else None,
+        "server_cpu_s": None if cpu_s is None else round(cpu_s, 2),
+    }
+
+
+# ------------------------------------------------------------------ worker processes
+
+
+async def _worker(url: str, tokens: list[tuple[str, str]]) -> None:
+    """Steered over stdin/stdout: prime, print cursors, wait for 'go', storm, report."""
+    devices = [Device(user, token) for user, token in tokens]
+    sem = asyncio.Semaphore(100)  # logins in parallel while priming (not in the storm)
+
+    async def primed(dev: Device) -> None:
+        async with sem:
+            await prime(url, dev)
+
+    await asyncio.gather(*(primed(d) for d in devices))
+    print(json.dumps({"primed": {d.user: d.cursor for d in devices}}), flush=True)
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    assert line.strip() == "go", line
+    await asyncio.gather(*(storm(url, d) for d in devices))
+    print(
+        json.dumps(
+            {
+                "done": {
+                    d.user: [d.cursor, d.synced_after, d.welcome_after, d.received] for d in devices
+                }
+            }
+        ),
+        flush=True,
+    )
+
+
+def _expect(proc: subprocess.Popen[str], key: str) -> Any:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"storm worker exited ({proc.poll()}) before {key!r}")
+    return json.loads(line)[key]
+
+
+async def run_storm(
+    url: str,
+    mint: Callable[[str], str],
+    *,
+    clients: int,
+    procs: int,
+    rate: float,
+    gap_s: float,
+    tail_s: float,
+    server_pid: int | None = None,
+) -> dict[str, Any]:
+    """The whole storm against ``url``; ``mint(user)`` returns a token for ``user``
+    with a grant to join ``room``.  Returns figures and the exactly-once check."""
+    from bench.servers import cpu_seconds
+
+    users = [f"s{i}" for i in range(clients)]
+    shares = [users[i::procs] for i in range(procs)]
+    env = dict(os.environ)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.catchup_storm", "worker", url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in shares
+    ]
+    try:
+        for proc, share in zip(workers, shares, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps([[u, mint(u)] for u in share]) + "\n")
+            proc.stdin.flush()
+        loop = asyncio.get_running_loop()
+        cursors: dict[str, int] = {}
+        for proc in workers:
+            cursors.update(await loop.run_in_executor(None, _expect, proc, "primed"))
+        publisher = Publisher(url, mint(PUBLISHER))
+        await publisher.open()
+        await publisher.run(rate, gap_s)  # the backlog builds while everyone is away
+        cpu0 = cpu_seconds(server_pid) if server_pid else None
+        for proc in workers:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        await publisher.run(rate, tail_s)
+        await publisher.finish()
+        done: dict[str, Any] = {}
+        for proc in workers:
+            done.update(await loop.run_in_executor(None, _expect, proc, "done"))
+        cpu = cpu_seconds(server_pid) - cpu0 if server_pid and cpu0 is not None else None
+    finally:
+        for proc in workers:
+            with contextlib.suppress(Exception):
+                proc.kill()
+                proc.wait(5)
+    devices = []
+    for user in users:
+        cursor, synced_after, welcome_after, received = done[user]
+        dev = Device(user, "", cursor)
+        dev.synced_after = synced_after
+        dev.welcome_after = welcome_after
+        dev.received = [(p, m) for p, m in received]
+        devices.append(dev)
+    result = summary([d.synced_after for d in devices], cpu)
+    welcomes = sorted(d.welcome_after for d in devices if d.welcome_after is not None)
+    result["welcome_p50_s"] = round(welcomes[len(welcomes) // 2], 3) if welcomes else None
+    result["published"] = publisher.sent + 1
+    result["backlog_messages"] = int(rate * gap_s)
+    result["problems"] = check(devices, publisher)
+    return result
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import servers
+    from relaydesk.protocol.tokens import mint_token
+    from relaydesk.server.storage_setup import DEMO_APP
+
+    class Node(servers.RelaydeskServer):
+        def __init__(self, src: str | None) -> None:
+            super().__init__()
+            if src:
+                self.src_dir = Path(src)
+
+        def config_text(self) -> str:
+            return '[gateway]\nheartbeat_timeout_ms = 600000\n[storage]\nsync = "full"\n'
+
+    runs: dict[str, Any] = {}
+    for label, src in (("this tree", None), ("baseline", args.baseline_src)):
+        if label == "baseline" and not src:
+            continue
+        with Node(src) as node:
+            url = f"ws://127.0.0.1:{node.port}/v1/ws"
+
+            def mint(user: str, secret: str = node.secret) -> str:
+                return mint_token(
+                    DEMO_APP,
+                    secret,
+                    user,
+                    now=time.time(),
+                    ttl_s=3600,
+                    channels={CHANNEL: "member"},
+                )
+
+            runs[label] = asyncio.run(
+                run_storm(
+                    url,
+                    mint,
+                    clients=args.clients,
+                    procs=args.procs,
+                    rate=args.rate,
+                    gap_s=args.gap_s,
+                    tail_s=args.tail_s,
+                    server_pid=node.pid,
+                )
+            )
+            runs[label]["problems"] = runs[label]["problems"][:5]
+    return {
+        "load": os.getloadavg(),
+        "method": vars(args),
+        "runs": runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        tokens = json.loads(sys.stdin.readline())
+        asyncio.run(_worker(argv[1], [(u, t) for u, t in tokens]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=450.0)
+    parser.add_argument("--gap-s", type=float, default=5.0)
+    parser.add_argument("--tail-s", type=float, default=20.0)
+    parser.add_argument("--baseline-src", default="")
+    args = parser.parse_args(argv)
+    print(json.dumps(_bench(args), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
