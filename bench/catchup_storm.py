@@ -63,6 +63,14 @@ END = "end"
 # The publisher sends what is due every TICK_S: a few messages per group commit, as
 # from a busy backend, so that live frames (not messages) do not bind the generator.
 TICK_S = 0.05
+NODE_TOML = """\
+[gateway]
+publish_rate = 100000
+publish_burst = 100000
+heartbeat_timeout_ms = 600000
+[storage]
+sync = "full"
+"""
 # Frames a device reads without a frame from the server before it gives up.
 READ_TIMEOUT_S = 60.0
 
@@ -363,7 +371,8 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 self.src_dir = Path(src)
 
         def config_text(self) -> str:
-            return '[gateway]\nheartbeat_timeout_ms = 600000\n[storage]\nsync = "full"\n'
+            # The default settings, except that the one publisher may burst.
+            return NODE_TOML
 
     runs: dict[str, Any] = {}
     for label, src in (("this tree", None), ("baseline", args.baseline_src)):
