@@ -111,40 +111,32 @@ def test_memory_answers_like_storage(db: Database, seed: int) -> None:
     assert checked > 200  # the comparison saw real feeds, not empty pages
 
 
-def test_eviction_raises_the_floor_and_a_refill_restores_it(db: Database) -> None:
+def test_eviction_raises_the_floor_and_what_is_held_stays_exact(db: Database) -> None:
     rng = random.Random(7)
     recent = RecentEvents(120, 10**9, 0)
     last = build(db, rng, 500, recent)
     assert len(recent) == 120 and recent.floor > 0
     assert not recent.covers(recent.floor - 1) and recent.covers(recent.floor)
     floor = recent.floor
-    # Everything above the floor is still answered exactly.
-    for user in USERS:
-        want = storage_feed(db, "app1", user, floor, last, 1000)
-        assert memory_feed(db, recent, "app1", user, floor, last, 1000) == want
-    # The older range, read once from storage, is taken only if it fits.
-    rows = db.read_sync(lambda tx: STORE.newest_events_tx(tx, floor, 10**6, after=0))
-    assert not recent.prepend(rows, 0, floor, recent.deletions)  # too many
-    big = RecentEvents(10**6, 10**9, 0)
-    big_last = build(db, random.Random(8), 60, big)  # a second history on top
-    tail = db.read_sync(lambda tx: STORE.newest_events_tx(tx, big_last, 50, after=0))
-    small = RecentEvents(50, 10**9, tail[0][2].pos - 1)  # as the hub warms at start-up
-    for app, audience, ev in tail:
-        small.add(app, audience, ev, {})
-    target = small.floor - 30
-    older = db.read_sync(
-        lambda tx: STORE.newest_events_tx(tx, small.floor, small.floor - target, after=target)
-    )
-    assert not small.prepend(older, target, small.floor, small.deletions)  # no room
-    small.max_events = 200
-    assert small.prepend(older, target, small.floor, small.deletions)
-    assert small.floor == target and len(small) == 50 + len(older)
-    for user in USERS:
-        for app in APPS:
-            want = storage_feed(db, app, user, target, big_last, 1000)
-            assert memory_feed(db, small, app, user, target, big_last, 1000) == want
-    # A refill read before a deletion was held may carry the deleted body: refused.
-    assert not small.prepend([], target, small.floor, small.deletions - 1)
+    for app in APPS:
+        for user in USERS:
+            want = storage_feed(db, app, user, floor, last, 1000)
+            assert memory_feed(db, recent, app, user, floor, last, 1000) == want
+
+
+def test_warm_start_from_the_newest_stored_events(db: Database) -> None:
+    """What the hub loads when it starts answers like storage above its floor."""
+    last = build(db, random.Random(9), 300, RecentEvents(10**6, 10**9, 0))
+    rows = db.read_sync(lambda tx: STORE.newest_events_tx(tx, last, 80))
+    assert len(rows) == 80 and [r[2].pos for r in rows] == sorted(r[2].pos for r in rows)
+    assert rows[-1][2].pos == last
+    warm = RecentEvents(10**6, 10**9, rows[0][2].pos - 1)
+    for app, audience, ev in rows:
+        warm.add(app, audience, ev, {})
+    for app in APPS:
+        for user in USERS:
+            want = storage_feed(db, app, user, warm.floor, last, 1000)
+            assert memory_feed(db, warm, app, user, warm.floor, last, 1000) == want
 
 
 def test_byte_bound_evicts_oldest_first() -> None:

@@ -739,14 +739,14 @@ class MessageStore:
         ]
 
     def newest_events_tx(
-        self, tx: Tx, upto: int, limit: int, after: int = 0
+        self, tx: Tx, upto: int, limit: int
     ) -> list[tuple[str, str | None, Event]]:
-        """The newest ``limit`` events of every app with ``after < pos <= upto``, in
-        position order, each with its app and audience (None: every member)."""
+        """The newest ``limit`` events of every app with ``pos <= upto``, in position
+        order, each with its app and audience (None: every member)."""
         rows = tx.query(
-            f"SELECT app, audience, {EVENT_COLUMNS} FROM events WHERE pos > ? AND pos <= ?"
+            f"SELECT app, audience, {EVENT_COLUMNS} FROM events WHERE pos <= ?"
             " ORDER BY pos DESC LIMIT ?",
-            (after, upto, limit),
+            (upto, limit),
         )
         return [(r[0], r[1], event_from_row(r[2:])) for r in reversed(rows)]
 

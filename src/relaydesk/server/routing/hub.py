@@ -21,9 +21,8 @@ from storage, loads channel membership as of ``fanned_pos`` and routes, so the
 record is routed before it takes the next batch, as it does alone.
 
 Catch-up reads (``catchup``) are served from ``recent`` (recent.py), the events
-the hub fanned out lately, held once for every reader; storage is read per device
-only for a backlog deeper than it holds, and a missing older range is read once and
-shared (``_extend_recent``).
+the hub fanned out lately (and the newest ones stored when it started), held once
+for every reader; storage is read per device only for a backlog deeper than that.
 
 Acknowledgements from devices are cumulative positions, coalesced in memory.  The
 writer stores those pending when a group commit starts in that same transaction,
@@ -87,9 +86,6 @@ CURSOR_FLUSH_S = 0.5
 # (32 KiB each at most) at 64 MiB.
 RECENT_EVENTS_MAX = 100_000
 RECENT_BYTES_MAX = 64 * 1024 * 1024
-# A missing older range is read this many events further down than the first
-# reader needed, so the readers that follow in a storm find it held.
-RECENT_EXTEND_STEP = 5000
 # Bound of the commit queue: about two seconds of peak publish load.  Past it a
 # publish is refused with RATE_LIMITED ("server busy") instead of queueing more.
 COMMIT_QUEUE_MAX = 50_000
@@ -155,7 +151,6 @@ class Hub:
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._saving: dict[tuple[str, str, str], int] = {}  # in the commit running now
         self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX, 0)
-        self._extending: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = {
             "commits": 0,
@@ -165,7 +160,6 @@ class Hub:
             "resynced_events": 0,  # committed by a commit that reported a failure
             "catchup_reads": 0,  # catch-up pages served from recent events
             "catchup_storage_reads": 0,  # catch-up pages read from storage per device
-            "recent_extends": 0,  # older ranges read once into recent events
         }
         # Cluster mode only.
         self._sequencer: Sequencer | None = None
@@ -221,6 +215,9 @@ class Hub:
         for _, waiter in self._fanned_waiters:
             waiter.cancel()
         self._fanned_waiters.clear()
+        # A commit cancelled mid-way may not have stored the acks it carried.
+        self._keep_cursors(self._saving)
+        self._saving = {}
         await self._flush_cursors()
         if self.bus is not None:
             await self.bus.aclose()
@@ -650,8 +647,6 @@ class Hub:
         """A catch-up page of the user's feed, ``after < pos <= upto`` (``upto`` at most
         ``fanned_pos``), each event with its shared encodings (filled in by callers)."""
         recent = self.recent
-        if not recent.covers(after):
-            await self._extend_recent(after)
         if recent.covers(after):
             # Membership read after upto was fanned out: the windows feed_tx would use.
             windows = await self.db.read(
@@ -662,34 +657,6 @@ class Hub:
                 return recent.feed(app, user, windows, after, upto, limit)
         self.stats["catchup_storage_reads"] += 1
         return [(event, {}) for event in await self.feed(app, user, after, upto, limit)]
-
-    async def _extend_recent(self, after: int) -> None:
-        """Read the events just below ``recent.floor`` once for every reader that
-        needs them, if they fit; readers further behind read storage themselves."""
-        recent = self.recent
-        while not recent.covers(after):
-            ongoing = self._extending
-            if ongoing is not None:
-                await asyncio.shield(ongoing)  # then look again
-                continue
-            floor = recent.floor
-            target = max(0, min(after, floor - RECENT_EXTEND_STEP), floor - recent.room())
-            if target > after:
-                return  # too deep to hold
-            done = self._extending = asyncio.get_running_loop().create_future()
-            try:
-                deletions = recent.deletions
-                rows = await self.db.read(
-                    functools.partial(
-                        self.store.newest_events_tx, upto=floor, limit=floor - target, after=target
-                    )
-                )
-                if not recent.prepend(rows, target, floor, deletions):
-                    return  # evicted or deleted meanwhile: storage, per reader
-                self.stats["recent_extends"] += 1
-            finally:
-                self._extending = None
-                done.set_result(None)
 
     async def feed(self, app: str, user: str, after: int, upto: int, limit: int) -> list[Event]:
         return await self.db.read(lambda tx: self.store.feed_tx(tx, app, user, after, upto, limit))

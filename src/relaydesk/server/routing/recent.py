@@ -11,10 +11,10 @@ order, indexed by conversation, each with the encodings the fan-out made (one
 encoding per codec, shared with every connection):
 
 * **Complete above ``floor``.**  Every event with ``floor < pos <= last`` is held
-  (``add`` is called for every routed event, in position order).  A reader whose
-  range starts at or above ``floor`` is served from here; below it, from storage.
-  ``prepend`` extends the range downwards with events read once from storage
-  (a single read shared by every device that needs it).
+  (``add`` is called for every routed event, in position order; the hub also
+  loads the newest stored events when it starts, so that devices reconnecting
+  after a restart find them held).  A reader whose range starts at or above
+  ``floor`` is served from here; below it, from storage, one read per device.
 * **Bounded.**  At most ``max_events`` events and about ``max_bytes`` bytes; the
   oldest are evicted first, raising ``floor``.
 * **Same answer as storage.**  ``feed`` applies the rule of
@@ -35,7 +35,7 @@ import bisect
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from relaydesk.protocol.frames import Event
 
@@ -77,8 +77,7 @@ class RecentEvents:
         self._convs: dict[tuple[str, str], _Conv] = {}
         self._order: deque[tuple[tuple[str, str], int]] = deque()  # (key, size), by pos
         self._bytes = 0
-        self.deletions = 0  # deletions held so far (see ``prepend``)
-        self.stats = {"served": 0, "evicted": 0, "prepended": 0}
+        self.stats = {"served": 0, "evicted": 0}
 
     def __len__(self) -> int:
         return len(self._order)
@@ -90,10 +89,6 @@ class RecentEvents:
     def covers(self, after: int) -> bool:
         """Whether every event after ``after`` (up to ``last``) is held."""
         return after >= self.floor
-
-    def room(self) -> int:
-        """Events that ``prepend`` could still add without evicting."""
-        return max(0, self.max_events - len(self._order))
 
     def add(self, app: str, audience: str | None, event: Event, encodings: Encodings) -> None:
         """Hold ``event``; called for every fanned-out event in position order."""
@@ -112,7 +107,6 @@ class RecentEvents:
         self._bytes += size
         self.last = event.pos
         if event.kind == "del":
-            self.deletions += 1
             self._blank(key, event.seq)
         while self._order and (len(self._order) > self.max_events or self._bytes > self.max_bytes):
             self._evict()
@@ -143,50 +137,6 @@ class RecentEvents:
                 return
             if ev.kind == "msg" and ev.seq < seq:
                 return
-
-    def prepend(
-        self,
-        rows: Sequence[tuple[str, str | None, Event]],
-        after: int,
-        upto: int,
-        deletions: int,
-    ) -> bool:
-        """Hold ``rows``, every event with ``after < pos <= upto`` in position order, read
-        from storage when ``floor`` was ``upto`` and ``deletions`` had been held.  Refused
-        (False) if anything was evicted or deleted since (the rows could be stale) or if
-        the range does not fit without evicting."""
-        if upto != self.floor or deletions != self.deletions or len(rows) > self.room():
-            return False
-        sizes = [self._size(event) for _, _, event in rows]
-        if self._bytes + sum(sizes) > self.max_bytes:
-            return False
-        fresh: dict[tuple[str, str], _Conv] = {}
-        for app, audience, event in rows:
-            key = (app, event.conv)
-            conv = fresh.get(key)
-            if conv is None:
-                conv = fresh[key] = _Conv()
-            conv.pos.append(event.pos)
-            conv.events.append(event)
-            conv.audience.append(audience)
-            conv.encodings.append({})
-        for key, new in fresh.items():
-            old = self._convs.get(key)
-            if old is not None:
-                old.compact()
-                new.pos += old.pos
-                new.events += old.events
-                new.audience += old.audience
-                new.encodings += old.encodings
-            self._convs[key] = new
-        self._order.extendleft(
-            ((app, ev.conv), size)
-            for (app, _, ev), size in zip(reversed(rows), reversed(sizes), strict=True)
-        )
-        self._bytes += sum(sizes)
-        self.floor = after
-        self.stats["prepended"] += len(rows)
-        return True
 
     def feed(
         self,
