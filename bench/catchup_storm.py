@@ -14,7 +14,9 @@ publisher keeps going, and many never reach ``synced``.  This step reproduces it
    goes on for ``tail_s``; then it sends a last message (``end<k>``) to each channel.
 4. Each device reads until ``end``.  Figures: time from sending ``hello`` to
    ``synced`` (p50/p99/max), devices never synced while the publisher ran, server
-   CPU seconds from the storm to the last ``end``; checks: each device received
+   CPU seconds from the storm to the last ``end``, and the server's own view
+   (``/readyz``: devices synced, welcome -> synced p50/max on the server, catch-up
+   pages by source) while the publisher still runs; checks: each device received
    every published message after its cursor exactly once, in order.
 
 Clients run in ``procs`` worker processes (``python -m bench.catchup_storm worker``,
@@ -293,6 +295,14 @@ async def _worker(url: str, tokens: list[tuple[str, str, str]]) -> None:
     )
 
 
+def _catchup_view(ready_url: str) -> Any:
+    """The server's own view of catch-up (``/readyz``), None if it has none."""
+    with contextlib.suppress(OSError, KeyError, ValueError):
+        with urllib.request.urlopen(ready_url, timeout=10) as resp:
+            return json.loads(resp.read())["catchup"]
+    return None
+
+
 def _expect(proc: subprocess.Popen[str], key: str) -> Any:
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -308,6 +318,7 @@ async def run_storm(
     clients: int,
     group: int = GROUP,
     tick_s: float = TICK_S,
+    ready_url: str = "",
     procs: int,
     rate: float,
     gap_s: float,
@@ -353,6 +364,9 @@ async def run_storm(
             proc.stdin.write("go\n")
             proc.stdin.flush()
         await publisher.run(rate, tail_s)
+        server_view = None
+        if ready_url:  # while every device is still connected and the tail moves
+            server_view = await loop.run_in_executor(None, _catchup_view, ready_url)
         await publisher.finish()
         done: dict[str, Any] = {}
         for proc in workers:
@@ -389,7 +403,8 @@ async def run_storm(
     result["catchup_p50_s"] = pct(catchup, 0.5)
     result["catchup_p99_s"] = pct(catchup, 0.99)
     result["catchup_max_s"] = pct(catchup, 1.0)
-    result["published"] = publisher.sent + 1
+    result["server_catchup"] = server_view
+    result["published"] = publisher.sent + publisher.channels
     result["backlog_messages"] = int(rate * gap_s)
     result["problems"] = check(devices, publisher)
     return result
@@ -439,14 +454,10 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
                     gap_s=args.gap_s,
                     tail_s=args.tail_s,
                     server_pid=node.pid,
+                    ready_url=f"http://127.0.0.1:{node.port}/readyz",
                 )
             )
             runs[label]["problems"] = runs[label]["problems"][:5]
-            # Catch-up pages by source (this tree only; older trees do not count them).
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                ready_url = f"http://127.0.0.1:{node.port}/readyz"
-                with urllib.request.urlopen(ready_url, timeout=5) as resp:
-                    runs[label]["catchup_pages"] = json.loads(resp.read())["catchup"]
     return {
         "load": os.getloadavg(),
         "method": vars(args),

@@ -54,6 +54,7 @@ def test_reconnect_storm_while_publishing_converges_exactly_once(
             tail_s=TAIL_S,
             server_pid=srv.proc.pid,
             tick_s=TICK_S,
+            ready_url=srv.http_url + "/readyz",
         )
     )
     figures = {k: v for k, v in result.items() if k != "problems"}
@@ -62,6 +63,11 @@ def test_reconnect_storm_while_publishing_converges_exactly_once(
     # the fix, all 300 were still catching up then (one storage reader, a commit
     # every 10 ms, each read seeing the tail move).
     assert result["never_synced"] == 0, figures
+    # The server's view while the publisher still ran: every device (and the
+    # publisher) handed over to live, each within a bound.
+    view = result["server_catchup"]
+    assert view["catching_up"] == 0 and view["synced"] == CLIENTS + 1, view
+    assert view["synced_max_ms"] < 5000, view
     # Bounded work per device on the server: the prime (one page or two), then the
     # backlog in pages of 100 and one page to meet the live queue.  The old rule
     # read pages for as long as the tail moved.  (The client-side time to synced is

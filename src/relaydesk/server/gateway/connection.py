@@ -91,6 +91,9 @@ class Connection:
         self.tel: ConnTelemetry | None = None
         self.end_reason = ""
         self.stats = {"batches": 0, "events": 0, "resyncs": 0}
+        # Seconds from the start of the feed to the handover to live (None: not yet).
+        self.catchup_s: float | None = None
+        self._feed_started = 0.0
 
     @property
     def taken(self) -> int:
@@ -148,6 +151,7 @@ class Connection:
 
     def start_feed(self, cursor: int) -> None:
         """Begin delivering the feed after ``cursor`` (catch-up first)."""
+        self._feed_started = self.hub.clock.monotonic()
         self.feed.start(cursor, self.hub.fanned_pos)
         self._wake.set()
 
@@ -231,6 +235,7 @@ class Connection:
         last = page[-1][0].pos if page else None
         result = feed.page_read(req, last, len(page) >= self._page, self.hub.fanned_pos)
         if result.synced is not None:
+            self.catchup_s = self.hub.clock.monotonic() - self._feed_started
             self.send_frame(Synced(pos=result.synced))
         if page:
             name = self.codec.name
