@@ -62,12 +62,8 @@ async def test_storage_failure_is_internal_and_not_fatal(tmp_path: Path) -> None
             if isinstance(got, kind):
                 return got
 
-    scope = {
-        "type": "websocket",
-        "path": "/v1/ws",
-        "subprotocols": [SUBPROTOCOL_JSON],
-        "client": ("127.0.0.1", 1),
-    }
+    scope = {"type": "websocket", "path": "/v1/ws", "subprotocols": [SUBPROTOCOL_JSON],
+             "client": ("127.0.0.1", 1)}
     await inbox.put({"type": "websocket.connect"})
     handler = asyncio.create_task(gateway.handle(scope, receive, send))
     token = mint_token(DEMO_APP, DEMO_SECRET, "alice", now=time.time())
