@@ -25,6 +25,10 @@ Scenarios (docs/benchmarks.md explains every figure):
   finding located the right layer and device/setting.  Alone:
   ``python -m bench.run --only scenarios``.
 
+* ``storm`` (``bench/catchup_storm.py``): 1,000 devices reconnect at once while a
+  publisher goes on at 450/s; time to ``synced``, server CPU, exactly-once check.
+  Alone: ``python -m bench.run --only storm``.
+
 Results go to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
 """
 
@@ -70,6 +74,7 @@ SCENARIOS = (
     "telemetry",
     "scenarios",
     "storage",
+    "storm",
 )
 FIXED_RATE = 50_000  # deliveries/s for the common-rate latency run
 GEN_BOUND_CORES = 0.9  # generator CPU at peak above which the peak is marked '*'
@@ -656,6 +661,16 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"storage: {store['error']}"[:2000])
         failures.extend(store["failures"])
     diagnosis = _scenarios(args.quick) if _selected(args.only, "scenarios", "scenarios") else None
+    storm = None
+    if _selected(args.only, "storm", "storm"):
+        from bench import catchup_storm
+
+        print(f"[{time.monotonic() - t_start:6.1f}s] storm ...", flush=True)
+        try:
+            storm = catchup_storm.run(args.quick)
+        except (RuntimeError, OSError) as exc:
+            storm = {"error": f"{type(exc).__name__}: {exc}"}
+            failures.append(f"storm: {storm['error']}"[:2000])
     if diagnosis is not None:
         if "error" in diagnosis:
             failures.append(f"scenarios: {diagnosis['error']}"[:2000])
@@ -693,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         "telemetry_overhead": overhead,
         "storage": store,
         "diagnosis_scenarios": diagnosis,
+        "catchup_storm": storm,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -735,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         scenarios.print_table(diagnosis)
         print("\n" + diagnosis["table_markdown"])
+    if storm:
+        print("\nreconnect storm (bench/catchup_storm.py):", json.dumps(storm, default=str)[:2000])
     if failures:
         print("\nfailures:\n  " + "\n  ".join(f[:300] for f in failures))
     print(f"\nwrote {RESULTS / (stamp + '.json')} ({doc['elapsed_s']}s)")

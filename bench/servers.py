@@ -167,6 +167,7 @@ class Server:
 
 class RelaydeskServer(Server):
     name = "relaydesk"
+    src_dir: Path | None = None  # another source tree to run (a baseline); None: ours
 
     def __init__(self) -> None:
         super().__init__()
@@ -182,7 +183,8 @@ class RelaydeskServer(Server):
         conf = self.workdir / "relaydesk.toml"
         conf.write_text(self.config_text())
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        src = self.src_dir or ROOT / "src"
+        env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
         self._spawn(
             [
                 PYTHON,

@@ -662,3 +662,129 @@ def test_every_acknowledged_message_exactly_once_in_order(ops: list[str], seed: 
         )
     expected = [e for e in srv.feed if not (e.sender == ME and e.dev == DEV)]
     assert [e.pos for e in seen] == [e.pos for e in expected]
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class RateLimitedServer:
+    """The server's per-connection publish rule (docs/protocol.md §8.1): a token bucket
+    of ``rate``/s holding ``burst``; a publish finding it empty gets 4040.  Commits in
+    arrival order; replies after ``rtt``."""
+
+    def __init__(self, rate: float, burst: float, rtt: float) -> None:
+        self.rate, self.burst, self.rtt = rate, burst, rtt
+        self.tokens, self.stamp = burst, 0.0
+        self.committed: dict[str, list[str]] = {}  # conv -> ids in commit order
+        self.refused = 0
+        self.replies: list[tuple[float, ServerFrame]] = []
+        self.seq = 0
+
+    def arrive(self, frame: Publish, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            self.refused += 1
+            reply: ServerFrame = Error(code=int(ErrorCode.RATE_LIMITED), msg="slow", id=frame.id)
+        else:
+            self.tokens -= 1
+            self.seq += 1
+            self.committed.setdefault(frame.to, []).append(frame.id)
+            reply = PubAck(id=frame.id, conv=frame.to, seq=self.seq, pos=self.seq, ts=0)
+        self.replies.append((now + self.rtt, reply))
+
+
+def run_outbox(
+    s: ClientSession, server: RateLimitedServer, start: float, limit_s: float = 60.0
+) -> float:
+    """Drive ``s`` against ``server`` on a fake clock until the outbox is empty."""
+    now = start
+    while s.outbox_size and now < start + limit_s:
+        s.poll(now, int(now * 1000))
+        for frame in s.take_outgoing():
+            if isinstance(frame, Publish):
+                server.arrive(frame, now + server.rtt / 2)
+        due = [r for r in server.replies if r[0] <= now]
+        server.replies = [r for r in server.replies if r[0] > now]
+        for _, reply in due:
+            s.receive(reply, now)
+        nxt = min([s.next_deadline(now), *(t for t, _ in server.replies)])
+        now = max(now + 1e-4, min(nxt, now + 0.05))
+    return now
+
+
+def outbox_after_reconnect(n: int, rate: int | None, convs: int = 3) -> ClientSession:
+    """A session that filed ``n`` messages to ``convs`` channels while disconnected,
+    then logs in again (``rate``: what ``welcome`` advertises)."""
+    s = live()
+    s.connection_lost(1006, 0.0)
+    for i in range(n):
+        assert s.send(pub(f"m{i}", to=f"channel:c{i % convs}"), 0.0) is None
+    s.connection_opened("t", 1.0)
+    s.take_outgoing()
+    w = welcome()
+    s.receive(
+        Welcome(**{**{f: getattr(w, f) for f in w.__struct_fields__}, "publish_rate": rate}), 1.0
+    )
+    return s
+
+
+def test_reconnect_with_a_full_outbox_paces_to_the_advertised_rate() -> None:
+    s = outbox_after_reconnect(2000, rate=500)
+    server = RateLimitedServer(rate=500, burst=1000, rtt=0.02)
+    end = run_outbox(s, server, 1.0)
+    # Before pacing, the window refilled at every puback: ~1,000 went through on the
+    # burst, then hundreds of 4040s (and retries that could overtake each other).
+    assert server.refused == 0 and s.statistics().rate_limited == 0
+    assert s.statistics().paced > 0
+    for c in range(3):
+        assert server.committed[f"channel:c{c}"] == [f"m{i}" for i in range(c, 2000, 3)]
+    # At just under 500/s after half a second's burst: about four seconds, not less.
+    assert 3.5 < end - 1.0 < 5.0
+
+
+def test_pace_follows_a_lower_advertised_rate_and_the_default_without_one() -> None:
+    slow = outbox_after_reconnect(300, rate=100)
+    server = RateLimitedServer(rate=100, burst=200, rtt=0.01)
+    end = run_outbox(slow, server, 1.0)
+    assert server.refused == 0 and 2.5 < end - 1.0 < 3.5
+    # An older server advertises nothing: the documented 500/s.
+    plain = outbox_after_reconnect(1000, rate=None)
+    server = RateLimitedServer(rate=500, burst=1000, rtt=0.01)
+    end = run_outbox(plain, server, 1.0)
+    assert server.refused == 0 and 1.5 < end - 1.0 < 2.5
+    # The application may set it lower than the default.
+    cfg = SessionConfig(user=ME, device=DEV, publish_rate=50)
+    s = ClientSession(cfg)
+    s.connection_opened("t", 0.0)
+    s.receive(welcome(), 0.0)
+    for i in range(100):
+        s.send(pub(f"x{i}"), 0.0)
+    first = [f for f in s.take_outgoing() if isinstance(f, Publish)]
+    assert len(first) == 23  # half a second at 95 % of 50/s
+    assert s.next_deadline(0.0) == pytest.approx(1 / 47.5 - (23.75 - 23) / 47.5, abs=1e-3)
+
+
+def test_rate_limited_message_goes_first_and_the_pace_restarts_from_empty() -> None:
+    # A server stricter than it says (burst 20): 4040s for one burst, then back-off,
+    # then the refused message is resent before every later one and nothing bursts.
+    # (Messages already in flight when a 4040 comes back may commit before its retry;
+    # docs/protocol.md §5.2 says so, and pacing is what keeps 4040s away.)
+    s = outbox_after_reconnect(400, rate=500, convs=1)
+    server = RateLimitedServer(rate=500, burst=20, rtt=0.02)
+    run_outbox(s, server, 1.0)
+    # The first half-second's worth met the smaller bucket (217 refused); each round of
+    # refusals halves the session's burst, so a few small rounds follow, then none;
+    # everything was committed once.
+    assert 0 < server.refused == s.statistics().rate_limited <= 217 + 40
+    assert sorted(server.committed["channel:c0"]) == sorted(f"m{i}" for i in range(400))
+    s2 = live()
+    for i in "abc":
+        s2.send(pub(i), 0.0)
+    s2.take_outgoing()
+    s2.receive(Error(code=int(ErrorCode.RATE_LIMITED), msg="slow", id="a"), 0.0)
+    t = s2.next_deadline(0.0)
+    s2.poll(t, 0)
+    # a retried first; b and c are still in flight and not sent again.
+    assert [f.id for f in s2.take_outgoing() if isinstance(f, Publish)] == ["a"]
+    assert s2.statistics().paced == 0

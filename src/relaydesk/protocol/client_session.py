@@ -27,9 +27,17 @@ Delivery duties (§5):
   rest wait in id order.  After a reconnect every unconfirmed entry is sent
   again, in the original order, with the same id: the server deduplicates on
   it, so a message is committed once whatever happened to the earlier copy.
-  ``RATE_LIMITED`` puts the entry back in line and pauses publishing for a
-  jittered back-off.  The outbox is bounded (``outbox_limit``); ``send``
-  refuses with ``OUTBOX_FULL`` beyond it and the shell waits for room.
+  ``RATE_LIMITED`` puts the entry back in line (ahead of every later entry, so
+  it is retried before them) and pauses publishing for a jittered back-off.
+* **Pacing.**  Publishes leave through a token bucket at just under the server's
+  per-connection rate (``welcome.publish_rate`` when the server advertises it,
+  else ``SessionConfig.publish_rate``, else the documented 500/s), holding half a
+  second's worth: a reconnect with thousands of messages in the outbox sends
+  them at the rate the server accepts instead of collecting ``RATE_LIMITED``
+  for most of them (docs/protocol.md §5.2).  The bucket refills with ``now``;
+  ``next_deadline`` says when the next token is due.  The outbox is bounded
+  (``outbox_limit``); ``send`` refuses with ``OUTBOX_FULL`` beyond it and the
+  shell waits for room.
 * **Receive dedup.**  The feed arrives in position order, at least once.  An
   event at or below ``received_pos`` is a redelivery and is skipped; a ``msg``
   event whose per-conversation ``seq`` is not above the last one seen is
@@ -135,6 +143,56 @@ def backoff_delay(attempt: int, policy: ReconnectPolicy, rand: Callable[[], floa
 
 RATE_LIMIT_BACKOFF = ReconnectPolicy(base_s=0.05, max_s=2.0)
 """Back-off of the outbox after ``RATE_LIMITED`` (docs/protocol.md §7)."""
+
+DEFAULT_PUBLISH_RATE = 500.0
+"""Publishes/s per connection a server accepts by default (docs/protocol.md §8.1)."""
+# The session paces a little under the server's rate (its bucket refills by the
+# frames' arrival times, which jitter) and spends at most half a second's worth at
+# once (the server's default burst is two seconds' worth).
+PACE_SHARE = 0.95
+PACE_BURST_S = 0.5
+
+
+class Pacer:
+    """A token bucket: ``rate`` tokens per second, at most ``capacity``; pure (``now``
+    passed in).  Starts full."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate * PACE_SHARE
+        self.capacity = max(1.0, self.rate * PACE_BURST_S)
+        self.tokens = self.capacity
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one."""
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def next_token(self, now: float) -> float:
+        """When the next token is due (``now`` if one is there)."""
+        self._refill(now)
+        return now if self.tokens >= 1.0 else now + (1.0 - self.tokens) / self.rate
+
+    def refused(self, now: float) -> None:
+        """The server refused for rate (once per back-off round): start again from empty,
+        with half the burst and a tenth less rate, so that a server whose bucket is
+        smaller than advertised stops refusing after a few rounds (until the next
+        connection starts afresh)."""
+        self._refill(now)
+        self.tokens = 0.0
+        self.capacity = max(1.0, self.capacity / 2)
+        self.rate = max(1.0, self.rate * 0.9)
+
 
 FATAL_CODES = frozenset({ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_WRONG_APP})
 
@@ -255,6 +313,9 @@ class SessionConfig:
     heartbeat_s: float | None = None  # None: the server's heartbeat_ms
     timeout_s: float | None = None  # None: the server's timeout_ms
     has_token_provider: bool = False
+    # Publishes per second to pace to when the server does not advertise its rate in
+    # ``welcome.publish_rate``; None: the documented default (DEFAULT_PUBLISH_RATE).
+    publish_rate: float | None = None
     max_reconnect_attempts: int | None = None  # None: for ever
     surface: bool = True  # False: a send-only client; the feed is skipped, not buffered
     # Network-quality probes (docs/telemetry.md): every ``probe_interval_s`` a
@@ -290,6 +351,7 @@ class SessionStats:
     resyncs: int
     rate_limited: int
     connects: int
+    paced: int  # times the outbox waited for the publish rate
 
 
 @dataclass(slots=True)
@@ -300,6 +362,7 @@ class _Counters:
     resyncs: int = 0
     rate_limited: int = 0
     connects: int = 0
+    paced: int = 0
 
 
 @dataclass(slots=True)
@@ -351,6 +414,7 @@ class ClientSession:
         self._n = 0
         self._paused_until = 0.0
         self._rl_attempt = 0
+        self._pacer = Pacer(config.publish_rate or DEFAULT_PUBLISH_RATE, 0.0)
         # Requests: rid -> frame, resent after a reconnect.
         self._pending: dict[int, Request] = {}
         self._rid = 0
@@ -417,6 +481,7 @@ class ClientSession:
             resyncs=c.resyncs,
             rate_limited=c.rate_limited,
             connects=c.connects,
+            paced=c.paced,
         )
 
     # -- outputs -----------------------------------------------------------------
@@ -649,6 +714,9 @@ class ClientSession:
             # take it as processed, there is nothing for us below it.
             self.received_pos = self.processed_pos = self.acked_pos = frame.cursor
         self._link.last_ping = now
+        # A fresh connection has a fresh bucket on the server: pace to its rate.
+        rate = frame.publish_rate or self.config.publish_rate or DEFAULT_PUBLISH_RATE
+        self._pacer = Pacer(float(rate), now)
         if self.processed_pos and frame.cursor:
             # The last ack may have died with the previous link: repeat it once (never
             # beyond the resume point: the server refuses acks past what it sent).
@@ -670,6 +738,7 @@ class ClientSession:
                 self._counters.rate_limited += 1
                 heapq.heappush(self._ready, (entry.n, frame.id))
                 if now >= self._paused_until:
+                    self._pacer.refused(now)
                     # One back-off step per round: the rest of a window refused in the
                     # same burst is the same signal, not a harder one.
                     self._paused_until = (
@@ -879,19 +948,27 @@ class ClientSession:
             d = min(d, since + self.config.ack_delay)
         elif self._unacked_since is not None:
             self._unacked, self._unacked_since = 0, None
-        if self._ready and self._paused_until > now:
-            d = min(d, self._paused_until)
+        if self._ready and self._link.inflight < self.config.window:
+            if self._paused_until > now:
+                d = min(d, self._paused_until)
+            else:
+                d = min(d, self._pacer.next_token(now))
         return d
 
     def _pump(self, now: float) -> None:
         """Move outbox entries onto the wire, in filing order, up to the window."""
         if not self.logged_in or now < self._paused_until:
             return
-        while self._ready and self._link.inflight < self.config.window:
-            _, mid = heapq.heappop(self._ready)
-            entry = self._outbox.get(mid)
+        ready = self._ready
+        while ready and self._link.inflight < self.config.window:
+            entry = self._outbox.get(ready[0][1])
             if entry is None or entry.inflight:
+                heapq.heappop(ready)
                 continue
+            if not self._pacer.take(now):
+                self._counters.paced += 1
+                return  # next_deadline: when the next token is due
+            heapq.heappop(ready)
             entry.inflight = True
             self._link.inflight += 1
             self._out.append(entry.frame)

@@ -204,6 +204,9 @@ class Welcome(Frame, frozen=True, tag="welcome"):
     max_body: int
     max_frame: int
     exp: int
+    # Publishes per second this connection may send (docs/protocol.md §8.1); absent
+    # from older servers: assume the documented default.
+    publish_rate: int | None = None
 
 
 class Pong(Frame, frozen=True, tag="pong"):

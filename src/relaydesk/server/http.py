@@ -313,6 +313,18 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
     )
 
 
+def _catchup_times(times: list[float | None]) -> dict[str, Any]:
+    done = sorted(t for t in times if t is not None)
+    if not done:
+        return {"synced": 0, "catching_up": len(times)}
+    return {
+        "synced": len(done),
+        "catching_up": len(times) - len(done),
+        "synced_p50_ms": round(done[len(done) // 2] * 1000, 1),
+        "synced_max_ms": round(done[-1] * 1000, 1),
+    }
+
+
 def ops_router(server: RelaydeskServer) -> Router:
     @get("/healthz", include_in_schema=True)
     async def healthz() -> dict[str, str]:
@@ -331,6 +343,13 @@ def ops_router(server: RelaydeskServer) -> Router:
             "fanned_pos": server.hub.fanned_pos,
             # Live connections that overflowed their queue and were served from storage.
             "slow_consumer_resyncs": sum(c.stats["resyncs"] for c in server.gateway.connections),
+            # Catch-up pages served from the hub's recent events vs read per device,
+            # and how long the connected devices took from welcome to synced.
+            "catchup": {
+                "memory_pages": server.hub.stats["catchup_reads"],
+                "storage_pages": server.hub.stats["catchup_storage_reads"],
+                **_catchup_times([c.catchup_s for c in server.gateway.connections]),
+            },
         }
         if server.hub.bus is not None:
             body["cluster"] = dict(server.hub.cluster_stats)

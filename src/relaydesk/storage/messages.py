@@ -727,6 +727,29 @@ class MessageStore:
         )
         return [event_from_row(r) for r in rows]
 
+    def memberships_tx(self, tx: Tx, app: str, user: str) -> list[tuple[str, int, int | None]]:
+        """The user's membership rows (conv, joined_pos, left_pos): the windows of
+        ``feed_tx``, for a reader that filters events it already holds."""
+        return [
+            (conv, int(joined), None if left is None else int(left))
+            for conv, joined, left in tx.query(
+                "SELECT conv, joined_pos, left_pos FROM members WHERE app = ? AND user_id = ?",
+                (app, user),
+            )
+        ]
+
+    def newest_events_tx(
+        self, tx: Tx, upto: int, limit: int
+    ) -> list[tuple[str, str | None, Event]]:
+        """The newest ``limit`` events of every app with ``pos <= upto``, in position
+        order, each with its app and audience (None: every member)."""
+        rows = tx.query(
+            f"SELECT app, audience, {EVENT_COLUMNS} FROM events WHERE pos <= ?"
+            " ORDER BY pos DESC LIMIT ?",
+            (upto, limit),
+        )
+        return [(r[0], r[1], event_from_row(r[2:])) for r in reversed(rows)]
+
     def history_tx(
         self,
         tx: Tx,

@@ -3,19 +3,14 @@
 Theory of operation (docs/protocol.md §4.3)
 -------------------------------------------
 A connection delivers the user's feed strictly in position order with nothing
-skipped.  It is in one of two modes:
-
-* ``CATCHUP``: the sender task reads the feed from storage, a page at a time,
-  after ``taken`` (the highest position already handed to the socket) and up to
-  the hub's ``fanned_pos``.  Live offers are ignored: they are in storage.  When a
-  page comes back short and ``fanned_pos`` has not moved during the read, every
-  event up to it has been sent, so the mode switches to ``LIVE`` without an await
-  in between (the hub fans out on the same event loop, so nothing slips through).
-* ``LIVE``: the hub offers each event once, already encoded; the connection keeps
-  it in a bounded queue and the sender task writes everything queued as one
-  ``msgs`` frame.  If the queue passes its bound (a slow consumer), it is dropped
-  and the mode goes back to ``CATCHUP`` from ``taken``: memory stays bounded, the
-  slow client is served from storage at its own pace, and nobody else waits.
+skipped.  ``FeedSwitch`` (handover.py, pure) decides what is written and when: in
+catch-up the sender task reads pages of the feed through the hub (its cache of
+recent events, shared by every reader, else storage); once the reader is within
+the live queue's reach the switch also keeps the hub's live offers, and when the
+reader meets the first of them the connection is live.  Live, the sender writes
+everything queued as one ``msgs`` frame.  If the queue passes its bound (a slow
+consumer), it is dropped and the connection reads from storage again from
+``taken``: memory stays bounded, and nobody else waits.
 
 Control frames (welcome, pubacks, replies, pongs, presence, errors) go through a
 separate queue that is never dropped; it is bounded by the session's in-flight
@@ -26,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +29,7 @@ from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.codec import Codec
 from relaydesk.protocol.frames import ClientFrame, Event, Frame, PresenceChange, Synced
 from relaydesk.protocol.server_session import ServerSession
+from relaydesk.server.gateway.handover import FeedSwitch, Mode
 
 if TYPE_CHECKING:
     from relaydesk.server.routing.hub import Hub
@@ -46,9 +41,7 @@ CLOSE_DRAIN_S = 2.0
 SendFn = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class Mode(enum.Enum):
-    CATCHUP = "catchup"
-    LIVE = "live"
+__all__ = ["CLOSE_DRAIN_S", "Connection", "Mode"]
 
 
 class Connection:
@@ -78,20 +71,12 @@ class Connection:
         self.region = ""
         self.net = ""
         self.sdk = ""
-        self.mode = Mode.CATCHUP
-        self.synced = False
-        self.taken = 0  # every feed event <= taken is written or being written
-        self.queued = 0  # every feed event <= queued is taken or in the queue
+        self.feed = FeedSwitch(queue_items, queue_bytes)
         self.inflight = 0  # publishes submitted, not yet answered
-        self._queue: deque[bytes] = deque()
-        self._queue_last = 0
-        self._queued_bytes = 0
         self._control: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
         self._close_sent = False
-        self._limit_items = queue_items
-        self._limit_bytes = queue_bytes
         self._page = page
         # TEST ONLY (gateway.fault_drop_writes_device): feed batches of this device are
         # not written to the socket, everything else proceeds as if they were.
@@ -106,39 +91,51 @@ class Connection:
         self.tel: ConnTelemetry | None = None
         self.end_reason = ""
         self.stats = {"batches": 0, "events": 0, "resyncs": 0}
+        # Seconds from the start of the feed to the handover to live (None: not yet).
+        self.catchup_s: float | None = None
+        self._feed_started = 0.0
+
+    @property
+    def taken(self) -> int:
+        """Every feed event <= taken is written or being written (acks may reach it)."""
+        return self.feed.taken
+
+    @property
+    def mode(self) -> Mode:
+        return self.feed.mode
+
+    @property
+    def synced(self) -> bool:
+        return self.feed.synced
 
     # -- called by the hub and the gateway (synchronous, never block) -----------------
 
     def offer(self, event: Event, encodings: dict[str, bytes]) -> None:
-        if self.mode is not Mode.LIVE or event.pos <= self.queued or self._closing:
+        feed = self.feed
+        if event.pos <= feed.queued or self._closing:
             return
+        if feed.mode is Mode.CATCHUP and feed.armed_at is None:
+            return  # in storage; the reader gets it
         data = encodings.get(self.codec.name)
         if data is None:
             data = encodings[self.codec.name] = self.codec.encode_event(event)
-        queue = self._queue
-        queue.append(data)
-        if len(queue) == 1:
+        resyncs = feed.resyncs
+        if feed.offer(event.pos, data):
             # The sender sleeps only on an empty queue: wake it on the first event.
             self._wake.set()
-        self._queued_bytes += len(data)
-        self.queued = self._queue_last = event.pos
         tel = self.tel
-        if tel is not None and tel.first_gen < 0:
-            tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
-        if len(self._queue) > self._limit_items or self._queued_bytes > self._limit_bytes:
-            # Slow consumer: drop what is queued and serve it from storage instead.
-            self._queue.clear()
-            self._queued_bytes = 0
-            self.queued = self.taken
-            self.mode = Mode.CATCHUP
-            self.stats["resyncs"] += 1
-            if tel is not None:
+        if tel is not None:
+            if feed.mode is Mode.LIVE and tel.first_gen < 0:
+                tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
+            if feed.resyncs != resyncs:
                 tel.resynced()
-            self._wake.set()
+        if feed.resyncs != resyncs:
+            self.stats["resyncs"] += 1
 
     def traced(self, pos: int, trace: Trace) -> None:
         """The hub offered sampled event ``pos``: follow it if it was queued."""
-        if self.tel is not None and self._queue and self._queue_last == pos:
+        feed = self.feed
+        if self.tel is not None and feed.mode is Mode.LIVE and feed.queue and feed.last == pos:
             self.tel.trace_offered(trace)
 
     def push_presence(self, change: PresenceChange) -> None:
@@ -154,8 +151,8 @@ class Connection:
 
     def start_feed(self, cursor: int) -> None:
         """Begin delivering the feed after ``cursor`` (catch-up first)."""
-        self.taken = self.queued = cursor
-        self.mode = Mode.CATCHUP
+        self._feed_started = self.hub.clock.monotonic()
+        self.feed.start(cursor, self.hub.fanned_pos)
         self._wake.set()
 
     def close(self, code: int, reason: str, final: Frame | None = None) -> None:
@@ -202,14 +199,12 @@ class Connection:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self.mode is Mode.CATCHUP:
+            feed = self.feed
+            if feed.mode is Mode.CATCHUP:
                 await self._catchup_step()
                 continue
-            if self._queue:
-                items = list(self._queue)
-                self._queue.clear()
-                self._queued_bytes = 0
-                self.taken = self._queue_last
+            if feed.queue:
+                items = feed.take_batch()
                 self.stats["batches"] += 1
                 self.stats["events"] += len(items)
                 data = self.codec.encode_batch(items)
@@ -228,21 +223,31 @@ class Connection:
         return bool(self._fault_drop_device) and self.device == self._fault_drop_device
 
     async def _catchup_step(self) -> None:
-        target = self.hub.fanned_pos
-        events = await self.hub.feed(self.app, self.user, self.taken, target, self._page)
-        if events:
-            self.taken = self.queued = events[-1].pos
+        feed = self.feed
+        req = feed.next_read(self.hub.fanned_pos)
+        if req.upto <= req.after:
+            page: list[tuple[Event, dict[str, bytes]]] = []
+        else:
+            page = await self.hub.catchup(self.app, self.user, req.after, req.upto, self._page)
+        if self._closing is not None:
+            return
+        # Decided before the write's await: the switch's view of offers stays exact.
+        last = page[-1][0].pos if page else None
+        result = feed.page_read(req, last, len(page) >= self._page, self.hub.fanned_pos)
+        if result.synced is not None:
+            self.catchup_s = self.hub.clock.monotonic() - self._feed_started
+            self.send_frame(Synced(pos=result.synced))
+        if page:
+            name = self.codec.name
+            items = []
+            for event, encodings in page:
+                data = encodings.get(name)
+                if data is None:
+                    data = encodings[name] = self.codec.encode_event(event)
+                items.append(data)
             self.stats["batches"] += 1
-            self.stats["events"] += len(events)
-            data = self.codec.encode_batch([self.codec.encode_event(e) for e in events])
+            self.stats["events"] += len(page)
             if self.tel is not None:
-                self.tel.written_catchup(self.taken, len(events))
+                self.tel.written_catchup(page[-1][0].pos, len(page))
             if not self._fault_drops_writes():
-                await self._write(data)
-        if len(events) < self._page and self.hub.fanned_pos == target and self._closing is None:
-            # Every feed event <= target has been written; live from here.
-            self.taken = self.queued = max(self.taken, target)
-            self.mode = Mode.LIVE
-            if not self.synced:
-                self.synced = True
-                self.send_frame(Synced(pos=self.taken))
+                await self._write(self.codec.encode_batch(items))

@@ -445,6 +445,7 @@ class Gateway:
                 max_body=s.gateway.max_body,
                 max_frame=s.gateway.max_frame,
                 exp=claims.exp,
+                publish_rate=s.gateway.publish_rate,
             )
         )
         if self.recorder is not None:

@@ -20,10 +20,16 @@ from storage, loads channel membership as of ``fanned_pos`` and routes, so the
 ``fanned_pos`` promise above holds across nodes.  The writer waits until its own
 record is routed before it takes the next batch, as it does alone.
 
-Acknowledgements from devices are cumulative positions; they are coalesced in
-memory and flushed every ``CURSOR_FLUSH_S`` in one transaction.  Losing the last
-flush to a crash only means a few events are offered again, which the SDK drops
-by position.
+Catch-up reads (``catchup``) are served from ``recent`` (recent.py), the events
+the hub fanned out lately (and the newest ones stored when it started), held once
+for every reader; storage is read per device only for a backlog deeper than that.
+
+Acknowledgements from devices are cumulative positions, coalesced in memory.  The
+writer stores those pending when a group commit starts in that same transaction,
+and ``CURSOR_FLUSH_S`` bounds the delay when nothing is committed (docs/protocol.md
+§5.3): an ack followed by a publish on the same connection is durable once that
+publish's puback is sent.  Losing the last flush to a crash only means a few events
+are offered again, which the SDK drops by position.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from relaydesk.server.cluster import (
     decode_record,
     encode_record,
 )
+from relaydesk.server.routing.recent import RecentEvents
 from relaydesk.storage import Database, Tx
 from relaydesk.storage.cluster import events_range_tx, members_as_of_tx
 from relaydesk.storage.messages import (
@@ -71,7 +78,14 @@ from relaydesk.telemetry.recorder import Recorder, Trace
 
 log = logging.getLogger("relaydesk.hub")
 
+# Cursors acknowledged while nothing is committed wait at most this long (§5.3).
 CURSOR_FLUSH_S = 0.5
+# Recent events held for catch-up readers (recent.py): about four minutes at the
+# 450 publishes/s of the reconnect-storm audit, so devices that dropped during an
+# outage of that length catch up from memory; the byte bound caps large bodies
+# (32 KiB each at most) at 64 MiB.
+RECENT_EVENTS_MAX = 100_000
+RECENT_BYTES_MAX = 64 * 1024 * 1024
 # Bound of the commit queue: about two seconds of peak publish load.  Past it a
 # publish is refused with RATE_LIMITED ("server busy") instead of queueing more.
 COMMIT_QUEUE_MAX = 50_000
@@ -135,6 +149,8 @@ class Hub:
         self._since: dict[tuple[str, str], int] = {}
         self._user_channels: dict[tuple[str, str], set[str]] = {}
         self._cursors: dict[tuple[str, str, str], int] = {}
+        self._saving: dict[tuple[str, str, str], int] = {}  # in the commit running now
+        self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX, 0)
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = {
             "commits": 0,
@@ -142,6 +158,8 @@ class Hub:
             "fanout_offers": 0,
             "busy_rejections": 0,
             "resynced_events": 0,  # committed by a commit that reported a failure
+            "catchup_reads": 0,  # catch-up pages served from recent events
+            "catchup_storage_reads": 0,  # catch-up pages read from storage per device
         }
         # Cluster mode only.
         self._sequencer: Sequencer | None = None
@@ -174,6 +192,7 @@ class Hub:
             # announced to us or found by the sequencer as a gap.
             await self.bus.start(self._on_bus)
         self.fanned_pos = await self.db.read(self.store.last_pos_tx)
+        await self._warm_recent()
         self._tasks = [
             asyncio.create_task(self._writer(), name="hub-writer"),
             asyncio.create_task(self._cursor_flusher(), name="hub-cursors"),
@@ -196,6 +215,9 @@ class Hub:
         for _, waiter in self._fanned_waiters:
             waiter.cancel()
         self._fanned_waiters.clear()
+        # A commit cancelled mid-way may not have stored the acks it carried.
+        self._keep_cursors(self._saving)
+        self._saving = {}
         await self._flush_cursors()
         if self.bus is not None:
             await self.bus.aclose()
@@ -247,11 +269,16 @@ class Hub:
             ops = [op for op, _ in batch]
             # In a cluster the sequencer loads membership as of its own position.
             want = self._missing_members(ops) if self.bus is None else set()
+            # Acks received before this commit are stored with it (docs/protocol.md §5.3).
+            cursors = self._saving = self._cursors
+            self._cursors = {}
             try:
                 result: BatchResult = await self.db.write(
-                    functools.partial(self._commit, ops=ops, want=want)
+                    functools.partial(self._commit, ops=ops, want=want, cursors=cursors)
                 )
             except Exception:
+                self._saving = {}
+                self._keep_cursors(cursors)
                 log.exception("group commit of %d operations failed", len(ops))
                 failed = Outcome(error=ProtocolError(ErrorCode.INTERNAL, "storage failure"))
                 for _, done in batch:
@@ -262,6 +289,7 @@ class Hub:
                     with contextlib.suppress(Exception):
                         await self._resync(None)
                 continue
+            self._saving = {}
             if rec is not None:
                 rec.commit_window(started, mono())
             self.stats["commits"] += 1
@@ -287,8 +315,19 @@ class Hub:
                 # Every event of the batch has been offered; no sender ran meanwhile.
                 rec.batch_fanned(mono())
 
-    def _commit(self, tx: Tx, *, ops: list[Op], want: set[tuple[str, str]]) -> BatchResult:
-        return self.store.commit_batch_tx(tx, ops, want)
+    def _commit(
+        self,
+        tx: Tx,
+        *,
+        ops: list[Op],
+        want: set[tuple[str, str]],
+        cursors: dict[tuple[str, str, str], int] | None = None,
+    ) -> BatchResult:
+        result = self.store.commit_batch_tx(tx, ops, want)
+        if cursors:
+            now = millis(self.clock)
+            self.store.save_cursors_tx(tx, [(a, u, d, p, now) for (a, u, d), p in cursors.items()])
+        return result
 
     def _missing_members(self, ops: Sequence[Op]) -> set[tuple[str, str]]:
         want: set[tuple[str, str]] = set()
@@ -318,6 +357,8 @@ class Hub:
             elif self._remote.devices((app, event.subject))[0]:  # online on another node
                 self._announce_join(app, event.subject, members)
         encodings: dict[str, bytes] = {}
+        # Held for catch-up readers, with the encodings the fan-out makes (shared).
+        self.recent.add(app, audience, event, encodings)
         # A sampled telemetry trace follows this event to each connection (rare).
         trace = self.recorder.trace_for(event.pos) if self.recorder is not None else None
         if audience is not None:
@@ -587,6 +628,36 @@ class Hub:
 
     # -- reading ---------------------------------------------------------------
 
+    async def _warm_recent(self) -> None:
+        """Hold the newest events at start-up: after a restart every device resumes
+        near the end, and one read then serves them all."""
+        rows = await self.db.read(
+            functools.partial(
+                self.store.newest_events_tx, upto=self.fanned_pos, limit=RECENT_EVENTS_MAX
+            )
+        )
+        floor = rows[0][2].pos - 1 if len(rows) == RECENT_EVENTS_MAX else 0
+        self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX, floor)
+        for app, audience, event in rows:
+            self.recent.add(app, audience, event, {})
+
+    async def catchup(
+        self, app: str, user: str, after: int, upto: int, limit: int
+    ) -> list[tuple[Event, dict[str, bytes]]]:
+        """A catch-up page of the user's feed, ``after < pos <= upto`` (``upto`` at most
+        ``fanned_pos``), each event with its shared encodings (filled in by callers)."""
+        recent = self.recent
+        if recent.covers(after):
+            # Membership read after upto was fanned out: the windows feed_tx would use.
+            windows = await self.db.read(
+                functools.partial(self.store.memberships_tx, app=app, user=user)
+            )
+            if recent.covers(after):  # (nothing it needs was evicted meanwhile)
+                self.stats["catchup_reads"] += 1
+                return recent.feed(app, user, windows, after, upto, limit)
+        self.stats["catchup_storage_reads"] += 1
+        return [(event, {}) for event in await self.feed(app, user, after, upto, limit)]
+
     async def feed(self, app: str, user: str, after: int, upto: int, limit: int) -> list[Event]:
         return await self.db.read(lambda tx: self.store.feed_tx(tx, app, user, after, upto, limit))
 
@@ -609,9 +680,10 @@ class Hub:
         return await self.db.read(run)
 
     async def device_cursor(self, app: str, user: str, device: str) -> int | None:
-        pending = self._cursors.get((app, user, device))
+        key = (app, user, device)
+        pending = max(self._cursors.get(key, -1), self._saving.get(key, -1))
         stored = await self.db.read(lambda tx: self.store.device_cursor_tx(tx, app, user, device))
-        if pending is not None:
+        if pending >= 0:
             return max(pending, stored or 0)
         return stored
 
@@ -635,8 +707,12 @@ class Hub:
             await self.db.write(lambda tx: self.store.save_cursors_tx(tx, rows))
         except Exception:
             log.exception("saving %d device cursors failed; will retry", len(rows))
-            for key, pos in pending.items():
-                self.note_ack(*key, pos)
+            self._keep_cursors(pending)
+
+    def _keep_cursors(self, pending: dict[tuple[str, str, str], int]) -> None:
+        """A write that carried ``pending`` failed: they wait for the next one."""
+        for key, pos in pending.items():
+            self.note_ack(*key, pos)
 
     async def _sweeper(self) -> None:
         while True:
