@@ -9,23 +9,38 @@ the rule with the reason for them; they are deliberately conservative, because a
 alarm on a healthy window costs a customer's trust more than a missed low-grade finding
 (which the agent still sees in the internal note).
 
-Rules (name: pattern -> layer):
+Rules (name: pattern -> layer); none of them knows a scenario, each reads measured
+stages, counters or the client's own evidence and compares them with a baseline (the
+other devices, nodes or minutes of the same window) or a documented absolute bound:
 
-* ``undelivered_device``: one device stops acknowledging positions that other devices of
-  the same conversation acknowledge, while its connection stays up -> server_defect;
-* ``commit_queue``: ``commit_wait`` dominates latency while ``commit`` is normal; the
-  group-commit cap is too small for the rate -> server_config;
-* ``send_queue``: ``queue_wait`` dominates latency -> client (slow consumers);
-* ``node_outlier``: one node of a region is worse than its siblings in the same
-  minutes -> network;
-* ``distance``: cross-region RTT against the fibre propagation floor -> none (or network);
-* ``reconnect_loop``: a device reconnects over and over (token expiry, or other) -> client;
+* ``undelivered_device``: a device stops acknowledging positions other devices of the
+  conversation acknowledge, acknowledges nothing later, and its connection stays up
+  -> server_defect;
+* ``slow_consumer``: a device's acknowledgements keep progressing but arrive late, or
+  its queue overflows -> client;
+* ``commit_queue``: ``commit_wait`` dominates while ``commit`` is normal -> server_config
+  (``storage.commit_batch_max``);
+* ``slow_storage``: the commits themselves are slow -> server_config (the database);
+* ``bound_binds``: any bounded setting whose saturation counter shows it binding ->
+  server_config, named with its value and a suggested value from the measured demand;
+* ``node_outlier``: one node of a region is worse than its siblings -> network;
+* ``node_victims``: several devices fail together on one node and nowhere else ->
+  network (their per-device client findings are suppressed by the engine);
+* ``distance``: cross-region RTT against the fibre propagation floor -> none/network;
+* ``reconnect_loop``: a device keeps coming back after abnormal closes -> client
+  (normal short sessions are rejected, with the reason);
 * ``old_sdk``: devices on an older SDK doing worse than the others -> client;
-* ``clock_skew``: doctor-reported skew, or most probes rejected -> client.
+* ``clock_skew``: NTP-style offsets from doctor reports and probe timestamps, or most
+  probes rejected -> client;
+* ``client_lint``: SDK configuration and network problems the device's doctor found.
+
+A rule returns findings and :class:`Rejected` hypotheses (what it considered and why it
+did not conclude); the engine keeps both for the internal note.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import defaultdict
@@ -46,13 +61,17 @@ from relaydesk.desk.diagnosis.model import (
     Evidence,
     Finding,
     Minute,
+    Rejected,
     Snapshot,
     Trace,
 )
 from relaydesk.storage.telemetry import HistData
 from relaydesk.telemetry.histogram import LATENCY_BOUNDS_MS, Histogram
+from relaydesk.telemetry.saturation import demand_stage, setting_of, suggest_size
 
-Rule = Callable[[Snapshot], list[Finding]]
+Rule = Callable[[Snapshot], Sequence[Finding | Rejected]]
+#: Trace outcomes that prove the device received the position.
+ACKED: Final = ("acked", "late", "late_ack")
 
 #: Disconnect reasons that mean something went wrong (telemetry's UNEXPECTED).
 UNEXPECTED: Final = ("heartbeat_timeout", "protocol_error", "auth_expiry", "transport_error")
@@ -126,19 +145,32 @@ def _hhmm(ms: int) -> str:
 # -- 1. loss to one device (server defect) ---------------------------------------------------
 
 
-def undelivered_device(snap: Snapshot) -> list[Finding]:
+def _progress(snap: Snapshot) -> dict[tuple[str, str], list[Trace]]:
+    """(node, device) -> the device's sampled acknowledgements (acked, late, late_ack):
+    positions the device is known to have received, on that node's feed order."""
+    out: dict[tuple[str, str], list[Trace]] = defaultdict(list)
+    for t in snap.traces:
+        if t.outcome in ACKED and t.recipient_device:
+            out[(t.node, t.recipient_device)].append(t)
+    return out
+
+
+def undelivered_device(snap: Snapshot) -> list[Finding | Rejected]:
     """A device that never acknowledges sequences its conversation's other devices acked.
 
     Evidence comes from sampled traces (one row per recipient device of a sampled
-    publish).  At least 3 such positions are required (one unacked trace is a device going
-    to sleep), after a position the device did acknowledge (a device that never
-    acknowledges is a client ignoring its duty, not loss: observed for real, an SDK app
-    that does not consume ``events()`` never acknowledges, and from the server that looks
-    exactly like a device whose writes are lost from its very first batch, so the latter
-    is not located either).  A device whose connection
-    died (heartbeat or transport) in the window is left to the network rules; one whose
-    connection stayed up is a server defect (or a client that stopped acknowledging, which
-    the action asks to rule out).
+    publish).  Loss is claimed only when all of these hold:
+
+    * at least 3 positions the device left unacknowledged while another device of the
+      conversation acknowledged them (one unacked trace is a device going to sleep);
+    * the device had acknowledged an earlier position (a device that never
+      acknowledges is a client ignoring its duty: from the server it looks exactly like
+      a device whose writes are lost from its very first batch, so neither is located);
+    * the device **never acknowledged those positions later** (no ``late_ack`` row) and
+      **acknowledged no later position** on the same node: acknowledgements are
+      cumulative, so a later one means everything before it arrived — the device reads
+      slowly (``slow_consumer``), nothing was lost;
+    * its connection did not die (heartbeat or transport: the network rules' case).
     """
     by_msg: dict[tuple[str, int], list[Trace]] = defaultdict(list)
     for t in snap.traces:
@@ -148,28 +180,59 @@ def undelivered_device(snap: Snapshot) -> list[Finding]:
     for key in sorted(by_msg):
         rows = by_msg[key]
         acked = {r.recipient_device for r in rows if r.outcome in ("acked", "late")}
+        late = {r.recipient_device for r in rows if r.outcome == "late_ack"}
         for r in rows:
-            if r.outcome in ("unacked", "closed") and acked - {r.recipient_device}:
+            if (
+                r.outcome in ("unacked", "closed")
+                and acked - {r.recipient_device}
+                and r.recipient_device not in late
+            ):
                 missing[(r.conv, r.recipient_device)].append(r)
     died = {
         c.device for c in snap.connections if c.reason in ("heartbeat_timeout", "transport_error")
     }
-    # The first position each device acknowledged: a device that never acknowledges
-    # anything is a client ignoring its ack duty (docs/protocol.md §5.3), not loss.
+    progress = _progress(snap)
     first_ack: dict[str, int] = {}
     for t in snap.traces:
         if t.outcome in ("acked", "late"):
             first_ack[t.recipient_device] = min(first_ack.get(t.recipient_device, t.pos), t.pos)
-    findings = []
+    out: list[Finding | Rejected] = []
     for (conv, device), all_rows in sorted(missing.items()):
         acked_from = first_ack.get(device)
         rows = sorted(
             (r for r in all_rows if acked_from is not None and r.pos > acked_from),
             key=lambda r: r.pos,
         )
-        if len(rows) < 3 or device in died:
+        if len(rows) < 3:
             continue
         first, last = rows[0], rows[-1]
+        if device in died:
+            out.append(
+                Rejected(
+                    "undelivered_device",
+                    f"messages of {conv} lost to device {device}",
+                    "its connection died (heartbeat or transport) in the window: the "
+                    "undelivered positions are re-sent on reconnect; a network matter",
+                    node=first.node,
+                    device=device,
+                )
+            )
+            continue
+        later = [t for t in progress.get((first.node, device), []) if t.pos > first.pos]
+        if later:
+            newest = max(later, key=lambda t: t.pos)
+            out.append(
+                Rejected(
+                    "undelivered_device",
+                    f"messages of {conv} lost to device {device}",
+                    f"the device acknowledged position {newest.pos} later "
+                    f"({newest.outcome}): its acknowledgements keep progressing, so the "
+                    "positions arrived, slowly (see slow_consumer)",
+                    node=first.node,
+                    device=device,
+                )
+            )
+            continue
         acked_by = sorted(
             {
                 r.recipient_device
@@ -180,7 +243,7 @@ def undelivered_device(snap: Snapshot) -> list[Finding]:
         )
         unacked_conn = sum(1 for r in rows if r.outcome == "unacked")
         confidence = min(0.95, 0.55 + 0.05 * len(rows) + (0.1 if unacked_conn else 0.0))
-        findings.append(
+        out.append(
             Finding(
                 layer="server_defect",
                 title=(
@@ -218,6 +281,15 @@ def undelivered_device(snap: Snapshot) -> list[Finding]:
                         end_ms=last.received_ms,
                         note="'unacked' traces: the deadline passed with the connection open",
                     ),
+                    _ev(
+                        snap,
+                        "later positions the device acknowledged",
+                        0.0,
+                        None,
+                        start_ms=first.received_ms,
+                        end_ms=snap.to_ms,
+                        note="none: its acknowledgements stopped (not a slow reader)",
+                    ),
                 ],
                 confidence=round(confidence, 2),
                 action=(
@@ -231,9 +303,156 @@ def undelivered_device(snap: Snapshot) -> list[Finding]:
                 rule="undelivered_device",
                 node=first.node,
                 region=first.node_region,
+                device=device,
+                customer_step=(
+                    f"Messages are safe in storage; reconnecting device {device} delivers "
+                    "them again. We are investigating why they did not reach it."
+                ),
             )
         )
-    return findings
+    return out
+
+
+def slow_consumer(snap: Snapshot) -> list[Finding | Rejected]:
+    """A device that reads slowly: its acknowledgements keep progressing but arrive late,
+    or its live queue overflows and it is served from storage (``resync``).
+
+    Per device, from the sampled traces: the client-ack time (written -> acknowledged)
+    of its acknowledged samples, the samples it acknowledged only after the deadline
+    (``late``/``late_ack``), and the samples dropped from its full queue (``resync``).
+    Slow when at least 3 samples and either 2+ late acknowledgements or 2+ resyncs, or
+    a client-ack median over 1 s and 5x the other devices' median.  A device whose own
+    connection shows a bad network (probe RTT over 1 s or loss over 10 %) is left to
+    the network rules.
+    """
+    per: dict[str, list[Trace]] = defaultdict(list)
+    for t in snap.traces:
+        if t.recipient_device and (
+            snap.region is None or snap.region in (t.node_region, t.recipient_region)
+        ):
+            per[t.recipient_device].append(t)
+    if not per:
+        return []
+    all_ack = [
+        t.client_ack_ms
+        for rows in per.values()
+        for t in rows
+        if t.outcome == "acked" and t.client_ack_ms is not None
+    ]
+    rtt: dict[str, list[float]] = defaultdict(list)
+    loss: dict[str, list[float]] = defaultdict(list)
+    for c in snap.connections:
+        if c.rtt_ms is not None:
+            rtt[c.device].append(c.rtt_ms)
+        if c.loss is not None:
+            loss[c.device].append(c.loss)
+    out: list[Finding | Rejected] = []
+    for device in sorted(per):
+        rows = per[device]
+        if len(rows) < 3:
+            continue
+        late = [t for t in rows if t.outcome in ("late", "late_ack")]
+        resync = [t for t in rows if t.outcome == "resync"]
+        acks = sorted(
+            t.client_ack_ms for t in rows if t.outcome in ACKED and t.client_ack_ms is not None
+        )
+        mine = median(acks) if acks else 0.0
+        others = [
+            t.client_ack_ms
+            for d, rs in per.items()
+            if d != device
+            for t in rs
+            if t.outcome == "acked" and t.client_ack_ms is not None
+        ]
+        base = median(others) if others else (median(all_ack) if all_ack else 0.0)
+        slow_acks = len(acks) >= 3 and mine >= 1000.0 and mine >= 5 * max(base, 1.0)
+        if not (len(late) >= 2 or len(resync) >= 2 or slow_acks):
+            continue
+        node = rows[-1].node
+        bad_net = (rtt[device] and median(rtt[device]) > 1000.0) or (
+            loss[device] and median(loss[device]) > 0.1
+        )
+        if bad_net:
+            out.append(
+                Rejected(
+                    "slow_consumer",
+                    f"device {device} reads slowly",
+                    f"its own probes show a bad network (RTT {median(rtt[device] or [0]):.0f} "
+                    f"ms, loss {_pct(median(loss[device] or [0.0]))}): a network matter",
+                    node=node,
+                    device=device,
+                )
+            )
+            continue
+        positions = sorted(t.pos for t in rows if t.outcome in ACKED)
+        ev = [
+            _ev(
+                snap,
+                "client-ack time p50 of this device (written → acknowledged)",
+                round(mine, 1),
+                round(base, 1),
+                unit="ms",
+                node=node,
+                note="baseline: the other devices' acknowledged samples",
+            ),
+            _ev(
+                snap,
+                "samples acknowledged after the ack deadline",
+                float(len(late)),
+                float(len(rows)),
+                node=node,
+                note=f"baseline: the device's sampled deliveries; deadline "
+                f"{snap.settings.ack_deadline_ms / 1000:g} s",
+            ),
+            _ev(
+                snap,
+                "samples dropped from its full send queue (served again from storage)",
+                float(len(resync)),
+                float(snap.settings.send_queue_items),
+                node=node,
+                note="baseline: gateway.send_queue_items",
+            ),
+        ]
+        if positions:
+            ev.append(
+                _ev(
+                    snap,
+                    "acknowledged positions keep progressing",
+                    f"{positions[0]} → {positions[-1]}",
+                    None,
+                    node=node,
+                    note="cumulative acks: every position up to the last one arrived",
+                )
+            )
+        confidence = min(0.85, 0.55 + 0.05 * (len(late) + len(resync)) + (0.1 if slow_acks else 0))
+        out.append(
+            Finding(
+                layer="client",
+                title=(
+                    f"Device {device} reads its messages slowly: it acknowledges them "
+                    f"{mine / 1000:.1f} s after they are written (others {base:.0f} ms)"
+                    + (f", {len(resync)} sample(s) overflowed its queue" if resync else "")
+                ),
+                evidence=ev,
+                confidence=round(confidence, 2),
+                action=(
+                    f"Device {device} is a slow consumer: nothing is lost (its "
+                    "acknowledgements keep progressing), but its app processes events "
+                    "slowly or is busy. Check that the app consumes Client.events() "
+                    "promptly and does heavy work off the event loop; run doctor on it."
+                ),
+                article_slug="message-delay",
+                rule="slow_consumer",
+                node=node,
+                device=device,
+                customer_step=(
+                    f"No message is lost: device {device} receives them but acknowledges "
+                    "them seconds late. Make sure your app reads client events without "
+                    "blocking, and run `relaydesk doctor --attach` on it."
+                ),
+            )
+        )
+    return out
 
 
 # -- 2. group commit too small (server configuration) -----------------------------------------
@@ -361,50 +580,229 @@ def commit_queue(snap: Snapshot) -> list[Finding]:
     ]
 
 
-def send_queue(snap: Snapshot) -> list[Finding]:
-    """``queue_wait`` (fanned out → written) dominates: recipients drain slowly.
+#: Commit time a healthy store never reaches at the median (a local fsync is a few ms; a
+#: PostgreSQL round trip in the same data centre well under 10 ms).
+SLOW_COMMIT_P50_MS: Final = 50.0
 
-    Thresholds: >= 50 deliveries, queue_wait p95 >= 100 ms and >= 50% of the summed p95s.
+
+def slow_storage(snap: Snapshot) -> list[Finding | Rejected]:
+    """The commits themselves are slow on a node: the database (disk, fsync, or a
+    database far away) is the slow stage, whatever the batch cap.
+
+    Per node: at least 20 publishes, commit p50 >= ``SLOW_COMMIT_P50_MS`` and, when the
+    app has other nodes in the window, >= 3x their commit p50 (otherwise the absolute
+    bound alone).  Confidence grows with the ratio to the bound.
+    """
+    per_node: dict[str, list[Minute]] = defaultdict(list)
+    for m in _scoped(snap):
+        per_node[m.node].append(m)
+    out: list[Finding | Rejected] = []
+    for node in sorted(per_node):
+        cm = _hist(per_node[node], "commit")
+        if cm.n < 20:
+            continue
+        p50, p95 = _q(cm, 0.5), _q(cm, 0.95)
+        if p50 < SLOW_COMMIT_P50_MS:
+            continue
+        others = [m for n, ms in per_node.items() if n != node for m in ms]
+        sib = _hist(others, "commit")
+        sib50 = _q(sib, 0.5) if sib.n >= 20 else None
+        if sib50 is not None and p50 < 3 * max(sib50, 1.0):
+            out.append(
+                Rejected(
+                    "slow_storage",
+                    f"slow commits on node {node}",
+                    f"commit p50 {p50:.0f} ms is slow, but the other nodes commit as slowly "
+                    f"({sib50:.0f} ms): shared storage, reported once per window",
+                    node=node,
+                )
+            )
+            continue
+        server = _hist(per_node[node], "server")
+        share = p50 / max(_q(server, 0.5), p50) if server.n else 1.0
+        region = per_node[node][0].node_region
+        ev = [
+            _ev(
+                snap,
+                "commit p50 (the storage transaction itself)",
+                p50,
+                SLOW_COMMIT_P50_MS if sib50 is None else sib50,
+                unit="ms",
+                node=node,
+                region=region,
+                note=(
+                    "baseline: the absolute bound for a healthy store"
+                    if sib50 is None
+                    else "baseline: the other nodes' commit p50, same window"
+                ),
+            ),
+            _ev(snap, "commit p95", p95, None, unit="ms", node=node, region=region),
+            _ev(
+                snap,
+                "share of the server stage spent committing (p50)",
+                round(share, 2),
+                None,
+                node=node,
+                note="received → fanned out",
+            ),
+            _ev(snap, "storage.sync", snap.settings.storage_sync, None, node=node),
+        ]
+        ratio = p50 / (SLOW_COMMIT_P50_MS if sib50 is None else max(3 * sib50, 1.0))
+        out.append(
+            Finding(
+                layer="server_config",
+                title=(
+                    f"Storage commits on node {node} are slow: p50 {p50:.0f} ms, p95 "
+                    f"{p95:.0f} ms per commit (a healthy store commits in a few ms)"
+                ),
+                evidence=ev,
+                confidence=round(min(0.9, 0.55 + 0.1 * math.log2(max(ratio, 1.0))), 2),
+                action=(
+                    f"The database behind node {node} is the slow stage: check its latency "
+                    "from the node (a PostgreSQL far away costs a round trip per commit), "
+                    'its disk and fsync time, and storage.sync (now "'
+                    f'{snap.settings.storage_sync}"). Moving the database next to the node '
+                    "or onto faster disks fixes it; the batch cap does not."
+                ),
+                article_slug="capacity-settings",
+                rule="slow_storage",
+                node=node,
+                region=region,
+                setting="storage.url",
+                customer_step=(
+                    "The delay comes from our storage, not from your app or network; "
+                    "no action is needed on your side."
+                ),
+            )
+        )
+    return out
+
+
+#: Per setting: the validated maximum (``config.py``) a suggestion never exceeds, and
+#: the headroom over the measured demand.
+_BOUND_CAPS: Final[dict[str, tuple[int, float]]] = {
+    "storage.commit_batch_max": (1 << 16, 2.0),
+    "storage.readers": (64, 1.0),
+    "gateway.send_queue_items": (1 << 16, 1.5),
+    "gateway.send_queue_bytes": (1 << 28, 1.5),
+    "gateway.catchup_page": (5000, 1.0),
+}
+
+
+def bound_binds(snap: Snapshot) -> list[Finding | Rejected]:
+    """Any bounded setting whose own saturation counter shows it binding
+    (``telemetry/saturation.py``: per setting, the episodes during which the bound was
+    reached, how long each lasted and the demand it had to turn away).
+
+    A bound binds when at least 3 episodes were recorded and the time spent in them is
+    at least 1 s in total (a bound that is reached for microseconds costs nobody).  The
+    suggestion is the measured p95 demand with the setting's headroom, as a power of
+    two, capped by its validated maximum.  The send queue is special: it exists to cut
+    a slow consumer loose, so when its episodes come from one or two devices (sampled
+    ``resync`` traces) it is doing its job — the ``slow_consumer`` rule names them — and
+    the setting is rejected as the cause.
     """
     ms = _scoped(snap)
-    qw = _hist(ms, "queue_wait")
-    if qw.n < 50:
-        return []
-    server = _hist(ms, "server")
-    ca = _hist(ms, "client_ack")
-    qw95, s95, ca95 = _q(qw, 0.95), _q(server, 0.95), _q(ca, 0.95)
-    total = qw95 + s95 + ca95
-    if qw95 < 100.0 or total == 0 or qw95 / total < 0.5:
-        return []
-    s = snap.settings
-    return [
-        Finding(
-            layer="client",
-            title=f"Messages wait in recipients' send queues (queue_wait p95 {qw95} ms)",
-            evidence=[
-                _ev(
-                    snap,
-                    "queue_wait p95",
-                    qw95,
-                    s95,
-                    unit="ms",
-                    note="baseline: server-side p95 (received → fanned out)",
-                ),
-                _ev(snap, "client_ack p95", ca95, None, unit="ms"),
-                _ev(snap, "gateway.send_queue_items", float(s.send_queue_items), 2000.0),
-            ],
-            confidence=0.45,
-            action=(
-                "Recipients read their sockets slowly (slow devices or links). Check the "
-                "devices' network with doctor's rtt_loss check; for bursty channels raise "
-                f"gateway.send_queue_items (now {s.send_queue_items}) and storage.readers "
-                f"(now {s.readers}) so slow consumers catch up from storage faster."
+    names = sorted({st for m in ms for st in m.stages if setting_of(st)})
+    resync_devices = sorted(
+        {t.recipient_device for t in snap.traces if t.outcome == "resync" and t.recipient_device}
+    )
+    out: list[Finding | Rejected] = []
+    for stage in names:
+        setting = setting_of(stage) or ""
+        dur = _hist(ms, stage)
+        dem = _hist(ms, demand_stage(setting))
+        total_s = dur.sum / 1000.0
+        if dur.n < 3 or total_s < 1.0:
+            continue
+        value = snap.settings.bound(setting)
+        if value is None:
+            continue
+        nodes = sorted({m.node for m in ms if stage in m.stages})
+        demand95 = _q(dem, 0.95)
+        cap, headroom = _BOUND_CAPS.get(setting, (0, 1.5))
+        suggested = suggest_size(value, demand95, headroom=headroom, cap=cap)
+        if setting.startswith("gateway.send_queue") and len(resync_devices) <= 2:
+            out.append(
+                Rejected(
+                    "bound_binds",
+                    f"{setting} = {value} is too small",
+                    f"its {dur.n} overflow(s) come from "
+                    f"{', '.join(resync_devices) or 'no sampled device'}: the bound cuts a "
+                    "slow consumer loose as designed (see slow_consumer)",
+                    node=nodes[0] if nodes else None,
+                )
+            )
+            continue
+        if suggested <= value:
+            out.append(
+                Rejected(
+                    "bound_binds",
+                    f"{setting} = {value} is too small",
+                    f"it binds ({dur.n} episodes) but is at its validated maximum {cap}",
+                )
+            )
+            continue
+        window_s = max((snap.to_ms - snap.from_ms) / 1000.0, 1.0)
+        ev = [
+            _ev(
+                snap,
+                f"{setting} reached its bound (episodes)",
+                float(dur.n),
+                None,
+                node=", ".join(nodes) or None,
+                note="the setting's own saturation counter",
             ),
-            article_slug="message-delay",
-            rule="send_queue",
-            setting="gateway.send_queue_items",
+            _ev(
+                snap,
+                "time spent at the bound (sum of episodes)",
+                round(total_s, 2),
+                round(window_s, 0),
+                unit="s",
+                note=f"episode p95 {_q(dur, 0.95):.0f} ms; baseline: the window",
+            ),
+            _ev(
+                snap,
+                "demand p95 during an episode",
+                round(demand95, 1),
+                float(value),
+                note="what the bound would have had to hold; baseline: its value",
+            ),
+        ]
+        if setting == "gateway.catchup_page":
+            p95 = _q(_hist(ms, "catchup"), 0.95)
+            ev.append(_ev(snap, "catch-up time p95", p95, None, unit="ms"))
+        share = min(total_s / window_s, 1.0)
+        confidence = min(0.9, 0.6 + 0.05 * math.log2(dur.n) + 0.3 * share)
+        out.append(
+            Finding(
+                layer="server_config",
+                title=(
+                    f"{setting} = {value} binds: reached {dur.n} times for {total_s:.1f} s "
+                    f"in total, with a p95 demand of {demand95:.0f}"
+                ),
+                evidence=ev,
+                confidence=round(confidence, 2),
+                action=(
+                    f"Raise {setting} from {value} to {suggested} (the p95 demand measured "
+                    f"while it was full, {demand95:.0f}, with {headroom:g}x headroom) and "
+                    "restart the node"
+                    + (f" ({', '.join(nodes)})" if nodes else "")
+                    + ". Check memory: each unit of the bound is held per connection or "
+                    "per batch at peak."
+                ),
+                article_slug="capacity-settings",
+                rule="bound_binds",
+                node=nodes[0] if len(nodes) == 1 else None,
+                setting=setting,
+                suggested_value=suggested,
+                customer_step=(
+                    "A server capacity setting is throttling your traffic; we will change "
+                    "it. No action is needed on your side."
+                ),
+            )
         )
-    ]
+    return out
 
 
 # -- 3. one node worse than its siblings (network) -------------------------------------------
@@ -696,33 +1094,75 @@ def distance(snap: Snapshot) -> list[Finding]:
 # -- 5. client faults --------------------------------------------------------------------------
 
 
-def reconnect_loop(snap: Snapshot) -> list[Finding]:
-    """A device with >= 5 connections in the window, median lifetime under 60 s.
+#: Close reasons of a normal end of a session (1000 from the client, a node going down).
+NORMAL_CLOSES: Final = ("client_close", "server_shutdown")
 
-    When most of its connections ended with ``auth_expiry`` the token expired and was not
-    refreshed: the client keeps coming back with tokens that run out (confidence 0.85).
-    Other endings are still a client pattern (no back-off) at lower confidence.
+
+def reconnect_loop(snap: Snapshot) -> list[Finding | Rejected]:
+    """A device that keeps reconnecting because something goes wrong each time.
+
+    Not every short session is a loop: a one-shot client (``relaydesk send``, a
+    backend's publish) connects, publishes and closes normally (1000), and loses
+    nothing.  A loop needs, for one device with at least 5 connections and a median
+    lifetime under 60 s:
+
+    * most sessions ending **abnormally** (heartbeat time-out, transport error,
+      protocol error, expired token) — normal closes are the app's choice; and
+    * the next session following within 30 s (median reconnect interval): the client
+      comes straight back (a device that reconnects hourly is not looping).
+
+    Expired tokens (most closes ``auth_expiry``) are a client fault with confidence
+    0.85: the client keeps coming back with tokens that run out.  Other abnormal
+    endings are reported at 0.5 and only when the device also lost deliveries or has
+    no sibling on its node failing with it (``node_victims`` explains those).
     """
-    by_device: dict[str, list[tuple[int, int, str, str, str]]] = defaultdict(list)
+    by_device: dict[str, list[Connection]] = defaultdict(list)
     for c in snap.connections:
         if snap.region is not None and snap.region not in (c.node_region, c.client_region):
             continue
-        by_device[c.device].append((c.connected_ms, c.closed_ms, c.reason, c.node, c.sdk))
-    findings = []
+        by_device[c.device].append(c)
+    out: list[Finding | Rejected] = []
     for device in sorted(by_device):
-        conns = sorted(by_device[device])
+        conns = sorted(by_device[device], key=lambda c: (c.connected_ms, c.closed_ms))
         if len(conns) < 5:
             continue
-        lifetimes = [(closed - opened) / 1000 for opened, closed, *_ in conns]
+        lifetimes = [(c.closed_ms - c.connected_ms) / 1000 for c in conns]
         life = median(lifetimes)
         if life >= 60:
             continue
         reasons: dict[str, int] = defaultdict(int)
-        for *_, reason, _node, _sdk in conns:
-            reasons[reason] += 1
+        for c in conns:
+            reasons[c.reason] += 1
+        abnormal = sum(n for r, n in reasons.items() if r not in NORMAL_CLOSES)
+        gaps = [max(b.connected_ms - a.closed_ms, 0) / 1000 for a, b in itertools.pairwise(conns)]
+        gap = median(gaps) if gaps else 0.0
+        lost = sum(c.undelivered for c in conns)
         top, top_n = max(reasons.items(), key=lambda kv: (kv[1], kv[0]))
+        if abnormal < len(conns) / 2:
+            out.append(
+                Rejected(
+                    "reconnect_loop",
+                    f"device {device} reconnects in a loop",
+                    f"{len(conns) - abnormal} of its {len(conns)} sessions ended normally "
+                    f"(mostly {top}, median {life:.1f} s, {lost} undelivered): short "
+                    "sessions closed on purpose, e.g. a one-shot publisher",
+                    node=conns[-1].node,
+                    device=device,
+                )
+            )
+            continue
+        if gap > 30:
+            out.append(
+                Rejected(
+                    "reconnect_loop",
+                    f"device {device} reconnects in a loop",
+                    f"median {gap:.0f} s between sessions: it does not come straight back",
+                    device=device,
+                )
+            )
+            continue
         token = reasons.get("auth_expiry", 0) >= len(conns) / 2
-        start, end = conns[0][0], conns[-1][1]
+        start, end = conns[0].connected_ms, conns[-1].closed_ms
         ev = [
             _ev(
                 snap,
@@ -744,13 +1184,24 @@ def reconnect_loop(snap: Snapshot) -> list[Finding]:
             ),
             _ev(
                 snap,
-                "most common close reason",
-                f"{top} ({top_n}/{len(conns)})",
+                "sessions ending abnormally",
+                f"{abnormal}/{len(conns)} (mostly {top}: {top_n})",
                 None,
                 start_ms=start,
                 end_ms=end,
+                note="normal: client_close (1000), server_shutdown",
             ),
-            _ev(snap, "SDK", conns[-1][4], snap.settings.current_sdk, start_ms=start, end_ms=end),
+            _ev(
+                snap,
+                "median reconnect interval",
+                round(gap, 2),
+                30.0,
+                unit="s",
+                start_ms=start,
+                end_ms=end,
+            ),
+            _ev(snap, "deliveries lost to the closes", float(lost), 0.0, start_ms=start),
+            _ev(snap, "SDK", conns[-1].sdk, snap.settings.current_sdk, start_ms=start, end_ms=end),
         ]
         if token:
             title = f"Device {device} reconnects in a loop: its token keeps expiring (4011)"
@@ -761,9 +1212,14 @@ def reconnect_loop(snap: Snapshot) -> list[Finding]:
             )
             confidence = 0.85
             slug = "tokens-and-auth"
+            step = (
+                f"Device {device} keeps connecting with an expired token: give the SDK a "
+                "token provider that mints a fresh token, and check the device clock."
+            )
         else:
             title = (
-                f"Device {device} reconnects in a loop (median session {life:.0f} s, mostly {top})"
+                f"Device {device} reconnects in a loop (median session {life:.0f} s, "
+                f"every {gap:.1f} s, mostly {top})"
             )
             action = (
                 "Check the app's reconnect logic (the SDK backs off with full jitter, "
@@ -771,7 +1227,8 @@ def reconnect_loop(snap: Snapshot) -> list[Finding]:
             )
             confidence = 0.5
             slug = "connection-failures"
-        findings.append(
+            step = f"Run `relaydesk doctor --attach` on device {device}."
+        out.append(
             Finding(
                 layer="client",
                 title=title,
@@ -780,10 +1237,107 @@ def reconnect_loop(snap: Snapshot) -> list[Finding]:
                 action=action,
                 article_slug=slug,
                 rule="reconnect_loop",
-                node=conns[-1][3],
+                node=conns[-1].node,
+                device=device,
+                customer_step=step,
             )
         )
-    return findings
+    return out
+
+
+def node_victims(snap: Snapshot) -> list[Finding | Rejected]:
+    """Several devices failing together on one node and nowhere else is the node.
+
+    Per node: the devices with at least 2 abnormal closes (heartbeat, transport) there.
+    With 3 or more such devices, whose sessions on *other* nodes ended normally, and
+    whose failures fall in shared minutes (at least half of them in a minute when 2+
+    of these devices failed), the node (or its network path) is the cause — a network
+    finding that explains, and suppresses, per-device client findings on it.
+    """
+    per_node: dict[str, dict[str, list[Connection]]] = defaultdict(lambda: defaultdict(list))
+    elsewhere_bad: dict[str, set[str]] = defaultdict(set)  # device -> nodes with failures
+    for c in snap.connections:
+        if snap.region is not None and snap.region not in (c.node_region, c.client_region):
+            continue
+        if c.reason in ("heartbeat_timeout", "transport_error"):
+            per_node[c.node][c.device].append(c)
+            elsewhere_bad[c.device].add(c.node)
+    out: list[Finding | Rejected] = []
+    for node in sorted(per_node):
+        devices = {d: cs for d, cs in per_node[node].items() if len(cs) >= 2}
+        if len(devices) < 3:
+            continue
+        only_here = sorted(d for d in devices if elsewhere_bad[d] == {node})
+        if len(only_here) < 3:
+            continue
+        minute_devices: dict[int, set[str]] = defaultdict(set)
+        for d in only_here:
+            for c in devices[d]:
+                minute_devices[c.closed_ms // 60_000].add(d)
+        fails = [c for d in only_here for c in devices[d]]
+        shared = sum(1 for c in fails if len(minute_devices[c.closed_ms // 60_000]) >= 2)
+        if shared < len(fails) / 2:
+            continue
+        start = min(c.connected_ms for c in fails)
+        end = max(c.closed_ms for c in fails)
+        region = fails[0].node_region
+        healthy_elsewhere = sorted(
+            {c.device for c in snap.connections if c.node != node and c.device in only_here}
+        )
+        out.append(
+            Finding(
+                layer="network",
+                title=(
+                    f"{len(only_here)} devices lose their connections together on node "
+                    f"{node} ({len(fails)} heartbeat/transport closes) and nowhere else"
+                ),
+                evidence=[
+                    _ev(
+                        snap,
+                        "devices with repeated abnormal closes on this node",
+                        float(len(only_here)),
+                        None,
+                        start_ms=start,
+                        end_ms=end,
+                        node=node,
+                        region=region,
+                        note=", ".join(only_here[:10]),
+                    ),
+                    _ev(
+                        snap,
+                        "closes in minutes shared with another failing device",
+                        float(shared),
+                        float(len(fails)),
+                        start_ms=start,
+                        end_ms=end,
+                        node=node,
+                    ),
+                    _ev(
+                        snap,
+                        "of them also connected to other nodes, without failures",
+                        float(len(healthy_elsewhere)),
+                        None,
+                        node=node,
+                        note=", ".join(healthy_elsewhere[:10]),
+                    ),
+                ],
+                confidence=round(min(0.85, 0.5 + 0.05 * len(only_here)), 2),
+                action=(
+                    f"Drain {node} (or reroute its traffic) and check its network path; "
+                    "the devices are its victims, not faulty clients: they resume on the "
+                    "other nodes without loss."
+                ),
+                article_slug="regional-quality",
+                rule="node_victims",
+                node=node,
+                region=region,
+                customer_step=(
+                    "Your devices are not at fault: one of our edge nodes drops their "
+                    "connections. We are moving traffic off it."
+                ),
+            )
+        )
+    return out
 
 
 _VERSION = re.compile(r"^(?P<name>[^/]+)/(?P<ver>\d+(?:\.\d+)*)")
@@ -864,27 +1418,147 @@ def old_sdk(snap: Snapshot) -> list[Finding]:
     ]
 
 
-def clock_skew(snap: Snapshot) -> list[Finding]:
-    """A skewed device clock: doctor reports over 2 s (tokens and probe timestamps are
-    checked with a few seconds of leeway), or a client region whose probes are mostly
-    rejected (at least 5 rejected, >= 50%; probe timestamps outside now-1 h..now+5 min)."""
-    findings = []
-    skewed = [r for r in snap.client_reports if r.clock_skew_ms is not None]
-    skewed = [r for r in skewed if abs(r.clock_skew_ms or 0.0) > 2000]
-    for r in sorted(skewed, key=lambda r: r.device):
-        skew = r.clock_skew_ms or 0.0
-        findings.append(
+#: Above this a device clock visibly disagrees (doctor's SKEW_WARN_S): tokens are
+#: checked with a few seconds of leeway and message timestamps look wrong.
+SKEW_BOUND_MS: Final = 2000.0
+
+
+def _offset_counts(h: Histogram, above: float) -> tuple[int, float | None]:
+    """(observations above ``above``, their median) from a latency histogram."""
+    bounds = h.bounds
+    n, values = 0, []
+    for i, c in enumerate(h.counts):
+        if not c:
+            continue
+        upper = bounds[i] if i < len(bounds) else bounds[-1]
+        if upper > above:
+            n += c
+            values.append((upper, c))
+    if not n:
+        return 0, None
+    seen, mid = 0, None
+    for upper, c in values:
+        seen += c
+        if seen * 2 >= n:
+            mid = upper
+            break
+    return n, mid
+
+
+def clock_skew(snap: Snapshot) -> list[Finding | Rejected]:
+    """A skewed device clock, from the client's own evidence first, then the node's.
+
+    * A doctor report attached to the ticket (``ClientReport``): the device clock minus
+      the server's, NTP-style, ``offset ± error``; a finding when ``|offset| - error``
+      exceeds ``SKEW_BOUND_MS`` (confidence 0.85: measured on the device).
+    * Probe timestamps: the node estimates each probe's client clock offset NTP-style
+      (``ts - (received - RTT/2)`` within ``± RTT p95 / 2``, recorded as the
+      ``clock_ahead``/``clock_behind`` histograms per client region), so a clock off by
+      less than the rejection bound (5 min ahead, 1 h behind) is seen too.  A finding
+      when at least 2 probes of a client region are off by more than ``SKEW_BOUND_MS``
+      plus the p95 error bound (confidence 0.6, 0.7 with 5+ probes).
+    * Failing that, a client region whose probes are mostly rejected (at least 5
+      rejected, >= 50 %; timestamps outside now-1 h..now+5 min): 0.45.
+    """
+    out: list[Finding | Rejected] = []
+    for r in sorted(snap.client_reports, key=lambda r: r.device):
+        if r.clock_skew_ms is None:
+            continue
+        skew, err = r.clock_skew_ms, r.clock_error_ms or 0.0
+        if abs(skew) - err <= SKEW_BOUND_MS:
+            continue
+        out.append(
             Finding(
                 layer="client",
-                title=f"Device {r.device}'s clock is {skew / 1000:+.1f} s off",
-                evidence=[_ev(snap, "clock skew (doctor)", skew, 0.0, unit="ms")],
-                confidence=0.75,
+                title=(
+                    f"Device {r.device}'s clock is {skew / 1000:+.1f} s off "
+                    f"(±{err / 1000:.2f} s, measured by doctor on the device)"
+                ),
+                evidence=[
+                    _ev(
+                        snap,
+                        "clock offset, device minus server (doctor, NTP-style)",
+                        skew,
+                        0.0,
+                        unit="ms",
+                        note=f"error bound ±{err:.0f} ms (half the fastest round trip); "
+                        f"report {r.created_at}",
+                    )
+                ],
+                confidence=0.85,
                 action=(
                     "Enable network time (NTP) on the device; a skewed clock makes fresh "
-                    "tokens look expired and corrupts probe timestamps."
+                    "tokens look expired and corrupts probe and message timestamps."
                 ),
                 article_slug="tokens-and-auth",
                 rule="clock_skew",
+                device=r.device,
+                customer_step=(
+                    f"The clock of device {r.device} is {abs(skew) / 1000:.1f} s "
+                    f"{'ahead' if skew > 0 else 'behind'}: turn on automatic time (NTP) on it."
+                ),
+            )
+        )
+    reported_regions: set[str] = set()
+    by_region: dict[str, list[Minute]] = defaultdict(list)
+    for m in _scoped(snap):
+        by_region[m.client_region].append(m)
+    for region in sorted(by_region):
+        ms = by_region[region]
+        errh = _hist(ms, "clock_error")
+        if not errh.n:
+            continue
+        bound = SKEW_BOUND_MS + _q(errh, 0.95)
+        ahead_n, ahead = _offset_counts(_hist(ms, "clock_ahead"), bound)
+        behind_n, behind = _offset_counts(_hist(ms, "clock_behind"), bound)
+        n = ahead_n + behind_n
+        if n < 2:
+            continue
+        sign, value = (1, ahead) if ahead_n >= behind_n else (-1, behind)
+        offset = sign * (value or 0.0)
+        reported_regions.add(region)
+        out.append(
+            Finding(
+                layer="client",
+                title=(
+                    f"{n} probe(s) from {region} devices carry clocks {offset / 1000:+.1f} s "
+                    f"off the server's (±{_q(errh, 0.95) / 1000:.2f} s)"
+                ),
+                evidence=[
+                    _ev(
+                        snap,
+                        "client clock offset from probe timestamps (median of the skewed)",
+                        round(offset, 0),
+                        0.0,
+                        unit="ms",
+                        region=region,
+                        note="NTP-style: probe ts − (received − RTT/2); the bucket's upper "
+                        "bound (±9 %)",
+                    ),
+                    _ev(
+                        snap,
+                        "probes off by more than the bound",
+                        float(n),
+                        float(errh.n),
+                        region=region,
+                        note=f"bound {bound:.0f} ms = {SKEW_BOUND_MS:.0f} ms + the p95 error; "
+                        "baseline: probes with a timestamp",
+                    ),
+                ],
+                confidence=0.7 if n >= 5 else 0.6,
+                action=(
+                    f"Some {region} devices run a skewed clock: enable NTP on them; run "
+                    "`relaydesk doctor --attach` on one to name it and measure the offset."
+                ),
+                article_slug="tokens-and-auth",
+                rule="clock_skew",
+                region=region,
+                customer_step=(
+                    f"Some of your devices in {region} have a clock about "
+                    f"{abs(offset) / 1000:.0f} s {'ahead' if offset > 0 else 'behind'}: turn "
+                    "on automatic time (NTP), and run `relaydesk doctor --attach` on one of "
+                    "them so we can confirm which."
+                ),
             )
         )
     rejected: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -894,41 +1568,103 @@ def clock_skew(snap: Snapshot) -> list[Finding]:
         acc[1] += m.probes + m.probes_rejected
     for region in sorted(rejected):
         bad, total = rejected[region]
-        if bad >= 5 and bad / total >= 0.5:
-            findings.append(
+        if region in reported_regions or not (bad >= 5 and bad / total >= 0.5):
+            continue
+        out.append(
+            Finding(
+                layer="client",
+                title=(
+                    f"{_pct(bad / total)} of probes from {region} clients were rejected "
+                    "(timestamps out of range: likely skewed device clocks)"
+                ),
+                evidence=[
+                    _ev(
+                        snap,
+                        "probes rejected",
+                        float(bad),
+                        float(total),
+                        region=region,
+                        note="baseline: probes received",
+                    )
+                ],
+                confidence=0.45,
+                action="Run doctor's clock_skew check on an affected device.",
+                article_slug="connection-failures",
+                rule="clock_skew",
+                region=region,
+                customer_step="Run `relaydesk doctor --attach` on an affected device.",
+            )
+        )
+    return out
+
+
+def client_lint(snap: Snapshot) -> list[Finding | Rejected]:
+    """SDK configuration problems a device's doctor reported (its ``sdk_config``
+    check), and checks that failed on the device: the client's own evidence, named per
+    device.  Lint findings are 0.6 (the doctor checked the configuration against the
+    server's heartbeat and the measured RTT); a failed network check (RTT/loss) is a
+    network finding about that device's path at 0.6."""
+    out: list[Finding | Rejected] = []
+    for r in sorted(snap.client_reports, key=lambda r: r.device):
+        if r.lint:
+            out.append(
                 Finding(
                     layer="client",
-                    title=(
-                        f"{_pct(bad / total)} of probes from {region} clients were rejected "
-                        "(timestamps out of range: likely skewed device clocks)"
-                    ),
+                    title=f"Device {r.device}'s SDK configuration: {'; '.join(r.lint[:3])}",
                     evidence=[
                         _ev(
                             snap,
-                            "probes rejected",
-                            float(bad),
-                            float(total),
-                            region=region,
-                            note="baseline: probes received",
+                            "doctor sdk_config findings",
+                            str(len(r.lint)),
+                            0.0,
+                            note="; ".join(r.lint),
                         )
                     ],
-                    confidence=0.45,
-                    action="Run doctor's clock_skew check on an affected device.",
+                    confidence=0.6,
+                    action="Fix the SDK settings the doctor names (docs/doctor.md).",
                     article_slug="connection-failures",
-                    rule="clock_skew",
-                    region=region,
+                    rule="client_lint",
+                    device=r.device,
+                    customer_step=f"Change the SDK settings of {r.device}: "
+                    + "; ".join(r.lint[:3]),
                 )
             )
-    return findings
+        if "rtt_loss" in r.failed and (r.loss or 0.0) > 0.0:
+            out.append(
+                Finding(
+                    layer="network",
+                    title=(
+                        f"Device {r.device}'s own probe lost {_pct(r.loss or 0.0)} of pings "
+                        f"(RTT p95 {r.rtt_p95_ms or 0:.0f} ms)"
+                    ),
+                    evidence=[
+                        _ev(snap, "loss (doctor)", r.loss or 0.0, 0.0, note=r.device),
+                        _ev(snap, "RTT p95 (doctor)", r.rtt_p95_ms or 0.0, None, unit="ms"),
+                    ],
+                    confidence=0.6,
+                    action="The device's network path loses packets: check its Wi-Fi or "
+                    "mobile link, proxy or VPN.",
+                    article_slug="connection-failures",
+                    rule="client_lint",
+                    device=r.device,
+                    customer_step=f"Device {r.device}'s network loses packets: try another "
+                    "network (Wi-Fi/mobile) or without VPN/proxy.",
+                )
+            )
+    return out
 
 
 RULES: Final[tuple[Rule, ...]] = (
     undelivered_device,
+    slow_consumer,
     commit_queue,
-    send_queue,
+    slow_storage,
+    bound_binds,
     node_outlier,
+    node_victims,
     distance,
     reconnect_loop,
     old_sdk,
     clock_skew,
+    client_lint,
 )

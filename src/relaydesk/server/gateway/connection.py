@@ -127,13 +127,14 @@ class Connection:
             tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
         if len(self._queue) > self._limit_items or self._queued_bytes > self._limit_bytes:
             # Slow consumer: drop what is queued and serve it from storage instead.
+            over_items = len(self._queue) > self._limit_items  # the bound that bound
             self._queue.clear()
             self._queued_bytes = 0
             self.queued = self.taken
             self.mode = Mode.CATCHUP
             self.stats["resyncs"] += 1
             if tel is not None:
-                tel.resynced()
+                tel.resynced(over_items)
             self._wake.set()
 
     def traced(self, pos: int, trace: Trace) -> None:
@@ -236,13 +237,15 @@ class Connection:
             self.stats["events"] += len(events)
             data = self.codec.encode_batch([self.codec.encode_event(e) for e in events])
             if self.tel is not None:
-                self.tel.written_catchup(self.taken, len(events))
+                self.tel.written_catchup(self.taken, len(events), self._page)
             if not self._fault_drops_writes():
                 await self._write(data)
         if len(events) < self._page and self.hub.fanned_pos == target and self._closing is None:
             # Every feed event <= target has been written; live from here.
             self.taken = self.queued = max(self.taken, target)
             self.mode = Mode.LIVE
+            if self.tel is not None:
+                self.tel.caught_up()  # catch-up stage and saturation episodes
             if not self.synced:
                 self.synced = True
                 self.send_frame(Synced(pos=self.taken))
