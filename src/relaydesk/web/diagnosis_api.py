@@ -58,7 +58,7 @@ def _refused(_r: Request[Any, Any, Any], exc: _Refused) -> Response[DiagnosisErr
 def _bad_window(
     _r: Request[Any, Any, Any], exc: DiagnosisError
 ) -> Response[DiagnosisErrorResponse]:
-    return _error(400, "diagnosis.invalid_window", str(exc))
+    return _error(exc.status, exc.code, str(exc))  # invalid_window 400, no_data 404
 
 
 def _validation(

@@ -580,18 +580,23 @@ def commit_queue(snap: Snapshot) -> list[Finding]:
     ]
 
 
-#: Commit time a healthy store never reaches at the median (a local fsync is a few ms; a
-#: PostgreSQL round trip in the same data centre well under 10 ms).
-SLOW_COMMIT_P50_MS: Final = 50.0
+#: Commit time at the median that no healthy store reaches even on a loaded machine (a
+#: local fsync is a few ms, up to ~150 ms measured on the shared 2-core CI machine under
+#: other engineers' load; a PostgreSQL in the same data centre well under 10 ms).
+SLOW_COMMIT_P50_MS: Final = 250.0
+#: Below ``SLOW_COMMIT_P50_MS`` but above this, slow commits are noted for the agents
+#: (informational) unless sibling nodes commit 3x faster.
+NOTE_COMMIT_P50_MS: Final = 50.0
 
 
 def slow_storage(snap: Snapshot) -> list[Finding | Rejected]:
     """The commits themselves are slow on a node: the database (disk, fsync, or a
     database far away) is the slow stage, whatever the batch cap.
 
-    Per node: at least 20 publishes, commit p50 >= ``SLOW_COMMIT_P50_MS`` and, when the
-    app has other nodes in the window, >= 3x their commit p50 (otherwise the absolute
-    bound alone).  Confidence grows with the ratio to the bound.
+    Per node, at least 20 publishes and commit p50 >= ``NOTE_COMMIT_P50_MS``: a finding
+    when it is >= 3x the other nodes' commit p50 (relative), or >= ``SLOW_COMMIT_P50_MS``
+    (absolute: a shared slow database slows every node alike); otherwise informational
+    (0.25).  Confidence grows with the ratio to the bound.
     """
     per_node: dict[str, list[Minute]] = defaultdict(list)
     for m in _scoped(snap):
@@ -602,22 +607,13 @@ def slow_storage(snap: Snapshot) -> list[Finding | Rejected]:
         if cm.n < 20:
             continue
         p50, p95 = _q(cm, 0.5), _q(cm, 0.95)
-        if p50 < SLOW_COMMIT_P50_MS:
+        if p50 < NOTE_COMMIT_P50_MS:
             continue
         others = [m for n, ms in per_node.items() if n != node for m in ms]
         sib = _hist(others, "commit")
         sib50 = _q(sib, 0.5) if sib.n >= 20 else None
-        if sib50 is not None and p50 < 3 * max(sib50, 1.0):
-            out.append(
-                Rejected(
-                    "slow_storage",
-                    f"slow commits on node {node}",
-                    f"commit p50 {p50:.0f} ms is slow, but the other nodes commit as slowly "
-                    f"({sib50:.0f} ms): shared storage, reported once per window",
-                    node=node,
-                )
-            )
-            continue
+        relative = sib50 is not None and p50 >= 3 * max(sib50, 1.0)
+        weak = not relative and p50 < SLOW_COMMIT_P50_MS
         server = _hist(per_node[node], "server")
         share = p50 / max(_q(server, 0.5), p50) if server.n else 1.0
         region = per_node[node][0].node_region
@@ -647,7 +643,8 @@ def slow_storage(snap: Snapshot) -> list[Finding | Rejected]:
             ),
             _ev(snap, "storage.sync", snap.settings.storage_sync, None, node=node),
         ]
-        ratio = p50 / (SLOW_COMMIT_P50_MS if sib50 is None else max(3 * sib50, 1.0))
+        ratio = p50 / (max(3 * sib50, 1.0) if relative and sib50 else SLOW_COMMIT_P50_MS)
+        confidence = 0.25 if weak else min(0.9, 0.6 + 0.1 * math.log2(max(ratio, 1.0)))
         out.append(
             Finding(
                 layer="server_config",
@@ -656,7 +653,7 @@ def slow_storage(snap: Snapshot) -> list[Finding | Rejected]:
                     f"{p95:.0f} ms per commit (a healthy store commits in a few ms)"
                 ),
                 evidence=ev,
-                confidence=round(min(0.9, 0.55 + 0.1 * math.log2(max(ratio, 1.0))), 2),
+                confidence=round(confidence, 2),
                 action=(
                     f"The database behind node {node} is the slow stage: check its latency "
                     "from the node (a PostgreSQL far away costs a round trip per commit), "
@@ -1424,25 +1421,26 @@ SKEW_BOUND_MS: Final = 2000.0
 
 
 def _offset_counts(h: Histogram, above: float) -> tuple[int, float | None]:
-    """(observations above ``above``, their median) from a latency histogram."""
+    """(observations above ``above``, their mean) from a latency histogram.
+
+    The mean of the skewed observations is the histogram's exact sum minus the
+    bucket-midpoint estimate of the others: exact when every observation is skewed,
+    and still right for offsets beyond the last bucket (10 min), where a percentile
+    would only say "more than the last bound"."""
     bounds = h.bounds
-    n, values = 0, []
+    n, rest = 0, 0.0
     for i, c in enumerate(h.counts):
         if not c:
             continue
         upper = bounds[i] if i < len(bounds) else bounds[-1]
+        lower = bounds[i - 1] if i > 0 else 0.0
         if upper > above:
             n += c
-            values.append((upper, c))
+        else:
+            rest += c * (upper + lower) / 2.0
     if not n:
         return 0, None
-    seen, mid = 0, None
-    for upper, c in values:
-        seen += c
-        if seen * 2 >= n:
-            mid = upper
-            break
-    return n, mid
+    return n, max(h.sum - rest, 0.0) / n
 
 
 def clock_skew(snap: Snapshot) -> list[Finding | Rejected]:
@@ -1527,13 +1525,12 @@ def clock_skew(snap: Snapshot) -> list[Finding | Rejected]:
                 evidence=[
                     _ev(
                         snap,
-                        "client clock offset from probe timestamps (median of the skewed)",
+                        "client clock offset from probe timestamps (mean of the skewed)",
                         round(offset, 0),
                         0.0,
                         unit="ms",
                         region=region,
-                        note="NTP-style: probe ts − (received − RTT/2); the bucket's upper "
-                        "bound (±9 %)",
+                        note="NTP-style: probe ts − (received − RTT/2), per probe",
                     ),
                     _ev(
                         snap,
