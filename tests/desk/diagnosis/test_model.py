@@ -325,3 +325,14 @@ def test_a_healthy_window_never_yields_a_public_finding(
 def test_healthy_minutes_fixture_stays_quiet() -> None:
     d = diagnose(snap(minutes=healthy_minutes(random.Random(7))))
     assert d.confident == []
+
+
+def test_many_devices_overflowing_together_is_the_bound_not_each_device() -> None:
+    rows = []
+    for d in ("a", "b", "c", "e"):
+        rows += [_trace(p, d, "resync") for p in range(3)]
+        rows += [_trace(p, d, "acked", 20.0) for p in range(3, 8)]
+    s = snap(traces=rows, minutes=_bound_minutes("gateway.send_queue_items", 12, 400.0, 300.0))
+    assert found(slow_consumer(s)) == []
+    d = diagnose(s)
+    assert [f.setting for f in d.public] == ["gateway.send_queue_items"]

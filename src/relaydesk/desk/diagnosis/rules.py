@@ -323,7 +323,8 @@ def slow_consumer(snap: Snapshot) -> list[Finding | Rejected]:
     Slow when at least 3 samples and either 2+ late acknowledgements or 2+ resyncs, or
     a client-ack median over 1 s and 5x the other devices' median.  A device whose own
     connection shows a bad network (probe RTT over 1 s or loss over 10 %) is left to
-    the network rules.
+    the network rules; one that acknowledges promptly but overflows together with 2+
+    other devices is left to ``bound_binds`` (the send-queue bound, not the device).
     """
     per: dict[str, list[Trace]] = defaultdict(list)
     for t in snap.traces:
@@ -339,6 +340,7 @@ def slow_consumer(snap: Snapshot) -> list[Finding | Rejected]:
         for t in rows
         if t.outcome == "acked" and t.client_ack_ms is not None
     ]
+    overflowing = {d for d, rows in per.items() if any(t.outcome == "resync" for t in rows)}
     rtt: dict[str, list[float]] = defaultdict(list)
     loss: dict[str, list[float]] = defaultdict(list)
     for c in snap.connections:
@@ -369,6 +371,19 @@ def slow_consumer(snap: Snapshot) -> list[Finding | Rejected]:
         if not (len(late) >= 2 or len(resync) >= 2 or slow_acks):
             continue
         node = rows[-1].node
+        if not late and not slow_acks and len(overflowing) >= 3:
+            out.append(
+                Rejected(
+                    "slow_consumer",
+                    f"device {device} reads slowly",
+                    f"its acknowledgements are prompt; its queue overflowed together with "
+                    f"{len(overflowing) - 1} other devices' (the send-queue bound, see "
+                    "bound_binds)",
+                    node=node,
+                    device=device,
+                )
+            )
+            continue
         bad_net = (rtt[device] and median(rtt[device]) > 1000.0) or (
             loss[device] and median(loss[device]) > 0.1
         )
@@ -686,13 +701,19 @@ _BOUND_CAPS: Final[dict[str, tuple[int, float]]] = {
 }
 
 
+#: Send-queue overflows in a window that make the bound a finding however short each
+#: catch-up was (a healthy app with the default bound has none).
+OVERFLOWS_BIND: Final = 20
+
+
 def bound_binds(snap: Snapshot) -> list[Finding | Rejected]:
     """Any bounded setting whose own saturation counter shows it binding
     (``telemetry/saturation.py``: per setting, the episodes during which the bound was
     reached, how long each lasted and the demand it had to turn away).
 
     A bound binds when at least 3 episodes were recorded and the time spent in them is
-    at least 1 s in total (a bound that is reached for microseconds costs nobody).  The
+    at least 1 s in total (a bound that is reached for microseconds costs nobody), or,
+    for the send queue, when it overflowed ``OVERFLOWS_BIND`` times.  The
     suggestion is the measured p95 demand with the setting's headroom, as a power of
     two, capped by its validated maximum.  The send queue is special: it exists to cut
     a slow consumer loose, so when its episodes come from one or two devices (sampled
@@ -710,7 +731,10 @@ def bound_binds(snap: Snapshot) -> list[Finding | Rejected]:
         dur = _hist(ms, stage)
         dem = _hist(ms, demand_stage(setting))
         total_s = dur.sum / 1000.0
-        if dur.n < 3 or total_s < 1.0:
+        # An overflowing send queue drops its events and re-reads them from storage:
+        # frequent overflows cost even when each catch-up is quick.
+        frequent = setting.startswith("gateway.send_queue") and dur.n >= OVERFLOWS_BIND
+        if dur.n < 3 or (total_s < 1.0 and not frequent):
             continue
         value = snap.settings.bound(setting)
         if value is None:
