@@ -735,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         scenarios.print_table(diagnosis)
         print("\n" + diagnosis["table_markdown"])
+        print("\n" + diagnosis.get("matrix_markdown", ""))
     if failures:
         print("\nfailures:\n  " + "\n  ".join(f[:300] for f in failures))
     print(f"\nwrote {RESULTS / (stamp + '.json')} ({doc['elapsed_s']}s)")
