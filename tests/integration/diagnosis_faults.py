@@ -53,7 +53,6 @@ class Fault:
     expect: frozenset[tuple[str, str]]
     subject: str
     symptom: str = "other"
-    members: tuple[str, ...] = ()
     slow: bool = False
     needs: str = ""  # "postgres", "cluster": services the scenario needs
     group: str = ""  # near-threshold | two-faults | clean | cluster (for the matrix)
@@ -521,7 +520,6 @@ FAULTS: tuple[Fault, ...] = (
         doctor_attached_skew,
         frozenset({("client", "device:zoe-phone")}),
         "Timestamps look wrong on one phone",
-        members=("zoe",),
         group="near-threshold",
     ),
     Fault(
