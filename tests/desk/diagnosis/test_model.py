@@ -336,3 +336,12 @@ def test_many_devices_overflowing_together_is_the_bound_not_each_device() -> Non
     assert found(slow_consumer(s)) == []
     d = diagnose(s)
     assert [f.setting for f in d.public] == ["gateway.send_queue_items"]
+
+
+def test_a_bound_set_below_its_default_is_never_suggested_below_the_default() -> None:
+    s = snap(
+        minutes=_bound_minutes("storage.commit_batch_max", 50, 40.0, 14.0),
+        settings=RunSettings(commit_batch_max=1),
+    )
+    f = found(bound_binds(s))
+    assert f and f[0].suggested_value == 2000 and "not below the default 2000" in f[0].action

@@ -62,6 +62,7 @@ from relaydesk.desk.diagnosis.model import (
     Finding,
     Minute,
     Rejected,
+    RunSettings,
     Snapshot,
     Trace,
 )
@@ -743,6 +744,9 @@ def bound_binds(snap: Snapshot) -> list[Finding | Rejected]:
         demand95 = _q(dem, 0.95)
         cap, headroom = _BOUND_CAPS.get(setting, (0, 1.5))
         suggested = suggest_size(value, demand95, headroom=headroom, cap=cap)
+        default = RunSettings().bound(setting) or 0
+        if value < default:  # below the shipped default: never suggest less than it
+            suggested = max(suggested, default)
         if setting.startswith("gateway.send_queue") and len(resync_devices) <= 2:
             out.append(
                 Rejected(
@@ -806,8 +810,9 @@ def bound_binds(snap: Snapshot) -> list[Finding | Rejected]:
                 confidence=round(confidence, 2),
                 action=(
                     f"Raise {setting} from {value} to {suggested} (the p95 demand measured "
-                    f"while it was full, {demand95:.0f}, with {headroom:g}x headroom) and "
-                    "restart the node"
+                    f"while it was full, {demand95:.0f}, with {headroom:g}x headroom"
+                    + (f", and not below the default {default}" if value < default else "")
+                    + ") and restart the node"
                     + (f" ({', '.join(nodes)})" if nodes else "")
                     + ". Check memory: each unit of the bound is held per connection or "
                     "per batch at peak."
