@@ -224,15 +224,15 @@ async def small_catchup_page(server: Any) -> Run:
     start = _now_ms()
     devices = ["ann-d", "ben-d", "cat-d", "dan-d"]
     await _first_login(server, devices)
-    await _offline_backlog(server, 400, devices)
+    await _offline_backlog(server, 200, devices)
     return Run(server, start)
 
 
 async def small_reader_pool_and_page(server: Any) -> Run:
     start = _now_ms()
-    devices = [f"u{i}-d" for i in range(6)]
+    devices = [f"u{i}-d" for i in range(8)]
     await _first_login(server, devices)
-    await _offline_backlog(server, 600, devices)
+    await _offline_backlog(server, 300, devices)
     return Run(server, start)
 
 
@@ -376,7 +376,7 @@ async def slow_database(env: Env) -> Run:
     start = _now_ms()
     for direction in ("upstream", "downstream"):
         proxy.impair(direction, LinkProfile(latency_ms=15.0))  # type: ignore[arg-type]
-    await _readers(server, {"ann-d": 0.0}, lambda p: _burst(p, 12, lanes=4), settle_s=20)
+    await _readers(server, {"ann-d": 0.0}, lambda p: _burst(p, 30, lanes=6), settle_s=20)
     return Run(server, start)
 
 

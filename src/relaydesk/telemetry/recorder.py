@@ -420,13 +420,14 @@ class ConnTelemetry:
             if page and n >= page:
                 self.catchup_full_pages += 1
 
-    def caught_up(self) -> None:
-        """The connection is live again: record the catch-up stage and the episodes of
-        the bounds that made it necessary (send queue) or longer (catch-up page)."""
+    def caught_up(self, now: float | None = None) -> None:
+        """The connection is live again (or closed while catching up, ``close``): record
+        the catch-up stage and the episodes of the bounds that made it necessary (send
+        queue) or longer (catch-up page)."""
         since = self.catchup_since
         if since is None:
             return
-        now = self._mono()
+        now = self._mono() if now is None else now
         self.catchup_since = None
         agg = self.rec.agg(self.key)
         waited_ms = max(now - since, 0.0) * 1000.0
@@ -506,6 +507,8 @@ class ConnTelemetry:
         """The connection ended: everything still pending was not delivered."""
         if self.closed:
             return
+        if self.queue_setting or self.catchup_full_pages:
+            self.caught_up(now)  # a catch-up cut short by the close still cost its time
         self.closed = True
         pending = sum(n for _, _, n in self.window)
         self.window.clear()

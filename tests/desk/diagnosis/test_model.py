@@ -345,3 +345,27 @@ def test_a_bound_set_below_its_default_is_never_suggested_below_the_default() ->
     )
     f = found(bound_binds(s))
     assert f and f[0].suggested_value == 2000 and "not below the default 2000" in f[0].action
+
+
+def test_a_session_closed_with_deliveries_pending_is_not_loss() -> None:
+    # a one-shot publisher that is also a channel member closes right after its publish
+    rows = []
+    for pos in range(100, 110):
+        rows += [_trace(pos, "fast-a", "acked", 30.0), _trace(pos, "fast-b", "acked", 30.0)]
+        rows.append(_trace(pos, "cli-send", "acked" if pos < 102 else "closed", 20.0))
+    assert found(undelivered_device(snap(traces=rows))) == []
+
+
+def test_acks_that_keep_coming_while_positions_are_overdue_are_a_slow_reader() -> None:
+    # a burst: the slow device acknowledges 100..104 slowly, then the test ends; positions
+    # after 104 passed the deadline while it was still acknowledging earlier ones
+    rows = []
+    for pos in range(100, 130):
+        rows += [_trace(pos, "fast-a", "acked", 30.0), _trace(pos, "fast-b", "acked", 30.0)]
+        if pos < 105:  # published at T0 + pos s, acknowledged up to 30 s later
+            rows.append(_trace(pos, "slow-d", "late" if pos > 101 else "acked", 30_000.0))
+        else:
+            rows.append(_trace(pos, "slow-d", "unacked"))
+    items = undelivered_device(snap(traces=rows))
+    assert found(items) == [] and "keep progressing" in rejected(items)[0].reason
+    assert found(slow_consumer(snap(traces=rows)))[0].device == "slow-d"

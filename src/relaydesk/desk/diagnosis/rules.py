@@ -156,6 +156,12 @@ def _progress(snap: Snapshot) -> dict[tuple[str, str], list[Trace]]:
     return out
 
 
+def _acked_at(t: Trace) -> float:
+    """When the device acknowledged a sampled event (epoch ms, from its stages)."""
+    stages = (t.commit_wait_ms, t.commit_ms, t.queue_wait_ms or 0.0, t.client_ack_ms or 0.0)
+    return t.received_ms + sum(stages)
+
+
 def undelivered_device(snap: Snapshot) -> list[Finding | Rejected]:
     """A device that never acknowledges sequences its conversation's other devices acked.
 
@@ -167,10 +173,12 @@ def undelivered_device(snap: Snapshot) -> list[Finding | Rejected]:
     * the device had acknowledged an earlier position (a device that never
       acknowledges is a client ignoring its duty: from the server it looks exactly like
       a device whose writes are lost from its very first batch, so neither is located);
-    * the device **never acknowledged those positions later** (no ``late_ack`` row) and
-      **acknowledged no later position** on the same node: acknowledgements are
-      cumulative, so a later one means everything before it arrived — the device reads
-      slowly (``slow_consumer``), nothing was lost;
+    * the positions passed the ack deadline with the connection open (``unacked``; a
+      session that ended normally resumes from its cursor, ``closed`` is not loss);
+    * the device **never acknowledged those positions later** (no ``late_ack`` row),
+      **acknowledged no later position** on the same node and **sent no acknowledgement
+      after they were published**: acknowledgements that keep coming mean a device
+      that reads slowly (``slow_consumer``), not writes that were lost;
     * its connection did not die (heartbeat or transport: the network rules' case).
     """
     by_msg: dict[tuple[str, int], list[Trace]] = defaultdict(list)
@@ -184,7 +192,7 @@ def undelivered_device(snap: Snapshot) -> list[Finding | Rejected]:
         late = {r.recipient_device for r in rows if r.outcome == "late_ack"}
         for r in rows:
             if (
-                r.outcome in ("unacked", "closed")
+                r.outcome == "unacked"  # "closed": the session ended; its cursor resumes
                 and acked - {r.recipient_device}
                 and r.recipient_device not in late
             ):
@@ -219,7 +227,11 @@ def undelivered_device(snap: Snapshot) -> list[Finding | Rejected]:
                 )
             )
             continue
-        later = [t for t in progress.get((first.node, device), []) if t.pos > first.pos]
+        later = [
+            t
+            for t in progress.get((first.node, device), [])
+            if t.pos > first.pos or _acked_at(t) > first.received_ms
+        ]
         if later:
             newest = max(later, key=lambda t: t.pos)
             out.append(
