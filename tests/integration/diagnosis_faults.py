@@ -224,13 +224,13 @@ async def small_catchup_page(server: Any) -> Run:
     start = _now_ms()
     devices = ["ann-d", "ben-d", "cat-d", "dan-d"]
     await _first_login(server, devices)
-    await _offline_backlog(server, 200, devices)
+    await _offline_backlog(server, 400, devices)
     return Run(server, start)
 
 
 async def small_reader_pool_and_page(server: Any) -> Run:
     start = _now_ms()
-    devices = [f"u{i}-d" for i in range(8)]
+    devices = [f"u{i}-d" for i in range(12)]
     await _first_login(server, devices)
     await _offline_backlog(server, 300, devices)
     return Run(server, start)

@@ -62,7 +62,7 @@ def test_pool_gauge_counts_only_waits_for_a_worker() -> None:
     episodes = gauge.drain()
     assert results == [1, 2]
     assert len(episodes) == 1 and episodes[0].duration_ms >= 40.0
-    assert episodes[0].demand == 1.0 and gauge.drain() == []
+    assert episodes[0].demand == 2.0 and gauge.drain() == []  # one running, one waiting
 
 
 def test_send_queue_overflow_and_catchup_pages_become_episodes() -> None:
@@ -106,19 +106,25 @@ def test_a_full_commit_batch_is_an_episode_for_each_of_its_publishes() -> None:
 
 def test_reader_pool_episodes_reach_the_active_apps() -> None:
     rec, clock = _recorder()
-    gauge = PoolGauge("storage.readers", 4, clock.monotonic)
+    gauge = PoolGauge("storage.readers", 2, clock.monotonic)
     rec.watch(gauge)
     rec.attach("app", "u", "d", region="eu", net="", sdk="", resumed=False)
-    waiting = [gauge.timed(lambda: None) for _ in range(3)]
-    clock.advance(0.03)  # every reader was busy for 30 ms
+    waiting = [gauge.timed(lambda: None) for _ in range(4)]  # 2 readers, 4 reads
+    clock.advance(0.03)  # the last two found every reader taken and waited 30 ms
     for run in waiting:
         run()
-    quick = gauge.timed(lambda: None)
-    quick()  # found a free reader at once: no episode
     rec.tick()
     rows, _, _ = rec.drain()
-    assert rows[0].hists["sat:storage.readers"].n == 3
-    assert rows[0].hists["sat:storage.readers"].sum == pytest.approx(90.0)
+    assert rows[0].hists["sat:storage.readers"].n == 2
+    assert rows[0].hists["sat:storage.readers"].sum == pytest.approx(60.0)
+    assert rows[0].hists["satd:storage.readers"].sum == pytest.approx(7.0)  # demand 3 + 4
+
+
+def test_a_slow_wake_up_with_a_free_reader_is_not_saturation() -> None:
+    clock_values = [0.0, 0.010]  # submitted, started 10 ms later (a loaded machine)
+    gauge = PoolGauge("storage.readers", 4, lambda: clock_values.pop(0))
+    gauge.timed(lambda: None)()
+    assert gauge.drain() == []
 
 
 @pytest.mark.parametrize(("skew_s", "name"), [(240.0, "clock_ahead"), (-90.0, "clock_behind")])

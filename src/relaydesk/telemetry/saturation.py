@@ -126,13 +126,16 @@ class EpisodeClock:
 
 
 class PoolGauge:
-    """Waits for a pool of ``size`` workers (thread-safe): a task that waited longer than
-    ``POOL_WAIT_FLOOR_S`` for a worker found the pool full.
+    """Waits for a pool of ``size`` workers (thread-safe): a task submitted while every
+    worker was busy or spoken for found the pool full.
 
-    ``timed(fn)`` wraps a task at submission; the wrapper measures the wait when a worker
-    starts it.  ``drain()`` hands back the episodes since the last drain: one per waiting
-    task, its wait as the duration and the pool size plus the tasks queued behind it as
-    the demand (how many workers would have served everything at once).
+    ``timed(fn)`` wraps a task at submission, noting whether the pool was full then; the
+    wrapper measures the wait when a worker starts it.  ``drain()`` hands back the
+    episodes since the last drain: one per task that found the pool full and waited at
+    least ``POOL_WAIT_FLOOR_S``, its wait as the duration and the tasks running or queued
+    when it was submitted, plus itself, as the demand (how many workers would have
+    served everything at once).  Waits of tasks that found a free worker are scheduling
+    noise on a loaded machine, not saturation, and are not counted.
     """
 
     def __init__(self, setting: str, size: int, monotonic: Callable[[], float]) -> None:
@@ -141,6 +144,7 @@ class PoolGauge:
         self._mono = monotonic
         self._lock = threading.Lock()
         self._queued = 0
+        self._running = 0
         self._episodes: list[Episode] = []
         self.total_waits = 0
         self.total_wait_s = 0.0
@@ -150,22 +154,26 @@ class PoolGauge:
         """``fn`` wrapped to record how long it waited for a worker."""
         submitted = self._mono()
         with self._lock:
+            demand = self._running + self._queued + 1
             self._queued += 1
+        full = demand > self.size
 
         def run() -> T:
             waited = self._mono() - submitted
             with self._lock:
-                behind = self._queued
                 self._queued -= 1
-                if waited >= POOL_WAIT_FLOOR_S:
+                self._running += 1
+                if full and waited >= POOL_WAIT_FLOOR_S:
                     self.total_waits += 1
                     self.total_wait_s += waited
                     if len(self._episodes) >= self.max_episodes:
                         del self._episodes[0]
-                    self._episodes.append(
-                        Episode(self.setting, waited * 1000.0, float(self.size + behind - 1))
-                    )
-            return fn()
+                    self._episodes.append(Episode(self.setting, waited * 1000.0, float(demand)))
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self._running -= 1
 
         return run
 

@@ -719,14 +719,29 @@ _BOUND_CAPS: Final[dict[str, tuple[int, float]]] = {
 OVERFLOWS_BIND: Final = 20
 
 
+def _frequent(setting: str, episodes: int, demand95: float, value: int) -> bool:
+    """A bound that binds often enough to matter even when each episode is short: an
+    overflowing send queue drops its events and re-reads them from storage; a catch-up
+    needing ten or more pages pays a storage round trip per page; a reader pool found
+    full by 50 reads delays every one of them."""
+    if setting.startswith("gateway.send_queue"):
+        return episodes >= OVERFLOWS_BIND
+    if setting == "gateway.catchup_page":
+        return demand95 >= 10 * value
+    if setting == "storage.readers":
+        return episodes >= 50
+    return False
+
+
 def bound_binds(snap: Snapshot) -> list[Finding | Rejected]:
     """Any bounded setting whose own saturation counter shows it binding
     (``telemetry/saturation.py``: per setting, the episodes during which the bound was
     reached, how long each lasted and the demand it had to turn away).
 
     A bound binds when at least 3 episodes were recorded and the time spent in them is
-    at least 1 s in total (a bound that is reached for microseconds costs nobody), or,
-    for the send queue, when it overflowed ``OVERFLOWS_BIND`` times.  The
+    at least 1 s in total (a bound that is reached for microseconds costs nobody), or
+    when it binds often (``_frequent``: the send queue overflowed ``OVERFLOWS_BIND``
+    times, catch-ups needed 10+ pages, the reader pool was found full 50 times).  The
     suggestion is the measured p95 demand with the setting's headroom, as a power of
     two, capped by its validated maximum.  The send queue is special: it exists to cut
     a slow consumer loose, so when its episodes come from one or two devices (sampled
@@ -744,16 +759,13 @@ def bound_binds(snap: Snapshot) -> list[Finding | Rejected]:
         dur = _hist(ms, stage)
         dem = _hist(ms, demand_stage(setting))
         total_s = dur.sum / 1000.0
-        # An overflowing send queue drops its events and re-reads them from storage:
-        # frequent overflows cost even when each catch-up is quick.
-        frequent = setting.startswith("gateway.send_queue") and dur.n >= OVERFLOWS_BIND
-        if dur.n < 3 or (total_s < 1.0 and not frequent):
-            continue
         value = snap.settings.bound(setting)
         if value is None:
             continue
-        nodes = sorted({m.node for m in ms if stage in m.stages})
         demand95 = _q(dem, 0.95)
+        if dur.n < 3 or (total_s < 1.0 and not _frequent(setting, dur.n, demand95, value)):
+            continue
+        nodes = sorted({m.node for m in ms if stage in m.stages})
         cap, headroom = _BOUND_CAPS.get(setting, (0, 1.5))
         suggested = suggest_size(value, demand95, headroom=headroom, cap=cap)
         default = RunSettings().bound(setting) or 0
