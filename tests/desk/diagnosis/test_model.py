@@ -369,3 +369,23 @@ def test_acks_that_keep_coming_while_positions_are_overdue_are_a_slow_reader() -
     items = undelivered_device(snap(traces=rows))
     assert found(items) == [] and "keep progressing" in rejected(items)[0].reason
     assert found(slow_consumer(snap(traces=rows)))[0].device == "slow-d"
+
+
+def test_late_acks_through_a_bad_node_are_the_nodes_not_the_device() -> None:
+    rows = []
+    for pos in range(100, 110):
+        rows += [_trace(pos, "fast-a", "acked", 30.0), _trace(pos, "fast-b", "acked", 30.0)]
+        rows.append(
+            msgspec.structs.replace(
+                _trace(pos, "far-d", "late" if pos % 2 else "acked", 400.0), node="edge-b"
+            )
+        )
+    conns = []
+    for d in ("far-d", "b-d", "c-d"):
+        for i in range(6):
+            t = T0 + i * 25_000
+            conns.append(conn(d, t, t + 20_000, "heartbeat_timeout", node="edge-b"))
+    d = diagnose(snap(symptom="delay", traces=rows, connections=conns))
+    assert d.findings[0].rule == "node_victims" and d.findings[0].node == "edge-b"
+    assert all(f.rule != "slow_consumer" for f in d.findings)
+    assert any(r.rule == "slow_consumer" and r.device == "far-d" for r in d.rejected)

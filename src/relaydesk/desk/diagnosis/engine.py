@@ -7,8 +7,9 @@ same excess in different ways.  The engine reconciles before ranking (``explain`
 
 * **a node explains its victims**: a network finding about node N (``node_outlier``,
   ``node_victims``) explains client findings about devices whose connections were on N
-  (a device that "reconnects in a loop" on a flapping node is a victim, not a client
-  bug); those are moved to the rejected hypotheses with the reason;
+  (a device that "reconnects in a loop" or acknowledges late through a jittering path
+  to N is a victim, not a client bug); those are moved to the rejected hypotheses with
+  the reason (an expired-token loop stays: the token is the client's);
 * **one finding per setting**: when two rules name the same setting, the more confident
   one stays;
 * **a slow consumer is not loss**: a ``server_defect`` about a device that a client
@@ -64,10 +65,10 @@ def explain(snap: Snapshot, findings: Sequence[Finding]) -> tuple[list[Finding],
     kept: list[Finding] = []
     rejected: list[Rejected] = []
     for f in findings:
-        if f.layer == "client" and f.device and f.rule in ("reconnect_loop", "old_sdk"):
-            nodes = on_node.get(f.device, set())
+        if f.layer == "client" and f.device and f.rule in ("reconnect_loop", "slow_consumer"):
+            nodes = on_node.get(f.device, set()) | ({f.node} if f.node else set())
             cause = next((bad_nodes[n] for n in sorted(nodes) if n in bad_nodes), None)
-            if cause is not None and f.rule == "reconnect_loop" and "token" not in f.title:
+            if cause is not None and "token" not in f.title:
                 rejected.append(
                     Rejected(
                         f.rule,
