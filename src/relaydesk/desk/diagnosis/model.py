@@ -236,5 +236,5 @@ class Diagnosis(msgspec.Struct, frozen=True):
     @property
     def public(self) -> list[Finding]:
         """Findings the customer's acknowledgement states (at or above the public
-        threshold, and never the ``none`` layer's explanations unless confident)."""
+        threshold)."""
         return [f for f in self.findings if f.confidence >= self.public_threshold]
