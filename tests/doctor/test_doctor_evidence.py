@@ -3,6 +3,7 @@ real server, carried in a ticket's text, read back, and judged with its error bo
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import Any
 
 import msgspec
 import pytest
+import typer
+from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_doctor import FAST, OffsetClock
 
+from relaydesk.cli.diagnose import diagnose as diagnose_command
 from relaydesk.desk.diagnosis import Snapshot, diagnose
 from relaydesk.desk.diagnosis.client_evidence import client_report, reports_in_text
 from relaydesk.doctor import (
@@ -128,3 +132,21 @@ def test_desk_create_refuses_an_unreadable_report_before_filing(tmp_path: Path) 
     )  # fmt: skip
     # refused before any request: a node at port 1 would have been "cannot reach"
     assert result.returncode == 2 and "not JSON" in result.stderr, result.stderr
+
+
+def test_diagnose_takes_a_doctor_report_file(running_server: Any, tmp_path: Path) -> None:
+    """`relaydesk diagnose --doctor-report FILE`: the device's evidence is judged even when
+    the node recorded nothing for the window (the report is data)."""
+    keys = re.findall(r"desk key\s+agent:alice\s+(\S+)", running_server.log_path.read_text())
+    path = tmp_path / "doctor.json"
+    path.write_bytes(msgspec.json.encode(_report(-4000.0, 2.0)))  # the phone is 4 s ahead
+    app = typer.Typer()
+    app.command()(diagnose_command)
+    args = ["--app", "nope", "--url", running_server.http_url, "--key", keys[-1]]
+    result = CliRunner().invoke(app, [*args, "--doctor-report", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "phone-1" in result.output and "+4.0 s" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    result = CliRunner().invoke(app, [*args, "--doctor-report", str(bad)])
+    assert result.exit_code == 2 and "not a doctor report" in result.output

@@ -203,7 +203,8 @@ async def _offline_backlog(server: Any, n: int, devices: list[str]) -> None:
     async with sdk(server, "pub", "pub-d", receive=False) as pub:
         await _burst(pub, n, lanes=8)
     got: dict[str, list[int]] = {d: [] for d in devices}
-    clients = [await sdk(server, d.split("-")[0], d) for d in devices]
+    # all at once: their catch-ups compete for the storage readers
+    clients = await asyncio.gather(*(sdk(server, d.split("-")[0], d) for d in devices))
     tasks = [asyncio.create_task(consume(c, got[d])) for c, d in zip(clients, devices, strict=True)]
     await until(lambda: all(len(v) >= n for v in got.values()), 25)
     await asyncio.sleep(1.2)

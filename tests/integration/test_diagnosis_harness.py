@@ -97,6 +97,8 @@ async def _judge(fault: Fault, run: Run) -> None:
     print(f"\n{fault.name}:")
     for f in d["findings"]:
         print(f"  {f['layer']:<13} {f['confidence']:.2f} {f['rule']}: {f['title']}")
+    for r in d["rejected"]:
+        print(f"  rejected {r['rule']}: {r['hypothesis']}: {r['reason']}")
 
     description = f"Seen since {run.start_ms} (harness: {fault.name})."
     for report in run.reports:

@@ -389,3 +389,20 @@ def test_late_acks_through_a_bad_node_are_the_nodes_not_the_device() -> None:
     assert d.findings[0].rule == "node_victims" and d.findings[0].node == "edge-b"
     assert all(f.rule != "slow_consumer" for f in d.findings)
     assert any(r.rule == "slow_consumer" and r.device == "far-d" for r in d.rejected)
+
+
+def test_overdue_samples_behind_progressing_acks_make_a_slow_consumer() -> None:
+    # one late ack, then the session ended with the rest still queued in the app
+    rows = []
+    for pos in range(100, 120):
+        rows += [_trace(pos, "fast-a", "acked", 30.0), _trace(pos, "fast-b", "acked", 30.0)]
+        if pos == 100:
+            rows.append(_trace(pos, "slow-d", "acked", 900.0))
+        elif pos == 101:
+            rows.append(_trace(pos, "slow-d", "late", 9_000.0))  # acked at T0 + 110 s
+        else:
+            rows.append(_trace(pos, "slow-d", "unacked"))
+    f = found(slow_consumer(snap(traces=rows)))
+    assert f and f[0].device == "slow-d"
+    d = diagnose(snap(symptom="delay", traces=rows))
+    assert [x.rule for x in d.public] == ["slow_consumer"]

@@ -332,7 +332,8 @@ def slow_consumer(snap: Snapshot) -> list[Finding | Rejected]:
 
     Per device, from the sampled traces: the client-ack time (written -> acknowledged)
     of its acknowledged samples, the samples it acknowledged only after the deadline
-    (``late``/``late_ack``), and the samples dropped from its full queue (``resync``).
+    (``late``/``late_ack``, or ``unacked`` while it kept acknowledging later-published
+    ones), and the samples dropped from its full queue (``resync``).
     Slow when at least 3 samples and either 2+ late acknowledgements or 2+ resyncs, or
     a client-ack median over 1 s and 5x the other devices' median.  A device whose own
     connection shows a bad network (probe RTT over 1 s or loss over 10 %) is left to
@@ -367,6 +368,10 @@ def slow_consumer(snap: Snapshot) -> list[Finding | Rejected]:
         if len(rows) < 3:
             continue
         late = [t for t in rows if t.outcome in ("late", "late_ack")]
+        # overdue samples the device had not acknowledged when its last ack was sent for
+        # a sample published after them: its acks progress, these were still queued
+        last_ack = max((_acked_at(t) for t in rows if t.outcome in ACKED), default=0.0)
+        late += [t for t in rows if t.outcome == "unacked" and last_ack > t.received_ms]
         resync = [t for t in rows if t.outcome == "resync"]
         acks = sorted(
             t.client_ack_ms for t in rows if t.outcome in ACKED and t.client_ack_ms is not None
