@@ -751,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         scenarios.print_table(diagnosis)
         print("\n" + diagnosis["table_markdown"])
+        print("\n" + diagnosis.get("matrix_markdown", ""))
     if storm:
         print("\nreconnect storm (bench/catchup_storm.py):", json.dumps(storm, default=str)[:2000])
     if failures:

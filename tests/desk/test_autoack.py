@@ -137,9 +137,13 @@ def test_diagnosis_api(api: tuple[TestClient[Litestar], dict[str, str]]) -> None
     )
     assert dana.status_code == 403 and dana.json()["error"]["code"] == "auth.forbidden"
     alice = {"Authorization": f"Bearer {keys['alice']}"}
-    ok = client.post("/api/diagnosis", json=body, headers=alice)
-    assert ok.status_code == 200, ok.text
-    assert ok.json()["findings"] == [] and "found no problem" in ok.json()["summary"]
+    empty = client.post("/api/diagnosis", json=body, headers=alice)
+    # nothing recorded for the app in the window: "no data", never "no problem"
+    assert empty.status_code == 404, empty.text
+    error = empty.json()["error"]
+    assert (
+        error["code"] == "diagnosis.no_data" and "no data for app 'acme-chat'" in error["message"]
+    )
     long = client.post("/api/diagnosis", json={**body, "from": "-3d"}, headers=alice)
     assert long.status_code == 400 and long.json()["error"]["code"] == "diagnosis.invalid_window"
     bad = client.post("/api/diagnosis", json={**body, "from": "yesterday"}, headers=alice)

@@ -84,7 +84,13 @@ def diagnose_cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
 
-def diagnose(server: Any, start_ms: int, symptom: str, region: str | None = None) -> Any:
+def diagnose(
+    server: Any,
+    start_ms: int,
+    symptom: str,
+    region: str | None = None,
+    client_reports: list[dict[str, Any]] | None = None,
+) -> Any:
     """Flush the node's telemetry, then ask its diagnosis API (as an agent)."""
     flush(server)
     body: dict[str, Any] = {
@@ -95,6 +101,8 @@ def diagnose(server: Any, start_ms: int, symptom: str, region: str | None = None
     }
     if region is not None:
         body["region"] = region
+    if client_reports:
+        body["client_reports"] = client_reports
     headers = {"Authorization": f"Bearer {desk_key(server, 'agent:alice')}"}
     with httpx.Client(base_url=server.http_url, headers=headers, timeout=10) as http:
         r = http.post("/api/diagnosis", json=body)
@@ -270,8 +278,16 @@ def record_scenario(
     expected_layer: str,
     locus_ok: bool,
     locus: str,
+    expected_object: str = "",
+    found_layer: str | None = None,
+    found_object: str = "",
+    group: str = "",
 ) -> None:
-    """Append this scenario's row to ``$RELAYDESK_SCENARIO_RECORD`` (if set; see above)."""
+    """Append this scenario's row to ``$RELAYDESK_SCENARIO_RECORD`` (if set; see above).
+
+    The harness (``test_diagnosis_harness.py``) also gives the expected object and the
+    public finding it matched (layer and object; ``NO_FINDING`` when none), one row per
+    expected fault, for the confusion matrix."""
     path = os.environ.get(RECORD_ENV)
     if not path:
         return
@@ -289,6 +305,10 @@ def record_scenario(
         "locus": locus,
         "confidence": top.confidence if top is not None else None,
         "ticket_id": ack.ticket_id,
+        "expected_object": expected_object,
+        "found_layer": found_layer if found_layer is not None else top_layer,
+        "found_object": found_object,
+        "group": group,
         "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0],
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

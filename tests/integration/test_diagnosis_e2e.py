@@ -181,7 +181,7 @@ async def test_clean_run_raises_no_alarm(make_server: Callable[..., Any]) -> Non
     assert ack.ticket["priority"] == "P2" and not ack.note.startswith("Priority suggestion")
     assert "/api/kb/articles/message-delay" in ack.public  # the symptom's checklist
 
-    # `relaydesk diagnose`: exit 0 on a healthy window, 2 when the call fails.
+    # `relaydesk diagnose`: exit 0 on a healthy window, 2 when the call fails, 3 no data.
     def cli(*args: str) -> Any:
         return diagnose_cli("--app", server.app, "--from", str(start_ms), "--url", *args)
 
@@ -191,3 +191,9 @@ async def test_clean_run_raises_no_alarm(make_server: Callable[..., Any]) -> Non
     assert denied.exit_code == 2 and "auth." in denied.output, denied.output
     down = await asyncio.to_thread(cli, "http://127.0.0.1:9", "--key", "k")
     assert down.exit_code == 2 and "cannot reach" in down.output, down.output
+    # an app nothing was recorded for: "no data", exit 3 — never "found no problem"
+    key = desk_key(server, "agent:alice")
+    nope = await asyncio.to_thread(
+        diagnose_cli, "--app", "nope", "--url", server.http_url, "--key", key
+    )
+    assert nope.exit_code == 3 and "no data for app 'nope'" in nope.output, nope.output

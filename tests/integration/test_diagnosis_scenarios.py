@@ -422,7 +422,10 @@ async def test_client_faults_are_located_on_the_client(make_server: Callable[...
     assert "relaydesk-python/0.0.1" in by_rule["old_sdk"]["title"]
     assert "old-d" in by_rule["old_sdk"]["evidence"][0]["note"]
     assert by_rule["clock_skew"]["region"] == "eu-west"
-    assert "rejected" in by_rule["clock_skew"]["title"]
+    # NTP-style from the probes' own timestamps (they are also rejected as from the
+    # future): the offset is the clocks' two hours, within the probes' error bound
+    offset_ms = float(by_rule["clock_skew"]["evidence"][0]["value"])
+    assert offset_ms == pytest.approx(7_200_000, abs=5_000), by_rule["clock_skew"]
     assert time.monotonic() - started < 20
 
     ack = await asyncio.to_thread(

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from relaydesk.cli.api import call_api, fail
 from relaydesk.desk.sla import SlaConfigError, explain_case
+from relaydesk.doctor.attach import AttachError, load_report, with_report
 
 desk_app = typer.Typer(
     help="Support desk: tickets, the agent queue, SLA reports.", no_args_is_help=True
@@ -94,6 +95,13 @@ def _ticket_table(
     return table
 
 
+def _with_doctor_report(description: str, path: Path) -> str:
+    try:
+        return with_report(description, load_report(path))
+    except AttachError as exc:
+        fail(2, str(exc))
+
+
 @desk_app.command()
 def create(
     subject: Annotated[str, typer.Option(help="One-line summary (max 200 characters).")],
@@ -113,8 +121,14 @@ def create(
         str | None, typer.Option(help="Problem window end, ISO 8601 with offset.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+    attach_doctor: Annotated[
+        Path | None,
+        typer.Option(help="A `relaydesk doctor --json` report to file with the ticket."),
+    ] = None,
 ) -> None:
     """Open a ticket."""
+    if attach_doctor is not None:  # the acknowledgement diagnoses with the device's evidence
+        description = _with_doctor_report(description, attach_doctor)
     body: dict[str, Any] = {"subject": subject, "priority": priority, "description": description}
     for key, value in (
         ("requester_id", requester),

@@ -37,7 +37,15 @@ from typing import Final
 import msgspec
 
 from relaydesk.clock import Clock
-from relaydesk.desk.diagnosis.model import LOW_CONFIDENCE, Diagnosis, Finding, Symptom
+from relaydesk.desk.diagnosis.client_evidence import reports_in_text
+from relaydesk.desk.diagnosis.model import (
+    LOW_CONFIDENCE,
+    PUBLIC_CONFIDENCE,
+    ClientReport,
+    Diagnosis,
+    Finding,
+    Symptom,
+)
 from relaydesk.desk.diagnosis.service import DEFAULT_WINDOW_MS, DiagnosisService
 from relaydesk.desk.tickets.model import MAX_TEXT, ActorKind, Priority, Ticket
 from relaydesk.desk.tickets.service import TicketService
@@ -98,7 +106,9 @@ def suggest_priority(current: Priority, findings: Sequence[Finding]) -> Priority
     users affected, serious defect").
     """
     serious = [
-        f for f in findings if f.confidence >= 0.7 and f.layer in ("server_defect", "network")
+        f
+        for f in findings
+        if f.confidence >= max(0.7, PUBLIC_CONFIDENCE) and f.layer in ("server_defect", "network")
     ]
     if serious and current in ("P2", "P3"):
         return "P1"
@@ -120,15 +130,27 @@ def internal_note(
         f"Automatic diagnosis of {d.app}"
         + (f" / {d.region}" if d.region else "")
         + f", {d.window_start:%Y-%m-%d %H:%M}–{d.window_end:%H:%M} UTC, symptom {d.symptom}"
-        + f" ({d.minutes} aggregate rows, {d.connections} connections, {d.traces} traces)."
+        + f" ({d.minutes} aggregate rows, {d.connections} connections, {d.traces} traces,"
+        + f" {d.client_reports} client report(s))."
+    )
+    lines.append(
+        f"The customer sees findings at or above confidence {d.public_threshold:.2f}; "
+        f"findings under {LOW_CONFIDENCE:.2f} are informational."
     )
     if error:
         lines.append(f"Diagnosis incomplete: {error}")
+    if not d.has_data:
+        lines.append(
+            f"No data: no telemetry recorded for {d.app} in the window (unknown app, wrong "
+            "window, or the app sent nothing). Ask for `relaydesk doctor --attach` output."
+        )
     if not d.findings:
         lines.append("No findings.")
     for i, f in enumerate(d.findings, 1):
         hidden = (
-            "" if f.confidence >= LOW_CONFIDENCE else " (below threshold; not shown to customer)"
+            ""
+            if f.confidence >= d.public_threshold
+            else f" (below threshold {d.public_threshold:.2f}; not shown to customer)"
         )
         lines.append(f"\n{i}. [{f.layer}] {f.title} — confidence {f.confidence:.2f}{hidden}")
         for e in f.evidence:
@@ -142,6 +164,14 @@ def internal_note(
             )
         lines.append(f"   Action: {f.action}")
         lines.append(f"   Article: /api/kb/articles/{f.article_slug}  (rule {f.rule})")
+    if d.rejected:
+        lines.append("\nRejected hypotheses:")
+        for r in d.rejected:
+            about = ", ".join(x for x in (r.node, r.device) if x)
+            lines.append(
+                f"- {r.hypothesis}" + (f" [{about}]" if about else "") + f" — {r.reason} "
+                f"(rule {r.rule})"
+            )
     return _cap("\n".join(lines))
 
 
@@ -153,9 +183,9 @@ def public_comment(d: Diagnosis) -> str:
         "",
         d.summary,
     ]
-    confident = {f.article_slug for f in d.confident}
+    public = {f.article_slug for f in d.public}
     # The service adds the symptom's checklist when nothing confident was found.
-    links = [a for a in d.articles if a.slug in confident or not confident]
+    links = [a for a in d.articles if a.slug in public or not public]
     if links:
         lines += ["", "Suggested reading:"] + [f"- {a.title}: {a.url}" for a in links]
     return _cap("\n".join(lines))
@@ -240,6 +270,14 @@ class AutoAcknowledger:
     def _load(self, tx: Tx, *, ticket_id: int) -> Ticket | None:
         return self._tickets.store.ticket(tx, ticket_id)
 
+    def _client_reports(self, tx: Tx, *, ticket: Ticket) -> list[ClientReport]:
+        """Doctor reports the customer attached to the ticket (in its description, from
+        ``relaydesk desk create --attach-doctor``, or in a public customer comment, from
+        ``relaydesk doctor --attach``): the client's own evidence."""
+        comments = self._tickets.store.comments(tx, ticket.id, public_only=True)
+        texts = [ticket.description] + [c.body for c in comments if c.author_kind == "customer"]
+        return reports_in_text(texts)
+
     def _window(self, ticket: Ticket) -> tuple[int, int]:
         if ticket.window_start is not None and ticket.window_end is not None:
             return to_ms(ticket.window_start), to_ms(ticket.window_end)
@@ -252,9 +290,15 @@ class AutoAcknowledger:
         start, end = self._window(ticket)
         symptom = infer_symptom(ticket.subject, ticket.description)
         try:
+            reports = await self._db.read(functools.partial(self._client_reports, ticket=ticket))
             result = await asyncio.wait_for(
                 self._diagnosis.run_window(
-                    ticket.app_id, start, end, region=ticket.region, symptom=symptom
+                    ticket.app_id,
+                    start,
+                    end,
+                    region=ticket.region,
+                    symptom=symptom,
+                    client_reports=reports,
                 ),
                 timeout=self.deadline_s,
             )

@@ -16,7 +16,13 @@ from relaydesk.doctor.analysis import (
     percentile,
     summarise_probes,
 )
-from relaydesk.doctor.attach import AttachError, attach_report
+from relaydesk.doctor.attach import (
+    AttachError,
+    attach_report,
+    create_ticket_with_report,
+    load_report,
+    with_report,
+)
 from relaydesk.doctor.report import CHECKS, CheckResult, DoctorReport, report_markdown
 from relaydesk.doctor.runner import DoctorOptions, ProgressCallback, run_doctor
 
@@ -34,10 +40,13 @@ __all__ = [
     "SkewEstimate",
     "Status",
     "attach_report",
+    "create_ticket_with_report",
     "estimate_skew",
     "lint_sdk_config",
+    "load_report",
     "percentile",
     "report_markdown",
     "run_doctor",
     "summarise_probes",
+    "with_report",
 ]

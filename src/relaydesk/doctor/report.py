@@ -60,6 +60,9 @@ class DoctorReport(msgspec.Struct, frozen=True):
     checks: list[CheckResult]
     user: str = ""
     device: str = ""
+    #: The run's connection log, oldest first: each check's outcome and how the
+    #: connection ended, stamped with the doctor's wall clock (at most 50 lines).
+    connection_log: list[str] = []
 
     @property
     def ok(self) -> bool:

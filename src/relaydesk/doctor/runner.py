@@ -138,6 +138,7 @@ class _Run:
         self.rt_delivered: asyncio.Future[float] | None = None
         self.closed_reason = ""
         self.started = 0.0
+        self.log: list[str] = []  # the connection log attached with the report
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -152,9 +153,16 @@ class _Run:
         elapsed = max(0.0, (self.clock.monotonic() - self.started) * 1000)
         result = CheckResult(name, status, reason, data or {}, round(elapsed, 3))
         self.results[name] = result
+        self.note(f"{name} {status} in {elapsed:.0f} ms: {reason[:160]}")
         if self.on_progress is not None:
             self.on_progress(name, result)
         return result
+
+    def note(self, line: str) -> None:
+        """Append ``line`` to the connection log, stamped with the wall clock."""
+        stamp = datetime.fromtimestamp(self.clock.time(), tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+        if len(self.log) < 50:
+            self.log.append(f"{stamp} {line}")
 
     def skip(self, name: str, because: str) -> None:
         self.begin(name)
@@ -196,6 +204,7 @@ class _Run:
             checks=checks,
             user=user,
             device=device,
+            connection_log=self.log,
         )
 
     async def connectivity(self) -> None:
@@ -472,6 +481,7 @@ class _Run:
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             self.closed_reason = f"connection closed by the server ({error_name(code)})"
+            self.note(f"closed by the server with {code} ({error_name(code)})")
 
     async def probe(self) -> None:
         """Send ``probes`` pings at a fixed pace; each gets ``probe_timeout_s`` to return."""

@@ -35,6 +35,7 @@ from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
 from relaydesk.storage.messages import MessageStore
 from relaydesk.telemetry import Telemetry, open_telemetry
+from relaydesk.telemetry.saturation import watch_reader_pool
 from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
 from relaydesk.web.errors import unrouted_error_handler
@@ -57,6 +58,8 @@ class RelaydeskServer:
         self.store: MessageStore
         self.db, self.store = open_messaging_storage(settings, self.clock)
         self.telemetry: Telemetry = open_telemetry(self.db, settings, self.clock)
+        rec, readers = self.telemetry.recorder, settings.storage.readers
+        watch_reader_pool(self.db, rec, readers, self.clock.monotonic)  # storage.readers
         cluster = settings.cluster
         bus = open_bus(cluster.bus, cluster.name, settings.server.node_id) if cluster.bus else None
         self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder, bus)

@@ -20,6 +20,7 @@ differ (schema types, full-text search, the position lock), stores branch on
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sqlite3
 import threading
@@ -160,12 +161,21 @@ class SqliteTx:
                 self._conn.execute(statement)
 
 
+class ReaderGauge(Protocol):
+    """Wraps a read at submission to time its wait for a reader thread
+    (``relaydesk.telemetry.saturation.PoolGauge``)."""
+
+    def timed(self, fn: Callable[[], T]) -> Callable[[], T]: ...
+
+
 class ThreadedEngine:
     """The async and blocking API both engines share: ``_run_write`` on the one writer
     thread, ``_run_read`` on the reader pool (each engine supplies those two)."""
 
     _writer: ThreadPoolExecutor
     _readers: ThreadPoolExecutor
+    #: Set by the composition root: measures waits for a free reader (saturation).
+    reader_gauge: ReaderGauge | None = None
 
     def _run_write(self, fn: Callable[[Tx], T]) -> T:
         raise NotImplementedError
@@ -179,7 +189,10 @@ class ThreadedEngine:
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` against a consistent read snapshot."""
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._run_read, fn)
+        run, gauge = functools.partial(self._run_read, fn), self.reader_gauge
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, gauge.timed(run) if gauge is not None else run
+        )
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Blocking variant for start-up, CLI tools and tests."""

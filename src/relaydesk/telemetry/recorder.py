@@ -65,6 +65,16 @@ from relaydesk.storage.telemetry import COUNTERS, ConnectionRow, SeriesRow, Trac
 from relaydesk.telemetry.histogram import Histogram
 from relaydesk.telemetry.labels import UNKNOWN, LabelBounder
 from relaydesk.telemetry.probe import ProbeReport, validate_probe
+from relaydesk.telemetry.saturation import (
+    CATCHUP_PAGE,
+    COMMIT_BATCH,
+    SEND_QUEUE_BYTES,
+    SEND_QUEUE_ITEMS,
+    Episode,
+    PoolGauge,
+    demand_stage,
+    duration_stage,
+)
 
 Key = tuple[str, str]  # (app, client region)
 
@@ -89,12 +99,19 @@ LATENCY_STAGES: tuple[str, ...] = (
     "server",  # received -> fanned out (the three above)
     "queue_wait",  # fanned out -> written, per recipient connection
     "client_ack",  # written -> acknowledged, per recipient connection
+    "catchup",  # catch-up from storage: start or resync -> live, per connection
     "c2s_est",  # sender's probe RTT / 2, per publish (estimate)
     "s2c_est",  # recipient's probe RTT / 2, per acknowledged delivery (estimate)
     "rtt",  # probe RTT median, per probe
     "rtt_p95",  # probe RTT p95, per probe
 )
 HIST_NAMES: tuple[str, ...] = (*LATENCY_STAGES, "loss")
+#: Histograms kept by name in ``Agg.extra`` (stored with the stages): the saturation
+#: episodes of every bounded setting (``saturation.py``), and the client clock offset
+#: estimated NTP-style from probe timestamps (|offset| in ms by sign, and its error bound).
+CLOCK_AHEAD = "clock_ahead"
+CLOCK_BEHIND = "clock_behind"
+CLOCK_ERROR = "clock_error"
 
 FAN_RING = 4096  # fan-out generations remembered; a mark older than this is skipped
 MAX_WINDOW = 4096
@@ -112,12 +129,14 @@ class Agg:
     __slots__ = (
         "active_max",
         "c2s_est",
+        "catchup",
         "client_ack",
         "commit",
         "commit_wait",
         "connects",
         "delivered",
         "disc",
+        "extra",
         "fanout",
         "late",
         "loss",
@@ -150,6 +169,8 @@ class Agg:
         self.server = Histogram.latency()
         self.queue_wait = Histogram.latency()
         self.client_ack = Histogram.latency()
+        self.catchup = Histogram.latency()
+        self.extra: dict[str, Histogram] = {}
         self.c2s_est = Histogram.latency()
         self.s2c_est = Histogram.latency()
         self.rtt = Histogram.latency()
@@ -159,6 +180,18 @@ class Agg:
     def hist(self, name: str) -> Histogram:
         h: Histogram = getattr(self, name)
         return h
+
+    def observe_extra(self, name: str, value: float, n: int = 1) -> None:
+        """Observe ``value`` in the named extra histogram (created on first use)."""
+        h = self.extra.get(name)
+        if h is None:
+            h = self.extra[name] = Histogram.latency()
+        h.observe(value, n)
+
+    def episode(self, ep: Episode, n: int = 1) -> None:
+        """Record a saturation episode of a bounded setting (``saturation.py``)."""
+        self.observe_extra(duration_stage(ep.setting), ep.duration_ms, n)
+        self.observe_extra(demand_stage(ep.setting), max(ep.demand, 0.01), n)
 
     def counts(self) -> list[int]:
         """Counter values in ``storage.telemetry.COUNTERS`` order."""
@@ -194,9 +227,15 @@ class Agg:
         self.active_max = max(self.active_max, other.active_max)
         for name in HIST_NAMES:
             self.hist(name).merge(other.hist(name))
+        for name, h in other.extra.items():
+            mine = self.extra.get(name)
+            if mine is None:
+                mine = self.extra[name] = Histogram.latency()
+            mine.merge(h)
 
     def to_row(self, key: Key, node_region: str, node: str, start_ms: int) -> SeriesRow:
         hists = {n: self.hist(n).to_data() for n in HIST_NAMES if self.hist(n).n}
+        hists.update({n: h.to_data() for n, h in self.extra.items() if h.n})
         return SeriesRow(key[0], node_region, node, key[1], 60, start_ms, self.counts(), hists)
 
 
@@ -254,9 +293,13 @@ class ConnTelemetry:
     """Telemetry state of one logged-in connection (owned by the gateway's Connection)."""
 
     __slots__ = (
+        "_expired",
         "_mono",
         "_traced",
         "app",
+        "catchup_events",
+        "catchup_full_pages",
+        "catchup_since",
         "closed",
         "connected_ms",
         "delivered",
@@ -266,6 +309,7 @@ class ConnTelemetry:
         "loss",
         "net",
         "probes",
+        "queue_setting",
         "rec",
         "region",
         "resumed",
@@ -308,6 +352,14 @@ class ConnTelemetry:
         # (last pos, write time, messages) per written batch, oldest first.
         self.window: deque[tuple[int, float, int]] = deque()
         self.trace_acks: deque[tuple[int, Trace, float]] = deque()
+        # (pos, written) of sampled events resolved "unacked" at the deadline: an ack
+        # covering one later is a slow reader, recorded as a ``late_ack`` trace row.
+        self._expired: deque[tuple[int, Trace, float]] = deque(maxlen=64)
+        # The catch-up in progress (from login or from a resync) and what it served.
+        self.catchup_since: float | None = self._mono()
+        self.catchup_events = 0
+        self.catchup_full_pages = 0
+        self.queue_setting = ""  # the send-queue bound that forced this catch-up
 
     # -- live path (Connection.offer / run_sender) --------------------------------
 
@@ -319,10 +371,17 @@ class ConnTelemetry:
         trace.pending += 1
         self._traced.append(trace)
 
-    def resynced(self) -> None:
-        """The live queue was dropped (slow consumer); its events come from storage."""
+    def resynced(self, over_items: bool = True) -> None:
+        """The live queue was dropped (slow consumer); its events come from storage.
+
+        ``over_items``: the item bound was passed (else the byte bound); the episode of
+        that setting lasts until the connection is live again (``caught_up``)."""
         self.first_gen = -1
         now = self._mono()
+        if self.catchup_since is None:
+            self.catchup_since = now
+            self.catchup_events = self.catchup_full_pages = 0
+        self.queue_setting = SEND_QUEUE_ITEMS if over_items else SEND_QUEUE_BYTES
         for trace in self._traced:
             self.rec.resolve(trace, self, None, now, "resync")
         self._traced.clear()
@@ -352,10 +411,32 @@ class ConnTelemetry:
                 self.trace_acks.append((trace.pos, trace, now))
             self._traced.clear()
 
-    def written_catchup(self, last_pos: int, n: int) -> None:
-        """A catch-up page of ``n`` events (read from storage) ending at ``last_pos``."""
+    def written_catchup(self, last_pos: int, n: int, page: int = 0) -> None:
+        """A catch-up page of ``n`` events (read from storage) ending at ``last_pos``;
+        a page of ``page`` events (the bound) means the bound made it take another read."""
         if n:
             self._push(last_pos, self._mono(), n)
+            self.catchup_events += n
+            if page and n >= page:
+                self.catchup_full_pages += 1
+
+    def caught_up(self, now: float | None = None) -> None:
+        """The connection is live again (or closed while catching up, ``close``): record
+        the catch-up stage and the episodes of the bounds that made it necessary (send
+        queue) or longer (catch-up page)."""
+        since = self.catchup_since
+        if since is None:
+            return
+        now = self._mono() if now is None else now
+        self.catchup_since = None
+        agg = self.rec.agg(self.key)
+        waited_ms = max(now - since, 0.0) * 1000.0
+        agg.catchup.observe(waited_ms)
+        if self.queue_setting:
+            agg.episode(Episode(self.queue_setting, waited_ms, float(self.catchup_events)))
+            self.queue_setting = ""
+        if self.catchup_full_pages:
+            agg.episode(Episode(CATCHUP_PAGE, waited_ms, float(self.catchup_events)))
 
     def _push(self, last_pos: int, now: float, n: int) -> None:
         window = self.window
@@ -373,6 +454,8 @@ class ConnTelemetry:
         window = self.window
         trace_acks = self.trace_acks
         if not ((window and window[0][0] <= pos) or (trace_acks and trace_acks[0][0] <= pos)):
+            if self._expired and self._expired[0][0] <= pos:
+                self._late_acks(pos)
             return
         rec = self.rec
         now = self._mono()
@@ -395,6 +478,14 @@ class ConnTelemetry:
             _, trace, written = trace_acks.popleft()
             outcome = "acked" if now - written <= deadline else "late"
             rec.resolve(trace, self, written, now, outcome, acked=now)
+        if self._expired:
+            self._late_acks(pos)
+
+    def _late_acks(self, pos: int) -> None:
+        expired, now = self._expired, self._mono()
+        while expired and expired[0][0] <= pos:
+            _, trace, written = expired.popleft()
+            self.rec.late_ack(trace, self, written, now)
 
     def expire(self, now: float) -> None:
         """Count deliveries unacknowledged past the deadline as not delivered."""
@@ -408,13 +499,16 @@ class ConnTelemetry:
                 self.undelivered += n
         trace_acks = self.trace_acks
         while trace_acks and trace_acks[0][2] < limit:
-            _, trace, written = trace_acks.popleft()
-            self.rec.resolve(trace, self, written, now, "unacked")
+            entry = trace_acks.popleft()
+            self.rec.resolve(entry[1], self, entry[2], now, "unacked")
+            self._expired.append(entry)
 
     def close(self, now: float) -> None:
         """The connection ended: everything still pending was not delivered."""
         if self.closed:
             return
+        if self.queue_setting or self.catchup_full_pages:
+            self.caught_up(now)  # a catch-up cut short by the close still cost its time
         self.closed = True
         pending = sum(n for _, _, n in self.window)
         self.window.clear()
@@ -451,6 +545,8 @@ class Recorder:
         # cleared by batch_fanned, all within one synchronous stretch of the writer.
         self._commit_start = 0.0
         self._commit_end = 0.0
+        self._commit_behind = 0
+        self._gauges: list[PoolGauge] = []
         self._scratch: list[tuple[Agg, float, Trace | None]] = []
         self.fan_gen = 0
         self.fan_times: list[tuple[int, float]] = [(-1, 0.0)] * FAN_RING
@@ -599,9 +695,11 @@ class Recorder:
 
     # -- publishing (gateway completion callbacks, inside the hub writer) ---------
 
-    def commit_window(self, start: float, end: float) -> None:
-        """The hub's writer took a batch at ``start``; its transaction returned at ``end``."""
+    def commit_window(self, start: float, end: float, behind: int = 0) -> None:
+        """The hub's writer took a batch at ``start``; its transaction returned at ``end``.
+        ``behind``: publishes the batch cap left in the queue (0: the cap did not bind)."""
         self._commit_start, self._commit_end = start, end
+        self._commit_behind = behind
 
     def publish_failed(self, tel: ConnTelemetry | None, key: Key | None = None) -> None:
         """A publish was answered with an error (any code)."""
@@ -616,6 +714,8 @@ class Recorder:
         start, end = self._commit_start, self._commit_end
         agg.commit_wait.observe(max(start - recv, 0.0) * 1000.0)
         agg.commit.observe((end - start) * 1000.0)
+        if self._commit_behind:  # the batch cap bound: this publish rode a full batch
+            agg.episode(Episode(COMMIT_BATCH, (end - recv) * 1000.0, self._commit_behind))
         if tel.rtt_ms is not None:
             agg.c2s_est.observe(tel.rtt_ms / 2.0)
         if not routed:
@@ -706,6 +806,35 @@ class Recorder:
         if trace.pending <= 0 and trace.fanned:
             self._finish(trace, "")
 
+    def late_ack(self, trace: Trace, tel: ConnTelemetry, written: float, now: float) -> None:
+        """A device acknowledged a sampled event after its trace was resolved ``unacked``:
+        the event was delivered, only slowly (a slow reader, not loss).  Kept as an extra
+        ``late_ack`` row with the measured client-ack time."""
+        fanned = trace.fanned or written
+        self._keep(
+            self._trace_rows,
+            TraceRow(
+                app=trace.app,
+                node_region=self.node_region,
+                node=self.node,
+                pos=trace.pos,
+                conv=trace.conv,
+                sender_region=trace.sender_region,
+                recipient_region=tel.region,
+                recipient_device=tel.device,
+                received_ms=trace.received_ms,
+                outcome="late_ack",
+                commit_wait_ms=_ms(trace.start - trace.recv),
+                commit_ms=_ms(trace.commit - trace.start),
+                fanout_ms=_ms(fanned - trace.commit),
+                queue_wait_ms=_ms(written - fanned),
+                client_ack_ms=_ms(now - written),
+                end_to_end_ms=_ms(now - trace.recv),
+                c2s_est_ms=trace.c2s_ms,
+                s2c_est_ms=None if tel.rtt_ms is None else tel.rtt_ms / 2.0,
+            ),
+        )
+
     def _finish(self, trace: Trace, outcome: str) -> None:
         trace.finished = True
         self.open_traces.pop(trace.pos, None)
@@ -745,6 +874,10 @@ class Recorder:
         sample = verdict.sample
         if sample is None:
             self.agg(tel.key).probes_rejected += 1
+            if verdict.rejected in ("future", "stale") and 0 <= report.rtt_p95_ms <= 600_000:
+                self._clock_offset(
+                    self.agg(tel.key), report.ts, report.rtt_p50_ms, report.rtt_p95_ms
+                )
             reason = verdict.rejected
             self.probe_rejections[reason] = self.probe_rejections.get(reason, 0) + 1
             return False
@@ -757,6 +890,8 @@ class Recorder:
                 self.probe_clamps[field] = self.probe_clamps.get(field, 0) + 1
         agg.probes += 1
         agg.rtt.observe(sample.rtt_p50_ms)
+        if report.ts:
+            self._clock_offset(agg, report.ts, sample.rtt_p50_ms, sample.rtt_p95_ms)
         agg.rtt_p95.observe(sample.rtt_p95_ms)
         agg.loss.observe(sample.loss)
         tel.rtt_ms = sample.rtt_p50_ms
@@ -767,6 +902,21 @@ class Recorder:
         if report.sdk:
             tel.sdk = self.labels.bound("sdk", report.sdk)
         return True
+
+    def _clock_offset(self, agg: Agg, ts_ms: int, rtt_p50: float, rtt_p95: float) -> None:
+        """NTP-style client clock offset from one probe: the client stamped ``ts`` when it
+        sent the report, which took between 0 and one RTT to arrive, so the offset is
+        ``ts - (received - rtt_p50 / 2)`` within ``± rtt_p95 / 2`` (+1 ms of stamping)."""
+        now_ms = self.clock.time() * 1000.0
+        offset = ts_ms - (now_ms - max(rtt_p50, 0.0) / 2.0)
+        agg.observe_extra(CLOCK_AHEAD if offset >= 0 else CLOCK_BEHIND, max(abs(offset), 0.01))
+        agg.observe_extra(CLOCK_ERROR, max(rtt_p95, 0.0) / 2.0 + 1.0)
+
+    def watch(self, gauge: PoolGauge) -> None:
+        """Report a node-wide bound (the storage reader pool) in every (app, region) that
+        is active when its episodes are drained (each second): a full pool delays every
+        app on the node, so each app's diagnosis sees the node's own counter."""
+        self._gauges.append(gauge)
 
     def _move(self, tel: ConnTelemetry, region: str) -> None:
         """Adopt the probe's region for a connection whose hello named none."""
@@ -802,6 +952,13 @@ class Recorder:
         now = self.clock.monotonic()
         for tel in self.conns:
             tel.expire(now)
+        for gauge in self._gauges:
+            episodes = gauge.drain()
+            if episodes:
+                for key in list(self._active) or list(self._aggs):
+                    agg = self.agg(key)
+                    for ep in episodes:
+                        agg.episode(ep)
         if self.open_traces:
             # Recipients resolve their own part; this only bounds how long a trace
             # whose recipient never wrote or closed stays open.

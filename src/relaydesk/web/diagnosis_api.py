@@ -44,7 +44,7 @@ def _refused(_r: Request[Any, Any, Any], exc: _Refused) -> Response[ErrorRespons
 
 
 def _bad_window(_r: Request[Any, Any, Any], exc: DiagnosisError) -> Response[ErrorResponse]:
-    return _error(400, "diagnosis.invalid_window", str(exc))
+    return _error(exc.status, exc.code, str(exc))  # invalid_window 400, no_data 404
 
 
 def _validation(_r: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorResponse]:
@@ -78,7 +78,7 @@ def diagnosis_router(service: DiagnosisService, authenticate: Authenticate) -> R
         "/",
         status_code=200,
         summary="Diagnose an app over a time window (agents)",
-        responses=error_responses(400, 401, 403, 413, 422),
+        responses=error_responses(400, 401, 403, 404, 413, 422),
     )
     async def run(agent: NamedDependency[Principal], data: JSONBody[DiagnosisRequest]) -> Diagnosis:
         """Ranked findings with layer, evidence, confidence, action and article links."""

@@ -52,6 +52,7 @@ def run_settings(settings: Settings, region_cities: Mapping[str, str] | None = N
         ack_deadline_ms=t.ack_deadline_ms,
         current_sdk=SDK_LABEL,
         region_cities=dict(region_cities or {}),
+        catchup_page=g.catchup_page,
     )
 
 

@@ -24,6 +24,10 @@ SYMPTOMS: Final[tuple[str, ...]] = get_args(Symptom)
 #: Findings below this confidence are kept in the internal note but never shown to the
 #: customer, and a healthy window has none above it (the no-false-alarm bar).
 LOW_CONFIDENCE: Final = 0.3
+#: The customer's acknowledgement states only findings at or above this confidence
+#: (docs/diagnosis.md §what the customer sees); below it, it asks for the data that
+#: would decide instead of naming a guess.
+PUBLIC_CONFIDENCE: Final = 0.6
 
 
 class Minute(msgspec.Struct, frozen=True):
@@ -76,7 +80,9 @@ class Trace(msgspec.Struct, frozen=True):
     recipient_device: str
     recipient_region: str
     received_ms: int
-    outcome: str  # acked | late | unacked | closed | resync | no_recipient
+    #: acked | late | unacked | closed | resync | no_recipient, and late_ack: an extra row
+    #: when a device acknowledged the event after its trace was resolved ``unacked``.
+    outcome: str
     commit_wait_ms: float = 0.0
     commit_ms: float = 0.0
     queue_wait_ms: float | None = None
@@ -84,13 +90,22 @@ class Trace(msgspec.Struct, frozen=True):
 
 
 class ClientReport(msgspec.Struct, frozen=True):
-    """What a device's ``relaydesk doctor`` run reported (attached to a ticket)."""
+    """What a device's ``relaydesk doctor`` run reported (attached to a ticket).
+
+    ``clock_skew_ms``: the device clock minus the server clock (positive: the device is
+    ahead), estimated NTP-style, within ``± clock_error_ms``.  ``lint``: the SDK
+    configuration findings (``code: message``).  ``failed``: checks that failed."""
 
     device: str
     sdk: str = ""
     clock_skew_ms: float | None = None
+    clock_error_ms: float | None = None
     rtt_ms: float | None = None
+    rtt_p95_ms: float | None = None
     loss: float | None = None
+    lint: list[str] = []
+    failed: list[str] = []
+    created_at: str = ""
 
 
 class RunSettings(msgspec.Struct, frozen=True):
@@ -111,6 +126,17 @@ class RunSettings(msgspec.Struct, frozen=True):
     #: Region label -> city (``geo.CITIES``) for the propagation floor; unknown regions
     #: fall back to ``geo.DEFAULT_REGION_CITIES`` or to the label itself if it is a city.
     region_cities: dict[str, str] = {}
+    catchup_page: int = 500
+
+    def bound(self, setting: str) -> int | None:
+        """The value of a bounded setting by its ``config.py`` name (None: unknown)."""
+        return {
+            "storage.commit_batch_max": self.commit_batch_max,
+            "storage.readers": self.readers,
+            "gateway.send_queue_items": self.send_queue_items,
+            "gateway.send_queue_bytes": self.send_queue_bytes,
+            "gateway.catchup_page": self.catchup_page,
+        }.get(setting)
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -156,6 +182,20 @@ class Finding(msgspec.Struct, frozen=True):
     region: str | None = None
     setting: str | None = None
     suggested_value: int | None = None
+    #: The device (or devices, comma separated) the finding is about, if any.
+    device: str | None = None
+    #: What the customer should do or send, in plain words (public acknowledgement).
+    customer_step: str = ""
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A hypothesis a rule considered and rejected, with why (internal note only)."""
+
+    rule: str
+    hypothesis: str
+    reason: str
+    node: str | None = None
+    device: str | None = None
 
 
 class ArticleLink(msgspec.Struct, frozen=True):
@@ -182,8 +222,19 @@ class Diagnosis(msgspec.Struct, frozen=True):
     traces: int
     articles: list[ArticleLink] = []
     elapsed_ms: float = 0.0
+    rejected: list[Rejected] = []
+    public_threshold: float = PUBLIC_CONFIDENCE
+    #: False when the window holds no telemetry at all for the app (no data to judge).
+    has_data: bool = True
+    client_reports: int = 0
 
     @property
     def confident(self) -> list[Finding]:
         """Findings at or above the low-confidence threshold."""
         return [f for f in self.findings if f.confidence >= self.low_confidence_threshold]
+
+    @property
+    def public(self) -> list[Finding]:
+        """Findings the customer's acknowledgement states (at or above the public
+        threshold)."""
+        return [f for f in self.findings if f.confidence >= self.public_threshold]

@@ -46,7 +46,20 @@ _UNIT_MS: Final = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 class DiagnosisError(ValueError):
-    """A diagnosis request that cannot be served (bad time, window too long)."""
+    """A diagnosis request that cannot be served (bad time, window too long); ``status``
+    and ``code`` are the API's answer (docs/diagnosis.md §API)."""
+
+    status: int = 400
+    code: str = "diagnosis.invalid_window"
+
+
+class DiagnosisNoData(DiagnosisError):
+    """Nothing was recorded for the app in the window (an unknown app, a window before
+    the app existed or after retention, or an app that sent nothing): there is nothing
+    to judge, which is not the same as "no problem"."""
+
+    status = 404
+    code = "diagnosis.no_data"
 
 
 class DiagnosisRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -118,9 +131,10 @@ class DiagnosisService:
         return int(self._clock.time() * 1000)
 
     async def run(self, request: DiagnosisRequest) -> Diagnosis:
-        """Diagnose ``request`` (see :class:`DiagnosisRequest`)."""
+        """Diagnose ``request`` (see :class:`DiagnosisRequest`); raises
+        :class:`DiagnosisNoData` when the window holds no telemetry of the app."""
         start, end = window(request.from_, request.to, self.now_ms())
-        return await self.run_window(
+        result = await self.run_window(
             request.app,
             start,
             end,
@@ -128,6 +142,13 @@ class DiagnosisService:
             symptom=request.symptom,
             client_reports=request.client_reports,
         )
+        if not result.has_data:
+            raise DiagnosisNoData(
+                f"no data for app {request.app!r} from {result.window_start:%Y-%m-%d %H:%M} "
+                f"to {result.window_end:%Y-%m-%d %H:%M} UTC: no connection, message or probe "
+                "was recorded (check the app id and the window)"
+            )
+        return result
 
     async def run_window(
         self,
@@ -151,7 +172,7 @@ class DiagnosisService:
         if self._articles is None:
             return result
         slugs = list(dict.fromkeys(f.article_slug for f in result.findings))
-        if not result.confident:  # nothing located: point at the symptom's checklist
+        if not result.public:  # nothing located: point at the symptom's checklist
             slugs.append(SYMPTOM_ARTICLES[symptom])
         links = await self._articles(slugs)
         articles = [links[s] for s in dict.fromkeys(slugs) if s in links]

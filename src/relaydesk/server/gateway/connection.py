@@ -128,7 +128,7 @@ class Connection:
             if feed.mode is Mode.LIVE and tel.first_gen < 0:
                 tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
             if feed.resyncs != resyncs:
-                tel.resynced()
+                tel.resynced(feed.over_items)  # which bound bound
         if feed.resyncs != resyncs:
             self.stats["resyncs"] += 1
 
@@ -248,6 +248,8 @@ class Connection:
             self.stats["batches"] += 1
             self.stats["events"] += len(page)
             if self.tel is not None:
-                self.tel.written_catchup(page[-1][0].pos, len(page))
+                self.tel.written_catchup(page[-1][0].pos, len(page), self._page)
             if not self._fault_drops_writes():
                 await self._write(self.codec.encode_batch(items))
+        if result.live and self.tel is not None:
+            self.tel.caught_up()  # catch-up stage and saturation episodes

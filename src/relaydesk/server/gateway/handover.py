@@ -82,6 +82,7 @@ class FeedSwitch:
         "epoch",
         "last",
         "mode",
+        "over_items",
         "queue",
         "queued",
         "resyncs",
@@ -103,6 +104,7 @@ class FeedSwitch:
         self._epoch = 0
         self.synced = False
         self.resyncs = 0  # live -> catch-up fallbacks (slow consumer)
+        self.over_items = False  # the last fallback passed the item bound (else bytes)
 
     # -- inputs --------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class FeedSwitch:
         self._bytes += len(data)
         self.queued = self.last = pos
         if len(queue) > self._limit_items or self._bytes > self._limit_bytes:
+            self.over_items = len(queue) > self._limit_items
             self._drop()
             self.queued = self.taken
             self.armed_at = None
