@@ -34,13 +34,6 @@ from datetime import UTC, datetime
 from statistics import median
 from typing import Final
 
-from relaydesk.desk.diagnosis.geo import (
-    FIBRE_KM_PER_S,
-    ROUTE_FACTOR,
-    city_for,
-    great_circle_km,
-    propagation_floor_rtt_ms,
-)
 from relaydesk.desk.diagnosis.model import (
     Connection,
     Evidence,
@@ -48,6 +41,13 @@ from relaydesk.desk.diagnosis.model import (
     Minute,
     Snapshot,
     Trace,
+)
+from relaydesk.edges.geo import (
+    FIBRE_KM_PER_S,
+    ROUTE_FACTOR,
+    city_for,
+    great_circle_km,
+    propagation_floor_rtt_ms,
 )
 from relaydesk.storage.telemetry import HistData
 from relaydesk.telemetry.histogram import LATENCY_BOUNDS_MS, Histogram
