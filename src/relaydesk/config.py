@@ -131,6 +131,10 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # How often a node writes its registry row (load, heartbeat) and reads back its
     # drain flag: a drain takes effect within one interval.
     node_heartbeat_ms: Annotated[int, Meta(ge=100, le=60_000)] = 2000
+    # The leader drains a node that stays worse than its siblings in its region and
+    # undrains it on probation after a cool-off (docs/operations.md "Draining a node").
+    auto_drain: bool = False
+    auto_drain_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
 
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

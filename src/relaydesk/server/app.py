@@ -27,9 +27,10 @@ from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, run_settings
 from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.edges import RankingPolicy
+from relaydesk.edges.autodrain import AutoDrainPolicy
 from relaydesk.server.cluster import open_bus
 from relaydesk.server.cluster.registry import NodeRegistry
-from relaydesk.server.directory import Directory
+from relaydesk.server.directory import AutoDrainer, Directory
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
@@ -73,6 +74,12 @@ class RelaydeskServer:
             self.telemetry.quality if settings.telemetry.enabled else None,
             self.clock,
             RankingPolicy(heartbeat_expiry_s=expiry_s),
+        )
+        self.autodrain = AutoDrainer(
+            self.directory,
+            lambda: list(self.hub.secrets),
+            settings.cluster.auto_drain_interval_s,
+            AutoDrainPolicy(),
         )
         self.desk: DeskComponent = open_desk(self.db, settings, self.clock, HubMessaging(self.hub))
         self.knowledge = open_knowledge(self.db, self.clock)  # migrates and seeds; idempotent
@@ -120,12 +127,15 @@ class RelaydeskServer:
             # auto-acknowledgements must not fire once per node.
             await self.desk.start()
             await self.autoack.start()
+            if self.settings.cluster.auto_drain:
+                await self.autodrain.start()
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:
             yield
         finally:
             self.ready = False
+            await self.autodrain.aclose()
             await self.registry.aclose()
             await self.gateway.aclose()
             await self.autoack.aclose()
