@@ -1,4 +1,4 @@
-"""The durable publish path per deployment, in one run: SQLite, PostgreSQL, two nodes.
+"""The durable publish path per deployment, in one run: SQLite, PostgreSQL, two and three nodes.
 
 Theory of operation
 -------------------
@@ -7,14 +7,14 @@ Three deployments of relaydesk, each started fresh by this step:
 * ``sqlite``: one node on its default SQLite file (``sync = "full"``);
 * ``postgres``: one node on PostgreSQL (a fresh schema, ``synchronous_commit`` on);
 * ``cluster``: two nodes on one PostgreSQL schema and the machine's NATS (a cluster
-  name unique to the run), started one after the other.
+  name unique to the run), started one after the other; ``cluster3``: three.
 
 Each is driven by the lean load generator (``bench.loadgen``) with
 ``SUBSCRIBERS`` subscribers in one channel and one publisher process.  In the
-cluster, subscriber i connects to node i % 2 and the publisher holds one connection
-per node and sends message k through node k % 2, so half of the messages are
-committed by each node (both take the position counter's row lock) and every
-message reaches subscribers on both nodes, half of them across the bus.
+cluster of n nodes, subscriber i connects to node i % n and the publisher holds one
+connection per node and sends message k through node k % n, so each node commits a
+share of the messages (all take the position counter's row lock) and every message
+reaches subscribers on every node, most of them across the bus.
 
 Per deployment two runs on the same connections:
 
@@ -36,7 +36,7 @@ connections may reach a subscriber out of index order (two nodes commit in turn)
 the generator counts by highest index seen, so deliveries in flight at the edges of
 the window may be counted a little early, a few hundred out of hundreds of thousands.
 
-Run alone: ``python -m bench.run --only storage`` (about two minutes).
+Run alone: ``python -m bench.run --only storage`` (about three minutes).
 """
 
 from __future__ import annotations
@@ -66,8 +66,14 @@ from relaydesk.storage.messages import JoinOp, MessageStore, Op, PublishOp, mess
 #: The PostgreSQL server the step uses (a fresh schema per deployment, dropped after).
 POSTGRES_URL = os.environ.get("RELAYDESK_BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 NATS_URL = "nats://127.0.0.1:4222"
-DEPLOYMENTS = ("sqlite", "postgres", "cluster")
-LABELS = {"sqlite": "1 node SQLite", "postgres": "1 node PG", "cluster": "2 nodes PG+NATS"}
+DEPLOYMENTS = ("sqlite", "postgres", "cluster", "cluster3")
+LABELS = {
+    "sqlite": "1 node SQLite",
+    "postgres": "1 node PG",
+    "cluster": "2 nodes PG+NATS",
+    "cluster3": "3 nodes PG+NATS",
+}
+NODES = {"cluster": 2, "cluster3": 3}
 SUBSCRIBERS = 20
 FIXED_RATE = 1000  # publishes/s in the latency run: below every deployment's sustained rate
 BATCH_OPS = 2000  # = storage.commit_batch_max, the largest group commit
@@ -136,7 +142,7 @@ def deployment(name: str) -> Iterator[list[StorageNode]]:
                 specs = [StorageNode(url)]
             else:
                 cluster = f"bench{secrets.token_hex(4)}"
-                specs = [StorageNode(url, f"node-{k + 1}", cluster) for k in range(2)]
+                specs = [StorageNode(url, f"node-{k + 1}", cluster) for k in range(NODES[name])]
         for node in specs:
             stack.enter_context(node)
         yield specs

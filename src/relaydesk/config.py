@@ -29,6 +29,9 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     region: str = "local"
     data_dir: str = "var"
     public_url: str = ""  # what `make run` prints; derived from host/port when empty
+    # Connections this node is sized for; the edge directory ranks a node nearing it
+    # after its siblings and lists a full one last (0: not stated, load not ranked).
+    capacity: NonNeg = 0
 
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -153,6 +156,13 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     presence_interval_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
     # Only this node runs the desk's escalation scheduler and retention sweeps.
     leader: bool = True
+    # How often a node writes its registry row (load, heartbeat) and reads back its
+    # drain flag: a drain takes effect within one interval.
+    node_heartbeat_ms: Annotated[int, Meta(ge=100, le=60_000)] = 2000
+    # The leader drains a node that stays worse than its siblings in its region and
+    # undrains it on probation after a cool-off (docs/operations.md "Draining a node").
+    auto_drain: bool = False
+    auto_drain_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
 
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

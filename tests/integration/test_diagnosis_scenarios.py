@@ -53,7 +53,7 @@ from relaydesk.client import (
     Message,
     ReconnectPolicy,
 )
-from relaydesk.desk.diagnosis.geo import great_circle_km, propagation_floor_rtt_ms
+from relaydesk.edges.geo import great_circle_km, propagation_floor_rtt_ms
 from relaydesk.netsim import LinkProfile, open_netsim
 from relaydesk.protocol.frames import Hello
 from relaydesk.protocol.tokens import mint_token

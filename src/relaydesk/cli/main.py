@@ -155,6 +155,7 @@ def _register_optional() -> None:
     from relaydesk.cli.diagnose import diagnose
     from relaydesk.cli.doctor import doctor
     from relaydesk.cli.netsim import netsim
+    from relaydesk.cli.node import node_app
     from relaydesk.cli.quality import quality_app
 
     app.command()(send)
@@ -164,6 +165,7 @@ def _register_optional() -> None:
     app.command()(diagnose)
     app.command()(netsim)
     app.add_typer(quality_app, name="quality")
+    app.add_typer(node_app, name="node")
 
 
 def main() -> None:

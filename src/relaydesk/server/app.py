@@ -26,7 +26,11 @@ from relaydesk.desk.component import DeskComponent, open_desk
 from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, run_settings
 from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
+from relaydesk.edges import RankingPolicy
+from relaydesk.edges.autodrain import AutoDrainPolicy
 from relaydesk.server.cluster import open_bus
+from relaydesk.server.cluster.registry import NodeRegistry
+from relaydesk.server.directory import AutoDrainer, Directory
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import BoundedRequest, messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
@@ -38,6 +42,7 @@ from relaydesk.telemetry import Telemetry, open_telemetry
 from relaydesk.telemetry.saturation import watch_reader_pool
 from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
+from relaydesk.web.edges_api import edges_router
 from relaydesk.web.errors import unrouted_error_handler
 from relaydesk.web.knowledge_api import knowledge_router
 from relaydesk.web.openapi import openapi_config, viewer_router
@@ -64,6 +69,23 @@ class RelaydeskServer:
         bus = open_bus(cluster.bus, cluster.name, settings.server.node_id) if cluster.bus else None
         self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder, bus)
         self.gateway = Gateway(self.hub, settings, self.clock, self.telemetry.recorder)
+        self.registry = NodeRegistry(
+            self.db, settings, self.clock, lambda: len(self.gateway.connections)
+        )
+        # A node is listed while its last three heartbeats could still be on their way.
+        expiry_s = 3 * settings.cluster.node_heartbeat_ms / 1000 + 4
+        self.directory = Directory(
+            self.registry,
+            self.telemetry.quality if settings.telemetry.enabled else None,
+            self.clock,
+            RankingPolicy(heartbeat_expiry_s=expiry_s),
+        )
+        self.autodrain = AutoDrainer(
+            self.directory,
+            lambda: list(self.hub.secrets),
+            settings.cluster.auto_drain_interval_s,
+            AutoDrainPolicy(),
+        )
         self.desk: DeskComponent = open_desk(self.db, settings, self.clock, HubMessaging(self.hub))
         self.knowledge = open_knowledge(self.db, self.clock)  # migrates and seeds; idempotent
         self.diagnosis = DiagnosisService(
@@ -86,6 +108,9 @@ class RelaydeskServer:
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),
                 viewer_router(),
+                edges_router(
+                    self.directory, self.hub.secret_for, settings.telemetry.operator_key, self.clock
+                ),
             ],
             openapi_config=openapi_config("relaydesk", __doc__),
             lifespan=[self._lifespan],
@@ -101,6 +126,7 @@ class RelaydeskServer:
         await self.hub.start()
         await self.telemetry.start()
         await self.gateway.start()
+        await self.registry.start()
         if self.settings.demo:
             await self._seed_demo()
         if self.settings.cluster.leader:
@@ -108,12 +134,16 @@ class RelaydeskServer:
             # auto-acknowledgements must not fire once per node.
             await self.desk.start()
             await self.autoack.start()
+            if self.settings.cluster.auto_drain:
+                await self.autodrain.start()
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:
             yield
         finally:
             self.ready = False
+            await self.autodrain.aclose()
+            await self.registry.aclose()
             await self.gateway.aclose()
             await self.autoack.aclose()
             await self.desk.aclose()

@@ -196,7 +196,7 @@ class PresenceItem(msgspec.Struct, frozen=True):
     since: int
 
 
-def _bearer(request: Request[Any, Any, Any]) -> str:
+def bearer(request: Request[Any, Any, Any]) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value:
@@ -207,7 +207,7 @@ def _bearer(request: Request[Any, Any, Any]) -> str:
 def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
     def require_secret(request: Request[Any, Any, Any], app: str) -> None:
         expected = hub.secret_for(app)
-        given = _bearer(request)
+        given = bearer(request)
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not authorised for app {app!r}")
 
@@ -250,7 +250,7 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> HistoryResponse:
         """A page of a conversation, for the app (secret) or a member (user token)."""
-        credential = _bearer(request)
+        credential = bearer(request)
         user: str | None = None
         if credential.count(".") == 2:
             claims = verify_token(

@@ -3,15 +3,6 @@
 the telemetry store; a service adds knowledge-base links."""
 
 from relaydesk.desk.diagnosis.engine import diagnose, rank, summarise
-from relaydesk.desk.diagnosis.geo import (
-    CITIES,
-    DEFAULT_REGION_CITIES,
-    FIBRE_KM_PER_S,
-    ROUTE_FACTOR,
-    city_for,
-    great_circle_km,
-    propagation_floor_rtt_ms,
-)
 from relaydesk.desk.diagnosis.model import (
     LAYERS,
     LOW_CONFIDENCE,
@@ -32,6 +23,15 @@ from relaydesk.desk.diagnosis.model import (
     Trace,
 )
 from relaydesk.desk.diagnosis.rules import RULES
+from relaydesk.edges.geo import (
+    CITIES,
+    DEFAULT_REGION_CITIES,
+    FIBRE_KM_PER_S,
+    ROUTE_FACTOR,
+    city_for,
+    great_circle_km,
+    propagation_floor_rtt_ms,
+)
 
 __all__ = [
     "CITIES",

@@ -6,13 +6,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from relaydesk.desk.diagnosis.geo import (
-    FIBRE_KM_PER_S,
-    ROUTE_FACTOR,
-    city_for,
-    great_circle_km,
-    propagation_floor_rtt_ms,
-)
 from relaydesk.desk.diagnosis.model import (
     Connection,
     Finding,
@@ -27,6 +20,13 @@ from relaydesk.desk.diagnosis.rules._common import (
     _hist,
     _q,
     _scoped,
+)
+from relaydesk.edges.geo import (
+    FIBRE_KM_PER_S,
+    ROUTE_FACTOR,
+    city_for,
+    great_circle_km,
+    propagation_floor_rtt_ms,
 )
 from relaydesk.telemetry.histogram import LATENCY_BOUNDS_MS, Histogram
 
