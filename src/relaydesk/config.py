@@ -127,6 +127,19 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     leader: bool = True
 
 
+class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Administration, console sessions and sign-in (docs/desk.md "Administration")."""
+
+    # One-time links: invites (first password) and password resets.
+    invite_ttl_s: Annotated[int, Meta(ge=300, le=30 * 86_400)] = 7 * 86_400
+    reset_ttl_s: Annotated[int, Meta(ge=60, le=7 * 86_400)] = 3_600
+    # How often every node re-reads app secrets, so that an app created, disabled or
+    # rotated on another node (or by the CLI) takes effect here too.
+    apps_refresh_s: Annotated[float, Meta(ge=1, le=3600)] = 10.0
+    # Console sessions (stored in the database): idle expiry.
+    session_ttl_s: Annotated[int, Meta(ge=60, le=30 * 86_400)] = 8 * 3600
+
+
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     secret: Annotated[str, Meta(min_length=32)]  # HS256 wants >= 256-bit keys
@@ -140,6 +153,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     desk: DeskSettings = DeskSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
+    admin: AdminSettings = AdminSettings()
     apps: list[AppSettings] = []
     demo: bool = False
 
@@ -166,7 +180,16 @@ class ConfigError(Exception):
     """A setting is missing, unknown or invalid."""
 
 
-_SECTIONS = ("server", "storage", "gateway", "retention", "desk", "telemetry", "cluster")
+_SECTIONS = (
+    "server",
+    "storage",
+    "gateway",
+    "retention",
+    "desk",
+    "telemetry",
+    "cluster",
+    "admin",
+)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from litestar import Router
 from relaydesk.clock import Clock
 from relaydesk.config import Settings
 from relaydesk.desk.accounts import Accounts
+from relaydesk.desk.admin.service import AdminService
 from relaydesk.desk.escalation import (
     ChannelNotifier,
     EscalationScheduler,
@@ -85,6 +86,18 @@ class DeskComponent:
             assignment=choose_assignee if settings.desk.auto_assign else None,
         )
         self.accounts = Accounts(db, self.store)
+        self.admin = AdminService(
+            db,
+            self.store,
+            self.tickets,
+            self.accounts,
+            clock,
+            public_url=settings.public_url,
+            invite_ttl_s=settings.admin.invite_ttl_s,
+            reset_ttl_s=settings.admin.reset_ttl_s,
+        )
+        self.tickets.authenticator = self.admin.authenticate
+        self.accounts.enabled = self.admin.principal_enabled
         self._messaging = messaging
         self._messaging_app = settings.desk.messaging_app
         self._live = False

@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 import secrets as pysecrets
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -128,6 +128,7 @@ class Hub:
         self.settings = settings
         self.clock = clock
         self.secrets: dict[str, str] = {}
+        self._token_secrets: dict[str, tuple[str, ...]] = {}
         self.fanned_pos = 0
         self._queue: asyncio.Queue[tuple[Op, Done]] = asyncio.Queue(COMMIT_QUEUE_MAX)
         self._members: dict[tuple[str, str], dict[str, str]] = {}
@@ -205,6 +206,21 @@ class Hub:
     def secret_for(self, app: str) -> str | None:
         return self.secrets.get(app)
 
+    def token_secrets(self, app: str) -> tuple[str, ...] | None:
+        """Secrets that verify ``app``'s tokens now: the current one, and the previous one
+        during a rotation's overlap (``desk/admin``)."""
+        found = self._token_secrets.get(app)
+        if found is not None:
+            return found
+        current = self.secrets.get(app)
+        return None if current is None else (current,)
+
+    def set_app_secrets(self, secrets: Mapping[str, tuple[str, ...]]) -> None:
+        """Adopt the enabled apps and their secrets (administration's view of ``apps``);
+        an app missing from ``secrets`` is disabled and its tokens stop verifying."""
+        self.secrets = {app: keys[0] for app, keys in secrets.items() if keys}
+        self._token_secrets = {app: keys for app, keys in secrets.items() if keys}
+
     async def ensure_app(self, app: str, secret: str | None = None) -> str:
         """Create ``app`` (or set its secret); return the secret in force."""
         if secret is None:
@@ -212,6 +228,7 @@ class Hub:
         now = millis(self.clock)
         await self.db.write(lambda tx: self.store.ensure_app_tx(tx, app, secret, now))
         self.secrets[app] = secret
+        self._token_secrets.pop(app, None)
         return secret
 
     # -- submitting operations ----------------------------------------------------
