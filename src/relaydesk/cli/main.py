@@ -164,6 +164,7 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
 
 
 def _register_optional() -> None:
+    from relaydesk.cli.admin import admin_app
     from relaydesk.cli.chat import send, tail
     from relaydesk.cli.desk import desk_app
     from relaydesk.cli.diagnose import diagnose
@@ -174,6 +175,7 @@ def _register_optional() -> None:
     app.command()(send)
     app.command()(tail)
     app.add_typer(desk_app, name="desk")
+    app.add_typer(admin_app, name="admin")
     app.command()(doctor)
     app.command()(diagnose)
     app.command()(netsim)

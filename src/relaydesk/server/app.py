@@ -35,6 +35,7 @@ from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
 from relaydesk.storage.messages import MessageStore
 from relaydesk.telemetry import Telemetry, open_telemetry
+from relaydesk.web.admin_api import admin_router
 from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
 from relaydesk.web.knowledge_api import knowledge_router
@@ -80,6 +81,7 @@ class RelaydeskServer:
                 console_router(self.desk, self.hub, settings, self.clock, telemetry=self.telemetry),
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),
+                admin_router(self.desk.admin),
             ],
             openapi_config=OpenAPIConfig(
                 title="relaydesk", version="1", path="/api/docs", description=__doc__
@@ -92,6 +94,9 @@ class RelaydeskServer:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
         await self.hub.start()
+        # App secrets as administration sees them (disabled apps, rotation overlaps).
+        self.desk.admin.on_apps_changed = self.hub.set_app_secrets
+        await self.desk.admin.start(self.settings.admin.apps_refresh_s)
         await self.telemetry.start()
         await self.gateway.start()
         if self.settings.demo:
@@ -108,6 +113,7 @@ class RelaydeskServer:
         finally:
             self.ready = False
             await self.gateway.aclose()
+            await self.desk.admin.aclose()
             await self.autoack.aclose()
             await self.desk.aclose()
             await self.hub.aclose()
@@ -121,7 +127,7 @@ class RelaydeskServer:
         lines = [
             f"  console login {who:<22} {pw}" for who, pw in sorted(credentials.logins.items())
         ] + [f"  desk key      {who:<22} {key}" for who, key in sorted(credentials.keys.items())]
-        head = "demo console logins and desk API keys (keys are new on every start):"
+        head = "demo console logins and desk API keys (the same on every start):"
         print("\n".join([head, *lines]), file=sys.stderr)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -506,6 +506,17 @@ class AdminStore:
             (now, owner[0], owner[1]),
         )
 
+    def trim_sessions_of(self, tx: Tx, owner: tuple[str, str], keep: int, now: int) -> int:
+        """Revoke all but the ``keep`` newest live sessions of ``owner``."""
+        rows = tx.query(
+            "SELECT id_hash FROM admin_sessions WHERE owner_kind = ? AND owner_id = ?"
+            " AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at DESC, id_hash",
+            (owner[0], owner[1], now),
+        )
+        for (id_hash,) in rows[keep:]:
+            self.revoke_session(tx, str(id_hash), now)
+        return max(0, len(rows) - keep)
+
     def delete_dead_sessions(self, tx: Tx, before: int) -> int:
         """Forget sessions that expired or were revoked before ``before``."""
         return tx.execute(

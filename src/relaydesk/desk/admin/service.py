@@ -25,6 +25,7 @@ refresh (``admin.apps_refresh_s``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -120,6 +121,12 @@ class AdminService:
         db.migrate("admin", admin_migrations(db.dialect))
         self.on_apps_changed: Callable[[AppSecrets], Awaitable[None] | None] | None = None
         self._apps_dirty = False
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def tickets_store(self) -> DeskStore:
+        """The desk store (contacts, agents) administration reads through."""
+        return self._desk
 
     # -- running operations -------------------------------------------------------------------
 
@@ -156,6 +163,29 @@ class AdminService:
         result = self.on_apps_changed(found)
         if result is not None:
             await result
+
+    async def start(self, refresh_s: float) -> None:
+        """Publish the app secrets now and every ``refresh_s`` seconds (changes made on
+        another node or by the CLI reach this node's hub within that time)."""
+        await self.publish_app_secrets()
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh(refresh_s), name="admin-apps")
+
+    async def _refresh(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.publish_app_secrets()
+            except Exception:  # a failed read must not stop later refreshes
+                log.exception("refreshing app secrets failed")
+
+    async def aclose(self) -> None:
+        """Stop the refresher."""
+        task, self._refresher = self._refresher, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _audit(self, tx: Tx, actor: Actor, action: str, target: str, **detail: Any) -> None:
         self.store.audit(tx, self.now_ms(), actor.who, action, target, detail, actor.address)
