@@ -108,3 +108,27 @@ def test_keys_issued_in_the_console_work_and_revoke(console_node: ConsoleNode) -
     revoked = alice.post("/console/admin/keys/revoke", data={"csrf": csrf, "key": key_id.group(1)})
     assert revoked.status_code == 303
     assert httpx.get(console_node.url + "/api/desk/tickets", headers=h).status_code == 401
+
+
+def _demo_key(node: ConsoleNode, who: str) -> str:
+    keys = re.findall(rf"desk key\s+{re.escape(who)}\s+(\S+)", node.log.read_text())
+    assert keys, node.log.read_text()[-2000:]
+    return keys[-1]
+
+
+def test_tenancy_in_the_console_and_the_data_apis(console_node: ConsoleNode) -> None:
+    dana, csrf = sign_in(console_node, "dana@acme.example")
+    form = {"csrf": csrf, "subject": "Lost messages", "priority": "P2", "app_id": "globex-iot"}
+    r = dana.post("/console/portal/new", data=form)
+    assert r.status_code == 422 and "has no app" in r.text
+    r = dana.post("/console/portal/new", data={**form, "app_id": "acme-chat"})
+    assert r.status_code == 303
+    # Quality and diagnosis data: a customer's desk key gets neither their own app's
+    # nor another tenant's (agents and the app's own secret do).
+    h = {"Authorization": f"Bearer {_demo_key(console_node, 'customer:dana')}"}
+    for app in ("acme-chat", "globex-iot"):
+        q = httpx.get(f"{console_node.url}/api/quality/apps/{app}/series", headers=h)
+        assert q.status_code in (401, 403), q.text
+    body = {"app": "globex-iot", "from": "-1h", "to": "now"}
+    d = httpx.post(f"{console_node.url}/api/diagnosis/", json=body, headers=h)
+    assert d.status_code == 403 and d.json()["error"]["code"] == "auth.forbidden"

@@ -111,6 +111,7 @@ class DeskComponent:
             reset_ttl_s=settings.admin.reset_ttl_s,
         )
         self.tickets.authenticator = self.admin.authenticate
+        self.tickets.app_owner = self.admin.app_owner
         self.accounts.enabled = self.admin.principal_enabled
         self._messaging = messaging
         self._messaging_app = settings.desk.messaging_app
@@ -184,8 +185,6 @@ class DeskComponent:
         svc = self.tickets
         now = svc.now()
         seeded = self.store.organisation(tx, _DEMO_ORG) is None
-        if seeded:
-            _seed_data(svc, tx, now)
         # The demo's apps belong to its organisations (tickets may name only their
         # organisation's apps), and alice administers the demo desk (unless changed).
         for app_id, org_id in _DEMO_APPS:
@@ -193,6 +192,8 @@ class DeskComponent:
                 self.admin.store.set_app_owner(tx, app_id, org_id, to_ms(now))
         if self.admin.store.person(tx, "agent", "alice") is None:
             self.admin.store.put_person(tx, "agent", "alice", "admin")
+        if seeded:
+            _seed_data(svc, tx, now)
         # Keys issued by earlier versions (a fresh set on every start) are revoked; the
         # demo keys are now derived from a seed stored once, so they survive restarts.
         self.store.revoke_api_keys(tx, _DEMO_KEY_LABEL, to_ms(now))

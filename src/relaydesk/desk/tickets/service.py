@@ -128,6 +128,9 @@ class TicketService:
         self.documents = SlaDocuments(store)
         #: Key check used instead of the desk's own table (``desk/admin``), if set.
         self.authenticator: Callable[[str], Awaitable[Principal | None]] | None = None
+        #: The organisation an app belongs to (``desk/admin``); when set, a ticket may
+        #: name only an app of its own organisation.
+        self.app_owner: Callable[[Tx, str], str | None] | None = None
 
     def add_listener(self, listener: TicketListener) -> None:
         """Tell ``listener`` about every later committed change (composition root only)."""
@@ -329,6 +332,16 @@ class TicketService:
             raise DeskError(DeskErrorCode.UNKNOWN_POLICY, f"no SLA policy {plan.policy_id!r}")
         if new.assignee_id is not None:
             self._require_agent(tx, new.assignee_id)
+        if (
+            new.app_id is not None
+            and self.app_owner is not None
+            and self.app_owner(tx, new.app_id) != org.id
+        ):
+            # Same answer for another tenant's app and for no app at all: another
+            # organisation's app ids are never confirmed.
+            raise DeskError(
+                DeskErrorCode.UNKNOWN_APP, f"organisation {org.id!r} has no app {new.app_id!r}"
+            )
         now_ms = to_ms(now)
         ticket_id = self._store.insert_ticket(
             tx,

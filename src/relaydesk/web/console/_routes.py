@@ -568,6 +568,7 @@ def console_router(
                 field = {
                     DeskErrorCode.INVALID_WINDOW: "window_end",
                     DeskErrorCode.UNKNOWN_PRIORITY: "priority",
+                    DeskErrorCode.UNKNOWN_APP: "app_id",
                 }.get(DeskErrorCode(exc.code), "subject")
                 errors = {field: exc.message}
             else:
