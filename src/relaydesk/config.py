@@ -138,6 +138,13 @@ class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     apps_refresh_s: Annotated[float, Meta(ge=1, le=3600)] = 10.0
     # Console sessions (stored in the database): idle expiry.
     session_ttl_s: Annotated[int, Meta(ge=60, le=30 * 86_400)] = 8 * 3600
+    # Sign-in throttle: failures allowed in a row per account and per client address,
+    # then each further failure blocks for 1 s, 2 s, 4 s ... up to the maximum.
+    signin_free_failures_account: Annotated[int, Meta(ge=1, le=100)] = 5
+    signin_free_failures_address: Annotated[int, Meta(ge=1, le=10_000)] = 20
+    signin_max_backoff_s: Annotated[int, Meta(ge=1, le=86_400)] = 900
+    # Threads that check passwords (scrypt); 0: half the CPU cores, at least one.
+    hash_threads: Annotated[int, Meta(ge=0, le=64)] = 0
 
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -201,3 +201,31 @@ async def test_war_room_opens_once_for_urgent_active_tickets() -> None:
     assert fake.channels == {"desk-war-7": ["desk-bot", "customer.dana", "agent.alice"]}
     assert len(fake.posts) == 1 and fake.posts[0][4] == "desk-war-7-opened"
     assert messaging_user("agent", "bad id") is None
+
+
+async def test_password_change_and_disabling_end_sessions(tmp_path: Path) -> None:
+    from relaydesk.desk.admin import Actor
+
+    clock = FakeClock(T0.timestamp())
+    db = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    desk = open_desk(db, Settings(), clock, None)
+    desk.seed_demo()
+    table = SessionStore(desk.admin, clock, ttl_s=3600)
+    cli = Actor(who="cli:test")
+    a, b = await table.create(DANA, "Dana"), await table.create(DANA, "Dana")
+    link = desk.admin.write_sync(lambda tx: desk.admin.reset_link(tx, cli, "customer", "dana"))
+    await desk.admin.accept_link(link.url.split("token=")[1], "a brand new passphrase", "::1")
+    assert await table.get(a.id) is None and await table.get(b.id) is None
+    c = await table.create(DANA, "Dana")
+    desk.admin.write_sync(
+        lambda tx: desk.admin.set_person_disabled(tx, cli, "customer", "dana", True)
+    )
+    assert await table.get(c.id) is None
+    desk.admin.write_sync(
+        lambda tx: desk.admin.set_person_disabled(tx, cli, "customer", "dana", False)
+    )
+    d = await table.create(DANA, "Dana")
+    desk.admin.write_sync(lambda tx: desk.admin.set_organisation_disabled(tx, cli, "acme", True))
+    assert await table.get(d.id) is None
+    await desk.aclose()
+    db.close_sync()

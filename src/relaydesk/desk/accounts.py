@@ -9,18 +9,23 @@ e-mail as for a known one, so response time does not reveal which addresses exis
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
 from relaydesk.desk.tickets.model import Principal
 from relaydesk.storage.desk import DeskStore, to_ms
 from relaydesk.storage.engine import Database, Tx
+
+T = TypeVar("T")
 
 #: scrypt cost: n = 2**14, r = 8 (16 MiB, tens of milliseconds): OWASP's minimum.
 _LOG2_N: Final = 14
@@ -114,6 +119,49 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+class HasherBusy(Exception):
+    """Too many password checks are already waiting; the caller should retry later."""
+
+
+class PasswordHasher:
+    """scrypt on a small dedicated thread pool: never on the event loop, never on the
+    database's reader threads (which the desk API needs meanwhile).
+
+    ``hashlib.scrypt`` releases the GIL, so the loop keeps running while a check is
+    under way; ``threads`` bounds how many cores sign-ins can take (on a two-core
+    machine, one: the other stays with the loop).  At most ``max_waiting`` checks wait
+    for a thread; more are refused with :class:`HasherBusy` rather than queued without
+    limit.
+    """
+
+    def __init__(self, threads: int = 0, max_waiting: int = 32) -> None:
+        self._threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="scrypt")
+        self._max_waiting = max_waiting
+        self._in_flight = 0
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._in_flight >= self._threads + self._max_waiting:
+            raise HasherBusy("too many sign-ins at once")
+        self._in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        finally:
+            self._in_flight -= 1
+
+    async def verify(self, password: str, stored: str) -> bool:
+        """:func:`verify_password` on the pool."""
+        return await self._run(lambda: verify_password(password, stored))
+
+    async def hash(self, password: str) -> str:
+        """:func:`hash_password` on the pool."""
+        return await self._run(lambda: hash_password(password))
+
+    def close(self) -> None:
+        """Stop the pool's threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Accounts:
     """Sign-in credentials of agents and contacts (``desk_logins``).
 
@@ -122,10 +170,13 @@ class Accounts:
     sign in even with the right password.
     """
 
-    def __init__(self, db: Database, store: DeskStore) -> None:
+    def __init__(
+        self, db: Database, store: DeskStore, hasher: PasswordHasher | None = None
+    ) -> None:
         self._db = db
         self._store = store
         self.enabled: Callable[[Tx, Principal], bool] | None = None
+        self.hasher = hasher or PasswordHasher()
 
     def set_password_tx(
         self, tx: Tx, principal: Principal, email: str, password: str, now: datetime
@@ -173,6 +224,14 @@ class Accounts:
         ok = verify_password(password, stored)
         return self._allowed(tx, principal) if ok and principal is not None else None
 
+    def _candidate(self, tx: Tx, email: str) -> tuple[Principal | None, str]:
+        principal, stored = self._lookup(tx, email)
+        return self._allowed(tx, principal), stored
+
     async def authenticate(self, email: str, password: str) -> Principal | None:
-        """See :meth:`authenticate_sync`; scrypt runs on a reader thread, not the loop."""
-        return await self._db.read(lambda tx: self.authenticate_sync(tx, email, password))
+        """See :meth:`authenticate_sync`.  The row is read on a reader thread (fast);
+        scrypt runs on the hasher's own threads, so sign-ins never hold the readers the
+        desk API needs.  Raises :class:`HasherBusy` when too many checks wait."""
+        principal, stored = await self._db.read(lambda tx: self._candidate(tx, email))
+        ok = await self.hasher.verify(password, stored)
+        return principal if ok else None

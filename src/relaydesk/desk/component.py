@@ -16,7 +16,7 @@ from litestar import Router
 
 from relaydesk.clock import Clock
 from relaydesk.config import Settings
-from relaydesk.desk.accounts import Accounts
+from relaydesk.desk.accounts import Accounts, PasswordHasher
 from relaydesk.desk.admin.model import Scope
 from relaydesk.desk.admin.service import AdminService
 from relaydesk.desk.escalation import (
@@ -99,7 +99,7 @@ class DeskComponent:
             clock,
             assignment=choose_assignee if settings.desk.auto_assign else None,
         )
-        self.accounts = Accounts(db, self.store)
+        self.accounts = Accounts(db, self.store, PasswordHasher(settings.admin.hash_threads))
         self.admin = AdminService(
             db,
             self.store,
@@ -173,6 +173,7 @@ class DeskComponent:
     async def aclose(self) -> None:
         """Stop the scheduler and close the webhook client."""
         await self.scheduler.aclose()
+        self.accounts.hasher.close()
         if self._webhook is not None:
             await self._webhook.aclose()
 

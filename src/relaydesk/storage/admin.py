@@ -352,6 +352,14 @@ class AdminStore:
         )
         return None if row is None else (str(row[0]), str(row[1]))
 
+    def login_email(self, tx: Tx, kind: str, person_id: str) -> str | None:
+        """The sign-in e-mail of a person, if they have one."""
+        value = tx.scalar(
+            "SELECT email FROM desk_logins WHERE principal_kind = ? AND principal_id = ?",
+            (kind, person_id),
+        )
+        return None if value is None else str(value)
+
     def has_login(self, tx: Tx, kind: str, person_id: str) -> bool:
         """Whether the person has set a console password."""
         return (

@@ -36,7 +36,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from relaydesk.clock import Clock, millis
-from relaydesk.desk.accounts import Accounts, hash_password, normalise_email, password_problem
+from relaydesk.desk.accounts import Accounts, normalise_email, password_problem
 from relaydesk.desk.admin.errors import AdminErrorCode as E
 from relaydesk.desk.admin.errors import refuse
 from relaydesk.desk.admin.model import (
@@ -384,7 +384,7 @@ class AdminService:
                     kind="customer",
                     id=cid,
                     name=name,
-                    email=email,
+                    email=email or self.store.login_email(tx, "customer", cid) or "",
                     role="customer",
                     organisation_id=org_id,
                     skills=(),
@@ -571,7 +571,8 @@ class AdminService:
         principal = Principal(
             kind=person.kind, id=person.id, organisation_id=person.organisation_id
         )
-        self._accounts.put_hash_tx(tx, principal, person.email, password_hash, from_ms(now))
+        email = person.email or self.store.login_email(tx, person.kind, person.id) or ""
+        self._accounts.put_hash_tx(tx, principal, email, password_hash, from_ms(now))
         self.store.revoke_sessions_of(tx, (person.kind, person.id), now)
         actor = Actor(who=_person_target(person.kind, person.id), address=address)
         self._audit(
@@ -585,7 +586,7 @@ class AdminService:
         problem = password_problem(password, person.email)
         if problem is not None:
             raise refuse(E.WEAK_PASSWORD, problem)
-        hashed = await asyncio.to_thread(hash_password, password)
+        hashed = await self._accounts.hasher.hash(password)
         return await self.write(lambda tx: self.use_link(tx, token, hashed, address))
 
     # -- API keys -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ and, on a notice, fetch their own fresh HTML fragment (``?fragment=...``).  No p
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -44,6 +45,8 @@ from markupsafe import Markup
 
 from relaydesk.clock import Clock, utc_datetime
 from relaydesk.config import Settings
+from relaydesk.desk.accounts import HasherBusy, normalise_email
+from relaydesk.desk.admin.throttle import Rule, SignInThrottle
 from relaydesk.desk.component import DeskComponent
 from relaydesk.desk.escalation.routing import on_call
 from relaydesk.desk.live import QUEUE_CHANNEL, messaging_user, ticket_channel, war_room_channel
@@ -153,6 +156,7 @@ class Console:
         self.settings = settings
         self.clock = clock
         self.sessions = SessionStore(desk.admin, clock, ttl_s=session_ttl_s)
+        self.throttle = SignInThrottle()
         self.secure_cookies = settings.public_url.startswith("https://")
         self.env = Environment(
             loader=FileSystemLoader(_HERE / "templates"),
@@ -358,6 +362,24 @@ def console_router(
             error="Your session has ended; sign in again to continue." if expired else "",
         )
 
+    admin_settings = settings.admin
+    account_rule = Rule(
+        free_failures=admin_settings.signin_free_failures_account,
+        max_s=admin_settings.signin_max_backoff_s,
+    )
+    address_rule = Rule(
+        free_failures=admin_settings.signin_free_failures_address,
+        max_s=admin_settings.signin_max_backoff_s,
+    )
+
+    def too_many(next_path: str, email: str, wait: float) -> Response[str]:
+        seconds = max(1, math.ceil(wait))
+        response = signin_page(
+            next_path, email, f"Too many attempts; try again in {seconds} seconds.", 429
+        )
+        response.headers["Retry-After"] = str(seconds)
+        return response
+
     @post(PREFIX + "/sign-in", include_in_schema=False)
     async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
         fields = await console.form(request, None)
@@ -366,9 +388,21 @@ def console_router(
         password = fields.get("password", "")
         if not email or not password:
             return signin_page(next_path, email, "Enter your e-mail and password.", 422)
-        principal = await console.desk.accounts.authenticate(email, password)
+        # Refused before any password work while the account or the address is blocked.
+        address = request.client.host if request.client is not None else "unknown"
+        account_key = "acct:" + normalise_email(email)
+        keys = {account_key: account_rule, "addr:" + address: address_rule}
+        wait = console.throttle.retry_after(keys, console.clock.monotonic())
+        if wait > 0:
+            return too_many(next_path, email, wait)
+        try:
+            principal = await console.desk.accounts.authenticate(email, password)
+        except HasherBusy:
+            return too_many(next_path, email, 1.0)
         if principal is None:
+            console.throttle.failed(keys, console.clock.monotonic())
             return signin_page(next_path, email, "Wrong e-mail or password.", 401)
+        console.throttle.succeeded(account_key)
         return await console.start_session(principal, next_path)
 
     @post(PREFIX + "/sign-out", include_in_schema=False)
