@@ -39,6 +39,7 @@ from relaydesk.desk.admin import (
     Rotation,
 )
 from relaydesk.desk.admin.model import PersonKind
+from relaydesk.desk.admin.webhooks import EVENT_TYPES, NewEndpoint
 from relaydesk.desk.tickets.errors import DeskError
 from relaydesk.storage.engine import Tx
 
@@ -55,7 +56,9 @@ customer_app = typer.Typer(help="Customer contacts.", no_args_is_help=True)
 person_app = typer.Typer(help="Disable, enable, reset links.", no_args_is_help=True)
 key_app = typer.Typer(help="API keys.", no_args_is_help=True)
 apps_app = typer.Typer(help="Messaging apps and their secrets.", no_args_is_help=True)
+webhook_app = typer.Typer(help="Signed webhooks and their delivery log.", no_args_is_help=True)
 for sub, name in (
+    (webhook_app, "webhook"),
     (org_app, "org"),
     (plan_app, "plan"),
     (agent_app, "agent"),
@@ -410,6 +413,51 @@ def app_rotate(
     until = made.app.previous_secret_until
     typer.echo(f"app {made.app.id} new secret (old one valid until {until}):")
     typer.echo(made.secret)
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+@webhook_app.command("create")
+def webhook_create(
+    name: Annotated[str, typer.Option(help="What the endpoint is.")],
+    url: Annotated[str, typer.Option(help="Where events are POSTed.")],
+    event: Annotated[
+        list[str], typer.Option(help=f"An event type (repeat): {', '.join(EVENT_TYPES)}.")
+    ],
+) -> None:
+    """Register an endpoint; its signing secret is printed once."""
+    new = _build(NewEndpoint, name=name, url=url, events=tuple(event))
+    made = _run(lambda a, tx, actor: a.create_webhook(tx, actor, new))
+    typer.echo(f"webhook {made.endpoint.id} signing secret:")
+    typer.echo(made.secret)
+
+
+@webhook_app.command("list")
+def webhook_list() -> None:
+    """Every endpoint (never its secret)."""
+    _out(_run(lambda a, tx, _: a.list_webhooks(tx)))
+
+
+@webhook_app.command("disable")
+def webhook_disable(endpoint_id: str) -> None:
+    """Disable an endpoint (nothing new is queued for it)."""
+    _out(_run(lambda a, tx, actor: a.set_webhook_disabled(tx, actor, endpoint_id, True)))
+
+
+@webhook_app.command("enable")
+def webhook_enable(endpoint_id: str) -> None:
+    """Enable an endpoint."""
+    _out(_run(lambda a, tx, actor: a.set_webhook_disabled(tx, actor, endpoint_id, False)))
+
+
+@webhook_app.command("deliveries")
+def webhook_deliveries(
+    endpoint: Annotated[str | None, typer.Option(help="Only this endpoint.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+) -> None:
+    """The delivery log, newest first, with the last status and answer."""
+    _out(_run(lambda a, tx, _: a.webhook_deliveries(tx, endpoint, limit)))
 
 
 __all__ = ["admin_app"]

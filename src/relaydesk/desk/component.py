@@ -19,6 +19,7 @@ from relaydesk.config import Settings
 from relaydesk.desk.accounts import Accounts, PasswordHasher
 from relaydesk.desk.admin.model import Scope
 from relaydesk.desk.admin.service import AdminService
+from relaydesk.desk.admin.webhooks import SignedWebhookNotifier, TicketEvents, WebhookDispatcher
 from relaydesk.desk.escalation import (
     ChannelNotifier,
     EscalationScheduler,
@@ -128,6 +129,17 @@ class DeskComponent:
             notifiers.append(
                 ChannelNotifier(messaging, settings.desk.messaging_app, self._oncall_members)
             )
+        # Signed webhooks (desk/admin/webhooks.py): notices and ticket changes enter an
+        # outbox that the dispatcher signs and sends from the leader.
+        notifiers.append(SignedWebhookNotifier(self.admin.webhooks))
+        self.tickets.add_listener(TicketEvents(self.admin.webhooks))
+        self.webhook_dispatcher = WebhookDispatcher(
+            db,
+            self.admin.store,
+            self.admin.webhooks,
+            clock,
+            timeout_s=settings.desk.webhook_timeout_s,
+        )
         self.scheduler = EscalationScheduler(
             db, self.tickets, clock, notifiers, interval_s=settings.desk.escalation_interval_s
         )
@@ -167,12 +179,14 @@ class DeskComponent:
         return [a.id for a in agents if a.oncall]
 
     async def start(self) -> None:
-        """Start the escalation scheduler."""
+        """Start the escalation scheduler and the webhook dispatcher."""
         await self.scheduler.start()
+        await self.webhook_dispatcher.start()
 
     async def aclose(self) -> None:
         """Stop the scheduler and close the webhook client."""
         await self.scheduler.aclose()
+        await self.webhook_dispatcher.aclose()
         self.accounts.hasher.close()
         if self._webhook is not None:
             await self._webhook.aclose()

@@ -106,9 +106,46 @@ _AUTOID: Final = {
 }
 
 
+# Step 2: signed webhooks.  Endpoints (the secret is needed to sign, so it is stored as
+# is, like app secrets) and the outbox / delivery log, unique per endpoint and event id.
+_SCHEMA_V2 = """
+CREATE TABLE admin_webhooks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    disabled_at BIGINT
+);
+CREATE TABLE admin_webhook_deliveries (
+    id {autoid},
+    endpoint_id TEXT NOT NULL REFERENCES admin_webhooks (id),
+    event_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    delivered_at BIGINT,
+    failed INTEGER NOT NULL,
+    last_status INTEGER,
+    last_response TEXT,
+    last_error TEXT
+);
+CREATE UNIQUE INDEX admin_webhook_deliveries_event
+    ON admin_webhook_deliveries (endpoint_id, event_id);
+CREATE INDEX admin_webhook_deliveries_due ON admin_webhook_deliveries (next_attempt_at)
+    WHERE delivered_at IS NULL AND failed = 0
+"""
+
+
 def admin_migrations(dialect: str = "sqlite") -> list[str]:
     """The administration component's numbered schema steps for ``dialect``."""
-    return [_SCHEMA_V1.replace("{autoid}", _AUTOID[dialect])]
+    return [
+        _SCHEMA_V1.replace("{autoid}", _AUTOID[dialect]),
+        _SCHEMA_V2.replace("{autoid}", _AUTOID[dialect]),
+    ]
 
 
 class AppRow(msgspec.Struct, frozen=True):
@@ -172,7 +209,75 @@ class AuditRow(msgspec.Struct, frozen=True):
     address: str
 
 
+class EndpointRow(msgspec.Struct, frozen=True):
+    """A webhook endpoint."""
+
+    id: str
+    name: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: int
+    disabled_at: int | None
+
+
+class DeliveryRow(msgspec.Struct, frozen=True):
+    """One event for one endpoint (the outbox and the delivery log)."""
+
+    id: int
+    endpoint_id: str
+    event_id: str
+    event: str
+    body: bytes
+    created_at: int
+    attempts: int
+    next_attempt_at: int
+    delivered_at: int | None
+    failed: bool
+    last_status: int | None
+    last_response: str | None
+    last_error: str | None
+
+
 _DETAIL = msgspec.json.Decoder(dict[str, Any])
+_EVENTS = msgspec.json.Decoder(tuple[str, ...])
+_ENDPOINT_COLS: Final = "id, name, url, events, secret, created_at, disabled_at"
+_DELIVERY_COLS: Final = (
+    "id, endpoint_id, event_id, event, body, created_at, attempts, next_attempt_at,"
+    " delivered_at, failed, last_status, last_response, last_error"
+)
+
+
+def _endpoint(r: Sequence[Any]) -> EndpointRow:
+    return EndpointRow(
+        id=r[0],
+        name=r[1],
+        url=r[2],
+        events=_EVENTS.decode(r[3]),
+        secret=r[4],
+        created_at=int(r[5]),
+        disabled_at=None if r[6] is None else int(r[6]),
+    )
+
+
+def _delivery(r: Sequence[Any]) -> DeliveryRow:
+    return DeliveryRow(
+        id=int(r[0]),
+        endpoint_id=r[1],
+        event_id=r[2],
+        event=r[3],
+        body=str(r[4]).encode(),
+        created_at=int(r[5]),
+        attempts=int(r[6]),
+        next_attempt_at=int(r[7]),
+        delivered_at=None if r[8] is None else int(r[8]),
+        failed=bool(r[9]),
+        last_status=None if r[10] is None else int(r[10]),
+        last_response=r[11],
+        last_error=r[12],
+    )
+
+
 _KEY_COLS: Final = (
     "id, name, scope, owner_kind, owner_id, created_at, created_by, last_used_at, revoked_at"
 )
@@ -580,6 +685,108 @@ class AdminStore:
             )
             for r in rows
         ]
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    def insert_endpoint(self, tx: Tx, row: EndpointRow) -> None:
+        """Store a new endpoint."""
+        tx.execute(
+            f"INSERT INTO admin_webhooks ({_ENDPOINT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id,
+                row.name,
+                row.url,
+                msgspec.json.encode(row.events).decode(),
+                row.secret,
+                row.created_at,
+                row.disabled_at,
+            ),
+        )
+
+    def endpoints(self, tx: Tx) -> list[EndpointRow]:
+        """Every endpoint, oldest first."""
+        rows = tx.query(f"SELECT {_ENDPOINT_COLS} FROM admin_webhooks ORDER BY created_at, id")
+        return [_endpoint(r) for r in rows]
+
+    def endpoint(self, tx: Tx, endpoint_id: str) -> EndpointRow | None:
+        """One endpoint."""
+        row = tx.one(f"SELECT {_ENDPOINT_COLS} FROM admin_webhooks WHERE id = ?", (endpoint_id,))
+        return None if row is None else _endpoint(row)
+
+    def set_endpoint_disabled(self, tx: Tx, endpoint_id: str, disabled_at: int | None) -> None:
+        """Disable (an instant) or enable (``None``) an endpoint."""
+        tx.execute(
+            "UPDATE admin_webhooks SET disabled_at = ? WHERE id = ?", (disabled_at, endpoint_id)
+        )
+
+    def enqueue_delivery(
+        self, tx: Tx, endpoint_id: str, event_id: str, event: str, body: bytes, now: int
+    ) -> int:
+        """Queue one event for one endpoint (once per event id); 1 if added."""
+        return tx.execute(
+            "INSERT INTO admin_webhook_deliveries (endpoint_id, event_id, event, body,"
+            " created_at, attempts, next_attempt_at, failed) VALUES (?, ?, ?, ?, ?, 0, ?, 0)"
+            " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            (endpoint_id, event_id, event, body.decode(), now, now),
+        )
+
+    def due_deliveries(self, tx: Tx, now: int, limit: int) -> list[tuple[DeliveryRow, EndpointRow]]:
+        """Pending deliveries due at ``now`` with their endpoints, oldest first."""
+        cols = ", ".join("d." + c.strip() for c in _DELIVERY_COLS.split(","))
+        ecols = ", ".join("w." + c.strip() for c in _ENDPOINT_COLS.split(","))
+        rows = tx.query(
+            f"SELECT {cols}, {ecols} FROM admin_webhook_deliveries d"
+            " JOIN admin_webhooks w ON w.id = d.endpoint_id"
+            " WHERE d.delivered_at IS NULL AND d.failed = 0 AND d.next_attempt_at <= ?"
+            " ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            (now, limit),
+        )
+        return [(_delivery(r[:13]), _endpoint(r[13:])) for r in rows]
+
+    def delivery_done(
+        self,
+        tx: Tx,
+        delivery_id: int,
+        attempts: int,
+        now: int,
+        status: int | None,
+        text: str | None,
+    ) -> None:
+        """A delivery was answered with 2xx."""
+        tx.execute(
+            "UPDATE admin_webhook_deliveries SET attempts = ?, delivered_at = ?,"
+            " last_status = ?, last_response = ?, last_error = NULL WHERE id = ?",
+            (attempts, now, status, text, delivery_id),
+        )
+
+    def delivery_failed(
+        self,
+        tx: Tx,
+        delivery_id: int,
+        attempts: int,
+        retry_at: int,
+        status: int | None,
+        text: str | None,
+        error: str,
+        *,
+        give_up: bool,
+    ) -> None:
+        """A delivery failed; try again at ``retry_at`` unless giving up."""
+        tx.execute(
+            "UPDATE admin_webhook_deliveries SET attempts = ?, next_attempt_at = ?,"
+            " last_status = ?, last_response = ?, last_error = ?, failed = ? WHERE id = ?",
+            (attempts, retry_at, status, text, error, int(give_up), delivery_id),
+        )
+
+    def deliveries(self, tx: Tx, *, endpoint_id: str | None, limit: int) -> list[DeliveryRow]:
+        """The delivery log, newest first."""
+        sql = f"SELECT {_DELIVERY_COLS} FROM admin_webhook_deliveries"
+        params: list[Any] = []
+        if endpoint_id is not None:
+            sql += " WHERE endpoint_id = ?"
+            params.append(endpoint_id)
+        params.append(limit)
+        return [_delivery(r) for r in tx.query(sql + " ORDER BY id DESC LIMIT ?", params)]
 
     # -- settings -----------------------------------------------------------------------------
 

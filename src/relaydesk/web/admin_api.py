@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final
 from litestar import Request, Response, Router, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from relaydesk.desk.admin import (
     Actor,
@@ -44,6 +44,7 @@ from relaydesk.desk.admin import (
 )
 from relaydesk.desk.admin.errors import refuse
 from relaydesk.desk.admin.model import PersonKind
+from relaydesk.desk.admin.webhooks import DeliveryView, EndpointSecret, EndpointView, NewEndpoint
 from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
 from relaydesk.web.desk_api import ErrorBody, ErrorResponse
 
@@ -249,6 +250,40 @@ def admin_router(admin: AdminService) -> Router:
     ) -> AppSecret:
         return await admin.write(lambda tx: admin.rotate_app_secret(tx, actor, app_id, data))
 
+    # -- webhooks -------------------------------------------------------------------------
+
+    @get("/webhooks", summary="List signed-webhook endpoints")
+    async def list_webhooks(actor: NamedDependency[Actor]) -> list[EndpointView]:
+        return await admin.read(admin.list_webhooks)
+
+    @post("/webhooks", status_code=201, summary="Register an endpoint (its secret is shown once)")
+    async def create_webhook(
+        actor: NamedDependency[Actor], data: JSONBody[NewEndpoint]
+    ) -> EndpointSecret:
+        return await admin.write(lambda tx: admin.create_webhook(tx, actor, data))
+
+    @post("/webhooks/{endpoint_id:str}/disable", status_code=200, summary="Disable an endpoint")
+    async def disable_webhook(
+        actor: NamedDependency[Actor], endpoint_id: FromPath[str]
+    ) -> EndpointView:
+        return await admin.write(
+            lambda tx: admin.set_webhook_disabled(tx, actor, endpoint_id, True)
+        )
+
+    @post("/webhooks/{endpoint_id:str}/enable", status_code=200, summary="Enable an endpoint")
+    async def enable_webhook(
+        actor: NamedDependency[Actor], endpoint_id: FromPath[str]
+    ) -> EndpointView:
+        return await admin.write(
+            lambda tx: admin.set_webhook_disabled(tx, actor, endpoint_id, False)
+        )
+
+    @get("/webhooks/deliveries", summary="The delivery log with the last answers")
+    async def webhook_deliveries(
+        actor: NamedDependency[Actor], endpoint: FromQuery[str | None] = None, limit: Limit = 50
+    ) -> list[DeliveryView]:
+        return await admin.read(lambda tx: admin.webhook_deliveries(tx, endpoint, limit))
+
     # -- audit ----------------------------------------------------------------------------
 
     @get("/audit", summary="The audit log, newest first")
@@ -285,6 +320,11 @@ def admin_router(admin: AdminService) -> Router:
             disable_app,
             enable_app,
             rotate,
+            list_webhooks,
+            create_webhook,
+            disable_webhook,
+            enable_webhook,
+            webhook_deliveries,
             audit,
         ],
         dependencies={"actor": Provide(_authenticator(admin))},

@@ -37,6 +37,7 @@ class AdminErrorCode(enum.StrEnum):
     UNKNOWN_KEY = "admin.unknown_key"
     KEY_REVOKED = "admin.key_revoked"
     LAST_ADMIN = "admin.last_admin"
+    UNKNOWN_WEBHOOK = "admin.unknown_webhook"
     AUTH_REVOKED = "auth.revoked_key"
     NOT_ADMIN = "auth.not_admin"
 
@@ -67,6 +68,7 @@ _STATUS: dict[AdminErrorCode, int] = {
     AdminErrorCode.UNKNOWN_KEY: 404,
     AdminErrorCode.KEY_REVOKED: 409,
     AdminErrorCode.LAST_ADMIN: 409,
+    AdminErrorCode.UNKNOWN_WEBHOOK: 404,
     AdminErrorCode.AUTH_REVOKED: 401,
     AdminErrorCode.NOT_ADMIN: 403,
 }

@@ -66,6 +66,13 @@ from relaydesk.desk.admin.model import (
     Rotation,
     Scope,
 )
+from relaydesk.desk.admin.webhooks import (
+    DeliveryView,
+    EndpointSecret,
+    EndpointView,
+    NewEndpoint,
+    Webhooks,
+)
 from relaydesk.desk.tickets.model import Agent, Contact, Organisation, Plan, Principal
 from relaydesk.desk.tickets.service import TicketService, hash_api_key
 from relaydesk.storage.admin import AdminStore, AppRow, KeyRow, admin_migrations
@@ -122,6 +129,8 @@ class AdminService:
         self.on_apps_changed: Callable[[AppSecrets], Awaitable[None] | None] | None = None
         self._apps_dirty = False
         self._refresher: asyncio.Task[None] | None = None
+        self.webhooks = Webhooks(db, self.store, clock)
+        db.read_sync(self.webhooks.refresh_wanted)
 
     @property
     def tickets_store(self) -> DeskStore:
@@ -156,13 +165,17 @@ class AdminService:
 
     async def publish_app_secrets(self) -> None:
         """Hand the secrets in force to ``on_apps_changed`` (start-up and refreshes)."""
+        now = self.now_ms()
+        found = await self._db.read(lambda tx: self._refresh_tx(tx, now))
         if self.on_apps_changed is None:
             return
-        now = self.now_ms()
-        found = await self._db.read(lambda tx: self.app_secrets(tx, now))
         result = self.on_apps_changed(found)
         if result is not None:
             await result
+
+    def _refresh_tx(self, tx: Tx, now: int) -> dict[str, tuple[str, ...]]:
+        self.webhooks.refresh_wanted(tx)
+        return self.app_secrets(tx, now)
 
     async def start(self, refresh_s: float) -> None:
         """Publish the app secrets now and every ``refresh_s`` seconds (changes made on
@@ -803,6 +816,28 @@ class AdminService:
     def app_owner(self, tx: Tx, app_id: str) -> str | None:
         """The organisation an app belongs to (tenancy checks)."""
         return self.store.app_owner(tx, app_id)
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    def create_webhook(self, tx: Tx, actor: Actor, new: NewEndpoint) -> EndpointSecret:
+        """Register a signed-webhook endpoint (its secret is returned this once)."""
+        return self.webhooks.create(tx, actor, new, self._audit)
+
+    def list_webhooks(self, tx: Tx) -> list[EndpointView]:
+        """Every endpoint."""
+        return self.webhooks.endpoints(tx)
+
+    def set_webhook_disabled(
+        self, tx: Tx, actor: Actor, endpoint_id: str, disabled: bool
+    ) -> EndpointView:
+        """Disable or enable an endpoint."""
+        return self.webhooks.set_disabled(tx, actor, endpoint_id, disabled, self._audit)
+
+    def webhook_deliveries(
+        self, tx: Tx, endpoint_id: str | None = None, limit: int = 50
+    ) -> list[DeliveryView]:
+        """The delivery log, newest first."""
+        return self.webhooks.deliveries(tx, endpoint_id=endpoint_id, limit=limit)
 
     # -- audit --------------------------------------------------------------------------------
 
