@@ -123,8 +123,13 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Each node sends its full presence list this often (it is also its heartbeat);
     # a node silent for three intervals is taken as gone and its users offline.
     presence_interval_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
-    # Only this node runs the desk's escalation scheduler and retention sweeps.
-    leader: bool = True
+    # Which node runs the desk's background jobs (escalations, auto-acknowledgements,
+    # webhooks, retention): unset (default) elects one by a lease in the database
+    # (docs/operations.md "When the leader dies"); true forces this node to run them,
+    # false keeps it from ever running them.
+    leader: bool | None = None
+    # Lease lifetime: a dead leader's jobs move to another node within about 4/3 of it.
+    lease_ttl_s: Annotated[float, Meta(ge=3, le=600)] = 15.0
 
 
 class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

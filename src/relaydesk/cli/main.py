@@ -104,7 +104,11 @@ def _print_banner(settings: Settings) -> None:
     ]
     cluster = settings.cluster
     if cluster.bus:
-        role = "leader: runs the desk's background jobs" if cluster.leader else "follower"
+        role = {
+            True: "leader: runs the desk's background jobs",
+            False: "follower",
+            None: "leader elected by lease",
+        }[cluster.leader]
         bus = urlsplit(cluster.bus)  # no credentials: NATS takes a token as user info
         where = f"{bus.scheme}://{bus.hostname}:{bus.port or 4222}"
         lines.append(f"  cluster       {cluster.name} on {where} ({role})")

@@ -183,8 +183,13 @@ class DeskComponent:
         await self.scheduler.start()
         await self.webhook_dispatcher.start()
 
+    async def stop(self) -> None:
+        """Stop the background jobs (this node lost the lead); :meth:`start` resumes."""
+        await self.scheduler.aclose()
+        await self.webhook_dispatcher.stop()
+
     async def aclose(self) -> None:
-        """Stop the scheduler and close the webhook client."""
+        """Stop the jobs and close the clients."""
         await self.scheduler.aclose()
         await self.webhook_dispatcher.aclose()
         self.accounts.hasher.close()

@@ -27,6 +27,7 @@ from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, run_settings
 from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.server.cluster import open_bus
+from relaydesk.server.cluster.lease import LeaderLease
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
@@ -89,7 +90,32 @@ class RelaydeskServer:
             lifespan=[self._lifespan],
             debug=False,
         )
+        self.telemetry.maintains = settings.cluster.leader is True
+        self.lease = LeaderLease(
+            self.db,
+            self.clock,
+            holder=settings.server.node_id,
+            ttl_s=settings.cluster.lease_ttl_s,
+            on_change=self._lead,
+        )
         self.ready = False
+
+    async def _lead(self, leader: bool, epoch: int) -> None:
+        """Start (elected) or stop (deposed) this node's share of the background jobs."""
+        log.info(
+            "node %s %s the desk's background jobs (lease epoch %d)",
+            self.settings.server.node_id,
+            "runs" if leader else "stops",
+            epoch,
+        )
+        self.telemetry.maintains = leader
+        self.hub.set_retention(leader)
+        if leader:
+            await self.desk.start()
+            await self.autoack.start()
+        else:
+            await self.autoack.aclose()
+            await self.desk.stop()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
@@ -101,17 +127,20 @@ class RelaydeskServer:
         await self.gateway.start()
         if self.settings.demo:
             await self._seed_demo()
-        if self.settings.cluster.leader:
-            # One node of a cluster runs the desk's background jobs: escalations and
-            # auto-acknowledgements must not fire once per node.
-            await self.desk.start()
-            await self.autoack.start()
+        # One node of a cluster runs the desk's background jobs: escalations, webhooks,
+        # auto-acknowledgements and retention must not run once per node.
+        forced = self.settings.cluster.leader
+        if forced is None:
+            await self.lease.start()  # a lone node leads before it reports ready
+        elif forced:
+            await self._lead(True, 0)
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:
             yield
         finally:
             self.ready = False
+            await self.lease.aclose()
             await self.gateway.aclose()
             await self.desk.admin.aclose()
             await self.autoack.aclose()

@@ -400,11 +400,15 @@ class WebhookDispatcher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="desk-webhooks")
 
-    async def aclose(self) -> None:
-        """Stop the task and close the HTTP client."""
+    async def stop(self) -> None:
+        """Stop the task (:meth:`start` resumes it)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def aclose(self) -> None:
+        """Stop the task and close the HTTP client."""
+        await self.stop()
         await self._client.aclose()

@@ -137,6 +137,7 @@ class Hub:
         self._user_channels: dict[tuple[str, str], set[str]] = {}
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._retention: asyncio.Task[None] | None = None
         self.stats = {
             "commits": 0,
             "ops": 0,
@@ -179,8 +180,8 @@ class Hub:
             asyncio.create_task(self._writer(), name="hub-writer"),
             asyncio.create_task(self._cursor_flusher(), name="hub-cursors"),
         ]
-        if self.settings.cluster.leader:
-            self._tasks.append(asyncio.create_task(self._sweeper(), name="hub-retention"))
+        if self.settings.cluster.leader:  # forced; else the lease calls set_retention
+            self.set_retention(True)
         if self.bus is not None:
             cluster = self.settings.cluster
             self._sequencer = Sequencer(self.fanned_pos, cluster.gap_timeout_ms / 1000)
@@ -194,6 +195,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._retention = None
         for _, waiter in self._fanned_waiters:
             waiter.cancel()
         self._fanned_waiters.clear()
@@ -654,6 +656,16 @@ class Hub:
             log.exception("saving %d device cursors failed; will retry", len(rows))
             for key, pos in pending.items():
                 self.note_ack(*key, pos)
+
+    def set_retention(self, on: bool) -> None:
+        """Run the retention sweeps here (the node holding the desk lease) or stop them."""
+        if on and self._retention is None:
+            self._retention = asyncio.create_task(self._sweeper(), name="hub-retention")
+            self._tasks.append(self._retention)
+        elif not on and self._retention is not None:
+            self._retention.cancel()
+            self._tasks.remove(self._retention)
+            self._retention = None
 
     async def _sweeper(self) -> None:
         while True:
