@@ -28,6 +28,10 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     region: str = "local"
     data_dir: str = "var"
     public_url: str = ""  # what `make run` prints; derived from host/port when empty
+    # TLS served directly (PEM files); empty: plain HTTP (or TLS ends at a reverse proxy,
+    # docs/operations.md "Single node").  Both or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -170,6 +174,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     demo: bool = False
 
     def __post_init__(self) -> None:
+        if bool(self.server.tls_cert) != bool(self.server.tls_key):
+            raise ValueError("server.tls_cert and server.tls_key go together")
         if self.cluster.bus and not self.storage_url.startswith(("postgresql://", "postgres://")):
             raise ValueError(
                 "cluster.bus needs a storage.url on PostgreSQL: every node must share one database"
@@ -185,7 +191,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def public_url(self) -> str:
         if self.server.public_url:
             return self.server.public_url.rstrip("/")
-        return f"http://{self.server.host}:{self.server.port}"
+        scheme = "https" if self.server.tls_cert else "http"
+        return f"{scheme}://{self.server.host}:{self.server.port}"
 
 
 class ConfigError(Exception):

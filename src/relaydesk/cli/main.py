@@ -77,6 +77,8 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=settings.server.tls_cert or None,
+        ssl_keyfile=settings.server.tls_key or None,
     )
     _print_banner(settings)
 
@@ -169,6 +171,7 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
 
 def _register_optional() -> None:
     from relaydesk.cli.admin import admin_app
+    from relaydesk.cli.backup import backup, restore
     from relaydesk.cli.chat import send, tail
     from relaydesk.cli.desk import desk_app
     from relaydesk.cli.diagnose import diagnose
@@ -180,6 +183,8 @@ def _register_optional() -> None:
     app.command()(tail)
     app.add_typer(desk_app, name="desk")
     app.add_typer(admin_app, name="admin")
+    app.command()(backup)
+    app.command()(restore)
     app.command()(doctor)
     app.command()(diagnose)
     app.command()(netsim)

@@ -100,6 +100,12 @@ class RelaydeskServer:
         )
         self.ready = False
 
+    @property
+    def runs_desk_jobs(self) -> bool:
+        """Whether this node runs the desk's background jobs now."""
+        forced = self.settings.cluster.leader
+        return self.lease.is_leader if forced is None else forced
+
     async def _lead(self, leader: bool, epoch: int) -> None:
         """Start (elected) or stop (deposed) this node's share of the background jobs."""
         log.info(

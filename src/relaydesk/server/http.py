@@ -215,6 +215,8 @@ def ops_router(server: RelaydeskServer) -> Router:
             "region": server.settings.server.region,
             "connections": len(server.gateway.connections),
             "fanned_pos": server.hub.fanned_pos,
+            # Whether this node runs the desk's background jobs (lease or forced).
+            "desk_jobs": server.runs_desk_jobs,
             # Live connections that overflowed their queue and were served from storage.
             "slow_consumer_resyncs": sum(c.stats["resyncs"] for c in server.gateway.connections),
         }
