@@ -80,3 +80,32 @@ def test_organisation_app_people_keys_from_the_cli(tmp_path: Path) -> None:
     log = json.loads(_admin(data, "audit", "--limit", "100")[1])["entries"]
     assert {e["actor"].split(":")[0] for e in log} == {"cli"}
     assert log[0]["action"] == "key.revoked"
+
+
+def test_agents_with_skills_and_on_call_shifts(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert _admin(data, "init", "--email", "root@ops.example")[0] == 0
+    code, _out, err = _admin(
+        data,
+        "agent",
+        "invite",
+        "ann",
+        "--name",
+        "Ann",
+        "--email",
+        "ann@x.example",
+        "--skill",
+        "storage",
+        "--oncall",
+        "sat,sun@22:00-06:00@Europe/London",
+    )
+    assert code == 0, err
+    ann = next(p for p in json.loads(_admin(data, "people")[1]) if p["id"] == "ann")
+    assert ann["skills"] == ["storage"]
+    assert ann["oncall"] == [
+        {"days": ["sat", "sun"], "start": "22:00", "end": "06:00", "timezone": "Europe/London"}
+    ]
+    code, _, err = _admin(data, "agent", "update", "ann", "--oncall", "funday@09:00-10:00")
+    assert code == 1 and "admin.invalid" in err
+    code, _, err = _admin(data, "agent", "update", "ann", "--oncall", "mon@9-10")
+    assert code == 1 and "admin.invalid" in err

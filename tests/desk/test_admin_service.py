@@ -364,3 +364,42 @@ def test_every_action_is_audited(desk: DeskComponent) -> None:
     two = _w(desk, lambda tx: a.audit_log(tx, limit=2))
     rest = _w(desk, lambda tx: a.audit_log(tx, limit=10, before=two.next_before))
     assert len(two.entries) + len(rest.entries) == len(actions)
+
+
+def test_public_names_are_pinned() -> None:
+    import relaydesk.desk.admin as admin
+
+    assert set(admin.__all__) == {
+        "Actor",
+        "AdminErrorCode",
+        "AdminService",
+        "AgentChange",
+        "AppSecret",
+        "AppSecrets",
+        "AppView",
+        "AttachApp",
+        "AuditEntry",
+        "AuditPage",
+        "Invitation",
+        "IssuedKey",
+        "KeyOwner",
+        "KeyView",
+        "Link",
+        "NewAgent",
+        "NewApp",
+        "NewCustomer",
+        "NewKey",
+        "NewOrganisation",
+        "NewPlan",
+        "OrganisationChange",
+        "OrganisationView",
+        "PersonView",
+        "PlanView",
+        "Rotation",
+    }
+    for name in admin.__all__:
+        assert hasattr(admin, name)
+    codes = [c.value for c in admin.AdminErrorCode]
+    assert len(codes) == len(set(codes))
+    assert admin.AdminErrorCode.APP_ATTACHED_ELSEWHERE.http_status == 409
+    assert admin.AdminErrorCode.NOT_ADMIN.http_status == 403

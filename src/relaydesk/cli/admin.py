@@ -265,6 +265,32 @@ def plan_create(
 # -- people ----------------------------------------------------------------------------------
 
 
+OnCall = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="An on-call shift DAYS@HH:MM-HH:MM[@TZ] (repeat), e.g."
+        " mon,tue,wed,thu,fri@09:00-17:00@Europe/London; an end before the start runs"
+        " past midnight."
+    ),
+]
+
+
+def _shifts(specs: list[str] | None) -> list[dict[str, Any]] | None:
+    if specs is None:
+        return None
+    out = []
+    for spec in specs:
+        parts = spec.split("@")
+        if len(parts) not in (2, 3) or parts[1].count("-") != 1:
+            _fail("admin.invalid", f"on-call shift {spec!r}: expected DAYS@HH:MM-HH:MM[@TZ]")
+        start, end = parts[1].split("-")
+        shift: dict[str, Any] = {"days": parts[0].split(","), "start": start, "end": end}
+        if len(parts) == 3:
+            shift["timezone"] = parts[2]
+        out.append(shift)
+    return out
+
+
 @agent_app.command("invite")
 def agent_invite(
     agent_id: str,
@@ -272,10 +298,17 @@ def agent_invite(
     email: Annotated[str, typer.Option(help="Sign-in e-mail.")],
     role: Annotated[str, typer.Option(help="agent or admin.")] = "agent",
     skill: Annotated[list[str] | None, typer.Option(help="A skill (repeat).")] = None,
+    oncall: OnCall = None,
 ) -> None:
     """Create an agent and print their one-time invite link."""
     new = _build(
-        NewAgent, id=agent_id, name=name, email=email, role=role, skills=tuple(skill or ())
+        NewAgent,
+        id=agent_id,
+        name=name,
+        email=email,
+        role=role,
+        skills=tuple(skill or ()),
+        oncall=_shifts(oncall),
     )
     made = _run(lambda a, tx, actor: a.invite_agent(tx, actor, new))
     typer.echo(f"invite link for {made.person.id} (until {made.link.expires_at.isoformat()}):")
@@ -288,10 +321,15 @@ def agent_update(
     name: Annotated[str | None, typer.Option(help="New display name.")] = None,
     role: Annotated[str | None, typer.Option(help="agent or admin.")] = None,
     skill: Annotated[list[str] | None, typer.Option(help="Replace the skills (repeat).")] = None,
+    oncall: OnCall = None,
 ) -> None:
-    """Change an agent's name, role or skills."""
+    """Change an agent's name, role, skills or on-call shifts (given: replaced)."""
     change = _build(
-        AgentChange, name=name, role=role, skills=None if skill is None else tuple(skill)
+        AgentChange,
+        name=name,
+        role=role,
+        skills=None if skill is None else tuple(skill),
+        oncall=_shifts(oncall),
     )
     _out(_run(lambda a, tx, actor: a.change_agent(tx, actor, agent_id, change)))
 
