@@ -178,3 +178,17 @@ def test_the_documented_snippet_verifies_real_signatures() -> None:
     assert check("whsec_k", header, b'{"id":"e1"}')
     assert not check("whsec_k", header, b'{"id":"e2"}')
     assert not check("whsec_k", sign("whsec_k", int(time.time()) - 600, b"{}"), b"{}")
+
+
+async def test_the_dispatcher_sends_nothing_once_its_fence_closes(
+    desk: DeskComponent, desk_clock: FakeClock, receiver: Receiver
+) -> None:
+    admin = desk.admin
+    new = NewEndpoint(name="ops", url=receiver.url, events=("ticket.created",))
+    receiver.secret = (await admin.write(lambda tx: admin.create_webhook(tx, CLI, new))).secret
+    await desk.tickets.create_ticket(DANA, NewTicket(subject="x"))
+    leading = [False]
+    desk.webhook_dispatcher.fence = lambda: leading[0]
+    assert await desk.webhook_dispatcher.run_once() == 0 and receiver.received == []
+    leading[0] = True
+    assert await desk.webhook_dispatcher.run_once() == 1 and len(receiver.received) == 1

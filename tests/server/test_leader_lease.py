@@ -76,6 +76,16 @@ async def test_a_leader_that_cannot_renew_steps_down_before_anyone_takes_over(
     assert b.lease.is_leader
 
 
+async def test_the_fence_closes_before_the_lease_can_expire(db: Database) -> None:
+    clock = FakeClock(1_000.0)
+    a = Node(db, clock, "node-a")
+    assert await a.lease.step() and a.lease.holds()
+    clock.advance(TTL * 2 / 3 - 0.5)
+    assert a.lease.holds()
+    clock.advance(1.0)  # e.g. the process was paused: jobs must not act on stale rights
+    assert a.lease.is_leader and not a.lease.holds()
+
+
 async def test_release_on_shutdown_and_restart_under_the_same_id(db: Database) -> None:
     clock = FakeClock(1_000.0)
     a, b = Node(db, clock, "node-a"), Node(db, clock, "node-b")

@@ -98,6 +98,8 @@ class RelaydeskServer:
             ttl_s=settings.cluster.lease_ttl_s,
             on_change=self._lead,
         )
+        if settings.cluster.leader is None:
+            self.desk.webhook_dispatcher.fence = self.lease.holds
         self.ready = False
 
     @property

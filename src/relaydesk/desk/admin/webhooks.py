@@ -34,7 +34,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -329,6 +329,9 @@ class WebhookDispatcher:
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._task: asyncio.Task[None] | None = None
         self.sent = self.failed = 0
+        #: Checked before every send: False (this node may no longer lead, e.g. a lease
+        #: about to expire after a long pause) stops the pass.  None: always send.
+        self.fence: Callable[[], bool] | None = None
 
     def backoff_s(self, attempts: int) -> float:
         """Seconds before the next try after ``attempts`` failed ones."""
@@ -343,9 +346,14 @@ class WebhookDispatcher:
             return self._store.due_deliveries(tx, now, _BATCH)
 
         due = await self._db.read(load)
+        attempted = 0
         for row, endpoint in due:
+            if self.fence is not None and not self.fence():
+                log.warning("webhook pass stopped: this node no longer holds the lease")
+                break
             await self._attempt(row, endpoint)
-        return len(due)
+            attempted += 1
+        return attempted
 
     async def _attempt(self, row: DeliveryRow, endpoint: EndpointRow) -> None:
         timestamp = int(self._clock.time())

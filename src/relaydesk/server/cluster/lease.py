@@ -68,6 +68,11 @@ class LeaderLease:
         """How often the lease is renewed or tried."""
         return self._ttl_ms / 3000
 
+    def holds(self) -> bool:
+        """Whether this node leads with time to spare (a fence for jobs to check before
+        each side effect: after a long pause it is False before the lease loop runs)."""
+        return self.is_leader and self._now() < self.expires_at - self._ttl_ms // 3
+
     def _now(self) -> int:
         return int(self._clock.time() * 1000)
 
