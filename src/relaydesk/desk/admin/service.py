@@ -127,7 +127,7 @@ class AdminService:
         self.store = AdminStore()
         db.migrate("admin", admin_migrations(db.dialect))
         self.on_apps_changed: Callable[[AppSecrets], Awaitable[None] | None] | None = None
-        self._apps_dirty = False
+        self._apps_changes = 0
         self._refresher: asyncio.Task[None] | None = None
         self.webhooks = Webhooks(db, self.store, clock)
         db.read_sync(self.webhooks.refresh_wanted)
@@ -149,9 +149,11 @@ class AdminService:
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run one operation in a write transaction; refresh app secrets if it changed one."""
-        self._apps_dirty = False
+        # A counter, not a flag: concurrent operations may each publish once more than
+        # needed, but none misses its own change.
+        before = self._apps_changes
         result = await self._db.write(fn)
-        if self._apps_dirty:
+        if self._apps_changes != before:
             await self.publish_app_secrets()
         return result
 
@@ -774,7 +776,7 @@ class AdminService:
             raise refuse(E.APP_EXISTS, f"app {new.id!r} exists")
         if new.organisation_id is not None:
             self.store.set_app_owner(tx, new.id, new.organisation_id, self.now_ms())
-        self._apps_dirty = True
+        self._apps_changes += 1
         self._audit(tx, actor, "app.created", new.id, organisation=new.organisation_id)
         return AppSecret(app=self._app_view(self._app(tx, new.id)), secret=secret)
 
@@ -783,7 +785,7 @@ class AdminService:
         self._app(tx, app_id)
         now = self.now_ms()
         self.store.set_app_disabled(tx, app_id, now if disabled else None, now)
-        self._apps_dirty = True
+        self._apps_changes += 1
         self._audit(tx, actor, "app.disabled" if disabled else "app.enabled", app_id)
         return self._app_view(self._app(tx, app_id))
 
@@ -797,7 +799,7 @@ class AdminService:
         self.store.rotate_app_secret(
             tx, app_id, secret, row.secret, now + rotation.overlap_s * 1000, now
         )
-        self._apps_dirty = True
+        self._apps_changes += 1
         self._audit(tx, actor, "app.secret_rotated", app_id, overlap_s=rotation.overlap_s)
         return AppSecret(app=self._app_view(self._app(tx, app_id)), secret=secret)
 
