@@ -128,6 +128,8 @@ class AdminService:
         db.migrate("admin", admin_migrations(db.dialect))
         self.on_apps_changed: Callable[[AppSecrets], Awaitable[None] | None] | None = None
         self._apps_changes = 0
+        self._next_expiry_ms: int | None = None
+        self._wake = asyncio.Event()  # set after a change: the refresher re-plans its wait
         self._refresher: asyncio.Task[None] | None = None
         self.webhooks = Webhooks(db, self.store, clock)
         db.read_sync(self.webhooks.refresh_wanted)
@@ -155,6 +157,7 @@ class AdminService:
         result = await self._db.write(fn)
         if self._apps_changes != before:
             await self.publish_app_secrets()
+            self._wake.set()
         return result
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
@@ -188,7 +191,13 @@ class AdminService:
 
     async def _refresh(self, every_s: float) -> None:
         while True:
-            await asyncio.sleep(every_s)
+            # Also wake when a rotation's overlap ends, so the old secret stops on time.
+            wait = every_s
+            if self._next_expiry_ms is not None:
+                wait = min(wait, max(0.05, (self._next_expiry_ms - self.now_ms()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
             try:
                 await self.publish_app_secrets()
             except Exception:  # a failed read must not stop later refreshes
@@ -806,13 +815,16 @@ class AdminService:
     def app_secrets(self, tx: Tx, now_ms: int) -> dict[str, tuple[str, ...]]:
         """Secrets verifying tokens at ``now_ms`` per enabled app (current first)."""
         out: dict[str, tuple[str, ...]] = {}
+        expiries = []
         for row in self.store.apps(tx):
             if row.disabled_at is not None:
                 continue
             keys = [row.secret]
             if row.previous_secret and row.previous_until and row.previous_until > now_ms:
                 keys.append(row.previous_secret)
+                expiries.append(row.previous_until)
             out[row.id] = tuple(keys)
+        self._next_expiry_ms = min(expiries, default=None)
         return out
 
     def app_owner(self, tx: Tx, app_id: str) -> str | None:
