@@ -78,6 +78,12 @@ def test_backup_while_writing_then_restore(make_server: Callable[..., Any], tmp_
     config.write_text(f'[server]\nport = {server.port}\ndata_dir = "{server.data_dir}"\n')
     refused = _cli("restore", str(out), "--config", str(config))
     assert refused.returncode == 1 and "restore.server_running" in refused.stderr
+    late = httpx.post(  # written after the backup: the restore must drop it
+        f"{server.http_url}/api/desk/tickets",
+        json={"subject": "after the backup", "requester_id": "dana"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert late.status_code == 201
     server.stop()
     database = server.data_dir / "relaydesk.db"
     assert _count(database, "desk_tickets") > at_backup
