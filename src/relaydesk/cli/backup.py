@@ -71,9 +71,12 @@ def restore(
     settings, database = _sqlite_path(data_dir, config)
     if not force:
         try:
-            running = httpx.get(settings.public_url + "/healthz", timeout=1.0).status_code < 500
+            httpx.get(settings.public_url + "/healthz", timeout=2.0)
+            running = True
+        except httpx.ConnectError:
+            running = False  # nothing listens there
         except httpx.HTTPError:
-            running = False
+            running = True  # something listens but answers slowly or oddly: be safe
         if running:
             _fail("restore.server_running", f"a server answers at {settings.public_url}; stop it")
     try:
