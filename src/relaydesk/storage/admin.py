@@ -465,15 +465,12 @@ class AdminStore:
         )
         return None if value is None else str(value)
 
-    def has_login(self, tx: Tx, kind: str, person_id: str) -> bool:
-        """Whether the person has set a console password."""
-        return (
-            tx.one(
-                "SELECT 1 FROM desk_logins WHERE principal_kind = ? AND principal_id = ?",
-                (kind, person_id),
-            )
-            is not None
+    def logins(self, tx: Tx, kind: str) -> dict[str, str]:
+        """Sign-in e-mails of every person of ``kind`` who has one: id -> e-mail."""
+        rows = tx.query(
+            "SELECT principal_id, email FROM desk_logins WHERE principal_kind = ?", (kind,)
         )
+        return {str(r[0]): str(r[1]) for r in rows}
 
     # -- API keys -----------------------------------------------------------------------------
 

@@ -380,50 +380,81 @@ class AdminService:
 
     # -- people -------------------------------------------------------------------------------
 
+    def _agent_view(
+        self, agent: Agent, recorded: tuple[str, int | None] | None, logins: dict[str, str]
+    ) -> PersonView:
+        role, disabled_at = recorded or ("agent", None)
+        return PersonView(
+            kind="agent",
+            id=agent.id,
+            name=agent.name,
+            email=agent.email or logins.get(agent.id, ""),
+            role=role,
+            organisation_id=None,
+            skills=agent.skills,
+            oncall=agent.oncall,
+            disabled=disabled_at is not None or not agent.active,
+            has_password=agent.id in logins,
+        )
+
+    def _customer_view(
+        self,
+        contact: Contact,
+        recorded: tuple[str, int | None] | None,
+        logins: dict[str, str],
+        org_disabled: bool,
+    ) -> PersonView:
+        _, disabled_at = recorded or ("customer", None)
+        return PersonView(
+            kind="customer",
+            id=contact.id,
+            name=contact.name,
+            email=contact.email or logins.get(contact.id, ""),
+            role="customer",
+            organisation_id=contact.organisation_id,
+            skills=(),
+            oncall=(),
+            disabled=disabled_at is not None or org_disabled,
+            has_password=contact.id in logins,
+        )
+
     def people(self, tx: Tx) -> list[PersonView]:
-        """Every agent and customer contact (agents first, by id)."""
+        """Every agent and customer contact (agents first, by id); a fixed number of
+        queries whatever the number of people."""
         recorded = self.store.people(tx)
         disabled_orgs = self.store.disabled_orgs(tx)
-        out: list[PersonView] = []
-        for agent in self._desk.agents(tx, active_only=False):
-            role, disabled_at = recorded.get(("agent", agent.id), ("agent", None))
-            out.append(
-                PersonView(
-                    kind="agent",
-                    id=agent.id,
-                    name=agent.name,
-                    email=agent.email,
-                    role=role,
-                    organisation_id=None,
-                    skills=agent.skills,
-                    oncall=agent.oncall,
-                    disabled=disabled_at is not None or not agent.active,
-                    has_password=self.store.has_login(tx, "agent", agent.id),
-                )
-            )
+        agent_logins = self.store.logins(tx, "agent")
+        customer_logins = self.store.logins(tx, "customer")
+        out = [
+            self._agent_view(a, recorded.get(("agent", a.id)), agent_logins)
+            for a in self._desk.agents(tx, active_only=False)
+        ]
         for cid, org_id, name, email in self.store.contacts(tx):
-            _, disabled_at = recorded.get(("customer", cid), ("customer", None))
+            contact = Contact(id=cid, organisation_id=org_id, name=name, email=email)
             out.append(
-                PersonView(
-                    kind="customer",
-                    id=cid,
-                    name=name,
-                    email=email or self.store.login_email(tx, "customer", cid) or "",
-                    role="customer",
-                    organisation_id=org_id,
-                    skills=(),
-                    oncall=(),
-                    disabled=disabled_at is not None or org_id in disabled_orgs,
-                    has_password=self.store.has_login(tx, "customer", cid),
+                self._customer_view(
+                    contact,
+                    recorded.get(("customer", cid)),
+                    customer_logins,
+                    org_id in disabled_orgs,
                 )
             )
         return out
 
     def person(self, tx: Tx, kind: str, person_id: str) -> PersonView:
         """One person (``admin.unknown_person``)."""
-        for p in self.people(tx):
-            if p.kind == kind and p.id == person_id:
-                return p
+        recorded = self.store.person(tx, kind, person_id)
+        email = self.store.login_email(tx, kind, person_id)
+        logins = {} if email is None else {person_id: email}
+        if kind == "agent":
+            agent = self._desk.agent(tx, person_id)
+            if agent is not None:
+                return self._agent_view(agent, recorded, logins)
+        elif kind == "customer":
+            contact = self._desk.contact(tx, person_id)
+            if contact is not None:
+                disabled = self.store.org_disabled(tx, contact.organisation_id)
+                return self._customer_view(contact, recorded, logins, disabled)
         raise refuse(E.UNKNOWN_PERSON, f"no {kind} {person_id!r}")
 
     def role(self, tx: Tx, kind: str, person_id: str) -> str | None:
