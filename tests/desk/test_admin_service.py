@@ -28,7 +28,7 @@ from relaydesk.desk.admin import (
 )
 from relaydesk.desk.component import DeskComponent, open_desk
 from relaydesk.desk.tickets.errors import DeskError
-from relaydesk.desk.tickets.model import Principal
+from relaydesk.desk.tickets.model import NewTicket, Principal
 from relaydesk.storage.engine import Database
 from relaydesk.storage.messages import messaging_migrations
 
@@ -403,3 +403,30 @@ def test_public_names_are_pinned() -> None:
     assert len(codes) == len(set(codes))
     assert admin.AdminErrorCode.APP_ATTACHED_ELSEWHERE.http_status == 409
     assert admin.AdminErrorCode.NOT_ADMIN.http_status == 403
+
+
+async def test_a_plan_pins_a_policy_version_or_follows_the_latest(desk: DeskComponent) -> None:
+    import msgspec
+
+    from relaydesk.desk.sla import default_policy
+
+    _setup(desk)
+    a = desk.admin
+    v2 = msgspec.structs.replace(default_policy(), version=2)
+    desk.admin.write_sync(lambda tx: desk.tickets.put_policy_tx(tx, v2, desk.tickets.now()))
+    pinned = _w(
+        desk, lambda tx: a.put_plan(tx, ROOT, NewPlan(id="gold", name="Gold", policy_version=1))
+    )
+    assert (pinned.policy_version, pinned.pinned) == (1, True)
+    _refused(
+        desk,
+        "admin.unknown_policy",
+        lambda tx: a.put_plan(tx, ROOT, NewPlan(id="gold", name="G", policy_version=9)),
+    )
+    dana = Principal(kind="customer", id="dana", organisation_id="acme")
+    t1 = await desk.tickets.create_ticket(dana, NewTicket(subject="pinned"))
+    assert (t1.policy_id, t1.policy_version) == ("default", 1)
+    latest = _w(desk, lambda tx: a.put_plan(tx, ROOT, NewPlan(id="gold", name="Gold")))
+    assert (latest.policy_version, latest.pinned) == (2, False)
+    t2 = await desk.tickets.create_ticket(dana, NewTicket(subject="latest"))
+    assert t2.policy_version == 2

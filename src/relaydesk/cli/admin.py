@@ -256,9 +256,12 @@ def plan_create(
     plan_id: str,
     name: Annotated[str, typer.Option(help="Display name.")],
     policy: Annotated[str, typer.Option(help="SLA policy id.")] = "default",
+    version: Annotated[
+        int | None, typer.Option(help="Pin this policy version (default: follow the latest).")
+    ] = None,
 ) -> None:
     """Create or change a plan."""
-    new = _build(NewPlan, id=plan_id, name=name, policy_id=policy)
+    new = _build(NewPlan, id=plan_id, name=name, policy_id=policy, policy_version=version)
     _out(_run(lambda a, tx, actor: a.put_plan(tx, actor, new)))
 
 

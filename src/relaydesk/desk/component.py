@@ -113,6 +113,7 @@ class DeskComponent:
         )
         self.tickets.authenticator = self.admin.authenticate
         self.tickets.app_owner = self.admin.app_owner
+        self.tickets.plan_version = self.admin.plan_version
         self.accounts.enabled = self.admin.principal_enabled
         self._messaging = messaging
         self._messaging_app = settings.desk.messaging_app

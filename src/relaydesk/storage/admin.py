@@ -140,11 +140,22 @@ CREATE INDEX admin_webhook_deliveries_due ON admin_webhook_deliveries (next_atte
 """
 
 
+# Step 3: a plan may pin one version of its SLA policy (absent: the latest version at
+# each ticket's creation, the desk's original rule).
+_SCHEMA_V3 = """
+CREATE TABLE admin_plan_versions (
+    plan_id TEXT PRIMARY KEY,
+    policy_version INTEGER NOT NULL
+)
+"""
+
+
 def admin_migrations(dialect: str = "sqlite") -> list[str]:
     """The administration component's numbered schema steps for ``dialect``."""
     return [
         _SCHEMA_V1.replace("{autoid}", _AUTOID[dialect]),
         _SCHEMA_V2.replace("{autoid}", _AUTOID[dialect]),
+        _SCHEMA_V3,
     ]
 
 
@@ -379,6 +390,24 @@ class AdminStore:
             (organisation_id,),
         )
         return [str(r[0]) for r in rows]
+
+    # -- plans ------------------------------------------------------------------------------
+
+    def set_plan_version(self, tx: Tx, plan_id: str, version: int | None) -> None:
+        """Pin a plan to one policy version (``None``: follow the latest)."""
+        tx.execute("DELETE FROM admin_plan_versions WHERE plan_id = ?", (plan_id,))
+        if version is not None:
+            tx.execute(
+                "INSERT INTO admin_plan_versions (plan_id, policy_version) VALUES (?, ?)",
+                (plan_id, version),
+            )
+
+    def plan_version(self, tx: Tx, plan_id: str) -> int | None:
+        """The policy version a plan is pinned to, if any."""
+        value = tx.scalar(
+            "SELECT policy_version FROM admin_plan_versions WHERE plan_id = ?", (plan_id,)
+        )
+        return None if value is None else int(value)
 
     # -- organisations and people -------------------------------------------------------------
 

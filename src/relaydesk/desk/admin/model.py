@@ -75,11 +75,13 @@ class OrganisationView(msgspec.Struct, frozen=True):
 
 
 class NewPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A plan: the SLA policy (by id; new tickets pin its latest version) it applies."""
+    """A plan: the SLA policy it applies, pinned to ``policy_version`` or (``None``)
+    following the policy's latest version.  New tickets snapshot the version in force."""
 
     id: Id
     name: Name
     policy_id: Id = "default"
+    policy_version: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
 
 
 class PlanView(msgspec.Struct, frozen=True):
@@ -89,6 +91,8 @@ class PlanView(msgspec.Struct, frozen=True):
     name: str
     policy_id: str
     policy_version: int | None
+    #: Whether ``policy_version`` is pinned (else it is the latest).
+    pinned: bool = False
 
 
 class NewAgent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -352,31 +352,55 @@ class AdminService:
         self._audit(tx, actor, "organisation.app_detached", org_id, app=app_id)
         return self.organisation(tx, org_id)
 
+    def _plan_view(self, tx: Tx, plan: Plan) -> PlanView:
+        pinned = self.store.plan_version(tx, plan.id)
+        return PlanView(
+            id=plan.id,
+            name=plan.name,
+            policy_id=plan.policy_id,
+            policy_version=pinned or self._desk.latest_policy_version(tx, plan.policy_id),
+            pinned=pinned is not None,
+        )
+
     def plans(self, tx: Tx) -> list[PlanView]:
         """Every plan with the policy version new tickets would pin."""
-        rows = tx.query("SELECT id FROM desk_plans ORDER BY id")
         out = []
-        for (plan_id,) in rows:
+        for (plan_id,) in tx.query("SELECT id FROM desk_plans ORDER BY id"):
             plan = self._desk.plan(tx, str(plan_id))
             assert plan is not None
-            out.append(
-                PlanView(
-                    id=plan.id,
-                    name=plan.name,
-                    policy_id=plan.policy_id,
-                    policy_version=self._desk.latest_policy_version(tx, plan.policy_id),
-                )
-            )
+            out.append(self._plan_view(tx, plan))
         return out
 
+    def plan_version(self, tx: Tx, plan_id: str) -> int | None:
+        """The policy version a plan pins, if any (the ticket service asks)."""
+        return self.store.plan_version(tx, plan_id)
+
     def put_plan(self, tx: Tx, actor: Actor, new: NewPlan) -> PlanView:
-        """Create or change a plan (``admin.unknown_policy``)."""
-        version = self._desk.latest_policy_version(tx, new.policy_id)
-        if version is None:
+        """Create or change a plan (``admin.unknown_policy`` for an unknown policy or
+        version)."""
+        if self._desk.latest_policy_version(tx, new.policy_id) is None:
             raise refuse(E.UNKNOWN_POLICY, f"no SLA policy {new.policy_id!r}")
-        self._desk.put_plan(tx, Plan(id=new.id, name=new.name, policy_id=new.policy_id))
-        self._audit(tx, actor, "plan.saved", new.id, name=new.name, policy=new.policy_id)
-        return PlanView(id=new.id, name=new.name, policy_id=new.policy_id, policy_version=version)
+        if (
+            new.policy_version is not None
+            and self._desk.policy(tx, new.policy_id, new.policy_version) is None
+        ):
+            raise refuse(
+                E.UNKNOWN_POLICY,
+                f"SLA policy {new.policy_id!r} has no version {new.policy_version}",
+            )
+        plan = Plan(id=new.id, name=new.name, policy_id=new.policy_id)
+        self._desk.put_plan(tx, plan)
+        self.store.set_plan_version(tx, new.id, new.policy_version)
+        self._audit(
+            tx,
+            actor,
+            "plan.saved",
+            new.id,
+            name=new.name,
+            policy=new.policy_id,
+            version=new.policy_version,
+        )
+        return self._plan_view(tx, plan)
 
     # -- people -------------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class TicketService:
         #: The organisation an app belongs to (``desk/admin``); when set, a ticket may
         #: name only an app of its own organisation.
         self.app_owner: Callable[[Tx, str], str | None] | None = None
+        #: The policy version a plan pins (``desk/admin``); ``None``: the latest.
+        self.plan_version: Callable[[Tx, str], int | None] | None = None
 
     def add_listener(self, listener: TicketListener) -> None:
         """Tell ``listener`` about every later committed change (composition root only)."""
@@ -327,7 +329,8 @@ class TicketService:
         plan = self._store.plan(tx, org.plan_id)
         if plan is None:  # pragma: no cover - foreign key
             raise DeskError(DeskErrorCode.UNKNOWN_PLAN, org.plan_id)
-        version = self._store.latest_policy_version(tx, plan.policy_id)
+        pinned = None if self.plan_version is None else self.plan_version(tx, plan.id)
+        version = pinned or self._store.latest_policy_version(tx, plan.policy_id)
         if version is None:
             raise DeskError(DeskErrorCode.UNKNOWN_POLICY, f"no SLA policy {plan.policy_id!r}")
         if new.assignee_id is not None:

@@ -52,7 +52,8 @@ def _address(request: Request[Any, Any, Any]) -> str:
 def _convert(kind: type[T], fields: Mapping[str, Any]) -> T:
     """A request struct from form fields (empty fields are omitted)."""
     try:
-        return msgspec.convert({k: v for k, v in fields.items() if v not in ("", None)}, kind)
+        present = {k: v for k, v in fields.items() if v not in ("", None)}
+        return msgspec.convert(present, kind, strict=False)  # form fields are strings
     except msgspec.ValidationError as exc:
         raise DeskError("admin.invalid", str(exc), 422) from exc
 
@@ -166,7 +167,9 @@ def admin_handlers(console: Console, page_error: type[Exception]) -> list[HTTPRo
         return await admin.write(lambda tx: admin.create_organisation(tx, actor(req, s), new))
 
     async def save_plan(req: Any, s: ConsoleSession, f: dict[str, str]) -> Any:
-        new = _convert(NewPlan, {k: f.get(k) for k in ("id", "name", "policy_id")})
+        new = _convert(
+            NewPlan, {k: f.get(k) for k in ("id", "name", "policy_id", "policy_version")}
+        )
         return await admin.write(lambda tx: admin.put_plan(tx, actor(req, s), new))
 
     async def org_action(req: Any, s: ConsoleSession, f: dict[str, str]) -> Any:
