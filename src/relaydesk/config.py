@@ -29,6 +29,10 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     region: str = "local"
     data_dir: str = "var"
     public_url: str = ""  # what `make run` prints; derived from host/port when empty
+    # TLS served directly (PEM files); empty: plain HTTP (or TLS ends at a reverse proxy,
+    # docs/operations.md "Single node").  Both or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
     # Connections this node is sized for; the edge directory ranks a node nearing it
     # after its siblings and lists a full one last (0: not stated, load not ranked).
     capacity: NonNeg = 0
@@ -154,8 +158,13 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Each node sends its full presence list this often (it is also its heartbeat);
     # a node silent for three intervals is taken as gone and its users offline.
     presence_interval_ms: Annotated[int, Meta(ge=100, le=600_000)] = 5000
-    # Only this node runs the desk's escalation scheduler and retention sweeps.
-    leader: bool = True
+    # Which node runs the desk's background jobs (escalations, auto-acknowledgements,
+    # webhooks, retention): unset (default) elects one by a lease in the database
+    # (docs/operations.md "When the leader dies"); true forces this node to run them,
+    # false keeps it from ever running them.
+    leader: bool | None = None
+    # Lease lifetime: a dead leader's jobs move to another node within about 4/3 of it.
+    lease_ttl_s: Annotated[float, Meta(ge=3, le=600)] = 15.0
     # How often a node writes its registry row (load, heartbeat) and reads back its
     # drain flag: a drain takes effect within one interval.
     node_heartbeat_ms: Annotated[int, Meta(ge=100, le=60_000)] = 2000
@@ -163,6 +172,26 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # undrains it on probation after a cool-off (docs/operations.md "Draining a node").
     auto_drain: bool = False
     auto_drain_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
+
+
+class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Administration, console sessions and sign-in (docs/desk.md "Administration")."""
+
+    # One-time links: invites (first password) and password resets.
+    invite_ttl_s: Annotated[int, Meta(ge=300, le=30 * 86_400)] = 7 * 86_400
+    reset_ttl_s: Annotated[int, Meta(ge=60, le=7 * 86_400)] = 3_600
+    # How often every node re-reads app secrets, so that an app created, disabled or
+    # rotated on another node (or by the CLI) takes effect here too.
+    apps_refresh_s: Annotated[float, Meta(ge=1, le=3600)] = 10.0
+    # Console sessions (stored in the database): idle expiry.
+    session_ttl_s: Annotated[int, Meta(ge=60, le=30 * 86_400)] = 8 * 3600
+    # Sign-in throttle: failures allowed in a row per account and per client address,
+    # then each further failure blocks for 1 s, 2 s, 4 s ... up to the maximum.
+    signin_free_failures_account: Annotated[int, Meta(ge=1, le=100)] = 5
+    signin_free_failures_address: Annotated[int, Meta(ge=1, le=10_000)] = 20
+    signin_max_backoff_s: Annotated[int, Meta(ge=1, le=86_400)] = 900
+    # Threads that check passwords (scrypt); 0: half the CPU cores, at least one.
+    hash_threads: Annotated[int, Meta(ge=0, le=64)] = 0
 
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -179,10 +208,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     desk: DeskSettings = DeskSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
+    admin: AdminSettings = AdminSettings()
     apps: list[AppSettings] = []
     demo: bool = False
 
     def __post_init__(self) -> None:
+        if bool(self.server.tls_cert) != bool(self.server.tls_key):
+            raise ValueError("server.tls_cert and server.tls_key go together")
         if self.cluster.bus and not self.storage_url.startswith(("postgresql://", "postgres://")):
             raise ValueError(
                 "cluster.bus needs a storage.url on PostgreSQL: every node must share one database"
@@ -198,14 +230,25 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def public_url(self) -> str:
         if self.server.public_url:
             return self.server.public_url.rstrip("/")
-        return f"http://{self.server.host}:{self.server.port}"
+        scheme = "https" if self.server.tls_cert else "http"
+        return f"{scheme}://{self.server.host}:{self.server.port}"
 
 
 class ConfigError(Exception):
     """A setting is missing, unknown or invalid."""
 
 
-_SECTIONS = ("server", "http", "storage", "gateway", "retention", "desk", "telemetry", "cluster")
+_SECTIONS = (
+    "server",
+    "http",
+    "storage",
+    "gateway",
+    "retention",
+    "desk",
+    "telemetry",
+    "cluster",
+    "admin",
+)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

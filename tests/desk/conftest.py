@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from desk_testkit import MONDAY_10, WebhookReceiver, desk_settings, seed_people
+from desk_testkit import MONDAY_10, WebhookReceiver, attach_apps, desk_settings, seed_people
 
 from pg import ENGINES, open_test_database
 from relaydesk.clock import FakeClock
@@ -38,4 +38,5 @@ def webhook() -> Iterator[WebhookReceiver]:
 def desk(desk_db: Database, desk_clock: FakeClock) -> DeskComponent:
     component = open_desk(desk_db, desk_settings(auto_assign=False), desk_clock, None)
     seed_people(component.tickets, desk_db)
+    attach_apps(component)
     return component

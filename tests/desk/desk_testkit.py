@@ -183,3 +183,15 @@ def serve_desk(desk: DeskComponent) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+#: Apps the desk tests name in tickets, and the organisation each belongs to.
+TEST_APPS = {"acme-chat": "acme", "chat": "acme", "globex-iot": "globex"}
+
+
+def attach_apps(desk: DeskComponent) -> None:
+    """Attach :data:`TEST_APPS` to their organisations (tickets may name only those)."""
+    store = desk.admin.store
+    desk.admin.write_sync(
+        lambda tx: [store.set_app_owner(tx, app, org, 0) for app, org in TEST_APPS.items()]
+    )

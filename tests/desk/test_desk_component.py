@@ -17,6 +17,7 @@ async def test_seed_demo_is_idempotent_and_keys_work(
     desk = open_desk(desk_db, desk_settings(), desk_clock, None)
     first = desk.seed_demo()
     assert first.seeded and set(first.keys) == {
+        "admin:alice",
         "agent:alice",
         "agent:bob",
         "customer:dana",
@@ -26,8 +27,8 @@ async def test_seed_demo_is_idempotent_and_keys_work(
     second = desk.seed_demo()
     assert not second.seeded
     assert desk_db.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM desk_tickets")) == count
-    # Old demo keys are revoked, new ones work.
-    assert await desk.tickets.authenticate(first.keys["agent:alice"]) is None
+    # The demo keys stay the same (a restart keeps them working).
+    assert second.keys == first.keys
     assert await desk.tickets.authenticate(second.keys["agent:alice"]) == ALICE
     dana = await desk.tickets.authenticate(second.keys["customer:dana"])
     assert dana is not None and dana.organisation_id == "acme"
@@ -38,6 +39,8 @@ async def test_seed_demo_is_idempotent_and_keys_work(
     # Reopening on the same database keeps the schema and data.
     again = open_desk(desk_db, desk_settings(), desk_clock, None)
     assert len(await again.tickets.queue(ALICE)) == len(queue)
+    assert again.seed_demo().keys == first.keys
+    assert await again.tickets.authenticate(first.keys["customer:dana"]) is not None
 
 
 def test_public_names_are_pinned() -> None:

@@ -6,38 +6,57 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from relaydesk.clock import FakeClock
+from relaydesk.config import Settings
 from relaydesk.desk.accounts import hash_password, verify_password
+from relaydesk.desk.component import open_desk
 from relaydesk.desk.live import LiveNotices, WarRooms, messaging_user
 from relaydesk.desk.sla import MetricStatus, TicketSla
 from relaydesk.desk.tickets.model import Agent, OnCallShift, Principal, Ticket
 from relaydesk.desk.tickets.service import TicketChange
+from relaydesk.storage import open_database
 from relaydesk.web.console._forms import parse_comment, parse_new_ticket, parse_properties
-from relaydesk.web.console._sessions import SessionTable, tokens_match
+from relaydesk.web.console._sessions import SessionStore, tokens_match
 from relaydesk.web.console._views import fmt_duration, sla_clocks
 
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
 DANA = Principal(kind="customer", id="dana", organisation_id="acme")
 
 
-def test_sessions_slide_expire_and_stay_bounded() -> None:
+async def test_sessions_are_stored_slide_expire_and_stay_bounded(tmp_path: Path) -> None:
     clock = FakeClock(T0.timestamp())
-    table = SessionTable(clock, ttl_s=60, max_sessions=2)
-    s = table.create(DANA, "Dana")
-    clock.advance(59)
-    assert table.get(s.id) is not None  # touching slides the expiry
-    clock.advance(59)
-    assert table.get(s.id) is not None
-    clock.advance(61)
-    assert table.get(s.id) is None
-    a, b, c = (table.create(DANA, "Dana") for _ in range(3))
-    assert table.get(a.id) is None and table.get(b.id) and table.get(c.id)
-    assert table.statistics().evicted == 1 and table.statistics().expired == 1
+    db = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    desk = open_desk(db, Settings(), clock, None)
+    desk.seed_demo()
+    table = SessionStore(desk.admin, clock, ttl_s=120, max_per_person=2)
+    s = await table.create(DANA, "Dana")
+    clock.advance(100)
+    assert await table.get(s.id) is not None  # touching slides the expiry
+    clock.advance(100)
+    assert await table.get(s.id) is not None
+    # A second process on the same database (a restart) knows the session.
+    again = SessionStore(desk.admin, clock, ttl_s=120)
+    assert (await again.get(s.id)) == (await table.get(s.id))
+    clock.advance(121)
+    assert await table.get(s.id) is None
+    made = []
+    for _ in range(3):  # the oldest beyond max_per_person is revoked
+        made.append(await table.create(DANA, "Dana"))
+        clock.advance(1)
+    a, b, c = made
+    assert await table.get(a.id) is None and await table.get(b.id) and await table.get(c.id)
+    stored = db.read_sync(lambda tx: tx.query("SELECT id_hash FROM admin_sessions"))
+    assert all(c.id not in str(row) for row in stored)  # only hashes are stored
+    await table.end(c.id)
+    assert await table.get(c.id) is None and (await table.statistics()).active == 1
     assert tokens_match(c.csrf, c.csrf) and not tokens_match(c.csrf, None)
     assert not tokens_match(c.csrf, "") and not tokens_match(c.csrf, c.csrf[:-1])
+    assert await table.get("x" * 500) is None
+    db.close_sync()
 
 
 def test_new_ticket_form_parses_window_as_utc() -> None:
@@ -182,3 +201,31 @@ async def test_war_room_opens_once_for_urgent_active_tickets() -> None:
     assert fake.channels == {"desk-war-7": ["desk-bot", "customer.dana", "agent.alice"]}
     assert len(fake.posts) == 1 and fake.posts[0][4] == "desk-war-7-opened"
     assert messaging_user("agent", "bad id") is None
+
+
+async def test_password_change_and_disabling_end_sessions(tmp_path: Path) -> None:
+    from relaydesk.desk.admin import Actor
+
+    clock = FakeClock(T0.timestamp())
+    db = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    desk = open_desk(db, Settings(), clock, None)
+    desk.seed_demo()
+    table = SessionStore(desk.admin, clock, ttl_s=3600)
+    cli = Actor(who="cli:test")
+    a, b = await table.create(DANA, "Dana"), await table.create(DANA, "Dana")
+    link = desk.admin.write_sync(lambda tx: desk.admin.reset_link(tx, cli, "customer", "dana"))
+    await desk.admin.accept_link(link.url.split("token=")[1], "a brand new passphrase", "::1")
+    assert await table.get(a.id) is None and await table.get(b.id) is None
+    c = await table.create(DANA, "Dana")
+    desk.admin.write_sync(
+        lambda tx: desk.admin.set_person_disabled(tx, cli, "customer", "dana", True)
+    )
+    assert await table.get(c.id) is None
+    desk.admin.write_sync(
+        lambda tx: desk.admin.set_person_disabled(tx, cli, "customer", "dana", False)
+    )
+    d = await table.create(DANA, "Dana")
+    desk.admin.write_sync(lambda tx: desk.admin.set_organisation_disabled(tx, cli, "acme", True))
+    assert await table.get(d.id) is None
+    await desk.aclose()
+    db.close_sync()

@@ -90,7 +90,11 @@ def _print_banner(settings: Settings) -> None:
     ]
     cluster = settings.cluster
     if cluster.bus:
-        role = "leader: runs the desk's background jobs" if cluster.leader else "follower"
+        role = {
+            True: "leader: runs the desk's background jobs",
+            False: "follower",
+            None: "leader elected by lease",
+        }[cluster.leader]
         bus = urlsplit(cluster.bus)  # no credentials: NATS takes a token as user info
         where = f"{bus.scheme}://{bus.hostname}:{bus.port or 4222}"
         lines.append(f"  cluster       {cluster.name} on {where} ({role})")
@@ -150,6 +154,8 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
 
 
 def _register_optional() -> None:
+    from relaydesk.cli.admin import admin_app
+    from relaydesk.cli.backup import backup, restore
     from relaydesk.cli.chat import send, tail
     from relaydesk.cli.desk import desk_app
     from relaydesk.cli.diagnose import diagnose
@@ -161,6 +167,9 @@ def _register_optional() -> None:
     app.command()(send)
     app.command()(tail)
     app.add_typer(desk_app, name="desk")
+    app.add_typer(admin_app, name="admin")
+    app.command()(backup)
+    app.command()(restore)
     app.command()(doctor)
     app.command()(diagnose)
     app.command()(netsim)

@@ -16,7 +16,10 @@ from litestar import Router
 
 from relaydesk.clock import Clock
 from relaydesk.config import Settings
-from relaydesk.desk.accounts import Accounts
+from relaydesk.desk.accounts import Accounts, PasswordHasher
+from relaydesk.desk.admin.model import Scope
+from relaydesk.desk.admin.service import AdminService
+from relaydesk.desk.admin.webhooks import SignedWebhookNotifier, TicketEvents, WebhookDispatcher
 from relaydesk.desk.escalation import (
     ChannelNotifier,
     EscalationScheduler,
@@ -55,11 +58,24 @@ _DEMO_LOGINS: Final = (
 )
 
 
-class DemoCredentials(msgspec.Struct, frozen=True):
-    """API keys issued by :meth:`DeskComponent.seed_demo` (``"agent:alice"`` -> key).
+#: Demo apps and the demo organisation each belongs to.
+_DEMO_APPS: Final = (("demo", _DEMO_ORG), ("acme-chat", _DEMO_ORG), ("globex-iot", "globex"))
+#: Demo API keys: label, scope, owner.
+_DEMO_KEYS: Final[tuple[tuple[str, Scope, str], ...]] = (
+    ("admin:alice", "admin", "alice"),
+    ("agent:alice", "agent", "alice"),
+    ("agent:bob", "agent", "bob"),
+    ("customer:dana", "customer", "dana"),
+    ("customer:frank", "customer", "frank"),
+)
 
-    ``seeded`` is False when the demo data already existed; fresh keys are issued on every
-    call (the previous demo keys are revoked), since only key hashes are stored.
+
+class DemoCredentials(msgspec.Struct, frozen=True):
+    """API keys of the demo people (``"agent:alice"`` -> key), from
+    :meth:`DeskComponent.seed_demo`.
+
+    ``seeded`` is False when the demo data already existed.  The keys are the same on
+    every call and across restarts (derived from a seed stored in the database).
     """
 
     seeded: bool
@@ -84,7 +100,21 @@ class DeskComponent:
             clock,
             assignment=choose_assignee if settings.desk.auto_assign else None,
         )
-        self.accounts = Accounts(db, self.store)
+        self.accounts = Accounts(db, self.store, PasswordHasher(settings.admin.hash_threads))
+        self.admin = AdminService(
+            db,
+            self.store,
+            self.tickets,
+            self.accounts,
+            clock,
+            public_url=settings.public_url,
+            invite_ttl_s=settings.admin.invite_ttl_s,
+            reset_ttl_s=settings.admin.reset_ttl_s,
+        )
+        self.tickets.authenticator = self.admin.authenticate
+        self.tickets.app_owner = self.admin.app_owner
+        self.tickets.plan_version = self.admin.plan_version
+        self.accounts.enabled = self.admin.principal_enabled
         self._messaging = messaging
         self._messaging_app = settings.desk.messaging_app
         self._live = False
@@ -100,6 +130,17 @@ class DeskComponent:
             notifiers.append(
                 ChannelNotifier(messaging, settings.desk.messaging_app, self._oncall_members)
             )
+        # Signed webhooks (desk/admin/webhooks.py): notices and ticket changes enter an
+        # outbox that the dispatcher signs and sends from the leader.
+        notifiers.append(SignedWebhookNotifier(self.admin.webhooks))
+        self.tickets.add_listener(TicketEvents(self.admin.webhooks))
+        self.webhook_dispatcher = WebhookDispatcher(
+            db,
+            self.admin.store,
+            self.admin.webhooks,
+            clock,
+            timeout_s=settings.desk.webhook_timeout_s,
+        )
         self.scheduler = EscalationScheduler(
             db, self.tickets, clock, notifiers, interval_s=settings.desk.escalation_interval_s
         )
@@ -139,36 +180,47 @@ class DeskComponent:
         return [a.id for a in agents if a.oncall]
 
     async def start(self) -> None:
-        """Start the escalation scheduler."""
+        """Start the escalation scheduler and the webhook dispatcher."""
         await self.scheduler.start()
+        await self.webhook_dispatcher.start()
+
+    async def stop(self) -> None:
+        """Stop the background jobs (this node lost the lead); :meth:`start` resumes."""
+        await self.scheduler.aclose()
+        await self.webhook_dispatcher.stop()
 
     async def aclose(self) -> None:
-        """Stop the scheduler and close the webhook client."""
+        """Stop the jobs and close the clients."""
         await self.scheduler.aclose()
+        await self.webhook_dispatcher.aclose()
+        self.accounts.hasher.close()
         if self._webhook is not None:
             await self._webhook.aclose()
 
     def seed_demo(self) -> DemoCredentials:
         """Create a demo organisation, plan, agents with on-call hours and tickets in
-        several states (once), and issue fresh demo API keys (every call)."""
+        several states (once), and the demo API keys (stable across calls)."""
         return self._db.write_sync(self._seed_tx)
 
     def _seed_tx(self, tx: Tx) -> DemoCredentials:
         svc = self.tickets
         now = svc.now()
         seeded = self.store.organisation(tx, _DEMO_ORG) is None
+        # The demo's apps belong to its organisations (tickets may name only their
+        # organisation's apps), and alice administers the demo desk (unless changed).
+        for app_id, org_id in _DEMO_APPS:
+            if self.admin.store.app_owner(tx, app_id) is None:
+                self.admin.store.set_app_owner(tx, app_id, org_id, to_ms(now))
+        if self.admin.store.person(tx, "agent", "alice") is None:
+            self.admin.store.put_person(tx, "agent", "alice", "admin")
         if seeded:
             _seed_data(svc, tx, now)
+        # Keys issued by earlier versions (a fresh set on every start) are revoked; the
+        # demo keys are now derived from a seed stored once, so they survive restarts.
         self.store.revoke_api_keys(tx, _DEMO_KEY_LABEL, to_ms(now))
         keys: dict[str, str] = {}
-        for principal in (
-            Principal(kind="agent", id="alice"),
-            Principal(kind="agent", id="bob"),
-            Principal(kind="customer", id="dana", organisation_id=_DEMO_ORG),
-            Principal(kind="customer", id="frank", organisation_id="globex"),
-        ):
-            label = f"{principal.kind}:{principal.id}"
-            keys[label] = svc.issue_api_key_tx(tx, principal, _DEMO_KEY_LABEL + label, now)
+        for label, scope, owner in _DEMO_KEYS:
+            keys[label] = self.admin.ensure_demo_key(tx, label, scope, owner)
         logins: dict[str, str] = {}
         for principal, email in _DEMO_LOGINS:
             if self.store.login(tx, email) is None:

@@ -10,7 +10,7 @@ Verification is pure: ``now`` is a parameter and PyJWT's own clock checks are of
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import jwt
 import msgspec
@@ -65,7 +65,7 @@ def mint_token(
 
 def verify_token(
     token: str,
-    secret_for: Callable[[str], str | None],
+    secret_for: Callable[[str], str | Sequence[str] | None],
     *,
     now: float,
     expected_app: str | None = None,
@@ -81,20 +81,29 @@ def verify_token(
         raise ProtocolError(ErrorCode.TOKEN_INVALID, "token header lacks kid or uses another alg")
     if expected_app is not None and kid != expected_app:
         raise ProtocolError(ErrorCode.TOKEN_WRONG_APP, f"token is for app {kid!r}")
-    secret = secret_for(kid)
-    if secret is None:
+    found = secret_for(kid)
+    if not found:
         raise ProtocolError(ErrorCode.TOKEN_INVALID, f"unknown app {kid!r}")
+    # During a secret rotation's overlap an app has two secrets, the current one first.
+    keys = (found,) if isinstance(found, str) else tuple(found)
+    raw: object = None
+    for i, secret in enumerate(keys):
+        try:
+            raw = jwt.decode(
+                token,
+                secret,
+                algorithms=[ALGORITHM],
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
+            break
+        except jwt.InvalidSignatureError:
+            if i == len(keys) - 1:
+                raise ProtocolError(ErrorCode.TOKEN_INVALID, "bad token signature") from None
+        except jwt.PyJWTError as exc:
+            raise ProtocolError(ErrorCode.TOKEN_INVALID, f"invalid token: {exc}") from None
     try:
-        raw = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
-        )
         claims = msgspec.convert(raw, Claims)
-    except jwt.InvalidSignatureError:
-        raise ProtocolError(ErrorCode.TOKEN_INVALID, "bad token signature") from None
-    except (jwt.PyJWTError, msgspec.ValidationError) as exc:
+    except msgspec.ValidationError as exc:
         raise ProtocolError(ErrorCode.TOKEN_INVALID, f"invalid token: {exc}") from None
     if claims.app != kid:
         raise ProtocolError(ErrorCode.TOKEN_WRONG_APP, "token app claim differs from its key id")

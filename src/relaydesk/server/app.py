@@ -29,6 +29,7 @@ from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.edges import RankingPolicy
 from relaydesk.edges.autodrain import AutoDrainPolicy
 from relaydesk.server.cluster import open_bus
+from relaydesk.server.cluster.lease import LeaderLease
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.server.directory import AutoDrainer, Directory
 from relaydesk.server.gateway.gateway import Gateway
@@ -40,6 +41,7 @@ from relaydesk.storage import Database
 from relaydesk.storage.messages import MessageStore
 from relaydesk.telemetry import Telemetry, open_telemetry
 from relaydesk.telemetry.saturation import watch_reader_pool
+from relaydesk.web.admin_api import admin_router
 from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
 from relaydesk.web.edges_api import edges_router
@@ -111,6 +113,7 @@ class RelaydeskServer:
                 edges_router(
                     self.directory, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),
+                admin_router(self.desk.admin),
             ],
             openapi_config=openapi_config("relaydesk", __doc__),
             lifespan=[self._lifespan],
@@ -119,23 +122,62 @@ class RelaydeskServer:
             request_max_body_size=settings.http.max_body_bytes,
             debug=False,
         )
+        self.telemetry.maintains = settings.cluster.leader is True
+        self.lease = LeaderLease(
+            self.db,
+            self.clock,
+            holder=settings.server.node_id,
+            ttl_s=settings.cluster.lease_ttl_s,
+            on_change=self._lead,
+        )
+        if settings.cluster.leader is None:
+            self.desk.webhook_dispatcher.fence = self.lease.holds
         self.ready = False
+
+    @property
+    def runs_desk_jobs(self) -> bool:
+        """Whether this node runs the desk's background jobs now."""
+        forced = self.settings.cluster.leader
+        return self.lease.is_leader if forced is None else forced
+
+    async def _lead(self, leader: bool, epoch: int) -> None:
+        """Start (elected) or stop (deposed) this node's share of the background jobs."""
+        log.info(
+            "node %s %s the desk's background jobs (lease epoch %d)",
+            self.settings.server.node_id,
+            "runs" if leader else "stops",
+            epoch,
+        )
+        self.telemetry.maintains = leader
+        self.hub.set_retention(leader)
+        if leader:
+            await self.desk.start()
+            await self.autoack.start()
+            if self.settings.cluster.auto_drain:
+                await self.autodrain.start()
+        else:
+            await self.autodrain.aclose()
+            await self.autoack.aclose()
+            await self.desk.stop()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
         await self.hub.start()
+        # App secrets as administration sees them (disabled apps, rotation overlaps).
+        self.desk.admin.on_apps_changed = self.hub.set_app_secrets
+        await self.desk.admin.start(self.settings.admin.apps_refresh_s)
         await self.telemetry.start()
         await self.gateway.start()
         await self.registry.start()
         if self.settings.demo:
             await self._seed_demo()
-        if self.settings.cluster.leader:
-            # One node of a cluster runs the desk's background jobs: escalations and
-            # auto-acknowledgements must not fire once per node.
-            await self.desk.start()
-            await self.autoack.start()
-            if self.settings.cluster.auto_drain:
-                await self.autodrain.start()
+        # One node of a cluster runs the desk's background jobs: escalations, webhooks,
+        # auto-acknowledgements and retention must not run once per node.
+        forced = self.settings.cluster.leader
+        if forced is None:
+            await self.lease.start()  # a lone node leads before it reports ready
+        elif forced:
+            await self._lead(True, 0)
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:
@@ -144,7 +186,9 @@ class RelaydeskServer:
             self.ready = False
             await self.autodrain.aclose()
             await self.registry.aclose()
+            await self.lease.aclose()
             await self.gateway.aclose()
+            await self.desk.admin.aclose()
             await self.autoack.aclose()
             await self.desk.aclose()
             await self.hub.aclose()
@@ -158,7 +202,7 @@ class RelaydeskServer:
         lines = [
             f"  console login {who:<22} {pw}" for who, pw in sorted(credentials.logins.items())
         ] + [f"  desk key      {who:<22} {key}" for who, key in sorted(credentials.keys.items())]
-        head = "demo console logins and desk API keys (keys are new on every start):"
+        head = "demo console logins and desk API keys (the same on every start):"
         print("\n".join([head, *lines]), file=sys.stderr)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

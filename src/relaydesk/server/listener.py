@@ -228,4 +228,6 @@ def listener_config(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=settings.server.tls_cert or None,
+        ssl_keyfile=settings.server.tls_key or None,
     )

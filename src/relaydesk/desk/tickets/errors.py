@@ -26,6 +26,8 @@ class DeskErrorCode(enum.StrEnum):
     INVALID_WINDOW = "ticket.invalid_window"
     UNKNOWN_REQUESTER = "ticket.unknown_requester"
     UNKNOWN_AGENT = "ticket.unknown_agent"
+    #: The ticket names an app that does not belong to its organisation (tenancy).
+    UNKNOWN_APP = "ticket.unknown_app"
     UNKNOWN_ORGANISATION = "desk.unknown_organisation"
     UNKNOWN_PLAN = "desk.unknown_plan"
     UNKNOWN_POLICY = "sla.unknown_policy"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol, TypeVar
 
@@ -134,6 +134,13 @@ class TicketService:
         self._assignment = assignment
         self._listeners = list(listeners)
         self.documents = SlaDocuments(store)
+        #: Key check used instead of the desk's own table (``desk/admin``), if set.
+        self.authenticator: Callable[[str], Awaitable[Principal | None]] | None = None
+        #: The organisation an app belongs to (``desk/admin``); when set, a ticket may
+        #: name only an app of its own organisation.
+        self.app_owner: Callable[[Tx, str], str | None] | None = None
+        #: The policy version a plan pins (``desk/admin``); ``None``: the latest.
+        self.plan_version: Callable[[Tx, str], int | None] | None = None
 
     def add_listener(self, listener: TicketListener) -> None:
         """Tell ``listener`` about every later committed change (composition root only)."""
@@ -379,7 +386,12 @@ class TicketService:
         return key
 
     async def authenticate(self, key: str) -> Principal | None:
-        """The principal owning ``key``, or ``None`` for an unknown or revoked key."""
+        """The principal owning ``key``, or ``None`` for an unknown or revoked key.
+
+        With administration wired in (``authenticator``), its keys are checked, and the
+        disabled flags of people and organisations apply."""
+        if self.authenticator is not None:
+            return await self.authenticator(key)
         digest = hash_api_key(key)
         return await self._db.read(lambda tx: self._store.principal_for_key(tx, digest))
 
@@ -474,11 +486,22 @@ class TicketService:
         plan = self._store.plan(tx, org.plan_id)
         if plan is None:  # pragma: no cover - foreign key
             raise DeskError(DeskErrorCode.UNKNOWN_PLAN, org.plan_id)
-        version = self._store.latest_policy_version(tx, plan.policy_id)
+        pinned = None if self.plan_version is None else self.plan_version(tx, plan.id)
+        version = pinned or self._store.latest_policy_version(tx, plan.policy_id)
         if version is None:
             raise DeskError(DeskErrorCode.UNKNOWN_POLICY, f"no SLA policy {plan.policy_id!r}")
         if new.assignee_id is not None:
             self._require_agent(tx, new.assignee_id)
+        if (
+            new.app_id is not None
+            and self.app_owner is not None
+            and self.app_owner(tx, new.app_id) != org.id
+        ):
+            # Same answer for another tenant's app and for no app at all: another
+            # organisation's app ids are never confirmed.
+            raise DeskError(
+                DeskErrorCode.UNKNOWN_APP, f"organisation {org.id!r} has no app {new.app_id!r}"
+            )
         now_ms = to_ms(now)
         ticket_id = self._store.insert_ticket(
             tx,

@@ -374,7 +374,7 @@ class Gateway:
             )
         elif isinstance(frame, Refresh):
             claims = verify_token(
-                frame.token, self.hub.secret_for, now=self.clock.time(), expected_app=conn.app
+                frame.token, self.hub.token_secrets, now=self.clock.time(), expected_app=conn.app
             )
             if claims.sub != conn.user:
                 raise ProtocolError(ErrorCode.TOKEN_INVALID, "refresh token is for another user")
@@ -391,7 +391,7 @@ class Gateway:
         or unknown-app tokens must not write rows under an app.
         """
         assert self.recorder is not None
-        claims = verify_token(hello.token, self.hub.secret_for, now=0.0)
+        claims = verify_token(hello.token, self.hub.token_secrets, now=0.0)
         self.recorder.login_failed(
             claims.app,
             claims.sub,
@@ -410,7 +410,7 @@ class Gateway:
 
     async def _login(self, conn: Connection, hello: Hello) -> None:
         try:
-            claims = verify_token(hello.token, self.hub.secret_for, now=self.clock.time())
+            claims = verify_token(hello.token, self.hub.token_secrets, now=self.clock.time())
         except ProtocolError as exc:
             if exc.code is ErrorCode.TOKEN_EXPIRED and self.recorder is not None:
                 self._expired_login(hello, exc)

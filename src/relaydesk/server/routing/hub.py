@@ -39,7 +39,7 @@ import contextlib
 import functools
 import logging
 import secrets as pysecrets
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -142,6 +142,7 @@ class Hub:
         self.settings = settings
         self.clock = clock
         self.secrets: dict[str, str] = {}
+        self._token_secrets: dict[str, tuple[str, ...]] = {}
         self.fanned_pos = 0
         self._queue: asyncio.Queue[tuple[Op, Done]] = asyncio.Queue(COMMIT_QUEUE_MAX)
         self._members: dict[tuple[str, str], dict[str, str]] = {}
@@ -152,6 +153,7 @@ class Hub:
         self._saving: dict[tuple[str, str, str], int] = {}  # in the commit running now
         self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX, 0)
         self._tasks: list[asyncio.Task[None]] = []
+        self._retention: asyncio.Task[None] | None = None
         self.stats = {
             "commits": 0,
             "ops": 0,
@@ -197,8 +199,8 @@ class Hub:
             asyncio.create_task(self._writer(), name="hub-writer"),
             asyncio.create_task(self._cursor_flusher(), name="hub-cursors"),
         ]
-        if self.settings.cluster.leader:
-            self._tasks.append(asyncio.create_task(self._sweeper(), name="hub-retention"))
+        if self.settings.cluster.leader:  # forced; else the lease calls set_retention
+            self.set_retention(True)
         if self.bus is not None:
             cluster = self.settings.cluster
             self._sequencer = Sequencer(self.fanned_pos, cluster.gap_timeout_ms / 1000)
@@ -212,6 +214,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._retention = None
         for _, waiter in self._fanned_waiters:
             waiter.cancel()
         self._fanned_waiters.clear()
@@ -227,6 +230,21 @@ class Hub:
     def secret_for(self, app: str) -> str | None:
         return self.secrets.get(app)
 
+    def token_secrets(self, app: str) -> tuple[str, ...] | None:
+        """Secrets that verify ``app``'s tokens now: the current one, and the previous one
+        during a rotation's overlap (``desk/admin``)."""
+        found = self._token_secrets.get(app)
+        if found is not None:
+            return found
+        current = self.secrets.get(app)
+        return None if current is None else (current,)
+
+    def set_app_secrets(self, secrets: Mapping[str, tuple[str, ...]]) -> None:
+        """Adopt the enabled apps and their secrets (administration's view of ``apps``);
+        an app missing from ``secrets`` is disabled and its tokens stop verifying."""
+        self.secrets = {app: keys[0] for app, keys in secrets.items() if keys}
+        self._token_secrets = {app: keys for app, keys in secrets.items() if keys}
+
     async def ensure_app(self, app: str, secret: str | None = None) -> str:
         """Create ``app`` (or set its secret); return the secret in force."""
         if secret is None:
@@ -234,6 +252,7 @@ class Hub:
         now = millis(self.clock)
         await self.db.write(lambda tx: self.store.ensure_app_tx(tx, app, secret, now))
         self.secrets[app] = secret
+        self._token_secrets.pop(app, None)
         return secret
 
     # -- submitting operations ----------------------------------------------------
@@ -714,6 +733,16 @@ class Hub:
         """A write that carried ``pending`` failed: they wait for the next one."""
         for key, pos in pending.items():
             self.note_ack(*key, pos)
+
+    def set_retention(self, on: bool) -> None:
+        """Run the retention sweeps here (the node holding the desk lease) or stop them."""
+        if on and self._retention is None:
+            self._retention = asyncio.create_task(self._sweeper(), name="hub-retention")
+            self._tasks.append(self._retention)
+        elif not on and self._retention is not None:
+            self._retention.cancel()
+            self._tasks.remove(self._retention)
+            self._retention = None
 
     async def _sweeper(self) -> None:
         while True:

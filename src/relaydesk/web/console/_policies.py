@@ -414,7 +414,7 @@ def policy_handlers(
 
     @get(base, include_in_schema=False)
     async def list_policies(request: Request[Any, Any, Any]) -> Response[str]:
-        session = console.agent(request)
+        session = await console.agent(request)
         policies = group_versions(await _versions(console))
         return console.render("policies.html", session=session, policies=policies)
 
@@ -422,7 +422,7 @@ def policy_handlers(
     async def version_page(
         request: Request[Any, Any, Any], policy_id: FromPath[str], version: FromPath[int]
     ) -> Response[str]:
-        session = console.agent(request)
+        session = await console.agent(request)
         policy = await load(policy_id, version)
         latest = await load(policy_id, None)
         return console.render(
@@ -436,7 +436,7 @@ def policy_handlers(
 
     @get(base + "/{policy_id:str}/edit", include_in_schema=False)
     async def edit_page(request: Request[Any, Any, Any], policy_id: FromPath[str]) -> Response[str]:
-        session = console.agent(request)
+        session = await console.agent(request)
         latest = await load(policy_id, None)
         return editor(session, latest, draft_text(latest), latest.version)
 
@@ -444,7 +444,7 @@ def policy_handlers(
     async def add_version(
         request: Request[Any, Any, Any], policy_id: FromPath[str]
     ) -> Response[Any]:
-        session = console.agent(request)
+        session = await console.agent(request)
         fields = await console.form(request, session)
         latest = await load(policy_id, None)
         text = fields.get("policy", "")
@@ -474,7 +474,7 @@ def policy_handlers(
 
     @post(prefix + "/tickets/{ticket_id:int}/sla-policy", include_in_schema=False)
     async def reapply(request: Request[Any, Any, Any], ticket_id: FromPath[int]) -> Response[Any]:
-        session = console.agent(request)
+        session = await console.agent(request)
         fields = await console.form(request, session)
         chosen = parse_version_value(fields.get("policy_version", ""))
         if chosen is None:

@@ -26,6 +26,7 @@ and, on a notice, fetch their own fresh HTML fragment (``?fragment=...``).  No p
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -43,6 +44,8 @@ from markupsafe import Markup
 
 from relaydesk.clock import Clock, utc_datetime
 from relaydesk.config import Settings
+from relaydesk.desk.accounts import HasherBusy, normalise_email
+from relaydesk.desk.admin.throttle import Rule, SignInThrottle
 from relaydesk.desk.component import DeskComponent
 from relaydesk.desk.escalation.routing import on_call
 from relaydesk.desk.live import QUEUE_CHANNEL, messaging_user, ticket_channel, war_room_channel
@@ -67,6 +70,7 @@ from relaydesk.storage.engine import Tx
 from relaydesk.storage.limits import MAX_ID_PARAM
 from relaydesk.telemetry import Telemetry, worst_points
 from relaydesk.telemetry.charts import TABLE_HEAD, fmt_minute
+from relaydesk.web.console._admin import admin_handlers
 from relaydesk.web.console._forms import Errors, parse_comment, parse_new_ticket, parse_properties
 from relaydesk.web.console._policies import policy_handlers, ticket_policy_context
 from relaydesk.web.console._quality import (
@@ -83,7 +87,7 @@ from relaydesk.web.console._sessions import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
     ConsoleSession,
-    SessionTable,
+    SessionStore,
     tokens_match,
 )
 from relaydesk.web.console._views import event_lines, fmt_duration, fmt_time, sla_clocks
@@ -147,7 +151,6 @@ class Console:
         clock: Clock,
         *,
         session_ttl_s: float,
-        max_sessions: int,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.desk = desk
@@ -155,7 +158,8 @@ class Console:
         self.telemetry = telemetry
         self.settings = settings
         self.clock = clock
-        self.sessions = SessionTable(clock, ttl_s=session_ttl_s, max_sessions=max_sessions)
+        self.sessions = SessionStore(desk.admin, clock, ttl_s=session_ttl_s)
+        self.throttle = SignInThrottle()
         self.secure_cookies = settings.public_url.startswith("https://")
         self.env = Environment(
             loader=FileSystemLoader(_HERE / "templates"),
@@ -188,9 +192,9 @@ class Console:
         html = self.env.get_template(template).render(session=session, **context)
         return Response(html, status_code=status, media_type=MediaType.HTML)
 
-    def session(self, request: Request[Any, Any, Any]) -> ConsoleSession:
+    async def session(self, request: Request[Any, Any, Any]) -> ConsoleSession:
         """The caller's session, else a redirect to sign-in back to this page."""
-        found = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        found = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
         if found is None:
             path = request.url.path
             if request.method == "GET" and request.url.query:
@@ -202,16 +206,16 @@ class Console:
             raise _SignIn(_safe_next(path))
         return found
 
-    def agent(self, request: Request[Any, Any, Any]) -> ConsoleSession:
+    async def agent(self, request: Request[Any, Any, Any]) -> ConsoleSession:
         """A session of an agent (403 for customers)."""
-        session = self.session(request)
+        session = await self.session(request)
         if session.principal.kind != "agent":
             raise _Page(403, "Agents only", "This page is for support agents.")
         return session
 
-    def customer(self, request: Request[Any, Any, Any]) -> ConsoleSession:
+    async def customer(self, request: Request[Any, Any, Any]) -> ConsoleSession:
         """A session of a customer (403 for agents)."""
-        session = self.session(request)
+        session = await self.session(request)
         if session.principal.kind != "customer":
             raise _Page(403, "Customers only", "The portal is for customer accounts.")
         return session
@@ -249,6 +253,36 @@ class Console:
 
         return await self.desk.tickets.read(run)
 
+    def new_signin_token(self) -> str:
+        """A fresh double-submit token for a form shown before there is a session."""
+        return secrets.token_urlsafe(32)
+
+    def set_signin_cookie(self, response: Response[Any], token: str) -> None:
+        """Set the double-submit cookie matching ``token``."""
+        response.set_cookie(
+            SIGNIN_COOKIE,
+            token,
+            path=PREFIX,
+            httponly=True,
+            samesite="strict",
+            secure=self.secure_cookies,
+        )
+
+    async def start_session(self, principal: Principal, next_path: str) -> Response[Any]:
+        """Sign ``principal`` in: a new session, its cookie, and a redirect to ``next_path``."""
+        session = await self.sessions.create(principal, await self.display_name(principal))
+        response: Response[Any] = Redirect(next_path, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.id,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=self.secure_cookies,
+        )
+        response.delete_cookie(SIGNIN_COOKIE, path=PREFIX)
+        return response
+
     async def live_secret(self) -> str:
         """The desk messaging app's secret (creating the app on first use)."""
         app = self.settings.desk.messaging_app
@@ -278,8 +312,7 @@ def console_router(
     settings: Settings,
     clock: Clock,
     *,
-    session_ttl_s: float = 8 * 3600,
-    max_sessions: int = 10_000,
+    session_ttl_s: float | None = None,
     telemetry: Telemetry | None = None,
 ) -> Router:
     """The console under ``/console`` (and ``/`` redirecting to it).
@@ -293,8 +326,7 @@ def console_router(
         hub,
         settings,
         clock,
-        session_ttl_s=session_ttl_s,
-        max_sessions=max_sessions,
+        session_ttl_s=settings.admin.session_ttl_s if session_ttl_s is None else session_ttl_s,
         telemetry=telemetry,
     )
     desk.enable_live()
@@ -307,7 +339,7 @@ def console_router(
     # Litestar treats "/console" and "/console/" as one path.
     @get(PREFIX, include_in_schema=False)
     async def home(request: Request[Any, Any, Any]) -> Redirect:
-        session = console.sessions.get(request.cookies.get(SESSION_COOKIE))
+        session = await console.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return Redirect(PREFIX + "/sign-in", status_code=303)
         target = "/queue" if session.principal.kind == "agent" else "/portal"
@@ -318,18 +350,11 @@ def console_router(
     def signin_page(
         next_path: str, email: str = "", error: str = "", status: int = 200
     ) -> Response[str]:
-        token = secrets.token_urlsafe(32)
+        token = console.new_signin_token()
         response = console.render(
             "sign_in.html", status, csrf=token, next=next_path, email=email, error=error
         )
-        response.set_cookie(
-            SIGNIN_COOKIE,
-            token,
-            path=PREFIX,
-            httponly=True,
-            samesite="strict",
-            secure=console.secure_cookies,
-        )
+        console.set_signin_cookie(response, token)
         return response
 
     @get(PREFIX + "/sign-in", include_in_schema=False)
@@ -340,6 +365,24 @@ def console_router(
             error="Your session has ended; sign in again to continue." if expired else "",
         )
 
+    admin_settings = settings.admin
+    account_rule = Rule(
+        free_failures=admin_settings.signin_free_failures_account,
+        max_s=admin_settings.signin_max_backoff_s,
+    )
+    address_rule = Rule(
+        free_failures=admin_settings.signin_free_failures_address,
+        max_s=admin_settings.signin_max_backoff_s,
+    )
+
+    def too_many(next_path: str, email: str, wait: float) -> Response[str]:
+        seconds = max(1, math.ceil(wait))
+        response = signin_page(
+            next_path, email, f"Too many attempts; try again in {seconds} seconds.", 429
+        )
+        response.headers["Retry-After"] = str(seconds)
+        return response
+
     @post(PREFIX + "/sign-in", include_in_schema=False)
     async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
         fields = await console.form(request, None)
@@ -348,28 +391,29 @@ def console_router(
         password = fields.get("password", "")
         if not email or not password:
             return signin_page(next_path, email, "Enter your e-mail and password.", 422)
-        principal = await console.desk.accounts.authenticate(email, password)
+        # Refused before any password work while the account or the address is blocked.
+        address = request.client.host if request.client is not None else "unknown"
+        account_key = "acct:" + normalise_email(email)
+        keys = {account_key: account_rule, "addr:" + address: address_rule}
+        wait = console.throttle.retry_after(keys, console.clock.monotonic())
+        if wait > 0:
+            return too_many(next_path, email, wait)
+        try:
+            principal = await console.desk.accounts.authenticate(email, password)
+        except HasherBusy:
+            return too_many(next_path, email, 1.0)
         if principal is None:
+            console.throttle.failed(keys, console.clock.monotonic())
             return signin_page(next_path, email, "Wrong e-mail or password.", 401)
-        session = console.sessions.create(principal, await console.display_name(principal))
-        response: Response[Any] = Redirect(next_path, status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            session.id,
-            path="/",
-            httponly=True,
-            samesite="lax",
-            secure=console.secure_cookies,
-        )
-        response.delete_cookie(SIGNIN_COOKIE, path=PREFIX)
-        return response
+        console.throttle.succeeded(account_key)
+        return await console.start_session(principal, next_path)
 
     @post(PREFIX + "/sign-out", include_in_schema=False)
     async def sign_out(request: Request[Any, Any, Any]) -> Response[Any]:
-        session = console.sessions.get(request.cookies.get(SESSION_COOKIE))
+        session = await console.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is not None:
             await console.form(request, session)
-            console.sessions.end(session.id)
+            await console.sessions.end(session.id)
         response: Response[Any] = Redirect(PREFIX + "/sign-in", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -404,7 +448,7 @@ def console_router(
 
     @get(PREFIX + "/queue", include_in_schema=False)
     async def queue_page(request: Request[Any, Any, Any]) -> Response[str]:
-        session = console.agent(request)
+        session = await console.agent(request)
         context = await queue_context(request, session)
         if request.query_params.get("fragment") == "rows":
             return console.render("_queue_rows.html", session=session, **context)
@@ -468,7 +512,7 @@ def console_router(
 
     @get(PREFIX + "/tickets/{ticket_id:str}", include_in_schema=False)
     async def ticket_page(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[str]:
-        session = console.session(request)
+        session = await console.session(request)
         context = await ticket_context(session, ticket_id)
         fragment = request.query_params.get("fragment") == "live"
         return ticket_response(session, context, fragment=fragment)
@@ -488,7 +532,7 @@ def console_router(
 
     @post(PREFIX + "/tickets/{ticket_id:str}/comments", include_in_schema=False)
     async def comment(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
-        session = console.session(request)
+        session = await console.session(request)
         fields = await console.form(request, session)
         parsed, errors = parse_comment(fields)
         if parsed is None:
@@ -508,7 +552,7 @@ def console_router(
 
     @post(PREFIX + "/tickets/{ticket_id:str}/properties", include_in_schema=False)
     async def properties(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[Any]:
-        session = console.agent(request)
+        session = await console.agent(request)
         fields = await console.form(request, session)
         agents, _ = await console.directory()
         change, errors = parse_properties(fields, {a.id for a in agents})
@@ -537,18 +581,18 @@ def console_router(
 
     @get(PREFIX + "/portal", include_in_schema=False)
     async def portal(request: Request[Any, Any, Any]) -> Response[str]:
-        session = console.customer(request)
+        session = await console.customer(request)
         rows = await tickets.list_tickets(session.principal, TicketFilter(limit=200))
         return console.render("portal.html", session=session, rows=rows, now=console.now())
 
     @get(PREFIX + "/portal/new", include_in_schema=False)
     async def new_ticket_form(request: Request[Any, Any, Any]) -> Response[str]:
-        session = console.customer(request)
+        session = await console.customer(request)
         return console.render("new_ticket.html", session=session, errors={}, values={})
 
     @post(PREFIX + "/portal/new", include_in_schema=False)
     async def new_ticket(request: Request[Any, Any, Any]) -> Response[Any]:
-        session = console.customer(request)
+        session = await console.customer(request)
         fields = await console.form(request, session)
         new, errors = parse_new_ticket(fields)
         if new is not None:
@@ -558,6 +602,7 @@ def console_router(
                 field = {
                     DeskErrorCode.INVALID_WINDOW: "window_end",
                     DeskErrorCode.UNKNOWN_PRIORITY: "priority",
+                    DeskErrorCode.UNKNOWN_APP: "app_id",
                 }.get(DeskErrorCode(exc.code), "subject")
                 errors = {field: exc.message}
             else:
@@ -592,7 +637,7 @@ def console_router(
 
     @get(PREFIX + "/reports/sla", include_in_schema=False)
     async def report_page(request: Request[Any, Any, Any]) -> Response[str]:
-        session = console.agent(request)
+        session = await console.agent(request)
         lo, hi, errors = report_window(request)
         report = None if errors else await build_report(lo, hi)
         return console.render(
@@ -608,7 +653,7 @@ def console_router(
 
     @get(PREFIX + "/reports/sla.csv", include_in_schema=False)
     async def report_download(request: Request[Any, Any, Any]) -> Response[Any]:
-        console.agent(request)
+        await console.agent(request)
         lo, hi, errors = report_window(request)
         table = request.query_params.get("table") or "attainment"
         if errors or table not in REPORT_TABLES:
@@ -633,7 +678,7 @@ def console_router(
         Reads the telemetry query service in-process (the same ``QualityService`` as
         ``/api/quality``); the agent's session is the authorisation, not an app secret.
         """
-        session = console.agent(request)
+        session = await console.agent(request)
         common: dict[str, Any] = {
             "presets": PRESETS,
             "groups": GROUP_LABELS,
@@ -686,7 +731,7 @@ def console_router(
     @post(PREFIX + "/live-token", include_in_schema=False)
     async def live_token(request: Request[Any, Any, Any]) -> Response[Any]:
         _reject_cross_site(request)
-        session = console.sessions.get(request.cookies.get(SESSION_COOKIE))
+        session = await console.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return Response({"error": "signed_out"}, status_code=401)
         if not tokens_match(session.csrf, request.headers.get("x-csrf-token")):
@@ -739,7 +784,7 @@ def console_router(
         return response
 
     def on_page(request: Request[Any, Any, Any], exc: _Page) -> Response[str]:
-        session = console.sessions.get(request.cookies.get(SESSION_COOKIE))
+        session = console.sessions.peek(request.cookies.get(SESSION_COOKIE))
         return console.render(
             "error.html", exc.status, session, title=exc.title, message=exc.message
         )
@@ -788,6 +833,7 @@ def console_router(
             quality_page,
             *policy_handlers(console, PREFIX, refused),
             live_token,
+            *admin_handlers(console, _Page),
             static,
         ],
         exception_handlers={
