@@ -7,15 +7,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
-
-from conftest import ServerProcess
 
 OPERATOR = "operator-key-for-tests-0123456789"
 
 
-def node(make_server: Callable[..., ServerProcess]) -> ServerProcess:
+def node(make_server: Callable[..., Any]) -> Any:
     return make_server(
         config={
             "server": {"node_id": "edge-t1", "region": "eu-west", "capacity": 100},
@@ -25,7 +24,7 @@ def node(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     )
 
 
-def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(server: Any, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
     return subprocess.run(
         [sys.executable, "-m", "relaydesk", "node", *args, "--url", server.http_url],
@@ -37,7 +36,7 @@ def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_node_registers_itself_and_ranks_for_its_region(
-    make_server: Callable[..., ServerProcess],
+    make_server: Callable[..., Any],
 ) -> None:
     server = node(make_server)
     ops = {"Authorization": f"Bearer {OPERATOR}"}
@@ -62,7 +61,7 @@ def test_a_node_registers_itself_and_ranks_for_its_region(
 
 
 def test_drain_and_undrain_from_the_cli_change_the_directory(
-    make_server: Callable[..., ServerProcess],
+    make_server: Callable[..., Any],
 ) -> None:
     server = node(make_server)
     done = cli(server, "drain", "edge-t1", "--reason", "jitter at night")
@@ -87,7 +86,7 @@ def test_drain_and_undrain_from_the_cli_change_the_directory(
 
 
 def test_bad_credentials_unknown_nodes_and_bad_regions_get_clear_errors(
-    make_server: Callable[..., ServerProcess],
+    make_server: Callable[..., Any],
 ) -> None:
     server = node(make_server)
     base = server.http_url
