@@ -31,7 +31,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.codec import Codec
 from relaydesk.protocol.frames import ClientFrame, Event, Frame, PresenceChange, Synced
 from relaydesk.protocol.server_session import ServerSession
@@ -82,7 +81,6 @@ class Connection:
         self.synced = False
         self.taken = 0  # every feed event <= taken is written or being written
         self.queued = 0  # every feed event <= queued is taken or in the queue
-        self.inflight = 0  # publishes submitted, not yet answered
         self._queue: deque[bytes] = deque()
         self._queue_last = 0
         self._queued_bytes = 0
@@ -98,9 +96,6 @@ class Connection:
         self._fault_drop_device = fault_drop_device
         self.attached = False  # registered with the hub (presence, fan-out)
         self.active = False  # welcomed: the feed and presence pushes may flow
-        # Addresses this connection publishes to, resolved once (bounded: a client
-        # writing to many conversations just resolves again after a reset).
-        self.resolved: dict[str, Conversation] = {}
         # Telemetry state once logged in (None: telemetry off or not logged in);
         # end_reason is set once by the gateway when it decides to close.
         self.tel: ConnTelemetry | None = None
@@ -166,6 +161,11 @@ class Connection:
             self._control.append(self.codec.encode(final))
         self._closing = (code, reason[:120])
         self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        """Publishes submitted, not yet answered (kept by the session)."""
+        return self.session.inflight
 
     @property
     def closing(self) -> bool:
