@@ -38,6 +38,7 @@ def serve(
     import uvicorn
 
     from relaydesk.server.app import RelaydeskServer
+    from relaydesk.server.gateway.websocket import GatewayWebSocketProtocol
 
     server_overrides: dict[str, Any] = {
         k: v
@@ -68,10 +69,10 @@ def serve(
         port=settings.server.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
-        # Frames over max_frame get FRAME_TOO_LARGE from the gateway; the library
-        # cap (twice that) only stops absurd frames before they are buffered.
-        ws_max_size=2 * settings.gateway.max_frame,
+        # websockets-sansio with protocol v1's frame limit (4031, in bytes, checked
+        # from the frame header) and a close that does not wait on a non-reading peer.
+        ws=GatewayWebSocketProtocol,
+        ws_max_size=settings.gateway.max_frame,
         ws_ping_interval=None,  # liveness is the protocol's own heartbeat
         lifespan="on",
         log_level=log_level,

@@ -27,9 +27,13 @@ gateway's reaper calls once a second for every connection: no per-connection tim
 ``now`` is always a parameter: monotonic seconds for deadlines, wall time for tokens.
 
 Publishing is rate limited by a token bucket (``rate`` per second, ``burst`` deep).
-A publish over the limit is rejected with RATE_LIMITED (nothing is stored; the SDK
-outbox retries later); ``flood_rejections`` rejections in a row mean the client
-ignores the limit, and the connection is closed with FLOODING.
+A publish over the limit, or past the in-flight bound, is rejected with RATE_LIMITED
+(nothing is stored; the SDK outbox retries later).  Rejections themselves draw on a
+second bucket (``flood_rejections - 1`` deep, refilled at ``flood_rejections`` per
+second): a client that collects ``flood_rejections`` RATE_LIMITED within about a
+second is ignoring them, and that refusal is FLOODING, which closes.  (Counting
+rejections "in a row" never fired: at any send rate the bucket refills between two
+frames now and then, and one accepted publish reset the count.)
 
 Telemetry observes through one narrow interface, ``SessionObserver``: the session
 calls it at the points the lifecycle defines (login refused, publish committed or
@@ -80,6 +84,8 @@ from relaydesk.protocol.tokens import Claims, verify_token
 # Per-session cache of resolved publish addresses (a client writing to many
 # conversations just resolves again after a reset).
 RESOLVED_MAX = 64
+# The flood bucket holds ``flood_rejections`` and refills that many per window.
+FLOOD_WINDOW_S = 1.0
 
 
 class Phase(enum.Enum):
@@ -347,7 +353,8 @@ class ServerSession:
         self.inflight = 0  # publishes submitted, not yet answered
         self.resolved: dict[str, Conversation] = {}
         self._bucket = TokenBucket(limits.publish_rate, limits.publish_burst, now)
-        self._rejections = 0
+        n = limits.flood_rejections  # the n-th refusal within the window closes
+        self._rejections = TokenBucket(n / FLOOD_WINDOW_S, n - 1, now)
 
     # -- identity (valid once logged in) -------------------------------------------
 
@@ -418,15 +425,19 @@ class ServerSession:
                     f"body is {len(frame.body)} bytes; the limit is {self.limits.max_body}",
                 )
             if not self._bucket.take(now):
-                self._rejections += 1
-                if self._rejections >= self.limits.flood_rejections:
-                    return ProtocolError(ErrorCode.FLOODING, "publish rate limit ignored")
-                return ProtocolError(
-                    ErrorCode.RATE_LIMITED,
-                    f"over {self.limits.publish_rate:g} publishes/s; retry later",
+                return self._rate_limited(
+                    now, f"over {self.limits.publish_rate:g} publishes/s; retry later"
                 )
-            self._rejections = 0
         return None
+
+    def _rate_limited(self, now: float, message: str) -> ProtocolError:
+        """RATE_LIMITED, or FLOODING once rejections come faster than the flood bucket."""
+        if not self._rejections.take(now):
+            return ProtocolError(
+                ErrorCode.FLOODING,
+                f"{self.limits.flood_rejections} publishes refused within a second",
+            )
+        return ProtocolError(ErrorCode.RATE_LIMITED, message)
 
     def handle(self, frame: ClientFrame, now: float, wall_ms: int, sent: int) -> Action | None:
         """The meaning of an admitted frame (docs/protocol.md §5)."""
@@ -480,7 +491,7 @@ class ServerSession:
 
     def _publish(self, frame: Publish, now: float, wall_ms: int) -> Commit:
         if self.inflight >= self.limits.max_inflight:
-            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many unacknowledged publishes")
+            raise self._rate_limited(now, "too many unacknowledged publishes")
         target = self.resolved.get(frame.to)
         if target is None:
             target = resolve(frame.to, self.user)

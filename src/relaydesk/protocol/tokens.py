@@ -19,7 +19,9 @@ from relaydesk.protocol.errors import ErrorCode, ProtocolError
 
 ALGORITHM = "HS256"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-MAX_TTL_S = 7 * 24 * 3600
+MAX_TTL_S = 7 * 24 * 3600  # docs/protocol.md §2.2: a token lives at most 7 days
+# Clock leeway between the token minter and this node, both ways (§2.2).
+LEEWAY_S = 5
 
 
 class Claims(msgspec.Struct, frozen=True):
@@ -69,9 +71,17 @@ def verify_token(
     *,
     now: float,
     expected_app: str | None = None,
-    leeway_s: int = 5,
+    leeway_s: int = LEEWAY_S,
+    check_time: bool = True,
 ) -> Claims:
-    """Check signature, app and expiry; raise ``ProtocolError`` with a precise code."""
+    """Check signature, app, lifetime and expiry; raise ``ProtocolError`` with a precise code.
+
+    Lifetime rules (docs/protocol.md §2.2): ``exp - iat`` at most ``MAX_TTL_S`` and
+    ``iat`` no later than ``now + leeway_s`` (TOKEN_INVALID otherwise: no such token
+    is minted by a correct backend); ``exp + leeway_s`` not before ``now``
+    (TOKEN_EXPIRED).  ``check_time=False`` skips only the checks against ``now``
+    (telemetry re-reading an expired token), never the lifetime bound.
+    """
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -100,6 +110,18 @@ def verify_token(
         raise ProtocolError(ErrorCode.TOKEN_WRONG_APP, "token app claim differs from its key id")
     if not NAME_RE.match(claims.sub) or (claims.dev is not None and not NAME_RE.match(claims.dev)):
         raise ProtocolError(ErrorCode.TOKEN_INVALID, "token names an invalid user or device")
+    if not 0 < claims.exp - claims.iat <= MAX_TTL_S:
+        raise ProtocolError(
+            ErrorCode.TOKEN_INVALID,
+            f"token lifetime {claims.exp - claims.iat}s is outside 1..{MAX_TTL_S}s",
+        )
+    if not check_time:
+        return claims
+    if claims.iat > now + leeway_s:
+        raise ProtocolError(
+            ErrorCode.TOKEN_INVALID,
+            f"token issued {claims.iat - now:.0f}s in the future (check the minter's clock)",
+        )
     if claims.exp + leeway_s < now:
         raise ProtocolError(ErrorCode.TOKEN_EXPIRED, f"token expired at {claims.exp}")
     return claims

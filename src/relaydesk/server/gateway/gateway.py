@@ -55,6 +55,11 @@ log = logging.getLogger("relaydesk.gateway")
 ABNORMAL_CLOSURE = 1006  # RFC 6455 §7.1.5: closed without a close frame
 NO_STATUS = 1005  # a close frame without a status code, or (uvicorn) a lost connection
 
+# A defect (or a storage failure) while handling frames is logged with its traceback
+# at most once per this many seconds; the ones in between are counted and the count
+# is logged with the next.  Client errors (ProtocolError) are never logged per frame.
+DEFECT_LOG_INTERVAL_S = 10.0
+
 # Why a connection ended, for telemetry's connection history (docs/telemetry.md).
 _END_REASONS = {
     ErrorCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
@@ -89,7 +94,9 @@ class Gateway:
         )
         self.connections: set[Connection] = set()
         self._reaper: asyncio.Task[None] | None = None
-        self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0}
+        self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0, "defects": 0}
+        self._defect_logged = -DEFECT_LOG_INTERVAL_S
+        self._defects_unlogged = 0
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="gateway-reaper")
@@ -187,6 +194,10 @@ class Gateway:
                 # 1005 *without* a "reason" (a received close frame always carries one).
                 code = message.get("code")
                 lost = code == ABNORMAL_CLOSURE or (code == NO_STATUS and "reason" not in message)
+                if code == ErrorCode.FRAME_TOO_LARGE:
+                    # Refused by the transport from the frame header (websocket.py).
+                    self.stats["protocol_errors"] += 1
+                    conn.end_reason = conn.end_reason or "protocol_error"
                 conn.end_reason = conn.end_reason or ("transport_error" if lost else "client_close")
                 return
             data = message.get("bytes")
@@ -200,7 +211,7 @@ class Gateway:
             except Exception:
                 # A defect or a storage failure: report INTERNAL for this request
                 # (nothing was applied) and keep the connection.
-                log.exception("handling a %s failed", type(action).__name__)
+                self._log_defect(action)
                 self._internal(conn, action)
 
     async def _run(self, conn: Connection, action: Action) -> None:
@@ -243,6 +254,21 @@ class Gateway:
         if frame.__class__ is Error:
             self.stats["protocol_errors"] += 1
         conn.send_frame(frame)
+
+    def _log_defect(self, action: Action | None) -> None:
+        """Log the current exception, rate limited (DEFECT_LOG_INTERVAL_S)."""
+        self.stats["defects"] += 1
+        now = self.clock.monotonic()
+        if now - self._defect_logged < DEFECT_LOG_INTERVAL_S:
+            self._defects_unlogged += 1
+            return
+        skipped, self._defects_unlogged = self._defects_unlogged, 0
+        self._defect_logged = now
+        log.exception(
+            "handling a %s failed (%d more since the last report, not logged)",
+            type(action).__name__,
+            skipped,
+        )
 
     def _internal(self, conn: Connection, action: Action | None) -> None:
         """Answer the request ``action`` came from with INTERNAL."""
