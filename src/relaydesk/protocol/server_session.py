@@ -127,6 +127,7 @@ class SessionLimits:
     max_body: int
     max_frame: int = 64 * 1024
     max_inflight: int = 5000
+    max_reply_bytes: int = 1024 * 1024  # a history page is cut to about this size
     heartbeat_ms: int = 10_000
     node: str = ""
     region: str = ""
@@ -306,6 +307,19 @@ class NoteAck:
 
 
 Action = Reply | Close | Attach | Commit | QueryHistory | QueryPresence | NoteAck
+
+
+def _event_size(event: Event) -> int:
+    """An upper estimate of ``event``'s encoded size (base64 body in JSON, field names)."""
+    return (
+        (len(event.body) * 4) // 3
+        + len(event.conv)
+        + len(event.sender)
+        + len(event.id)
+        + len(event.enc)
+        + len(event.dev)
+        + 160
+    )
 
 
 def failure(exc: ProtocolError, rid: int | None = None, mid: str | None = None) -> Reply | Close:
@@ -587,6 +601,24 @@ class ServerSession:
         return None
 
     def history_page(self, query: QueryHistory, items: list[Event], more: bool) -> Reply:
+        """The ``history`` reply, cut to ``max_reply_bytes`` (docs/protocol.md §5.7).
+
+        A cut page keeps the messages nearest the cursor it pages from (the newest for
+        ``before`` or no cursor, the oldest for ``after``) and says ``more``, so a
+        client pages on exactly as it would after a full page.
+        """
+        budget = self.limits.max_reply_bytes
+        size = 0
+        keep = 0
+        ordered = items if query.after is not None else reversed(items)
+        for event in ordered:
+            size += _event_size(event)
+            if size > budget and keep:
+                break
+            keep += 1
+        if keep < len(items):
+            more = True
+            items = items[:keep] if query.after is not None else items[len(items) - keep :]
         return Reply(HistoryPage(rid=query.rid, conv=query.conv.id, items=items, more=more))
 
     def presence_state(self, query: QueryPresence, users: list[UserPresence]) -> Reply:

@@ -18,8 +18,19 @@ skipped.  It is in one of two modes:
   slow client is served from storage at its own pace, and nobody else waits.
 
 Control frames (welcome, pubacks, replies, pongs, presence, errors) go through a
-separate queue that is never dropped; it is bounded by the session's in-flight
-limit, and the sender writes it before the next batch.
+separate queue that is never dropped; the sender writes it before the next batch.
+
+Output budget (docs/protocol.md §8.1, SLOW_READER).  Every byte waiting to be
+written, control frames and live events alike, counts against one per-connection
+budget (``gateway.send_queue_bytes``).  Live events over it fall back to storage as
+above (they can be re-read); replies cannot, so a connection whose unread replies
+pass the budget is a client that stopped reading: its queued replies are dropped
+and it is closed with SLOW_READER (4042).  Every reply is small or capped (history
+pages are cut to a quarter of the budget), so a reading client never gets there.
+If the peer is not reading, the close frame cannot be written by the sender (its
+write waits for the socket to drain); ``force_close`` writes it past the sender
+(``server/gateway/websocket.py`` then drops the TCP connection after a grace), so
+the connection and its memory go away.
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from relaydesk.protocol.codec import Codec
-from relaydesk.protocol.frames import ClientFrame, Event, Frame, PresenceChange, Synced
+from relaydesk.protocol.errors import ErrorCode
+from relaydesk.protocol.frames import ClientFrame, Error, Event, Frame, PresenceChange, Synced
 from relaydesk.protocol.server_session import ServerSession
 
 if TYPE_CHECKING:
@@ -41,6 +53,8 @@ if TYPE_CHECKING:
 
 # How long a closing connection waits for answers to publishes it already submitted.
 CLOSE_DRAIN_S = 2.0
+
+_SLOW_READER = (int(ErrorCode.SLOW_READER), ErrorCode.SLOW_READER.name)
 
 SendFn = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -85,8 +99,10 @@ class Connection:
         self._queue_last = 0
         self._queued_bytes = 0
         self._control: deque[bytes] = deque()
+        self._control_bytes = 0  # bytes in _control, counted against _limit_bytes
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
+        self.closing_since = 0.0  # loop time of close()
         self._close_sent = False
         self._limit_items = queue_items
         self._limit_bytes = queue_bytes
@@ -120,7 +136,10 @@ class Connection:
         tel = self.tel
         if tel is not None and tel.first_gen < 0:
             tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
-        if len(self._queue) > self._limit_items or self._queued_bytes > self._limit_bytes:
+        if (
+            len(self._queue) > self._limit_items
+            or self._queued_bytes + self._control_bytes > self._limit_bytes
+        ):
             # Slow consumer: drop what is queued and serve it from storage instead.
             self._queue.clear()
             self._queued_bytes = 0
@@ -143,9 +162,35 @@ class Connection:
     def send_frame(self, frame: Frame) -> None:
         # Still accepted while closing: answers to publishes already submitted
         # (pubacks) go out before the close frame.
-        if not self._close_sent:
-            self._control.append(self.codec.encode(frame))
-            self._wake.set()
+        if self._close_sent or self._closing == _SLOW_READER:
+            return
+        data = self.codec.encode(frame)
+        self._control.append(data)
+        self._control_bytes += len(data)
+        self._wake.set()
+        if self._control_bytes + self._queued_bytes > self._limit_bytes:
+            self._over_budget()
+
+    def _over_budget(self) -> None:
+        """Unread output passed the budget: drop live events first (storage has
+        them), and if replies alone still pass it, the client is not reading."""
+        if self._queue:
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.queued = self.taken
+            self.mode = Mode.CATCHUP
+            self.stats["resyncs"] += 1
+            if self.tel is not None:
+                self.tel.resynced()
+        if self._control_bytes <= self._limit_bytes:
+            return
+        self._control.clear()
+        self._control_bytes = 0
+        code = ErrorCode.SLOW_READER
+        msg = f"over {self._limit_bytes} bytes of replies unread; read your socket"
+        self._closing = None  # SLOW_READER overrides a close still waiting to be sent
+        self.end_reason = self.end_reason or "protocol_error"
+        self.close(int(code), code.name, Error(code=int(code), msg=msg))
 
     def start_feed(self, cursor: int) -> None:
         """Begin delivering the feed after ``cursor`` (catch-up first)."""
@@ -158,9 +203,22 @@ class Connection:
         if self._closing is not None:
             return
         if final is not None:
-            self._control.append(self.codec.encode(final))
+            data = self.codec.encode(final)
+            self._control.append(data)
+            self._control_bytes += len(data)
         self._closing = (code, reason[:120])
+        self.closing_since = asyncio.get_running_loop().time()
         self._wake.set()
+
+    async def force_close(self) -> None:
+        """Write the close frame now, past a sender stuck on a peer that is not reading
+        (the transport then drops the connection if the peer still does not read)."""
+        if self._closing is None or self._close_sent:
+            return
+        code, reason = self._closing
+        self._close_sent = True
+        with contextlib.suppress(OSError, RuntimeError):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
     @property
     def inflight(self) -> int:
@@ -184,7 +242,9 @@ class Connection:
         while True:
             if self._control:
                 while self._control:
-                    await self._write(self._control.popleft())
+                    data = self._control.popleft()
+                    self._control_bytes -= len(data)
+                    await self._write(data)
                 continue
             if self._closing is not None:
                 if self.inflight > 0:

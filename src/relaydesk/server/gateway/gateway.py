@@ -60,6 +60,13 @@ NO_STATUS = 1005  # a close frame without a status code, or (uvicorn) a lost con
 # is logged with the next.  Client errors (ProtocolError) are never logged per frame.
 DEFECT_LOG_INTERVAL_S = 10.0
 
+# Largest reply (a history page) in bytes, and at most a quarter of the output budget.
+MAX_REPLY_BYTES = 1024 * 1024
+
+# A connection still not closed this long after the gateway decided to close it has
+# a sender stuck on a peer that does not read: the reaper writes the close itself.
+CLOSE_STUCK_S = 2.0
+
 # Why a connection ended, for telemetry's connection history (docs/telemetry.md).
 _END_REASONS = {
     ErrorCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
@@ -88,6 +95,8 @@ class Gateway:
             max_body=g.max_body,
             max_frame=g.max_frame,
             max_inflight=g.max_inflight,
+            # Any one reply fits well inside the output budget (history pages are cut).
+            max_reply_bytes=max(1024, min(MAX_REPLY_BYTES, g.send_queue_bytes // 4)),
             heartbeat_ms=g.heartbeat_ms,
             node=settings.server.node_id,
             region=settings.server.region,
@@ -119,7 +128,14 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             mono, wall = self.clock.monotonic(), self.clock.time()
+            loop_now = asyncio.get_running_loop().time()
             for conn in list(self.connections):
+                if conn.closing:
+                    if loop_now - conn.closing_since > CLOSE_STUCK_S:
+                        # Its sender cannot write (the peer does not read) and its
+                        # receive loop may be waiting for a frame: close past both.
+                        await conn.force_close()
+                    continue
                 err = conn.session.expired(mono, wall)
                 if err is not None:
                     self._fail(conn, err)
@@ -170,6 +186,9 @@ class Gateway:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(sender), 1.0)
                     sender.cancel()
+                    # A sender stuck on a peer that does not read never wrote the
+                    # close: write it past the sender (the transport drops the peer).
+                    await conn.force_close()
         except* (OSError, RuntimeError) as group:  # the socket went away mid-write
             conn.end_reason = conn.end_reason or "transport_error"
             log.debug("connection %s ended: %s", conn.client_addr, group.exceptions)

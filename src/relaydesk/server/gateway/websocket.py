@@ -85,7 +85,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_close(code, reason)
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.close_sent = True
-            self.close_timer = self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
+            self.close_timer = self.loop.call_later(CLOSE_GRACE_S, self._drop_if_unread)
             return
         await super().send(message)
         if kind == "websocket.close" and self.close_timer is not None:
@@ -99,4 +99,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.disconnected and not self.writable.is_set():
             # The handler ended without a close the peer could read: the stock
             # ``transport.close()`` would wait for a flush that never comes.
-            self.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
+            self.loop.call_later(CLOSE_GRACE_S, self._drop_if_unread)
+
+    def _drop_if_unread(self) -> None:
+        """Abort if the peer still is not reading; else let the buffer flush, then close."""
+        if self.writable.is_set():
+            self.transport.close()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+        else:
+            self.transport.abort()
