@@ -102,6 +102,9 @@ class Gateway:
             region=settings.server.region,
         )
         self.connections: set[Connection] = set()
+        # The live connection of each (app, user, device): the newest login wins and
+        # the one it replaces is closed with DEVICE_REPLACED (docs/protocol.md §3.5).
+        self._devices: dict[tuple[str, str, str], Connection] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0, "defects": 0}
         self._defect_logged = -DEFECT_LOG_INTERVAL_S
@@ -194,6 +197,9 @@ class Gateway:
             log.debug("connection %s ended: %s", conn.client_addr, group.exceptions)
         finally:
             self.connections.discard(conn)
+            key = (conn.app, conn.user, conn.device)
+            if self._devices.get(key) is conn:
+                del self._devices[key]
             conn.session.closed()
             if conn.tel is not None and self.recorder is not None:
                 self.recorder.detach(conn.tel, conn.end_reason or "client_close")
@@ -341,6 +347,19 @@ class Gateway:
         claims, hello = attach.claims, attach.hello
         conn.app, conn.user, conn.device = claims.app, claims.sub, hello.device
         conn.region, conn.net, conn.sdk = hello.region, hello.net, hello.sdk
+        key = (conn.app, conn.user, conn.device)
+        older = self._devices.get(key)
+        self._devices[key] = conn
+        if older is not None and older is not conn:
+            # One live connection per device: the older one is closed before the new
+            # one reads the stored cursor, so the acks it sent so far count.
+            self._fail(
+                older,
+                ProtocolError(
+                    ErrorCode.DEVICE_REPLACED,
+                    f"device {conn.device!r} logged in on another connection",
+                ),
+            )
         cursor = hello.cursor
         if cursor is None:
             cursor = await self.hub.device_cursor(conn.app, conn.user, conn.device) or 0
