@@ -287,3 +287,58 @@ def test_unknown_frame_type_is_an_error_only() -> None:
     action = s.receive('{"t":"teleport"}', 1.0, WALL_MS, 0)
     assert isinstance(action, Reply) and isinstance(action.frame, Error)
     assert action.frame.code == ErrorCode.UNKNOWN_FRAME
+
+
+# -- confined tokens (docs/protocol.md §2.2): the desk console's live tokens ----------
+
+
+def confined(peers: tuple[str, ...] = ("carol",)) -> ServerSession:
+    s = session()
+    tok = mint_token(
+        APP, SECRET, "dana", now=WALL_MS / 1000, channels={"desk-t-3": "member"}, peers=peers
+    )
+    hello = feed(s, Hello(token=tok, device="web-1"))
+    assert isinstance(hello, Attach) and hello.claims.confined
+    s.welcome(hello.claims, hello.hello, 0, "sid", WALL_MS)
+    return s
+
+
+def forbidden(action: Any) -> bool:
+    return (
+        isinstance(action, Reply)
+        and isinstance(action.frame, Error)
+        and action.frame.code == ErrorCode.FORBIDDEN
+    )
+
+
+def test_a_confined_token_addresses_only_its_granted_channels() -> None:
+    s = confined()
+    assert isinstance(feed(s, Publish(id="m1", to="channel:desk-t-3", body=b"hi")), Commit)
+    assert isinstance(feed(s, HistoryQuery(rid=1, conv="ch:desk-t-3")), QueryHistory)
+    join = feed(s, Join(rid=2, channel="desk-t-3"))
+    assert isinstance(join, Commit) and isinstance(join.intent, JoinIntent)
+    assert join.intent.via == "grant"
+    assert forbidden(feed(s, Publish(id="m2", to="channel:desk-queue", body=b"x")))
+    assert forbidden(feed(s, Join(rid=3, channel="desk-war-9")))  # public or not
+    assert forbidden(feed(s, HistoryQuery(rid=4, conv="ch:desk-t-4")))
+    assert forbidden(feed(s, Invite(rid=5, channel="desk-t-3", user="mallory")))
+
+
+def test_a_confined_token_messages_and_observes_only_its_peers() -> None:
+    s = confined(peers=("carol",))
+    assert isinstance(feed(s, Publish(id="m1", to="user:carol", body=b"hi")), Commit)
+    assert isinstance(feed(s, Publish(id="m0", to="user:dana", body=b"note")), Commit)
+    assert forbidden(feed(s, Publish(id="m2", to="user:agent.alice", body=b"x")))
+    assert forbidden(feed(s, Publish(id="m3", to="dm:agent.alice:dana", body=b"x")))
+    assert forbidden(feed(s, Read(conv="user:customer.other", seq=1)))
+    assert forbidden(feed(s, HistoryQuery(rid=1, conv="dm:agent.alice:dana")))
+    assert isinstance(feed(s, PresenceQuery(rid=2, users=["carol", "dana"])), QueryPresence)
+    assert forbidden(feed(s, PresenceQuery(rid=3, users=["carol", "agent.alice"])))
+
+
+def test_an_unconfined_token_is_unchanged() -> None:
+    s = logged_in()
+    assert isinstance(feed(s, Publish(id="m1", to="user:anyone", body=b"")), Commit)
+    assert isinstance(feed(s, PresenceQuery(rid=1, users=["anyone"])), QueryPresence)
+    with pytest.raises(ValueError):
+        mint_token(APP, SECRET, "dana", now=0, channels={"*": "member"}, peers=())

@@ -48,7 +48,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from relaydesk.protocol.addresses import Conversation, channel_conversation, resolve
+from relaydesk.protocol.addresses import (
+    Conversation,
+    channel_conversation,
+    check_scope,
+    resolve,
+)
 from relaydesk.protocol.codec import Codec
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import (
@@ -474,30 +479,39 @@ class ServerSession:
             self.observer.probe(frame)
             return None
         if isinstance(frame, Read):
-            intent: Intent = ReadIntent(resolve(frame.conv, self.user), frame.seq, wall_ms)
-            return Commit(intent, Pending(Answer.NONE))
+            conv = self._scoped(resolve(frame.conv, self.user))
+            return Commit(ReadIntent(conv, frame.seq, wall_ms), Pending(Answer.NONE))
         if isinstance(frame, Delete):
-            conv = resolve(frame.conv, self.user)
+            conv = self._scoped(resolve(frame.conv, self.user))
             return Commit(DeleteIntent(conv, frame.seq, wall_ms), Pending(Answer.OK, frame.rid))
         if isinstance(frame, Join):
-            conv = channel_conversation(frame.channel)
+            conv = self._scoped(channel_conversation(frame.channel))
             assert self.claims is not None
             grant = self.claims.grant_for(frame.channel)
-            intent = JoinIntent(
+            join = JoinIntent(
                 conv, self.user, grant or "member", "grant" if grant else "public", wall_ms
             )
-            return Commit(intent, Pending(Answer.JOINED, frame.rid, None, frame.channel, conv.id))
+            return Commit(join, Pending(Answer.JOINED, frame.rid, None, frame.channel, conv.id))
         if isinstance(frame, Leave):
-            conv = channel_conversation(frame.channel)
+            conv = self._scoped(channel_conversation(frame.channel))
             return Commit(LeaveIntent(conv, wall_ms), Pending(Answer.OK, frame.rid))
         if isinstance(frame, Invite):
-            conv = channel_conversation(frame.channel)
-            intent = JoinIntent(conv, frame.user, frame.role, "invite", wall_ms)
-            return Commit(intent, Pending(Answer.OK, frame.rid))
+            conv = self._scoped(channel_conversation(frame.channel))
+            if self.claims is not None and self.claims.confined:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "this token may not invite")
+            invite = JoinIntent(conv, frame.user, frame.role, "invite", wall_ms)
+            return Commit(invite, Pending(Answer.OK, frame.rid))
         if isinstance(frame, HistoryQuery):
-            conv = resolve(frame.conv, self.user)
+            conv = self._scoped(resolve(frame.conv, self.user))
             return QueryHistory(frame.rid, conv, frame.before, frame.after, frame.limit)
         if isinstance(frame, PresenceQuery):
+            claims = self.claims
+            if claims is not None and claims.confined:
+                hidden = [u for u in frame.users if not claims.may_see(u)]
+                if hidden:
+                    raise ProtocolError(
+                        ErrorCode.FORBIDDEN, f"this token may not see the presence of {hidden[0]!r}"
+                    )
             return QueryPresence(frame.rid, frame.users)
         if isinstance(frame, Refresh):
             return self._refresh(frame, wall_ms)
@@ -508,7 +522,7 @@ class ServerSession:
             raise self._rate_limited(now, "too many unacknowledged publishes")
         target = self.resolved.get(frame.to)
         if target is None:
-            target = resolve(frame.to, self.user)
+            target = self._scoped(resolve(frame.to, self.user))
             if len(self.resolved) >= RESOLVED_MAX:
                 self.resolved.clear()
             self.resolved[frame.to] = target
@@ -517,6 +531,12 @@ class ServerSession:
             PublishIntent(target, frame.id, frame.body, frame.enc, wall_ms),
             Pending(Answer.PUBACK, None, frame.id, recv=now),
         )
+
+    def _scoped(self, conv: Conversation) -> Conversation:
+        """``conv`` if this session's token may address it (FORBIDDEN otherwise)."""
+        if self.claims is not None:
+            check_scope(self.claims, conv)
+        return conv
 
     def _hello(self, hello: Hello, wall_ms: int) -> Attach:
         try:
@@ -536,6 +556,7 @@ class ServerSession:
             raise ProtocolError(ErrorCode.TOKEN_INVALID, "refresh token is for another user")
         self.claims = claims
         self.exp = claims.exp
+        self.resolved.clear()  # the new token's scope may differ
         return Reply(AuthOk(rid=frame.rid, exp=claims.exp))
 
     # -- completions from the shell --------------------------------------------------
