@@ -6,11 +6,13 @@ completing the I/O actions by hand (docs/protocol.md §3, §5).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from relaydesk.protocol.addresses import resolve
 from relaydesk.protocol.codec import client_codec, server_codec
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import (
@@ -342,3 +344,31 @@ def test_an_unconfined_token_is_unchanged() -> None:
     assert isinstance(feed(s, PresenceQuery(rid=1, users=["anyone"])), QueryPresence)
     with pytest.raises(ValueError):
         mint_token(APP, SECRET, "dana", now=0, channels={"*": "member"}, peers=())
+
+
+def _msg(seq: int, size: int) -> Event:
+    return Event(conv="dm:alice:bob", pos=seq, seq=seq, kind="msg", sender="bob", body=b"x" * size)
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, None), (100, None), (None, 0)])
+def test_history_pages_are_cut_to_the_reply_budget(before: int | None, after: int | None) -> None:
+    """A full page of large messages would be one reply far over the output budget; it is
+    cut to max_reply_bytes, keeping the end nearest the cursor, and says ``more``."""
+    s = ServerSession(
+        dataclasses.replace(LIMITS, max_reply_bytes=10_000), 0.0, server_codec(SUBPROTOCOL_JSON)
+    )
+    items = [_msg(i, 3000) for i in range(1, 11)]  # ~4 KB each encoded
+    q = QueryHistory(
+        rid=1, conv=resolve("dm:alice:bob", "alice"), before=before, after=after, limit=10
+    )
+    reply = s.history_page(q, items, False)
+    assert isinstance(reply.frame, HistoryPage)
+    page = reply.frame
+    kept = [e.seq for e in page.items]
+    assert page.more and 0 < len(kept) < 10
+    assert kept == ([1, 2] if after is not None else [9, 10])
+    assert len(client_codec(SUBPROTOCOL_JSON).encode(page)) <= 10_000
+    small = [_msg(i, 10) for i in range(1, 11)]
+    assert s.history_page(q, small, False).frame == HistoryPage(
+        rid=1, conv="dm:alice:bob", items=small, more=False
+    )

@@ -26,7 +26,7 @@ from relaydesk.protocol.frames import (
 )
 from relaydesk.protocol.tokens import mint_token
 
-MAX_FRAME = 4096
+MAX_FRAME = 8192
 LIMITS = {
     "gateway": {
         "auth_timeout_ms": 3000,
@@ -63,7 +63,7 @@ async def _refused(raw: Raw) -> tuple[int | None, list[int]]:
 
 async def test_max_frame_counts_utf8_bytes_not_characters(server: Any) -> None:
     raw = await Raw.login(server.ws_url, server.token("alice"), subprotocol=SUBPROTOCOL_JSON)
-    text = '{"t":"ping","ts":1,"pad":"' + "é" * 3000 + '"}'  # 3,027 chars, 6,027 bytes
+    text = '{"t":"ping","ts":1,"pad":"' + "é" * 5000 + '"}'  # 5,027 chars, 10,027 bytes
     assert len(text) < MAX_FRAME < len(text.encode())
     await raw.ws.send(text)
     assert await _refused(raw) == (ErrorCode.FRAME_TOO_LARGE, [ErrorCode.FRAME_TOO_LARGE])
@@ -78,7 +78,7 @@ async def test_max_frame_far_over_the_limit_is_4031_not_1009(server: Any, subpro
 
 async def test_max_frame_just_under_the_limit_passes(server: Any) -> None:
     raw = await Raw.login(server.ws_url, server.token("alice"), subprotocol=SUBPROTOCOL_JSON)
-    text = '{"t":"ping","ts":1,"pad":"' + "é" * 2000 + '"}'  # 4,027 bytes
+    text = '{"t":"ping","ts":1,"pad":"' + "é" * 4000 + '"}'  # 8,027 bytes
     assert len(text.encode()) <= MAX_FRAME
     await raw.ws.send(text)
     assert (await raw.expect("pong")).ts == 1
@@ -168,3 +168,34 @@ async def test_token_within_the_leeway_is_accepted(server: Any) -> None:
     raw = await Raw.login(server.ws_url, token)
     await raw.send(Ping(ts=4))
     assert (await raw.expect("pong")).ts == 4
+
+
+# -- schema bounds: BAD_FRAME, closes (docs/protocol.md §1, §8.1) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "frame"),
+    [
+        ("token over 4096 chars", {"t": "hello", "token": "x" * 4097, "device": "d1"}),
+        ("device not a Name", {"t": "hello", "token": "x", "device": "a:b"}),
+        ("history limit 501", {"t": "history_q", "rid": 1, "conv": "user:bob", "limit": 501}),
+        ("history limit 0", {"t": "history_q", "rid": 1, "conv": "user:bob", "limit": 0}),
+        ("presence of 501 users", {"t": "presence_q", "rid": 1, "users": ["u"] * 501}),
+        ("presence of nobody", {"t": "presence_q", "rid": 1, "users": []}),
+        ("pub id with a space", {"t": "pub", "id": "a b", "to": "user:bob", "body": ""}),
+        ("address too short", {"t": "pub", "id": "a", "to": "u:", "body": ""}),
+        ("sdk label over 64", {"t": "hello", "token": "x", "device": "d", "sdk": "s" * 65}),
+        ("body not base64", {"t": "pub", "id": "a", "to": "user:bob", "body": "-_-_"}),
+        ("rid over 2^53", {"t": "join", "rid": 2**53 + 1, "channel": "room"}),
+    ],
+)
+async def test_schema_bounds_are_bad_frame(server: Any, label: str, frame: dict[str, Any]) -> None:
+    import json
+
+    hello = frame["t"] == "hello"
+    if hello:
+        raw = await Raw.open(server.ws_url, SUBPROTOCOL_JSON)
+    else:
+        raw = await Raw.login(server.ws_url, server.token("alice"), subprotocol=SUBPROTOCOL_JSON)
+    await raw.ws.send(json.dumps(frame))
+    assert await _refused(raw) == (ErrorCode.BAD_FRAME, [ErrorCode.BAD_FRAME]), label
