@@ -55,7 +55,6 @@ from relaydesk.protocol.server_session import (
     QueryHistory,
     QueryPresence,
     ReadIntent,
-    Reply,
     ServerSession,
     SessionLimits,
 )
@@ -166,8 +165,8 @@ def test_publish_is_a_commit_answered_by_a_puback_and_observed() -> None:
     assert action.intent.conv.id == "dm:alice:bob" and action.intent.ts == WALL_MS
     assert s.inflight == 1
     ev = Event(conv="dm:alice:bob", pos=9, seq=1, kind="msg", sender="alice", ts=5)
-    reply = s.committed(action.pending, None, ev, False)
-    assert reply == Reply(PubAck(id="m1", conv="dm:alice:bob", seq=1, pos=9, ts=5))
+    reply = s.committed(action, None, ev, False)
+    assert reply == PubAck(id="m1", conv="dm:alice:bob", seq=1, pos=9, ts=5)
     assert s.inflight == 0
     assert seen.calls == [("published", (2.5, 9, "dm:alice:bob", True))]
 
@@ -177,8 +176,8 @@ def test_a_refused_publish_answers_error_with_its_id() -> None:
     s = logged_in(observer=seen)
     action = feed(s, Publish(id="m1", to="channel:x", body=b"hi"))
     assert isinstance(action, Commit)
-    reply = s.committed(action.pending, ProtocolError(ErrorCode.FORBIDDEN, "not a member"))
-    assert reply == Reply(Error(code=4020, msg="not a member", id="m1"))
+    reply = s.committed(action, ProtocolError(ErrorCode.FORBIDDEN, "not a member"))
+    assert reply == Error(code=4020, msg="not a member", id="m1")
     assert seen.calls == [("publish_failed", None)]
 
 
@@ -187,16 +186,14 @@ def test_too_many_publishes_in_flight_is_rate_limited() -> None:
     for i in range(3):
         assert isinstance(feed(s, Publish(id=f"m{i}", to="user:bob", body=b"")), Commit)
     action = feed(s, Publish(id="m3", to="user:bob", body=b""))
-    assert action == Reply(
-        Error(code=4040, msg="too many unacknowledged publishes", rid=None, id="m3")
-    )
+    assert action == (Error(code=4040, msg="too many unacknowledged publishes", rid=None, id="m3"))
 
 
 def test_bad_address_is_invalid_argument_and_keeps_the_connection() -> None:
     s = logged_in()
     action = feed(s, Publish(id="m1", to="nowhere", body=b""))
-    assert isinstance(action, Reply) and isinstance(action.frame, Error)
-    assert action.frame.code == ErrorCode.INVALID_ARGUMENT and action.frame.id == "m1"
+    assert isinstance(action, Error)
+    assert action.code == ErrorCode.INVALID_ARGUMENT and action.id == "m1"
 
 
 def test_ack_up_to_what_was_sent_only() -> None:
@@ -204,14 +201,14 @@ def test_ack_up_to_what_was_sent_only() -> None:
     s = logged_in(observer=seen)
     assert feed(s, Ack(pos=5), sent=5) == NoteAck(5)
     action = feed(s, Ack(pos=6), sent=5)
-    assert isinstance(action, Reply) and isinstance(action.frame, Error)
-    assert action.frame.code == ErrorCode.INVALID_ARGUMENT
+    assert isinstance(action, Error)
+    assert action.code == ErrorCode.INVALID_ARGUMENT
     assert seen.calls == [("acked", 5)]
 
 
 def test_ping_is_answered_with_the_server_clock() -> None:
     s = logged_in()
-    assert feed(s, Ping(ts=3)) == Reply(Pong(ts=3, server_ts=WALL_MS))
+    assert feed(s, Ping(ts=3)) == Pong(ts=3, server_ts=WALL_MS)
 
 
 def test_probe_goes_to_telemetry_only() -> None:
@@ -225,22 +222,22 @@ def test_read_delete_leave_invite_join_become_commits_with_their_answers() -> No
     s = logged_in()
     read = feed(s, Read(conv="user:bob", seq=3))
     assert isinstance(read, Commit) and isinstance(read.intent, ReadIntent)
-    assert read.pending.answer is Answer.NONE and s.committed(read.pending, None) is None
+    assert read.answer is Answer.NONE and s.committed(read, None) is None
     dele = feed(s, Delete(rid=1, conv="dm:alice:bob", seq=3))
     assert isinstance(dele, Commit) and isinstance(dele.intent, DeleteIntent)
-    assert s.committed(dele.pending, None) == Reply(Ok(rid=1))
+    assert s.committed(dele, None) == Ok(rid=1)
     leave = feed(s, Leave(rid=2, channel="room"))
     assert isinstance(leave, Commit) and isinstance(leave.intent, LeaveIntent)
     inv = feed(s, Invite(rid=3, channel="room", user="bob", role="owner"))
     assert isinstance(inv, Commit) and isinstance(inv.intent, JoinIntent)
     assert (inv.intent.user, inv.intent.role, inv.intent.via) == ("bob", "owner", "invite")
-    err = s.committed(inv.pending, ProtocolError(ErrorCode.FORBIDDEN, "owners only"))
-    assert err == Reply(Error(code=4020, msg="owners only", rid=3))
+    err = s.committed(inv, ProtocolError(ErrorCode.FORBIDDEN, "owners only"))
+    assert err == Error(code=4020, msg="owners only", rid=3)
     join = feed(s, Join(rid=4, channel="room"))
     assert isinstance(join, Commit) and isinstance(join.intent, JoinIntent)
     assert (join.intent.user, join.intent.role, join.intent.via) == ("alice", "member", "public")
-    reply = s.committed(join.pending, None, role="member")
-    assert reply == Reply(Joined(rid=4, channel="room", conv="ch:room", role="member"))
+    reply = s.committed(join, None, role="member")
+    assert reply == Joined(rid=4, channel="room", conv="ch:room", role="member")
 
 
 def test_join_with_a_grant_uses_the_granted_role() -> None:
@@ -257,21 +254,21 @@ def test_history_and_presence_are_queries_answered_by_the_session() -> None:
     q = feed(s, HistoryQuery(rid=7, conv="user:bob", before=10, limit=2))
     assert isinstance(q, QueryHistory) and q.conv.id == "dm:alice:bob"
     assert (q.before, q.after, q.limit) == (10, None, 2)
-    assert s.history_page(q, [], False) == Reply(
+    assert s.history_page(q, [], False) == (
         HistoryPage(rid=7, conv="dm:alice:bob", items=[], more=False)
     )
     p = feed(s, PresenceQuery(rid=8, users=["bob"]))
     assert isinstance(p, QueryPresence) and p.users == ["bob"]
     users = [UserPresence(user="bob", online=True, devices=1)]
-    assert s.presence_state(p, users) == Reply(PresenceState(rid=8, users=users))
+    assert s.presence_state(p, users) == PresenceState(rid=8, users=users)
 
 
 def test_refresh_replaces_the_expiry_and_a_foreign_user_closes() -> None:
     s = logged_in()
     later = mint_token(APP, SECRET, "alice", now=WALL_MS / 1000 + 2, ttl_s=7200)
     action = feed(s, Refresh(rid=5, token=later))
-    assert isinstance(action, Reply) and isinstance(action.frame, AuthOk)
-    assert s.exp == action.frame.exp == int(WALL_MS / 1000) + 2 + 7200
+    assert isinstance(action, AuthOk)
+    assert s.exp == action.exp == int(WALL_MS / 1000) + 2 + 7200
     action = feed(s, Refresh(rid=6, token=token("mallory")))
     assert isinstance(action, Close) and action.code is ErrorCode.TOKEN_INVALID
     assert action.final.rid == 6
@@ -287,8 +284,8 @@ def test_undecodable_bytes_close_with_bad_frame(sub: str) -> None:
 def test_unknown_frame_type_is_an_error_only() -> None:
     s = logged_in(sub=SUBPROTOCOL_JSON)
     action = s.receive('{"t":"teleport"}', 1.0, WALL_MS, 0)
-    assert isinstance(action, Reply) and isinstance(action.frame, Error)
-    assert action.frame.code == ErrorCode.UNKNOWN_FRAME
+    assert isinstance(action, Error)
+    assert action.code == ErrorCode.UNKNOWN_FRAME
 
 
 # -- confined tokens (docs/protocol.md §2.2): the desk console's live tokens ----------
@@ -306,11 +303,7 @@ def confined(peers: tuple[str, ...] = ("carol",)) -> ServerSession:
 
 
 def forbidden(action: Any) -> bool:
-    return (
-        isinstance(action, Reply)
-        and isinstance(action.frame, Error)
-        and action.frame.code == ErrorCode.FORBIDDEN
-    )
+    return isinstance(action, Error) and action.code == ErrorCode.FORBIDDEN
 
 
 def test_a_confined_token_addresses_only_its_granted_channels() -> None:
@@ -362,13 +355,13 @@ def test_history_pages_are_cut_to_the_reply_budget(before: int | None, after: in
         rid=1, conv=resolve("dm:alice:bob", "alice"), before=before, after=after, limit=10
     )
     reply = s.history_page(q, items, False)
-    assert isinstance(reply.frame, HistoryPage)
-    page = reply.frame
+    page = reply
+    assert isinstance(page, HistoryPage)
     kept = [e.seq for e in page.items]
     assert page.more and 0 < len(kept) < 10
     assert kept == ([1, 2] if after is not None else [9, 10])
     assert len(client_codec(SUBPROTOCOL_JSON).encode(page)) <= 10_000
     small = [_msg(i, 10) for i in range(1, 11)]
-    assert s.history_page(q, small, False).frame == HistoryPage(
+    assert s.history_page(q, small, False) == HistoryPage(
         rid=1, conv="dm:alice:bob", items=small, more=False
     )

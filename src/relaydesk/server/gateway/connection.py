@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 # How long a closing connection waits for answers to publishes it already submitted.
 CLOSE_DRAIN_S = 2.0
 
-_SLOW_READER = (int(ErrorCode.SLOW_READER), ErrorCode.SLOW_READER.name)
-
 SendFn = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -100,6 +98,7 @@ class Connection:
         self._queued_bytes = 0
         self._control: deque[bytes] = deque()
         self._control_bytes = 0  # bytes in _control, counted against _limit_bytes
+        self._slow_reader = False  # closed for SLOW_READER: replies are dropped
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
         self.closing_since = 0.0  # loop time of close()
@@ -162,7 +161,7 @@ class Connection:
     def send_frame(self, frame: Frame) -> None:
         # Still accepted while closing: answers to publishes already submitted
         # (pubacks) go out before the close frame.
-        if self._close_sent or self._closing == _SLOW_READER:
+        if self._close_sent or self._slow_reader:
             return
         data = self.codec.encode(frame)
         self._control.append(data)
@@ -188,6 +187,7 @@ class Connection:
         self._control_bytes = 0
         code = ErrorCode.SLOW_READER
         msg = f"over {self._limit_bytes} bytes of replies unread; read your socket"
+        self._slow_reader = True
         self._closing = None  # SLOW_READER overrides a close still waiting to be sent
         self.end_reason = self.end_reason or "protocol_error"
         self.close(int(code), code.name, Error(code=int(code), msg=msg))

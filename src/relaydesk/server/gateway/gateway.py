@@ -24,7 +24,7 @@ from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
 from relaydesk.protocol.codec import server_codec
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
-from relaydesk.protocol.frames import SUBPROTOCOLS, Error
+from relaydesk.protocol.frames import SUBPROTOCOLS, Error, Frame
 from relaydesk.protocol.server_session import (
     Action,
     Attach,
@@ -35,12 +35,10 @@ from relaydesk.protocol.server_session import (
     JoinIntent,
     LeaveIntent,
     NoteAck,
-    Pending,
     PublishIntent,
     QueryHistory,
     QueryPresence,
     ReadIntent,
-    Reply,
     ServerSession,
     SessionLimits,
 )
@@ -231,7 +229,12 @@ class Gateway:
             action: Action | None = None
             try:
                 action = session.receive(data, clock.monotonic(), millis(clock), conn.taken)
-                if action is not None:
+                # The hot kinds (publish, replies) are carried out without a coroutine.
+                if action.__class__ is Commit:
+                    self._commit(conn, action)
+                elif isinstance(action, Frame):
+                    self._apply(conn, action)
+                elif action is not None:
                     await self._run(conn, action)
             except Exception:
                 # A defect or a storage failure: report INTERNAL for this request
@@ -243,11 +246,7 @@ class Gateway:
         """Carry out what the session decided (the only I/O a frame causes)."""
         session = conn.session
         if isinstance(action, Commit):
-
-            def done(o: Outcome, p: Pending = action.pending) -> None:
-                self._apply(conn, session.committed(p, o.error, o.event, o.duplicate, o.role))
-
-            self.hub.submit(self._op(conn, action.intent), done)
+            self._commit(conn, action)
         elif isinstance(action, NoteAck):
             self.hub.note_ack(conn.app, conn.user, conn.device, action.pos)
         elif isinstance(action, QueryHistory):
@@ -267,7 +266,15 @@ class Gateway:
         else:
             self._apply(conn, action)
 
-    def _apply(self, conn: Connection, action: Reply | Close | None) -> None:
+    def _commit(self, conn: Connection, commit: Commit) -> None:
+        session = conn.session
+
+        def done(o: Outcome) -> None:
+            self._apply(conn, session.committed(commit, o.error, o.event, o.duplicate, o.role))
+
+        self.hub.submit(self._op(conn, commit.intent), done)
+
+    def _apply(self, conn: Connection, action: Frame | Close | None) -> None:
         if action is None:
             return
         if isinstance(action, Close):
@@ -275,10 +282,9 @@ class Gateway:
             conn.end_reason = conn.end_reason or _END_REASONS.get(action.code, "protocol_error")
             conn.close(int(action.code), action.code.name, action.final)
             return
-        frame = action.frame
-        if frame.__class__ is Error:
+        if action.__class__ is Error:
             self.stats["protocol_errors"] += 1
-        conn.send_frame(frame)
+        conn.send_frame(action)
 
     def _log_defect(self, action: Action | None) -> None:
         """Log the current exception, rate limited (DEFECT_LOG_INTERVAL_S)."""
@@ -299,7 +305,7 @@ class Gateway:
         """Answer the request ``action`` came from with INTERNAL."""
         exc = ProtocolError(ErrorCode.INTERNAL, "internal error")
         if isinstance(action, Commit):
-            self._apply(conn, conn.session.committed(action.pending, exc))
+            self._apply(conn, conn.session.committed(action, exc))
         else:
             self._apply(conn, conn.session.fail(exc, action))
 
