@@ -109,6 +109,7 @@ class Connection:
         # TEST ONLY (gateway.fault_drop_writes_device): feed batches of this device are
         # not written to the socket, everything else proceeds as if they were.
         self._fault_drop_device = fault_drop_device
+        self.login_ms = 0  # wall ms of the login (newest login of a device wins)
         self.attached = False  # registered with the hub (presence, fan-out)
         self.active = False  # welcomed: the feed and presence pushes may flow
         # Telemetry state once logged in (None: telemetry off or not logged in);

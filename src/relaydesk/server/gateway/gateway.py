@@ -42,8 +42,9 @@ from relaydesk.protocol.server_session import (
     ServerSession,
     SessionLimits,
 )
+from relaydesk.server.cluster import DeviceClaim
 from relaydesk.server.gateway._telemetry import LoginObserver, TelemetryObserver
-from relaydesk.server.gateway.connection import Connection
+from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Op, Outcome, PublishOp, ReadOp
 from relaydesk.telemetry.recorder import Recorder
@@ -61,15 +62,17 @@ DEFECT_LOG_INTERVAL_S = 10.0
 # Largest reply (a history page) in bytes, and at most a quarter of the output budget.
 MAX_REPLY_BYTES = 1024 * 1024
 
-# A connection still not closed this long after the gateway decided to close it has
-# a sender stuck on a peer that does not read: the reaper writes the close itself.
-CLOSE_STUCK_S = 2.0
+# A connection still not closed this long after the gateway decided to close it (past
+# the sender's own wait for pending pubacks) has a sender stuck on a peer that does
+# not read: the reaper writes the close itself.
+CLOSE_STUCK_S = CLOSE_DRAIN_S + 3.0
 
 # Why a connection ended, for telemetry's connection history (docs/telemetry.md).
 _END_REASONS = {
     ErrorCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
     ErrorCode.TOKEN_EXPIRED: "auth_expiry",
     ErrorCode.SERVER_SHUTDOWN: "server_shutdown",
+    ErrorCode.DEVICE_REPLACED: "client_close",  # the client logged in again elsewhere
 }
 
 
@@ -103,6 +106,7 @@ class Gateway:
         # The live connection of each (app, user, device): the newest login wins and
         # the one it replaces is closed with DEVICE_REPLACED (docs/protocol.md §3.5).
         self._devices: dict[tuple[str, str, str], Connection] = {}
+        hub.on_device_claim = self._claimed_elsewhere
         self._reaper: asyncio.Task[None] | None = None
         self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0, "defects": 0}
         self._defect_logged = -DEFECT_LOG_INTERVAL_S
@@ -309,6 +313,22 @@ class Gateway:
         else:
             self._apply(conn, conn.session.fail(exc, action))
 
+    def _replace(self, older: Connection) -> None:
+        exc = ProtocolError(
+            ErrorCode.DEVICE_REPLACED, f"device {older.device!r} logged in on another connection"
+        )
+        self._fail(older, exc)
+
+    def _claimed_elsewhere(self, claim: DeviceClaim) -> None:
+        """Another node logged ``claim.device`` in: close ours if it is the older login
+        (equal times: the node id decides, so two racing logins never both survive)."""
+        conn = self._devices.get((claim.app, claim.user, claim.device))
+        if conn is None:
+            return
+        if (conn.login_ms, self.settings.server.node_id) < (claim.ts, claim.node):
+            del self._devices[(claim.app, claim.user, claim.device)]
+            self._replace(conn)
+
     def _fail(self, conn: Connection, exc: ProtocolError) -> None:
         self._apply(conn, conn.session.fail(exc))
 
@@ -356,16 +376,13 @@ class Gateway:
         key = (conn.app, conn.user, conn.device)
         older = self._devices.get(key)
         self._devices[key] = conn
+        conn.login_ms = millis(self.clock)
         if older is not None and older is not conn:
             # One live connection per device: the older one is closed before the new
             # one reads the stored cursor, so the acks it sent so far count.
-            self._fail(
-                older,
-                ProtocolError(
-                    ErrorCode.DEVICE_REPLACED,
-                    f"device {conn.device!r} logged in on another connection",
-                ),
-            )
+            self._replace(older)
+        # ... and on the other nodes of a cluster (the newest login wins there too).
+        await self.hub.claim_device(conn.app, conn.user, conn.device, conn.login_ms)
         cursor = hello.cursor
         if cursor is None:
             cursor = await self.hub.device_cursor(conn.app, conn.user, conn.device) or 0
