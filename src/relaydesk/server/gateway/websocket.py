@@ -17,6 +17,7 @@ with the two things protocol v1 needs that the stock one does not do.
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -65,30 +66,36 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             logger=logging.getLogger("uvicorn.error"),
         )
 
-    async def send(self, message: Any) -> None:
+    def send(self, message: Any) -> Coroutine[Any, Any, None]:
+        # A plain function handing back the stock coroutine: the hot path (every
+        # websocket.send) costs one call here, not one more coroutine frame.
         kind = message["type"]
+        if kind == "websocket.send":
+            return super().send(message)
         if kind == "websocket.accept":
             assert isinstance(self.conn, _LimitedServerProtocol)
             self.conn.chosen = message.get("subprotocol")
-        elif (
-            kind == "websocket.close"
-            and self.handshake_complete
-            and not self.close_sent
-            and not self.writable.is_set()
-            and not self.disconnected
-        ):
-            # The peer is not reading: do not wait for the buffer to drain (it will
-            # not); queue the close frame and drop the connection after a grace.
-            code = message.get("code", 1000)
-            reason = message.get("reason", "") or ""
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-            self.conn.send_close(code, reason)
-            self.transport.write(b"".join(self.conn.data_to_send()))
-            self.close_sent = True
-            self.close_timer = self.loop.call_later(CLOSE_GRACE_S, self._drop_if_unread)
-            return
+        elif kind == "websocket.close":
+            return self._close(message)
+        return super().send(message)
+
+    async def _close(self, message: Any) -> None:
+        if self.handshake_complete and not self.close_sent and not self.writable.is_set():
+            if not self.disconnected:
+                # The peer is not reading: do not wait for the buffer to drain (it will
+                # not); queue the close frame and drop the connection after a grace.
+                code = message.get("code", 1000)
+                reason = message.get("reason", "") or ""
+                self.queue.put_nowait(
+                    {"type": "websocket.disconnect", "code": code, "reason": reason}
+                )
+                self.conn.send_close(code, reason)
+                self.transport.write(b"".join(self.conn.data_to_send()))
+                self.close_sent = True
+                self.close_timer = self.loop.call_later(CLOSE_GRACE_S, self._drop_if_unread)
+                return
         await super().send(message)
-        if kind == "websocket.close" and self.close_timer is not None:
+        if self.close_timer is not None:
             # Stock: close() after the timeout, which flushes first and so never ends
             # if the peer stopped reading meanwhile.  No close reply by then: drop it.
             self.close_timer.cancel()
