@@ -120,7 +120,10 @@ class NonReader:
         self.protocol.send_binary(self.codec.encode(frame))
         self.writer.write(b"".join(self.protocol.data_to_send()))
         self.sent += 1
-        await self.writer.drain()
+        try:  # the server may stop reading us (backpressure): do not wait on it
+            await asyncio.wait_for(self.writer.drain(), 0.05)
+        except TimeoutError:
+            pass
 
     async def drain(self, timeout: float = 20.0) -> int | None:
         """Read all the server wrote until it closes; the close code it sent."""

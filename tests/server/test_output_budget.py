@@ -34,7 +34,12 @@ from relaydesk.protocol.frames import (
 BUDGET = 64 * 1024
 BODY = 30_000
 CONFIG = {
-    "gateway": {"send_queue_bytes": BUDGET, "publish_rate": 1000, "publish_burst": 1000},
+    "gateway": {
+        "send_queue_bytes": BUDGET,
+        "publish_rate": 1000,
+        "publish_burst": 1000,
+        "reply_drain_timeout_ms": 1000,
+    },
 }
 # Growth of the server's RSS allowed while the non-reader runs (the old code grew by
 # about 130 MB per second of history_q; a bounded one stays within a few MB).
@@ -128,3 +133,21 @@ async def test_a_client_that_stops_reading_is_closed_and_memory_stays_bounded(
         await raw.aclose()
         await asyncio.sleep(0.3)
         assert await connections() == before_conns
+
+
+async def test_a_slow_but_reading_client_is_paced_not_closed(seeded: Any) -> None:
+    """Thirty history pages asked at once are several times the output budget; a client
+    that reads them slowly gets them all: the gateway stops reading its requests while
+    the replies wait (backpressure) instead of closing it."""
+    server = seeded
+    raw = await Raw.login(server.ws_url, server.token("bob"), device="slow", cursor=2**62)
+    for rid in range(30):
+        await raw.send(HistoryQuery(rid=rid, conv="user:alice", limit=50))
+    rids = []
+    while len(rids) < 30:
+        await asyncio.sleep(0.03)  # a slow link
+        rids.append((await raw.expect("history", timeout=10)).rid)
+    assert rids == list(range(30))
+    await raw.send(Ping(ts=9))
+    assert (await raw.expect("pong")).ts == 9
+    await raw.aclose()

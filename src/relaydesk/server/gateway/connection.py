@@ -27,6 +27,11 @@ above (they can be re-read); replies cannot, so a connection whose unread replie
 pass the budget is a client that stopped reading: its queued replies are dropped
 and it is closed with SLOW_READER (4042).  Every reply is small or capped (history
 pages are cut to a quarter of the budget), so a reading client never gets there.
+Requests are paced by their replies: while unwritten replies fill half the budget,
+the gateway reads no further frame from the client (TCP pushes back on it) until
+they drain, so a slow but reading client is slowed, never closed, by its own
+requests; if they do not drain within ``gateway.reply_drain_timeout_ms`` the client
+is not reading and is closed with SLOW_READER.
 If the peer is not reading, the close frame cannot be written by the sender (its
 write waits for the socket to drain); ``force_close`` writes it past the sender
 (``server/gateway/websocket.py`` then drops the TCP connection after a grace), so
@@ -100,6 +105,7 @@ class Connection:
         self._control_bytes = 0  # bytes in _control, counted against _limit_bytes
         self._slow_reader = False  # closed for SLOW_READER: replies are dropped
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set by the sender as the reply backlog shrinks
         self._closing: tuple[int, str] | None = None
         self.closing_since = 0.0  # loop time of close()
         self._close_sent = False
@@ -184,10 +190,30 @@ class Connection:
                 self.tel.resynced()
         if self._control_bytes <= self._limit_bytes:
             return
+        self.slow_reader(f"over {self._limit_bytes} bytes of replies unread; read your socket")
+
+    @property
+    def replies_backlogged(self) -> bool:
+        """Unwritten replies fill half the budget: stop reading requests until they drain."""
+        return self._control_bytes > self._limit_bytes // 2
+
+    async def replies_drained(self, within_s: float) -> bool:
+        """Wait until the reply backlog is under half the budget; False after ``within_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while self.replies_backlogged and not self.closing:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return not self.replies_backlogged
+        return True
+
+    def slow_reader(self, msg: str) -> None:
+        """Close with SLOW_READER: the client does not read; its queued replies go."""
         self._control.clear()
         self._control_bytes = 0
         code = ErrorCode.SLOW_READER
-        msg = f"over {self._limit_bytes} bytes of replies unread; read your socket"
         self._slow_reader = True
         self._closing = None  # SLOW_READER overrides a close still waiting to be sent
         self.end_reason = self.end_reason or "protocol_error"
@@ -245,6 +271,7 @@ class Connection:
                 while self._control:
                     data = self._control.popleft()
                     self._control_bytes -= len(data)
+                    self._drained.set()
                     await self._write(data)
                 continue
             if self._closing is not None:

@@ -213,7 +213,13 @@ class Gateway:
     async def _receive_loop(self, conn: Connection, receive: Any) -> None:
         session = conn.session
         clock = self.clock
+        drain_s = self.settings.gateway.reply_drain_timeout_ms / 1000
         while not conn.closing:
+            if conn.replies_backlogged and not await conn.replies_drained(drain_s):
+                # Its replies have not moved for the whole drain timeout: not reading.
+                self.stats["protocol_errors"] += 1
+                conn.slow_reader(f"replies unread for {drain_s:g}s; read your socket")
+                return
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 # Lost without a closing handshake (reset, dead link): telemetry must not
