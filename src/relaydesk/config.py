@@ -92,6 +92,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flood_rejections: PosInt = 1000  # rate-limited frames in a row before closing
     # Pending (unacknowledged) publishes a connection may have in flight.
     max_inflight: PosInt = 5000
+    # While a connection's unwritten replies fill half of send_queue_bytes, no more
+    # requests are read from it; if they do not drain within this time the client is
+    # not reading and is closed with SLOW_READER (docs/protocol.md §8.1).
+    reply_drain_timeout_ms: PosInt = 10_000
     # TEST ONLY (diagnosis scenario 1, tests/integration/test_diagnosis_scenarios.py):
     # connections of this device id silently skip the socket write of every feed batch
     # (live and catch-up) while all bookkeeping proceeds as if written, which is what a

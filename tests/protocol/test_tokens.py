@@ -5,7 +5,7 @@ import pytest
 
 from relaydesk.protocol.addresses import dm_id, resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
-from relaydesk.protocol.tokens import mint_token, verify_token
+from relaydesk.protocol.tokens import LEEWAY_S, mint_token, verify_token
 
 SECRETS = {"a": "a" * 32, "b": "b" * 32}
 
@@ -79,3 +79,34 @@ def test_addresses() -> None:
         with pytest.raises(ProtocolError) as info:
             resolve(bad, "alice")
         assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def _raw(payload: dict[str, object], app: str = "a") -> str:
+    return jwt.encode(payload, SECRETS[app], algorithm="HS256", headers={"kid": app})
+
+
+def test_a_ten_year_token_is_refused_although_signed_and_unexpired() -> None:
+    ten_years = _raw({"app": "a", "sub": "alice", "iat": 1000, "exp": 1000 + 10 * 365 * 86400})
+    assert code_of(ten_years, now=1000) is ErrorCode.TOKEN_INVALID
+    week = _raw({"app": "a", "sub": "alice", "iat": 1000, "exp": 1000 + 7 * 86400})
+    assert verify(week, now=1000)
+    over = _raw({"app": "a", "sub": "alice", "iat": 1000, "exp": 1000 + 7 * 86400 + 1})
+    assert code_of(over, now=1000) is ErrorCode.TOKEN_INVALID
+
+
+def test_a_token_issued_in_the_future_is_refused_beyond_the_leeway() -> None:
+    hour_ahead = mint_token("a", SECRETS["a"], "alice", now=1000 + 3600, ttl_s=60)
+    assert code_of(hour_ahead, now=1000) is ErrorCode.TOKEN_INVALID
+    skewed = mint_token("a", SECRETS["a"], "alice", now=1000 + LEEWAY_S, ttl_s=60)
+    assert verify(skewed, now=1000)  # a few seconds of clock skew are allowed
+
+
+def test_a_token_that_expires_before_it_is_issued_is_invalid() -> None:
+    backwards = _raw({"app": "a", "sub": "alice", "iat": 1000, "exp": 999})
+    assert code_of(backwards, now=990) is ErrorCode.TOKEN_INVALID
+
+
+def test_expiry_leeway_is_the_documented_few_seconds() -> None:
+    t = mint_token("a", SECRETS["a"], "alice", now=1000, ttl_s=60)
+    assert verify(t, now=1060 + LEEWAY_S)
+    assert code_of(t, now=1060 + LEEWAY_S + 1) is ErrorCode.TOKEN_EXPIRED

@@ -75,3 +75,72 @@ class Raw:
 
     async def aclose(self) -> None:
         await self.ws.close()
+
+
+class NonReader:
+    """A client that sends frames and never reads (docs/protocol.md §8.1 SLOW_READER).
+
+    Built on websockets' sans-I/O client protocol over a plain socket with a small
+    receive buffer, so nothing reads on its behalf: after the handshake the server's
+    replies pile up in the server.  ``drain`` reads everything at the end and returns
+    the close code the server sent.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: Any
+    ) -> None:
+        self.reader, self.writer, self.protocol = reader, writer, protocol
+        self.codec = client_codec(SUBPROTOCOL_MSGPACK)
+        self.sent = 0
+
+    @classmethod
+    async def open(cls, url: str, rcvbuf: int = 4096) -> NonReader:
+        import socket
+        from urllib.parse import urlsplit
+
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        parts = urlsplit(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        protocol = ClientProtocol(parse_uri(url), subprotocols=[SUBPROTOCOL_MSGPACK])  # type: ignore[list-item]
+        protocol.send_request(protocol.connect())
+        writer.write(b"".join(protocol.data_to_send()))
+        head = await reader.readuntil(b"\r\n\r\n")
+        protocol.receive_data(head)
+        assert protocol.handshake_exc is None, protocol.handshake_exc
+        protocol.events_received()
+        return cls(reader, writer, protocol)
+
+    async def send(self, frame: Any) -> None:
+        self.protocol.send_binary(self.codec.encode(frame))
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+        self.sent += 1
+        try:  # the server may stop reading us (backpressure): do not wait on it
+            await asyncio.wait_for(self.writer.drain(), 0.05)
+        except TimeoutError:
+            pass
+
+    async def drain(self, timeout: float = 20.0) -> int | None:
+        """Read all the server wrote until it closes; the close code it sent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                data = await asyncio.wait_for(self.reader.read(1 << 20), deadline - loop.time())
+            except (ConnectionError, TimeoutError):
+                break
+            if not data:
+                self.protocol.receive_eof()
+                break
+            self.protocol.receive_data(data)
+            self.protocol.events_received()
+            if self.protocol.close_rcvd is not None:
+                break
+        self.writer.close()
+        rcvd = self.protocol.close_rcvd
+        return None if rcvd is None else int(rcvd.code)

@@ -262,4 +262,3 @@ async def test_tenants_are_isolated(make_server: Callable[..., Any]) -> None:
         headers={"Authorization": f"Bearer {other_token('alice')}"},
     )
     assert r.status_code == 401 and r.json()["error"]["name"] == "TOKEN_WRONG_APP"
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
-from relaydesk.protocol.tokens import NAME_RE
+from relaydesk.protocol.tokens import NAME_RE, Claims
 
 
 class Conversation(NamedTuple):
@@ -49,3 +49,19 @@ def resolve(address: str, me: str) -> Conversation:
         ErrorCode.INVALID_ARGUMENT,
         f"invalid address {address!r}: expected user:U, channel:C, dm:A:B or ch:C",
     )
+
+
+def check_scope(claims: Claims, conv: Conversation) -> None:
+    """Raise FORBIDDEN if a confined token may not address ``conv`` (§2.2): a channel
+    needs an explicit grant, a direct conversation a listed peer (or oneself)."""
+    if not claims.confined:
+        return
+    if conv.kind == "ch":
+        if conv.channel not in claims.ch:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, f"this token is not granted channel {conv.channel!r}"
+            )
+        return
+    me = claims.sub
+    if me not in conv.members or not all(claims.may_see(u) for u in conv.members):
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"this token may not address {conv.id}")

@@ -194,7 +194,12 @@ class Pacer:
         self.rate = max(1.0, self.rate * 0.9)
 
 
-FATAL_CODES = frozenset({ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_WRONG_APP})
+#: Closes after which reconnecting cannot help.  DEVICE_REPLACED: another process logged
+#: in with this device id; reconnecting would take the device back and forth for ever
+#: (docs/protocol.md §3.4).
+FATAL_CODES = frozenset(
+    {ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_WRONG_APP, ErrorCode.DEVICE_REPLACED}
+)
 
 
 # --------------------------------------------------------------------------- states

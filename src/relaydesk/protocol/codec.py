@@ -29,6 +29,11 @@ from relaydesk.protocol.frames import (
 
 F = TypeVar("F")
 
+# Nesting depth is bounded by the decoder: msgspec recurses through the interpreter's
+# recursion guard, so a frame nested deeper than that limit (about 1,000 levels; a
+# valid frame nests 3) fails with RecursionError, which is a client error here.
+TOO_DEEP = "frame nested too deeply"
+
 
 class _Peek(msgspec.Struct):
     t: str = ""
@@ -58,10 +63,14 @@ class Codec(Generic[F]):
         raise NotImplementedError
 
     def _classify(self, data: bytes | str, peek: Any, exc: Exception) -> ProtocolError:
+        if isinstance(exc, RecursionError):
+            return ProtocolError(ErrorCode.BAD_FRAME, TOO_DEEP)
         try:
             tag = peek(data).t
         except (msgspec.DecodeError, msgspec.ValidationError):
             return ProtocolError(ErrorCode.BAD_FRAME, f"undecodable frame: {exc}")
+        except RecursionError:
+            return ProtocolError(ErrorCode.BAD_FRAME, TOO_DEEP)
         if tag and tag not in self._known:
             return ProtocolError(ErrorCode.UNKNOWN_FRAME, f"unknown frame type {tag!r}")
         return ProtocolError(ErrorCode.BAD_FRAME, f"invalid frame: {exc}")
@@ -90,7 +99,7 @@ class JsonCodec(Codec[F]):
     def decode(self, data: bytes | str) -> F:
         try:
             return self._dec.decode(data)  # type: ignore[no-any-return]
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise self._classify(data, self._peek, exc) from None
 
 
@@ -127,7 +136,7 @@ class MsgpackCodec(Codec[F]):
             raise ProtocolError(ErrorCode.BAD_FRAME, "text frame on the msgpack subprotocol")
         try:
             return self._dec.decode(data)  # type: ignore[no-any-return]
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise self._classify(data, self._peek, exc) from None
 
 

@@ -18,6 +18,7 @@ class ErrorCode(enum.IntEnum):
     NOT_AUTHENTICATED = 4002  # anything but ``hello`` before login; closes
     ALREADY_AUTHENTICATED = 4003  # a second ``hello``; error only
     AUTH_TIMEOUT = 4004  # no ``hello`` within the login deadline; closes
+    DEVICE_REPLACED = 4005  # a newer connection logged in with this device id; closes
     TOKEN_INVALID = 4010  # malformed, forged or unknown-app token; closes at login
     TOKEN_EXPIRED = 4011  # expired token; closes (or on expiry of a live session)
     TOKEN_WRONG_APP = 4012  # token of another app than the one addressed; closes
@@ -29,6 +30,7 @@ class ErrorCode(enum.IntEnum):
     FRAME_TOO_LARGE = 4031  # WebSocket message over the frame limit; closes
     RATE_LIMITED = 4040  # over the per-connection publish rate; error only, retry later
     FLOODING = 4041  # far over the rate limit; closes
+    SLOW_READER = 4042  # unread replies passed the connection's output budget; closes
     HEARTBEAT_TIMEOUT = 4050  # nothing heard within the heartbeat timeout; closes
     SERVER_SHUTDOWN = 4060  # node going away; reconnect elsewhere; closes
     OUTBOX_FULL = 4070  # SDK-side: the client outbox is at its bound
@@ -50,17 +52,25 @@ _CLOSING = frozenset(
         ErrorCode.BAD_FRAME,
         ErrorCode.NOT_AUTHENTICATED,
         ErrorCode.AUTH_TIMEOUT,
+        ErrorCode.DEVICE_REPLACED,
         ErrorCode.TOKEN_INVALID,
         ErrorCode.TOKEN_EXPIRED,
         ErrorCode.TOKEN_WRONG_APP,
         ErrorCode.FRAME_TOO_LARGE,
         ErrorCode.FLOODING,
+        ErrorCode.SLOW_READER,
         ErrorCode.HEARTBEAT_TIMEOUT,
         ErrorCode.SERVER_SHUTDOWN,
     }
 )
 _RETRYABLE = frozenset(
-    {ErrorCode.RATE_LIMITED, ErrorCode.SERVER_SHUTDOWN, ErrorCode.INTERNAL, ErrorCode.OUTBOX_FULL}
+    {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.SLOW_READER,
+        ErrorCode.SERVER_SHUTDOWN,
+        ErrorCode.INTERNAL,
+        ErrorCode.OUTBOX_FULL,
+    }
 )
 
 

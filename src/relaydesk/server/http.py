@@ -20,7 +20,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.types import ExceptionHandlersMap
 from msgspec import Meta
 
-from relaydesk.protocol.addresses import resolve
+from relaydesk.protocol.addresses import check_scope, resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import ClientMsgId, Event, Name
 from relaydesk.protocol.tokens import verify_token
@@ -260,6 +260,8 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
         else:
             require_secret(request, app)
         conversation = resolve(conv, user or "_admin")
+        if user is not None:
+            check_scope(claims, conversation)  # a confined token (§2.2)
         items, more = await hub.history(app, user, conversation, before, after, limit)
         return HistoryResponse(conv=conversation.id, items=items, more=more)
 

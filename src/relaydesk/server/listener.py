@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from relaydesk.config import HttpSettings, Settings
+from relaydesk.server.gateway.websocket import GatewayWebSocketProtocol
 
 
 class AddressLedger:
@@ -96,7 +97,7 @@ def guarded_protocols(
 ) -> tuple[type[HttpToolsProtocol], type[WebSocketsSansIOProtocol]]:
     """uvicorn protocol classes that enforce ``limits`` and count in ``ledger``."""
 
-    class GuardedWebSocket(WebSocketsSansIOProtocol):
+    class GuardedWebSocket(GatewayWebSocketProtocol):
         def connection_lost(self, exc: Exception | None) -> None:
             ledger.release(self.transport)
             super().connection_lost(exc)
@@ -219,9 +220,10 @@ def listener_config(
         loop="uvloop",
         http=http,
         ws=ws,
-        # Frames over max_frame get FRAME_TOO_LARGE from the gateway; the library
-        # cap (twice that) only stops absurd frames before they are buffered.
-        ws_max_size=ws_max_size or 2 * settings.gateway.max_frame,
+        # The gateway's WebSocket protocol answers a frame over max_frame with
+        # FRAME_TOO_LARGE (4031), measured in bytes from the frame header before it
+        # is buffered, and drops a peer that does not read the close.
+        ws_max_size=ws_max_size or settings.gateway.max_frame,
         ws_ping_interval=None,  # liveness is the protocol's own heartbeat
         timeout_keep_alive=limits.idle_timeout_s,
         lifespan="on",

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import msgspec
+
 from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event
@@ -136,10 +138,11 @@ def event_from_row(row: Sequence[Any]) -> Event:
 
 
 # ------------------------------------------------------------------ operations
+# Frozen msgspec structs: one is built per publish on the gateway's hot path, and a
+# struct is several times cheaper to construct than a frozen dataclass.
 
 
-@dataclass(frozen=True, slots=True)
-class PublishOp:
+class PublishOp(msgspec.Struct, frozen=True):
     app: str
     sender: str
     device: str
@@ -151,8 +154,7 @@ class PublishOp:
     privileged: bool = False  # server-side publish: membership not required
 
 
-@dataclass(frozen=True, slots=True)
-class JoinOp:
+class JoinOp(msgspec.Struct, frozen=True):
     app: str
     actor: str
     device: str
@@ -163,8 +165,7 @@ class JoinOp:
     ts: int
 
 
-@dataclass(frozen=True, slots=True)
-class LeaveOp:
+class LeaveOp(msgspec.Struct, frozen=True):
     app: str
     user: str
     device: str
@@ -172,8 +173,7 @@ class LeaveOp:
     ts: int
 
 
-@dataclass(frozen=True, slots=True)
-class ReadOp:
+class ReadOp(msgspec.Struct, frozen=True):
     app: str
     user: str
     device: str
@@ -182,8 +182,7 @@ class ReadOp:
     ts: int
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteOp:
+class DeleteOp(msgspec.Struct, frozen=True):
     app: str
     user: str
     device: str

@@ -12,6 +12,7 @@ from relaydesk.server.cluster.presence import RemotePresence
 from relaydesk.server.cluster.records import (
     BusMessage,
     CommitRecord,
+    DeviceClaim,
     Item,
     Online,
     PresenceQuery,
@@ -26,6 +27,7 @@ __all__ = [
     "BusError",
     "BusMessage",
     "CommitRecord",
+    "DeviceClaim",
     "Item",
     "MemoryBroker",
     "MemoryBus",

@@ -10,6 +10,10 @@ sending node: changes as they happen, and the node's full list periodically and 
 a node asks for it with ``PresenceQuery`` (at start-up).  The periodic full list is
 also the node's heartbeat: a node not heard from for a few periods is taken as gone.
 
+``DeviceClaim`` says a device just logged in on the sending node: a node holding an
+older live connection of that device closes it with DEVICE_REPLACED, so the newest
+login wins across the cluster too (docs/protocol.md §3.5).
+
 Messages are MessagePack arrays tagged by their first element.
 """
 
@@ -69,7 +73,17 @@ class PresenceQuery(msgspec.Struct, frozen=True, array_like=True, tag="q"):
     node: str
 
 
-BusMessage = CommitRecord | PresenceRecord | PresenceQuery
+class DeviceClaim(msgspec.Struct, frozen=True, array_like=True, tag="d"):
+    """``device`` of ``user`` logged in on ``node`` at ``ts`` (Unix ms)."""
+
+    node: str
+    app: str
+    user: str
+    device: str
+    ts: int
+
+
+BusMessage = CommitRecord | PresenceRecord | PresenceQuery | DeviceClaim
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusMessage)

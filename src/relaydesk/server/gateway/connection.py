@@ -13,8 +13,24 @@ consumer), it is dropped and the connection reads from storage again from
 ``taken``: memory stays bounded, and nobody else waits.
 
 Control frames (welcome, pubacks, replies, pongs, presence, errors) go through a
-separate queue that is never dropped; it is bounded by the session's in-flight
-limit, and the sender writes it before the next batch.
+separate queue that is never dropped; the sender writes it before the next batch.
+
+Output budget (docs/protocol.md §8.1, SLOW_READER).  Every byte waiting to be
+written, control frames and live events alike, counts against one per-connection
+budget (``gateway.send_queue_bytes``).  Live events over it fall back to storage as
+above (they can be re-read); replies cannot, so a connection whose unread replies
+pass the budget is a client that stopped reading: its queued replies are dropped
+and it is closed with SLOW_READER (4042).  Every reply is small or capped (history
+pages are cut to a quarter of the budget), so a reading client never gets there.
+Requests are paced by their replies: while unwritten replies fill half the budget,
+the gateway reads no further frame from the client (TCP pushes back on it) until
+they drain, so a slow but reading client is slowed, never closed, by its own
+requests; if they do not drain within ``gateway.reply_drain_timeout_ms`` the client
+is not reading and is closed with SLOW_READER.
+If the peer is not reading, the close frame cannot be written by the sender (its
+write waits for the socket to drain); ``force_close`` writes it past the sender
+(``server/gateway/websocket.py`` then drops the TCP connection after a grace), so
+the connection and its memory go away.
 """
 
 from __future__ import annotations
@@ -25,9 +41,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.codec import Codec
-from relaydesk.protocol.frames import ClientFrame, Event, Frame, PresenceChange, Synced
+from relaydesk.protocol.errors import ErrorCode
+from relaydesk.protocol.frames import ClientFrame, Error, Event, Frame, PresenceChange, Synced
 from relaydesk.protocol.server_session import ServerSession
 from relaydesk.server.gateway.handover import FeedSwitch, Mode
 
@@ -72,20 +88,22 @@ class Connection:
         self.net = ""
         self.sdk = ""
         self.feed = FeedSwitch(queue_items, queue_bytes)
-        self.inflight = 0  # publishes submitted, not yet answered
         self._control: deque[bytes] = deque()
+        self._control_bytes = 0  # bytes in _control, counted against the byte budget
+        self._limit_bytes = queue_bytes
+        self._slow_reader = False  # closed for SLOW_READER: replies are dropped
+        self._drained = asyncio.Event()  # set by the sender as the reply backlog shrinks
         self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
+        self.closing_since = 0.0  # loop time of close()
         self._close_sent = False
         self._page = page
         # TEST ONLY (gateway.fault_drop_writes_device): feed batches of this device are
         # not written to the socket, everything else proceeds as if they were.
         self._fault_drop_device = fault_drop_device
+        self.login_ms = 0  # wall ms of the login (newest login of a device wins)
         self.attached = False  # registered with the hub (presence, fan-out)
         self.active = False  # welcomed: the feed and presence pushes may flow
-        # Addresses this connection publishes to, resolved once (bounded: a client
-        # writing to many conversations just resolves again after a reset).
-        self.resolved: dict[str, Conversation] = {}
         # Telemetry state once logged in (None: telemetry off or not logged in);
         # end_reason is set once by the gateway when it decides to close.
         self.tel: ConnTelemetry | None = None
@@ -120,7 +138,7 @@ class Connection:
         if data is None:
             data = encodings[self.codec.name] = self.codec.encode_event(event)
         resyncs = feed.resyncs
-        if feed.offer(event.pos, data):
+        if feed.offer(event.pos, data, self._control_bytes):
             # The sender sleeps only on an empty queue: wake it on the first event.
             self._wake.set()
         tel = self.tel
@@ -145,9 +163,57 @@ class Connection:
     def send_frame(self, frame: Frame) -> None:
         # Still accepted while closing: answers to publishes already submitted
         # (pubacks) go out before the close frame.
-        if not self._close_sent:
-            self._control.append(self.codec.encode(frame))
-            self._wake.set()
+        if self._close_sent or self._slow_reader:
+            return
+        data = self.codec.encode(frame)
+        self._control.append(data)
+        self._control_bytes += len(data)
+        self._wake.set()
+        if self._control_bytes + self.feed.queued_bytes > self._limit_bytes:
+            self._over_budget()
+
+    def _over_budget(self) -> None:
+        """Unread output passed the budget: drop live events first (storage has
+        them), and if replies alone still pass it, the client is not reading."""
+        feed = self.feed
+        if feed.queue:
+            resyncs = feed.resyncs
+            feed.over_items = False  # the byte bound bound
+            feed.shed()
+            if feed.resyncs != resyncs:
+                self.stats["resyncs"] += 1
+                if self.tel is not None:
+                    self.tel.resynced(False)
+        if self._control_bytes <= self._limit_bytes:
+            return
+        self.slow_reader(f"over {self._limit_bytes} bytes of replies unread; read your socket")
+
+    @property
+    def replies_backlogged(self) -> bool:
+        """Unwritten replies fill half the budget: stop reading requests until they drain."""
+        return self._control_bytes > self._limit_bytes // 2
+
+    async def replies_drained(self, within_s: float) -> bool:
+        """Wait until the reply backlog is under half the budget; False after ``within_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while self.replies_backlogged and not self.closing:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return not self.replies_backlogged
+        return True
+
+    def slow_reader(self, msg: str) -> None:
+        """Close with SLOW_READER: the client does not read; its queued replies go."""
+        self._control.clear()
+        self._control_bytes = 0
+        code = ErrorCode.SLOW_READER
+        self._slow_reader = True
+        self._closing = None  # SLOW_READER overrides a close still waiting to be sent
+        self.end_reason = self.end_reason or "protocol_error"
+        self.close(int(code), code.name, Error(code=int(code), msg=msg))
 
     def start_feed(self, cursor: int) -> None:
         """Begin delivering the feed after ``cursor`` (catch-up first)."""
@@ -160,9 +226,27 @@ class Connection:
         if self._closing is not None:
             return
         if final is not None:
-            self._control.append(self.codec.encode(final))
+            data = self.codec.encode(final)
+            self._control.append(data)
+            self._control_bytes += len(data)
         self._closing = (code, reason[:120])
+        self.closing_since = asyncio.get_running_loop().time()
         self._wake.set()
+
+    async def force_close(self) -> None:
+        """Write the close frame now, past a sender stuck on a peer that is not reading
+        (the transport then drops the connection if the peer still does not read)."""
+        if self._closing is None or self._close_sent:
+            return
+        code, reason = self._closing
+        self._close_sent = True
+        with contextlib.suppress(OSError, RuntimeError):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    @property
+    def inflight(self) -> int:
+        """Publishes submitted, not yet answered (kept by the session)."""
+        return self.session.inflight
 
     @property
     def closing(self) -> bool:
@@ -181,7 +265,10 @@ class Connection:
         while True:
             if self._control:
                 while self._control:
-                    await self._write(self._control.popleft())
+                    data = self._control.popleft()
+                    self._control_bytes -= len(data)
+                    self._drained.set()
+                    await self._write(data)
                 continue
             if self._closing is not None:
                 if self.inflight > 0:

@@ -4,66 +4,75 @@ Each connection runs its receive loop in the ASGI handler task and its sender
 (``Connection.run_sender``) in a child task of the same task group, so nothing
 outlives the connection.  One reaper task checks every connection's deadlines
 (login, heartbeat, token expiry) once a second.
+
+What a frame means is decided by the pure ``ServerSession``
+(``protocol/server_session.py``); this shell feeds it bytes and carries out the one
+action it returns (``_run``): queue a reply, close, or do the I/O it asks for (hub
+commits, storage reads, presence) and hand the result back to the session.
+Telemetry observes through ``SessionObserver`` (``_telemetry.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 from typing import Any
 
 from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
-from relaydesk.protocol.addresses import channel_conversation, resolve
 from relaydesk.protocol.codec import server_codec
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
-from relaydesk.protocol.frames import (
-    SUBPROTOCOLS,
-    Ack,
-    AuthOk,
-    ClientFrame,
-    Delete,
-    Error,
-    Hello,
-    HistoryPage,
-    HistoryQuery,
-    Invite,
-    Join,
-    Joined,
-    Leave,
-    Ok,
-    Ping,
-    Pong,
-    PresenceQuery,
-    PresenceState,
-    Probe,
-    PubAck,
-    Publish,
-    Read,
-    Refresh,
-    Welcome,
+from relaydesk.protocol.frames import SUBPROTOCOLS, Error, Frame
+from relaydesk.protocol.server_session import (
+    Action,
+    Attach,
+    Close,
+    Commit,
+    DeleteIntent,
+    Intent,
+    JoinIntent,
+    LeaveIntent,
+    NoteAck,
+    PublishIntent,
+    QueryHistory,
+    QueryPresence,
+    ReadIntent,
+    ServerSession,
+    SessionLimits,
 )
-from relaydesk.protocol.server_session import ServerSession, SessionLimits
-from relaydesk.protocol.tokens import Claims, verify_token
-from relaydesk.server.gateway.connection import Connection
+from relaydesk.server.cluster import DeviceClaim
+from relaydesk.server.gateway._telemetry import LoginObserver, TelemetryObserver
+from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection
 from relaydesk.server.routing.hub import Hub
-from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Outcome, PublishOp, ReadOp
+from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Op, Outcome, PublishOp, ReadOp
 from relaydesk.telemetry.recorder import Recorder
 
 log = logging.getLogger("relaydesk.gateway")
 
-RESOLVED_MAX = 64  # per-connection cache of resolved publish addresses
 ABNORMAL_CLOSURE = 1006  # RFC 6455 §7.1.5: closed without a close frame
 NO_STATUS = 1005  # a close frame without a status code, or (uvicorn) a lost connection
+
+# A defect (or a storage failure) while handling frames is logged with its traceback
+# at most once per this many seconds; the ones in between are counted and the count
+# is logged with the next.  Client errors (ProtocolError) are never logged per frame.
+DEFECT_LOG_INTERVAL_S = 10.0
+
+# Largest reply (a history page) in bytes, and at most a quarter of the output budget.
+MAX_REPLY_BYTES = 1024 * 1024
+
+# A connection still not closed this long after the gateway decided to close it (past
+# the sender's own wait for pending pubacks) has a sender stuck on a peer that does
+# not read: the reaper writes the close itself.
+CLOSE_STUCK_S = CLOSE_DRAIN_S + 3.0
 
 # Why a connection ended, for telemetry's connection history (docs/telemetry.md).
 _END_REASONS = {
     ErrorCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
     ErrorCode.TOKEN_EXPIRED: "auth_expiry",
     ErrorCode.SERVER_SHUTDOWN: "server_shutdown",
+    ErrorCode.DEVICE_REPLACED: "client_close",  # the client logged in again elsewhere
 }
 
 
@@ -85,11 +94,23 @@ class Gateway:
             publish_burst=g.publish_burst,
             flood_rejections=g.flood_rejections,
             max_body=g.max_body,
+            max_frame=g.max_frame,
+            max_inflight=g.max_inflight,
+            # Any one reply fits well inside the output budget (history pages are cut).
+            max_reply_bytes=max(1024, min(MAX_REPLY_BYTES, g.send_queue_bytes // 4)),
+            heartbeat_ms=g.heartbeat_ms,
+            node=settings.server.node_id,
+            region=settings.server.region,
         )
         self.connections: set[Connection] = set()
-        self._claims: dict[Connection, Claims] = {}
+        # The live connection of each (app, user, device): the newest login wins and
+        # the one it replaces is closed with DEVICE_REPLACED (docs/protocol.md §3.5).
+        self._devices: dict[tuple[str, str, str], Connection] = {}
+        hub.on_device_claim = self._claimed_elsewhere
         self._reaper: asyncio.Task[None] | None = None
-        self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0}
+        self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0, "defects": 0}
+        self._defect_logged = -DEFECT_LOG_INTERVAL_S
+        self._defects_unlogged = 0
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="gateway-reaper")
@@ -112,7 +133,14 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             mono, wall = self.clock.monotonic(), self.clock.time()
+            loop_now = asyncio.get_running_loop().time()
             for conn in list(self.connections):
+                if conn.closing:
+                    if loop_now - conn.closing_since > CLOSE_STUCK_S:
+                        # Its sender cannot write (the peer does not read) and its
+                        # receive loop may be waiting for a frame: close past both.
+                        await conn.force_close()
+                    continue
                 err = conn.session.expired(mono, wall)
                 if err is not None:
                     self._fail(conn, err)
@@ -133,11 +161,19 @@ class Gateway:
         await send({"type": "websocket.accept", "subprotocol": chosen})
         g = self.settings.gateway
         client = scope.get("client") or ("?", 0)
+        codec = server_codec(chosen)
+        session = ServerSession(
+            self.limits,
+            self.clock.monotonic(),
+            codec,
+            self.hub.token_secrets,
+            LoginObserver(self.recorder, self.hub.token_secrets),
+        )
         conn = Connection(
             self.hub,
             send,
-            server_codec(chosen),
-            ServerSession(self.limits, self.clock.monotonic()),
+            codec,
+            session,
             queue_items=g.send_queue_items,
             queue_bytes=g.send_queue_bytes,
             page=g.catchup_page,
@@ -155,12 +191,17 @@ class Gateway:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(asyncio.shield(sender), 1.0)
                     sender.cancel()
+                    # A sender stuck on a peer that does not read never wrote the
+                    # close: write it past the sender (the transport drops the peer).
+                    await conn.force_close()
         except* (OSError, RuntimeError) as group:  # the socket went away mid-write
             conn.end_reason = conn.end_reason or "transport_error"
             log.debug("connection %s ended: %s", conn.client_addr, group.exceptions)
         finally:
             self.connections.discard(conn)
-            self._claims.pop(conn, None)
+            key = (conn.app, conn.user, conn.device)
+            if self._devices.get(key) is conn:
+                del self._devices[key]
             conn.session.closed()
             if conn.tel is not None and self.recorder is not None:
                 self.recorder.detach(conn.tel, conn.end_reason or "client_close")
@@ -170,8 +211,15 @@ class Gateway:
                 await self.hub.detach(conn)
 
     async def _receive_loop(self, conn: Connection, receive: Any) -> None:
-        max_frame = self.settings.gateway.max_frame
+        session = conn.session
+        clock = self.clock
+        drain_s = self.settings.gateway.reply_drain_timeout_ms / 1000
         while not conn.closing:
+            if conn.replies_backlogged and not await conn.replies_drained(drain_s):
+                # Its replies have not moved for the whole drain timeout: not reading.
+                self.stats["protocol_errors"] += 1
+                conn.slow_reader(f"replies unread for {drain_s:g}s; read your socket")
+                return
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 # Lost without a closing handshake (reset, dead link): telemetry must not
@@ -179,275 +227,181 @@ class Gateway:
                 # 1005 *without* a "reason" (a received close frame always carries one).
                 code = message.get("code")
                 lost = code == ABNORMAL_CLOSURE or (code == NO_STATUS and "reason" not in message)
+                if code == ErrorCode.FRAME_TOO_LARGE:
+                    # Refused by the transport from the frame header (websocket.py).
+                    self.stats["protocol_errors"] += 1
+                    conn.end_reason = conn.end_reason or "protocol_error"
                 conn.end_reason = conn.end_reason or ("transport_error" if lost else "client_close")
                 return
             data = message.get("bytes")
             if data is None:
                 data = message.get("text") or ""
-            if len(data) > max_frame:
-                self._fail(
-                    conn,
-                    ProtocolError(
-                        ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes; limit {max_frame}"
-                    ),
-                )
-                continue
-            frame: ClientFrame | None = None
+            action: Action | None = None
             try:
-                frame = conn.codec.decode(data)
-                err = conn.session.admit(frame, self.clock.monotonic())
-                if err is not None:
-                    raise err
-                await self._dispatch(conn, frame)
-            except ProtocolError as exc:
-                self._fail(conn, exc, frame)
+                action = session.receive(data, clock.monotonic(), millis(clock), conn.taken)
+                # The hot kinds (publish, replies) are carried out without a coroutine.
+                if action.__class__ is Commit:
+                    self._commit(conn, action)
+                elif isinstance(action, Frame):
+                    self._apply(conn, action)
+                elif action is not None:
+                    await self._run(conn, action)
             except Exception:
                 # A defect or a storage failure: report INTERNAL for this request
                 # (nothing was applied) and keep the connection.
-                log.exception("handling a %s frame failed", type(frame).__name__)
-                self._fail(conn, ProtocolError(ErrorCode.INTERNAL, "internal error"), frame)
+                self._log_defect(action)
+                self._internal(conn, action)
 
-    def _fail(self, conn: Connection, exc: ProtocolError, frame_ref: Any = None) -> None:
-        self.stats["protocol_errors"] += 1
-        rid = getattr(frame_ref, "rid", None)
-        mid = frame_ref.id if isinstance(frame_ref, Publish) else None
-        err = Error(code=int(exc.code), msg=exc.message, rid=rid, id=mid)
-        if mid is not None and conn.tel is not None:
-            conn.tel.rec.publish_failed(conn.tel)
-        if exc.code.closes:
-            conn.end_reason = conn.end_reason or _END_REASONS.get(exc.code, "protocol_error")
-            conn.close(int(exc.code), exc.code.name, err)
-        else:
-            conn.send_frame(err)
-
-    # -- frames ------------------------------------------------------------------------
-
-    async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
-        now_ms = millis(self.clock)
-        if isinstance(frame, Publish):
-            if conn.inflight >= self.settings.gateway.max_inflight:
-                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many unacknowledged publishes")
-            target = conn.resolved.get(frame.to)
-            if target is None:
-                target = resolve(frame.to, conn.user)
-                if len(conn.resolved) >= RESOLVED_MAX:
-                    conn.resolved.clear()
-                conn.resolved[frame.to] = target
-            op = PublishOp(
-                app=conn.app,
-                sender=conn.user,
-                device=conn.device,
-                conv=target,
-                client_id=frame.id,
-                body=frame.body,
-                enc=frame.enc,
-                ts=now_ms,
-            )
-            conn.inflight += 1
-            # Telemetry "received": the pub frame is decoded and admitted.
-            recv = self.clock.monotonic() if conn.tel is not None else 0.0
-
-            def published(
-                outcome: Outcome, conn: Connection = conn, mid: str = frame.id, recv: float = recv
-            ) -> None:
-                conn.inflight -= 1
-                tel = conn.tel
-                if outcome.error is not None:
-                    if tel is not None:
-                        tel.rec.publish_failed(tel)
-                    conn.send_frame(
-                        Error(code=int(outcome.error.code), msg=outcome.error.message, id=mid)
-                    )
-                else:
-                    ev = outcome.event
-                    assert ev is not None
-                    if tel is not None:
-                        tel.rec.published(tel, recv, ev.pos, ev.conv, not outcome.duplicate)
-                    conn.send_frame(
-                        PubAck(
-                            id=mid,
-                            conv=ev.conv,
-                            seq=ev.seq,
-                            pos=ev.pos,
-                            ts=ev.ts,
-                            dup=outcome.duplicate,
-                        )
-                    )
-
-            self.hub.submit(op, published)
-        elif isinstance(frame, Ack):
-            if frame.pos > conn.taken:
-                raise ProtocolError(
-                    ErrorCode.INVALID_ARGUMENT,
-                    f"ack {frame.pos} is beyond what was sent ({conn.taken})",
-                )
-            self.hub.note_ack(conn.app, conn.user, conn.device, frame.pos)
-            if conn.tel is not None:
-                conn.tel.acked(frame.pos)
-        elif isinstance(frame, Ping):
-            conn.send_frame(Pong(ts=frame.ts, server_ts=now_ms))
-        elif isinstance(frame, Hello):
-            await self._login(conn, frame)
-        elif isinstance(frame, Probe):
-            # Fire and forget: implausible reports are rejected or clamped and
-            # counted by telemetry, never answered (docs/telemetry.md §probes).
-            if conn.tel is not None:
-                conn.tel.rec.probe(conn.tel, frame)
-        elif isinstance(frame, Read):
-            conv = resolve(frame.conv, conn.user)
-            self.hub.submit(
-                ReadOp(
-                    app=conn.app,
-                    user=conn.user,
-                    device=conn.device,
-                    conv=conv,
-                    seq=frame.seq,
-                    ts=now_ms,
-                ),
-                functools.partial(self._reply, conn, None, None),
-            )
-        elif isinstance(frame, Delete):
-            conv = resolve(frame.conv, conn.user)
-            self.hub.submit(
-                DeleteOp(
-                    app=conn.app,
-                    user=conn.user,
-                    device=conn.device,
-                    conv=conv,
-                    seq=frame.seq,
-                    ts=now_ms,
-                ),
-                functools.partial(self._reply, conn, frame.rid, Ok(rid=frame.rid)),
-            )
-        elif isinstance(frame, Join):
-            conv = channel_conversation(frame.channel)
-            grant = self._claims[conn].grant_for(frame.channel)
-            join_op = JoinOp(
-                app=conn.app,
-                actor=conn.user,
-                device=conn.device,
-                channel=conv,
-                user=conn.user,
-                role=grant or "member",
-                via="grant" if grant else "public",
-                ts=now_ms,
-            )
-
-            def joined(o: Outcome, rid: int = frame.rid, ch: str = frame.channel) -> None:
-                self._reply(conn, rid, Joined(rid=rid, channel=ch, conv=conv.id, role=o.role), o)
-
-            self.hub.submit(join_op, joined)
-        elif isinstance(frame, Leave):
-            conv = channel_conversation(frame.channel)
-            self.hub.submit(
-                LeaveOp(app=conn.app, user=conn.user, device=conn.device, channel=conv, ts=now_ms),
-                functools.partial(self._reply, conn, frame.rid, Ok(rid=frame.rid)),
-            )
-        elif isinstance(frame, Invite):
-            conv = channel_conversation(frame.channel)
-            invite_op = JoinOp(
-                app=conn.app,
-                actor=conn.user,
-                device=conn.device,
-                channel=conv,
-                user=frame.user,
-                role=frame.role,
-                via="invite",
-                ts=now_ms,
-            )
-            self.hub.submit(
-                invite_op, functools.partial(self._reply, conn, frame.rid, Ok(rid=frame.rid))
-            )
-        elif isinstance(frame, HistoryQuery):
-            conv = resolve(frame.conv, conn.user)
+    async def _run(self, conn: Connection, action: Action) -> None:
+        """Carry out what the session decided (the only I/O a frame causes)."""
+        session = conn.session
+        if isinstance(action, Commit):
+            self._commit(conn, action)
+        elif isinstance(action, NoteAck):
+            self.hub.note_ack(conn.app, conn.user, conn.device, action.pos)
+        elif isinstance(action, QueryHistory):
             try:
                 items, more = await self.hub.history(
-                    conn.app, conn.user, conv, frame.before, frame.after, frame.limit
+                    conn.app, conn.user, action.conv, action.before, action.after, action.limit
                 )
             except ProtocolError as exc:
-                self._fail(conn, exc, frame)
+                self._apply(conn, session.fail(exc, action))
                 return
-            conn.send_frame(HistoryPage(rid=frame.rid, conv=conv.id, items=items, more=more))
-        elif isinstance(frame, PresenceQuery):
-            conn.send_frame(
-                PresenceState(rid=frame.rid, users=self.hub.presence(conn.app, frame.users))
-            )
-        elif isinstance(frame, Refresh):
-            claims = verify_token(
-                frame.token, self.hub.token_secrets, now=self.clock.time(), expected_app=conn.app
-            )
-            if claims.sub != conn.user:
-                raise ProtocolError(ErrorCode.TOKEN_INVALID, "refresh token is for another user")
-            self._claims[conn] = claims
-            conn.session.refreshed(claims.exp)
-            conn.send_frame(AuthOk(rid=frame.rid, exp=claims.exp))
+            self._apply(conn, session.history_page(action, items, more))
+        elif isinstance(action, QueryPresence):
+            users = self.hub.presence(conn.app, action.users)
+            self._apply(conn, session.presence_state(action, users))
+        elif isinstance(action, Attach):
+            await self._login(conn, action)
+        else:
+            self._apply(conn, action)
 
-    def _expired_login(self, hello: Hello, exc: ProtocolError) -> None:
-        """Record a login refused for an expired token in the connection history, so a
-        client that keeps coming back with it shows as a reconnect loop (diagnosis).
+    def _commit(self, conn: Connection, commit: Commit) -> None:
+        session = conn.session
 
-        Only expiry is recorded: ``verify_token`` checks it after the signature, so the
-        token's app, user and device are authentic (re-read here ignoring expiry); forged
-        or unknown-app tokens must not write rows under an app.
-        """
-        assert self.recorder is not None
-        claims = verify_token(hello.token, self.hub.token_secrets, now=0.0)
-        self.recorder.login_failed(
-            claims.app,
-            claims.sub,
-            hello.device,
-            int(exc.code),
-            region=hello.region,
-            net=hello.net,
-            sdk=hello.sdk,
+        def done(o: Outcome) -> None:
+            self._apply(conn, session.committed(commit, o.error, o.event, o.duplicate, o.role))
+
+        self.hub.submit(self._op(conn, commit.intent), done)
+
+    def _apply(self, conn: Connection, action: Frame | Close | None) -> None:
+        if action is None:
+            return
+        if isinstance(action, Close):
+            self.stats["protocol_errors"] += 1
+            conn.end_reason = conn.end_reason or _END_REASONS.get(action.code, "protocol_error")
+            conn.close(int(action.code), action.code.name, action.final)
+            return
+        if action.__class__ is Error:
+            self.stats["protocol_errors"] += 1
+        conn.send_frame(action)
+
+    def _log_defect(self, action: Action | None) -> None:
+        """Log the current exception, rate limited (DEFECT_LOG_INTERVAL_S)."""
+        self.stats["defects"] += 1
+        now = self.clock.monotonic()
+        if now - self._defect_logged < DEFECT_LOG_INTERVAL_S:
+            self._defects_unlogged += 1
+            return
+        skipped, self._defects_unlogged = self._defects_unlogged, 0
+        self._defect_logged = now
+        log.exception(
+            "handling a %s failed (%d more since the last report, not logged)",
+            type(action).__name__,
+            skipped,
         )
 
-    def _reply(self, conn: Connection, rid: int | None, ok: Any, outcome: Outcome) -> None:
-        if outcome.error is not None:
-            conn.send_frame(Error(code=int(outcome.error.code), msg=outcome.error.message, rid=rid))
-        elif ok is not None:
-            conn.send_frame(ok)
+    def _internal(self, conn: Connection, action: Action | None) -> None:
+        """Answer the request ``action`` came from with INTERNAL."""
+        exc = ProtocolError(ErrorCode.INTERNAL, "internal error")
+        if isinstance(action, Commit):
+            self._apply(conn, conn.session.committed(action, exc))
+        else:
+            self._apply(conn, conn.session.fail(exc, action))
 
-    async def _login(self, conn: Connection, hello: Hello) -> None:
-        try:
-            claims = verify_token(hello.token, self.hub.token_secrets, now=self.clock.time())
-        except ProtocolError as exc:
-            if exc.code is ErrorCode.TOKEN_EXPIRED and self.recorder is not None:
-                self._expired_login(hello, exc)
-            raise
-        if claims.dev is not None and claims.dev != hello.device:
-            raise ProtocolError(ErrorCode.TOKEN_INVALID, "token is pinned to another device")
+    def _replace(self, older: Connection) -> None:
+        exc = ProtocolError(
+            ErrorCode.DEVICE_REPLACED, f"device {older.device!r} logged in on another connection"
+        )
+        self._fail(older, exc)
+
+    def _claimed_elsewhere(self, claim: DeviceClaim) -> None:
+        """Another node logged ``claim.device`` in: close ours if it is the older login
+        (equal times: the node id decides, so two racing logins never both survive)."""
+        conn = self._devices.get((claim.app, claim.user, claim.device))
+        if conn is None:
+            return
+        if (conn.login_ms, self.settings.server.node_id) < (claim.ts, claim.node):
+            del self._devices[(claim.app, claim.user, claim.device)]
+            self._replace(conn)
+
+    def _fail(self, conn: Connection, exc: ProtocolError) -> None:
+        self._apply(conn, conn.session.fail(exc))
+
+    @staticmethod
+    def _op(conn: Connection, intent: Intent) -> Op:
+        """The storage operation for ``intent``, on behalf of ``conn``'s device."""
+        app, user, device = conn.app, conn.user, conn.device
+        if isinstance(intent, PublishIntent):
+            return PublishOp(
+                app=app,
+                sender=user,
+                device=device,
+                conv=intent.conv,
+                client_id=intent.client_id,
+                body=intent.body,
+                enc=intent.enc,
+                ts=intent.ts,
+            )
+        if isinstance(intent, JoinIntent):
+            return JoinOp(
+                app=app,
+                actor=user,
+                device=device,
+                channel=intent.channel,
+                user=intent.user,
+                role=intent.role,
+                via=intent.via,
+                ts=intent.ts,
+            )
+        if isinstance(intent, LeaveIntent):
+            return LeaveOp(app=app, user=user, device=device, channel=intent.channel, ts=intent.ts)
+        if isinstance(intent, ReadIntent):
+            return ReadOp(
+                app=app, user=user, device=device, conv=intent.conv, seq=intent.seq, ts=intent.ts
+            )
+        assert isinstance(intent, DeleteIntent)
+        return DeleteOp(
+            app=app, user=user, device=device, conv=intent.conv, seq=intent.seq, ts=intent.ts
+        )
+
+    async def _login(self, conn: Connection, attach: Attach) -> None:
+        claims, hello = attach.claims, attach.hello
         conn.app, conn.user, conn.device = claims.app, claims.sub, hello.device
         conn.region, conn.net, conn.sdk = hello.region, hello.net, hello.sdk
+        key = (conn.app, conn.user, conn.device)
+        older = self._devices.get(key)
+        self._devices[key] = conn
+        conn.login_ms = millis(self.clock)
+        if older is not None and older is not conn:
+            # One live connection per device: the older one is closed before the new
+            # one reads the stored cursor, so the acks it sent so far count.
+            self._replace(older)
+        # ... and on the other nodes of a cluster (the newest login wins there too).
+        await self.hub.claim_device(conn.app, conn.user, conn.device, conn.login_ms)
         cursor = hello.cursor
         if cursor is None:
             cursor = await self.hub.device_cursor(conn.app, conn.user, conn.device) or 0
         cursor = min(cursor, self.hub.fanned_pos)
-        self._claims[conn] = claims
-        conn.session.logged_in(claims.exp)
+        welcome = conn.session.welcome(
+            claims, hello, cursor, secrets.token_hex(8), millis(self.clock)
+        )
         # Register presence before the client hears it is in, so a presence query
         # sent by anyone after this welcome already sees the device (the feed is
         # still in catch-up mode, so live offers meanwhile are ignored, not lost).
         conn.attached = True
         await self.hub.attach(conn)
-        s = self.settings
-        conn.send_frame(
-            Welcome(
-                user=conn.user,
-                device=conn.device,
-                session=secrets.token_hex(8),
-                node=s.server.node_id,
-                region=s.server.region,
-                heartbeat_ms=s.gateway.heartbeat_ms,
-                timeout_ms=s.gateway.heartbeat_timeout_ms,
-                server_ts=millis(self.clock),
-                cursor=cursor,
-                max_body=s.gateway.max_body,
-                max_frame=s.gateway.max_frame,
-                exp=claims.exp,
-                publish_rate=s.gateway.publish_rate,
-            )
-        )
+        conn.send_frame(welcome)
         if self.recorder is not None:
             conn.tel = self.recorder.attach(
                 conn.app,
@@ -458,5 +412,6 @@ class Gateway:
                 sdk=conn.sdk,
                 resumed=hello.cursor is not None,
             )
+            conn.session.observer = TelemetryObserver(conn.tel)
         conn.start_feed(cursor)
         conn.active = True

@@ -117,25 +117,38 @@ class FeedSwitch:
         if fanned_pos - cursor <= self._limit_items:
             self._arm(fanned_pos)
 
-    def offer(self, pos: int, data: bytes) -> bool:
-        """The hub offers event ``pos`` (encoded as ``data``).  True: wake the writer."""
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of live events waiting in the queue."""
+        return self._bytes
+
+    def offer(self, pos: int, data: bytes, reserved: int = 0) -> bool:
+        """The hub offers event ``pos`` (encoded as ``data``).  True: wake the writer.
+
+        ``reserved``: bytes of other output (replies) waiting on the same connection,
+        which count against the same byte budget (docs/protocol.md §8.1)."""
         if pos <= self.queued or (self.mode is Mode.CATCHUP and self.armed_at is None):
             return False
         queue = self.queue
         queue.append(data)
         self._bytes += len(data)
         self.queued = self.last = pos
-        if len(queue) > self._limit_items or self._bytes > self._limit_bytes:
+        if len(queue) > self._limit_items or self._bytes + reserved > self._limit_bytes:
             self.over_items = len(queue) > self._limit_items
-            self._drop()
-            self.queued = self.taken
-            self.armed_at = None
-            if self.mode is Mode.LIVE:
-                # Slow consumer: serve it from storage at its own pace.
-                self.mode = Mode.CATCHUP
-                self.resyncs += 1
+            self.shed()
             return True
         return self.mode is Mode.LIVE and len(queue) == 1
+
+    def shed(self) -> None:
+        """Drop the queued live events (they are in storage) and read from ``taken`` on:
+        a slow consumer, or other output needing the byte budget."""
+        self._drop()
+        self.queued = self.taken
+        self.armed_at = None
+        if self.mode is Mode.LIVE:
+            # Slow consumer: serve it from storage at its own pace.
+            self.mode = Mode.CATCHUP
+            self.resyncs += 1
 
     def next_read(self, fanned_pos: int) -> PageRequest:
         """The range the reader reads next (catch-up mode only)."""

@@ -53,6 +53,7 @@ from relaydesk.server.cluster import (
     Bus,
     BusError,
     CommitRecord,
+    DeviceClaim,
     Item,
     Online,
     PresenceQuery,
@@ -134,6 +135,9 @@ class Hub:
     ) -> None:
         self.db = db
         self.bus = bus
+        # Called (on the event loop) when another node says a device logged in there;
+        # the gateway closes its own older connection of that device.
+        self.on_device_claim: Callable[[DeviceClaim], None] | None = None
         self.node = settings.server.node_id
         # Telemetry (None: off).  The writer stamps commit start/end and the end of
         # fan-out once per batch; see relaydesk/telemetry/recorder.py.
@@ -454,6 +458,10 @@ class Hub:
         if isinstance(record, CommitRecord):
             self._take(record)
             return
+        if isinstance(record, DeviceClaim):
+            if self.on_device_claim is not None:
+                self.on_device_claim(record)
+            return
         try:
             self._presence_inbox.put_nowait(record)
         except asyncio.QueueFull:
@@ -594,10 +602,12 @@ class Hub:
                 next_beat = mono() + interval
                 await self._publish_presence_list()
                 await self._remote_changed(self._remote.expire(mono()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns the item when a
+            # message arrives as the task is cancelled, swallowing the cancellation, and
+            # Hub.aclose then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                message = await asyncio.wait_for(
-                    self._presence_inbox.get(), max(next_beat - mono(), 0.0)
-                )
+                async with asyncio.timeout(max(next_beat - mono(), 0.0)):
+                    message = await self._presence_inbox.get()
                 try:
                     if isinstance(message, PresenceQuery):
                         next_beat = mono()  # a node started: send the full list now
@@ -606,7 +616,12 @@ class Hub:
                 except Exception:
                     log.exception("cluster presence update from %s failed", message.node)
 
-    async def _publish(self, message: PresenceRecord | PresenceQuery) -> None:
+    async def claim_device(self, app: str, user: str, device: str, ts: int) -> None:
+        """Tell the other nodes ``device`` logged in here (docs/protocol.md §3.5)."""
+        if self.bus is not None:
+            await self._publish(DeviceClaim(self.node, app, user, device, ts))
+
+    async def _publish(self, message: PresenceRecord | PresenceQuery | DeviceClaim) -> None:
         assert self.bus is not None
         try:
             await self.bus.publish(encode_record(message))

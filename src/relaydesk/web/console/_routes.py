@@ -768,6 +768,9 @@ def console_router(
             now=console.clock.time(),
             ttl_s=LIVE_TOKEN_TTL_S,
             channels=channels,
+            # Confined (docs/protocol.md §2.2): only the channels granted above; no
+            # direct messages to, or presence of, anyone (agents or other tenants).
+            peers=(),
         )
         return Response(
             {"token": token, "app": app, "user": user, "channels": sorted(channels)},

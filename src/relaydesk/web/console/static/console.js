@@ -64,11 +64,13 @@
   }
 
   // -- live connection ------------------------------------------------------------------
+  // One device id per tab (sessionStorage): a device has one live connection and the
+  // newest login replaces the older one (protocol §3.5), so tabs must not share it.
   function deviceId() {
-    let id = localStorage.getItem("rd-device");
+    let id = sessionStorage.getItem("rd-device");
     if (!id) {
       id = `web-${window.relaydeskText.randomHex(6)}`;
-      localStorage.setItem("rd-device", id);
+      sessionStorage.setItem("rd-device", id);
     }
     return id;
   }

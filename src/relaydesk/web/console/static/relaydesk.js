@@ -14,8 +14,9 @@
 
 (function (global) {
   const SUBPROTOCOL = "relaydesk.v1.json";
-  // Close codes after which reconnecting cannot help (§3.3): bad token, wrong app.
-  const FATAL = new Set([4010, 4012]);
+  // Close codes after which reconnecting cannot help (§3.3): bad token, wrong app,
+  // and device replaced by a newer connection (§3.5: reconnecting would take it back).
+  const FATAL = new Set([4005, 4010, 4012]);
   const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
   function utf8ToB64(text) {
