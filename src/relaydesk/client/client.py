@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
+from relaydesk.client.endpoints import Endpoints, EndpointsState
 from relaydesk.client.events import (
     ChannelMembership,
     ClientClosed,
@@ -38,8 +39,15 @@ from relaydesk.client.events import (
     from_event,
     message_from,
 )
-from relaydesk.client.transport import Opener, SessionRunner, TokenProvider, open_websocket
+from relaydesk.client.transport import (
+    Opener,
+    SessionRunner,
+    TokenProvider,
+    fetch_edges,
+    open_websocket,
+)
 from relaydesk.clock import Clock, SystemClock
+from relaydesk.edges.urls import ws_url
 from relaydesk.protocol.client_session import (
     ClientSession,
     Completion,
@@ -108,7 +116,7 @@ class Client:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: str | TokenProvider,
         *,
         device: str,
@@ -130,6 +138,7 @@ class Client:
         opener: Opener,
         probe_interval_s: float | None = None,
         probe_timeout_s: float = 2.0,
+        directory: str | None = None,
     ) -> None:
         self.device = device
         self._clock = clock
@@ -155,9 +164,21 @@ class Client:
             cursor=cursor,
         )
         subprotocol = SUBPROTOCOL_MSGPACK if codec == "msgpack" else SUBPROTOCOL_JSON
+        urls = [url] if isinstance(url, str) else list(url)
+        if not [u for u in urls if u] and directory:
+            urls = [ws_url(directory)]  # until the directory answers: the node asked
+        urls = [u for u in urls if u]
+        refresh: Callable[[], Awaitable[list[str]]] | None = None
+        if directory:
+
+            async def refresh() -> list[str]:
+                current = token if isinstance(token, str) else await token()
+                return await fetch_edges(directory, current, region)
+
         self._runner = SessionRunner(
             self._session,
-            url=url,
+            endpoints=Endpoints(urls),
+            refresh=refresh,
             subprotocol=subprotocol,
             token=token,
             clock=clock,
@@ -249,6 +270,16 @@ class Client:
     def state(self) -> ConnectionState:
         """The connection state (CONNECTING, CONNECTED, SYNCED, RECONNECTING, CLOSED, FAILED)."""
         return self._session.state
+
+    @property
+    def node_url(self) -> str:
+        """The node this client is connected to (or tries next)."""
+        return self._runner.url
+
+    @property
+    def endpoints(self) -> EndpointsState:
+        """The candidate nodes, the remembered fallback and the nodes avoided (drained)."""
+        return self._runner.endpoints.state(self._clock.monotonic())
 
     @property
     def user(self) -> str:
@@ -508,7 +539,7 @@ class _Connecting:
 
 
 def connect(
-    url: str,
+    url: str | Sequence[str],
     token: str | TokenProvider,
     *,
     device: str,
@@ -528,6 +559,7 @@ def connect(
     probe_interval_s: float | None = None,
     probe_timeout_s: float = 2.0,
     connect_timeout: float = 15.0,
+    directory: str | None = None,
     open_timeout: float = 5.0,
     clock: Clock | None = None,
     opener: Opener = open_websocket,
@@ -553,6 +585,13 @@ def connect(
     called on every state change.  Raises ``ConnectError`` if the login fails
     for good or does not succeed within ``connect_timeout`` seconds (retrying
     with back-off meanwhile).
+
+    ``url`` may be a list of node URLs, best first, and ``directory`` the HTTP base URL
+    of any node: the SDK then asks the edge directory for the nodes to try in
+    ``region`` (``url`` may then be empty), connects to the first that answers, moves
+    on at once when a node is drained (``moved``, 4061) and on failure, and remembers a
+    working fallback for ten minutes (docs/scaling.md).  ``Client.node_url`` and
+    ``Client.endpoints`` say where it is.
     """
     store = cursor_store or MemoryCursorStore()
 
@@ -579,6 +618,7 @@ def connect(
             opener=opener,
             probe_interval_s=probe_interval_s,
             probe_timeout_s=probe_timeout_s,
+            directory=directory,
         )
 
     return _Connecting(factory, cursor, store, connect_timeout)

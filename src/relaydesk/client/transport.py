@@ -33,12 +33,16 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+from urllib.parse import quote
 
+import httpx
+import jwt
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.typing import Subprotocol
 
+from relaydesk.client.endpoints import Endpoints
 from relaydesk.clock import Clock
 from relaydesk.protocol.client_session import (
     ClientSession,
@@ -143,7 +147,7 @@ class SessionRunner:
         self,
         session: ClientSession,
         *,
-        url: str,
+        endpoints: Endpoints,
         subprotocol: str,
         token: str | TokenProvider,
         clock: Clock,
@@ -155,9 +159,12 @@ class SessionRunner:
         save_cursor: Callable[[int], Awaitable[None]],
         opener: Opener = open_websocket,
         rand: Callable[[], float] = random.random,
+        refresh: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.session = session
-        self._url = url
+        self.endpoints = endpoints
+        self.url = ""  # the node of the current (or last) connection
+        self._directory = refresh
         self._subprotocol = subprotocol
         self._codec: Codec[ServerFrame] = client_codec(subprotocol)
         self._token = token
@@ -204,11 +211,15 @@ class SessionRunner:
     async def run(self) -> None:
         """Connect, run, back off, reconnect, until the session is terminal."""
         s = self.session
+        if self._directory is not None:
+            await self._ask_directory()
         while not s.terminal:
             code: int | None = None
+            url = self.url = self.endpoints.current(self._clock.monotonic())
+            round_failed = True
             try:
                 token = await self._fetch_token()
-                link = await self._opener(self._url, [self._subprotocol], self._open_timeout)
+                link = await self._opener(url, [self._subprotocol], self._open_timeout)
             except (
                 OSError,
                 TimeoutError,
@@ -218,7 +229,8 @@ class SessionRunner:
             ) as exc:
                 if isinstance(exc, websockets.InvalidURI):
                     raise
-                log.info("connect to %s failed: %s", self._url, exc)
+                log.info("connect to %s failed: %s", url, exc)
+                round_failed = self.endpoints.failed(url, self._clock.monotonic())
                 s.connection_lost(None, self._clock.monotonic())
                 self._publish()
             except Exception:  # a token provider that failed: retry later like a network error
@@ -226,6 +238,8 @@ class SessionRunner:
                 s.connection_lost(None, self._clock.monotonic())
                 self._publish()
             else:
+                self.endpoints.connected(url, self._clock.monotonic())
+                s.moved = None
                 s.connection_opened(token, self._clock.monotonic())
                 self._link = link
                 try:
@@ -235,14 +249,31 @@ class SessionRunner:
                     await self._close_quietly(link, 1011, "client error")
                 finally:
                     self._link = None
+                if code == ErrorCode.SERVER_DRAINING:
+                    hints: list[str] = s.moved.urls if s.moved is not None else []
+                    self.endpoints.drained(url, hints, self._clock.monotonic())
                 if not s.terminal:
                     s.connection_lost(code, self._clock.monotonic())
                 self._publish()
             if s.terminal:
                 break
             delay = s.reconnect_delay(self._policy)
+            if not round_failed:
+                delay = 0.0  # another node is still to be tried in this round
+            elif self._directory is not None and code is None:
+                await self._ask_directory()  # every node failed: nodes may have moved
             log.info("reconnecting in %.2fs (attempt %d)", delay, s.attempt)
             await asyncio.sleep(delay)
+
+    async def _ask_directory(self) -> None:
+        """A fresh ranking from the edge directory; on any failure keep the list we have."""
+        assert self._directory is not None
+        try:
+            urls = await self._directory()
+        except Exception as exc:  # unreachable directory: the known nodes still work
+            log.info("edge directory unavailable: %s", exc)
+            return
+        self.endpoints.replace(urls, self._clock.monotonic())
 
     async def _fetch_token(self) -> str:
         if isinstance(self._token, str):
@@ -382,3 +413,21 @@ class SessionRunner:
         if state is not self._state:
             self._state = state
             self._on_state(state)
+
+
+async def fetch_edges(
+    directory: str, token: str, region: str, *, timeout_s: float = 5.0
+) -> list[str]:
+    """The ranked node URLs for this token's app and ``region`` from the edge directory
+    (``GET /v1/apps/{app}/edges``, docs/scaling.md) of any node at ``directory``."""
+    app = jwt.decode(token, options={"verify_signature": False}).get("app")
+    if not isinstance(app, str):
+        raise ValueError("the token names no app")
+    async with httpx.AsyncClient(base_url=directory.rstrip("/"), timeout=timeout_s) as http:
+        response = await http.get(
+            f"/v1/apps/{quote(app, safe='')}/edges",
+            params={"region": region or "local"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        response.raise_for_status()
+        return [str(edge["url"]) for edge in response.json()["edges"]]

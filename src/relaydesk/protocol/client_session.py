@@ -92,6 +92,7 @@ from relaydesk.protocol.frames import (
     Joined,
     Leave,
     Messages,
+    Moved,
     Ok,
     Ping,
     Pong,
@@ -430,6 +431,8 @@ class ClientSession:
         self.rtt: float | None = None  # seconds
         self.clock_skew_ms: float | None = None  # server clock minus ours
         self.attempt = 0  # consecutive failed connection attempts
+        self.moved: Moved | None = None  # the last drain notice (where to go)
+        self._move_now = False  # moved off a draining node: reconnect without waiting
         self.last_error: Error | None = None
         self._counters = _Counters()
         # Probe round: ping ts -> send time, RTT samples, pings left to send.
@@ -578,7 +581,12 @@ class ClientSession:
             self._fail_everything(code or ErrorCode.TOKEN_INVALID, "connection refused for good")
             return
         self._go(Input.LOST)
-        self.attempt += 1  # back to 0 on ``synced``: a flapping link still backs off
+        if code == ErrorCode.SERVER_DRAINING:
+            # Moved off a draining node: reconnect at once, to another node, without
+            # counting it as a failure (docs/protocol.md §3.5).
+            self._move_now = True
+        else:
+            self.attempt += 1  # back to 0 on ``synced``: a flapping link still backs off
         self.overflowed = False
         # Everything in flight goes back in line, in filing order.
         self._ready = [(e.n, i) for i, e in self._outbox.items()]
@@ -594,7 +602,11 @@ class ClientSession:
             self._fail_everything(ErrorCode.INTERNAL, "reconnect attempts exhausted")
 
     def reconnect_delay(self, policy: ReconnectPolicy) -> float:
-        """Seconds to wait before the next connection attempt (jittered even the first)."""
+        """Seconds to wait before the next connection attempt (jittered even the first);
+        none after a drain notice."""
+        if self._move_now:
+            self._move_now = False
+            return 0.0
         return backoff_delay(max(0, self.attempt - 1), policy, self._rand)
 
     def close(self) -> None:
@@ -705,6 +717,9 @@ class ClientSession:
                 self.attempt = 0
         elif isinstance(frame, Welcome):
             self._welcome(frame, now)
+        elif isinstance(frame, Moved):
+            # The node is draining; its close (4061) follows.  Keep where it says to go.
+            self.moved = frame
 
     def _welcome(self, frame: Welcome, now: float) -> None:
         self._go(Input.WELCOME)

@@ -33,6 +33,7 @@ class ErrorCode(enum.IntEnum):
     SLOW_READER = 4042  # unread replies passed the connection's output budget; closes
     HEARTBEAT_TIMEOUT = 4050  # nothing heard within the heartbeat timeout; closes
     SERVER_SHUTDOWN = 4060  # node going away; reconnect elsewhere; closes
+    SERVER_DRAINING = 4061  # node drained: reconnect at once to another node (``moved``); closes
     OUTBOX_FULL = 4070  # SDK-side: the client outbox is at its bound
     INTERNAL = 4500  # a server defect; the request was not applied
 
@@ -61,6 +62,7 @@ _CLOSING = frozenset(
         ErrorCode.SLOW_READER,
         ErrorCode.HEARTBEAT_TIMEOUT,
         ErrorCode.SERVER_SHUTDOWN,
+        ErrorCode.SERVER_DRAINING,
     }
 )
 _RETRYABLE = frozenset(
@@ -68,6 +70,7 @@ _RETRYABLE = frozenset(
         ErrorCode.RATE_LIMITED,
         ErrorCode.SLOW_READER,
         ErrorCode.SERVER_SHUTDOWN,
+        ErrorCode.SERVER_DRAINING,
         ErrorCode.INTERNAL,
         ErrorCode.OUTBOX_FULL,
     }

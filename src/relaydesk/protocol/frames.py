@@ -288,6 +288,16 @@ class Error(Frame, frozen=True, tag="error"):
     id: str | None = None
 
 
+class Moved(Frame, frozen=True, tag="moved"):
+    """This node is draining: reconnect now, to one of ``urls`` (best first) if given.
+
+    Sent before the close with SERVER_DRAINING (4061); ``urls`` may be empty (then
+    the client's own list applies).  docs/protocol.md §3.5."""
+
+    reason: str
+    urls: list[str] = []
+
+
 ServerFrame = (
     Welcome
     | Pong
@@ -300,6 +310,7 @@ ServerFrame = (
     | PresenceState
     | PresenceChange
     | AuthOk
+    | Moved
     | Error
 )
 
@@ -333,6 +344,7 @@ SERVER_TAGS = frozenset(
         "presence_state",
         "presence",
         "auth_ok",
+        "moved",
         "error",
     }
 )

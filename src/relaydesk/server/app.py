@@ -82,6 +82,7 @@ class RelaydeskServer:
             self.clock,
             RankingPolicy(heartbeat_expiry_s=expiry_s),
         )
+        self.registry.on_drain = self._drain
         self.autodrain = AutoDrainer(
             self.directory,
             lambda: list(self.hub.secrets),
@@ -133,6 +134,11 @@ class RelaydeskServer:
         if settings.cluster.leader is None:
             self.desk.webhook_dispatcher.fence = self.lease.holds
         self.ready = False
+
+    async def _drain(self, draining: bool, reason: str) -> None:
+        """The registry says this node is (no longer) draining: move clients, or stop."""
+        hints = await self.directory.move_hints(self.settings.server.region) if draining else []
+        self.gateway.set_draining(draining, reason, hints)
 
     @property
     def runs_desk_jobs(self) -> bool:

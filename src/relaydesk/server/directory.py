@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from relaydesk.clock import Clock, millis
 from relaydesk.edges import EdgeRanking, NodeView, RankingPolicy, rank_edges
 from relaydesk.edges.autodrain import AutoDrainPolicy, Decision, NodeHealth, NodeState, evaluate
+from relaydesk.edges.urls import ws_url
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.storage.nodes import NodeRow
 from relaydesk.telemetry import Point, QualityService, SeriesQuery
@@ -29,15 +30,6 @@ log = logging.getLogger("relaydesk.directory")
 #: Quality is judged over the last ten minutes: long enough for a few probes per
 #: client (they probe every minute or so), short enough to follow an incident.
 QUALITY_WINDOW_S = 600
-
-
-def ws_url(public_url: str) -> str:
-    """The WebSocket endpoint of a node whose HTTP base URL is ``public_url``."""
-    base = public_url.rstrip("/")
-    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
-        if base.startswith(http):
-            return ws + base[len(http) :] + "/v1/ws"
-    return base + "/v1/ws"
 
 
 def node_views(
@@ -100,6 +92,14 @@ class Directory:
 
     async def rank(self, app: str, region: str) -> EdgeRanking:
         return rank_edges(await self.views(app), region, self.clock.time(), self.policy)
+
+    async def move_hints(self, region: str, limit: int = 5) -> list[str]:
+        """Where clients of a draining node in ``region`` should go, best first (by
+        registry only: distance, health and load, no per-app quality)."""
+        ranking = rank_edges(
+            node_views(await self.registry.nodes(), {}), region, self.clock.time(), self.policy
+        )
+        return [e.url for e in ranking.edges if e.node_id != self.registry.node_id][:limit]
 
 
 #: Registry drain reasons written by the automatic drain start with this, so a new

@@ -24,7 +24,7 @@ from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
 from relaydesk.protocol.codec import server_codec
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
-from relaydesk.protocol.frames import SUBPROTOCOLS, Error, Frame
+from relaydesk.protocol.frames import SUBPROTOCOLS, Error, Frame, Moved
 from relaydesk.protocol.server_session import (
     Action,
     Attach,
@@ -66,12 +66,17 @@ MAX_REPLY_BYTES = 1024 * 1024
 # the sender's own wait for pending pubacks) has a sender stuck on a peer that does
 # not read: the reaper writes the close itself.
 CLOSE_STUCK_S = CLOSE_DRAIN_S + 3.0
+# A draining node moves this many connections every DRAIN_TICK_S: 1,000/s, so the
+# other nodes see a reconnect ramp, not a storm (docs/operations.md "Draining a node").
+DRAIN_BATCH = 100
+DRAIN_TICK_S = 0.1
 
 # Why a connection ended, for telemetry's connection history (docs/telemetry.md).
 _END_REASONS = {
     ErrorCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
     ErrorCode.TOKEN_EXPIRED: "auth_expiry",
     ErrorCode.SERVER_SHUTDOWN: "server_shutdown",
+    ErrorCode.SERVER_DRAINING: "server_shutdown",  # moved by the operator: not a fault
     ErrorCode.DEVICE_REPLACED: "client_close",  # the client logged in again elsewhere
 }
 
@@ -111,11 +116,48 @@ class Gateway:
         self.stats = {"accepted": 0, "rejected_upgrades": 0, "protocol_errors": 0, "defects": 0}
         self._defect_logged = -DEFECT_LOG_INTERVAL_S
         self._defects_unlogged = 0
+        # Draining (docs/operations.md "Draining a node"): new logins are moved at once,
+        # live connections are moved DRAIN_BATCH per DRAIN_TICK_S by one task.
+        self.draining = False
+        self._drain_reason = ""
+        self._drain_hints: list[str] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="gateway-reaper")
 
+    # -- draining ------------------------------------------------------------------
+
+    def set_draining(self, draining: bool, reason: str, hints: list[str]) -> None:
+        """Start or stop moving clients off this node; ``hints``: where to, best first."""
+        self.draining = draining
+        self._drain_reason = reason or "node draining"
+        self._drain_hints = hints
+        if draining and self._drainer is None:
+            self._drainer = asyncio.create_task(self._move_all(), name="gateway-drain")
+        elif not draining and self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None
+
+    async def _move_all(self) -> None:
+        """Tell every connection to move, DRAIN_BATCH at a time, while draining.
+
+        Pacing spreads the reconnects over the other nodes (a node of 5,000 clients
+        empties in about 5 s at the defaults) instead of a storm in one loop turn."""
+        while self.draining:
+            batch = [c for c in self.connections if not c.closing][:DRAIN_BATCH]
+            for conn in batch:
+                self._move(conn)
+            await asyncio.sleep(DRAIN_TICK_S if batch else 0.5)
+
+    def _move(self, conn: Connection) -> None:
+        code = ErrorCode.SERVER_DRAINING
+        conn.send_frame(Moved(reason=self._drain_reason, urls=list(self._drain_hints)))
+        conn.end_reason = conn.end_reason or _END_REASONS[code]
+        conn.close(int(code), code.name, Error(code=int(code), msg=self._drain_reason))
+
     async def aclose(self) -> None:
+        self.set_draining(False, "", [])
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -376,6 +418,9 @@ class Gateway:
         )
 
     async def _login(self, conn: Connection, attach: Attach) -> None:
+        if self.draining:
+            self._move(conn)  # not a login: nothing of the device is touched
+            return
         claims, hello = attach.claims, attach.hello
         conn.app, conn.user, conn.device = claims.app, claims.sub, hello.device
         conn.region, conn.net, conn.sdk = hello.region, hello.net, hello.sdk
