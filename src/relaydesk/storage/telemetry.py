@@ -256,8 +256,9 @@ class TelemetryStore:
     """SQL of telemetry; every method runs inside ``Database.read/write``."""
 
     # Upper bound of rows one downsampling transaction rolls up, so one pass never
-    # holds the writer for long; the next pass continues.
-    DOWNSAMPLE_BATCH = 20_000
+    # holds the write lock for long (on SQLite message commits wait for it; a pass of
+    # 1,000 rows takes a few milliseconds); the next pass continues.
+    DOWNSAMPLE_BATCH = 1_000
 
     # Keys looked up per SELECT in ``merge_series_tx`` (6 parameters each: well
     # under SQLite's 32,766 and PostgreSQL's 65,535 parameters per statement).

@@ -1,0 +1,225 @@
+"""Telemetry must never stall delivery: a steady paced load across several flushes.
+
+One publisher and 100 subscribers (``bench.loadgen``), 100-byte messages paced at
+a fixed 50,000 deliveries/s (500 msg/s), against relaydesk with telemetry on (the
+default configuration: flush every 5 s, 1 in 100 publishes traced), relaydesk with
+telemetry off, and Mosquitto QoS 1, each on a fresh server.  The measured window
+(``seconds``) spans at least two telemetry flushes.  Runs alternate between the
+three so that drift on a shared machine hits every side.
+
+Per run: end-to-end latency p50/p90/p99/max over every delivery, the longest gap
+between two deliveries to one subscriber (a stall of the server shows there on every
+subscriber at once; at 500 msg/s the paced gap is ~2 ms), server CPU in cores, the
+rest of the machine's CPU (background cores) and the load average before the run.
+Per side the median of the runs; ratios on/off and on/Mosquitto.
+
+The check (``no_stall``): telemetry on never shows a gap above ``GAP_BOUND_MS``
+(10 ms), unless the telemetry-off runs of the same session show the same gaps
+(within 1.5x), i.e. the machine, not telemetry, caused them.  ``within_10_percent``:
+on/off for p50 and p99 at most 1.10.
+
+Alone: ``python -m bench.run --only stall`` (about 100 s; ``--quick``: one round,
+about 50 s), or ``python -m bench.telemetry_stall [--quick]`` for the JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from bench import servers
+from bench.loadgen import Fleet, Target, percentiles
+from bench.table import fmt
+from bench.telemetry_overhead import _Node
+
+SUBSCRIBERS = 100
+DELIVERIES_PER_S = 50_000
+GAP_BOUND_MS = 10.0
+SIDES = ("on", "off", "mosquitto")
+LABELS = {
+    "on": "relaydesk telemetry on",
+    "off": "relaydesk telemetry off",
+    "mosquitto": "Mosquitto QoS1",
+}
+
+
+def _loadavg() -> float:
+    return os.getloadavg()[0]
+
+
+def _one(side: str, seconds: float, warm: float) -> dict[str, Any]:
+    load_before = _loadavg()
+    srv: servers.Server = (
+        servers.MosquittoServer() if side == "mosquitto" else _Node(telemetry=side == "on")
+    )
+    rate = DELIVERIES_PER_S / SUBSCRIBERS
+    with srv:
+        target = Target(
+            "mqtt" if side == "mosquitto" else "relaydesk",
+            "127.0.0.1",
+            srv.port,
+            channel="stall",
+            prefix=f"g{time.monotonic_ns() % 10**6}",
+            secret=getattr(srv, "secret", ""),
+        )
+        fleet = Fleet(target, SUBSCRIBERS, procs=2)
+        try:
+            fleet.start()
+            fleet.latency_from(fleet.publish_index + 1 + int(rate * warm))
+            run = fleet.publish(
+                {
+                    "max_msgs": 5_000_000,
+                    "max_s": seconds + warm,
+                    "warm_s": warm,
+                    "rate": rate,
+                    "server_pid": srv.pid,
+                },
+                timeout=seconds + warm + 120,
+            )
+            got = fleet.collect()
+        finally:
+            fleet.close()
+    pct = percentiles(got["lat"], (50, 90, 99))
+    window = max(run["window_s"], 1e-9)
+    return {
+        "samples": len(got["lat"]),
+        "achieved_deliveries_per_s": round(run["deliveries"] / window),
+        "p50_ms": round(pct["p50"], 3),
+        "p90_ms": round(pct["p90"], 3),
+        "p99_ms": round(pct["p99"], 3),
+        "max_ms": round(pct["max"], 3),
+        "gap_max_ms": round(got["gap_max_ms"], 3),
+        "server_cores": round(run["server_cpu_s"] / window, 3),
+        "background_cores": round(
+            max(
+                0.0,
+                (run["machine_cpu_s"] - run["server_cpu_s"]) / window - run["generator_cores"],
+            ),
+            2,
+        ),
+        "loadavg_1m_before": round(load_before, 2),
+        "drained": run["drained"],
+        "errors": (run["errors"] + got["errors"])[:3],
+    }
+
+
+FIGURES = (
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "gap_max_ms",
+    "server_cores",
+    "background_cores",
+)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Alternate the three sides; return per-run figures, medians, ratios and the check."""
+    rounds, seconds, warm = (1, 11.0, 1.0) if quick else (2, 12.0, 1.0)
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    for r in range(rounds):
+        order = SIDES if r % 2 == 0 else tuple(reversed(SIDES))
+        for side in order:
+            runs[side].append(_one(side, seconds, warm))
+    median = {
+        side: {k: round(statistics.median(x[k] for x in rs), 3) for k in FIGURES}
+        for side, rs in runs.items()
+    }
+    on, off, mq = median["on"], median["off"], median["mosquitto"]
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 2) if b else None
+
+    ratios = {
+        "on/off": {k: ratio(on[k], off[k]) for k in FIGURES[:5]},
+        "on/mosquitto": {k: ratio(on[k], mq[k]) for k in FIGURES[:5]},
+        "off/mosquitto": {k: ratio(off[k], mq[k]) for k in FIGURES[:5]},
+    }
+    worst_on_gap = max(x["gap_max_ms"] for x in runs["on"])
+    worst_off_gap = max(x["gap_max_ms"] for x in runs["off"])
+    no_stall = worst_on_gap <= GAP_BOUND_MS or worst_on_gap <= 1.5 * worst_off_gap
+    p50_ratio, p99_ratio = ratios["on/off"]["p50_ms"], ratios["on/off"]["p99_ms"]
+    return {
+        "subscribers": SUBSCRIBERS,
+        "deliveries_per_s": DELIVERIES_PER_S,
+        "message_bytes": 100,
+        "seconds_per_run": seconds,
+        "warm_s": warm,
+        "rounds": rounds,
+        "telemetry_flush_interval_s": 5.0,
+        "gap_bound_ms": GAP_BOUND_MS,
+        "worst_gap_on_ms": worst_on_gap,
+        "worst_gap_off_ms": worst_off_gap,
+        "no_stall": no_stall,
+        "within_10_percent": bool(
+            p50_ratio is not None and p99_ratio is not None and max(p50_ratio, p99_ratio) <= 1.10
+        ),
+        "median": median,
+        "ratios": ratios,
+        "runs": runs,
+        "table_markdown": markdown_table(median, ratios),
+    }
+
+
+def _rows(median: dict[str, dict[str, float]]) -> list[list[str]]:
+    return [
+        [
+            LABELS[side],
+            *[fmt(median[side][k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")],
+            fmt(median[side]["gap_max_ms"]),
+            fmt(median[side]["server_cores"]),
+            fmt(median[side]["background_cores"]),
+        ]
+        for side in SIDES
+    ]
+
+
+HEAD = ["50k deliveries/s", "p50 ms", "p90", "p99", "max", "max gap", "server cores", "bg cores"]
+
+
+def markdown_table(median: dict[str, dict[str, float]], ratios: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(HEAD) + " |", "| --- |" + " --: |" * (len(HEAD) - 1)]
+    for row in _rows(median):
+        lines.append("| " + " | ".join(row) + " |")
+    for name, r in ratios.items():
+        cells = [fmt(r[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "gap_max_ms")]
+        lines.append(f"| ratio {name} | " + " | ".join(cells) + " | | |")
+    return "\n".join(lines)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    body = _rows(result["median"])
+    for name, r in result["ratios"].items():
+        body.append(
+            [
+                f"ratio {name}",
+                *[fmt(r[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "gap_max_ms")],
+                "",
+                "",
+            ]
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(HEAD, *body, strict=True)]
+    for line in [HEAD, *body]:
+        cells = zip(line, widths, strict=True)
+        print(
+            "  ".join(
+                str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(cells)
+            )
+        )
+    print(
+        f"no stall (telemetry on: no gap > {result['gap_bound_ms']:g} ms beyond the off runs'):"
+        f" {result['no_stall']} (worst gap on {result['worst_gap_on_ms']} ms,"
+        f" off {result['worst_gap_off_ms']} ms); on within 10 % of off on p50 and p99:"
+        f" {result['within_10_percent']}"
+    )
+
+
+if __name__ == "__main__":
+    out = run("--quick" in sys.argv[1:])
+    print(json.dumps(out, indent=2))
+    print_table(out)
