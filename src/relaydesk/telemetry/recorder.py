@@ -57,6 +57,7 @@ trace produces one row per recipient connection (or one ``no_recipient`` row).
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
 
@@ -99,6 +100,7 @@ HIST_NAMES: tuple[str, ...] = (*LATENCY_STAGES, "loss")
 
 FAN_RING = 4096  # fan-out generations remembered; a mark older than this is skipped
 MAX_WINDOW = 4096
+WINDOW_VALUES = 3 * MAX_WINDOW  # (last pos, write time, messages) per written batch
 MAX_OPEN_TRACES = 1000
 # Recipient connections one trace follows: a trace is a sample, and following all
 # members of a large channel would make trace rows cost as much as the deliveries.
@@ -343,7 +345,7 @@ class ConnTelemetry:
             ring = rec.fan_times
             newest = rec.fan_gen - 1
             stamp_gen, fanned = ring[first % FAN_RING]
-            agg = rec.agg(self.key)
+            agg = rec._aggs.get(self.key) or rec.agg(self.key)
             if first == newest:
                 if stamp_gen == first:
                     agg.queue_wait.observe((now - fanned) * 1000.0, n)
@@ -353,12 +355,19 @@ class ConnTelemetry:
                 stamp_gen, fanned = ring[newest % FAN_RING]
                 if stamp_gen == newest and n > 1:
                     agg.queue_wait.observe((now - fanned) * 1000.0, n - 1)
-        self._push(last_pos, now, n)
+        window = self.window  # what _push does, inline: this runs once per write
+        if not window:
+            rec.unacked.add(self)
+        elif len(window) - self.whead >= WINDOW_VALUES:
+            self._overflow()
+        window.append(last_pos)
+        window.append(now)
+        window.append(n)
         if self._traced:
             for trace in self._traced:
                 self.trace_acks.append((trace.pos, trace, now))
             self._traced.clear()
-            self.rec.unacked.add(self)
+            rec.unacked.add(self)
 
     def written_catchup(self, last_pos: int, n: int) -> None:
         """A catch-up page of ``n`` events (read from storage) ending at ``last_pos``."""
@@ -369,15 +378,19 @@ class ConnTelemetry:
         window = self.window
         if not window:
             self.rec.unacked.add(self)
-        elif len(window) - self.whead >= 3 * MAX_WINDOW:
-            dropped = int(window[self.whead + 2])
-            self._pop(3)
-            self.rec.agg(self.key).undelivered += dropped
-            self.undelivered += dropped
-            self.rec.stats["ack_window_overflow"] += 1
+        elif len(window) - self.whead >= WINDOW_VALUES:
+            self._overflow()
         window.append(last_pos)
         window.append(now)
         window.append(n)
+
+    def _overflow(self) -> None:
+        """The window is full: its oldest batch counts as not delivered."""
+        dropped = int(self.window[self.whead + 2])
+        self._pop(3)
+        self.rec.agg(self.key).undelivered += dropped
+        self.undelivered += dropped
+        self.rec.stats["ack_window_overflow"] += 1
 
     def _pop(self, k: int) -> None:
         """Drop the ``k`` oldest values (``k / 3`` entries) of the window."""
@@ -409,23 +422,37 @@ class ConnTelemetry:
         now = self._mono()
         deadline = rec.deadline_s
         agg = rec.agg(self.key)
-        rtt = self.rtt_ms
         start = i
-        while i < end and window[i] <= pos:
-            waited = now - window[i + 1]
-            n = int(window[i + 2])
-            i += 3
-            if waited <= deadline:
-                agg.delivered += n
-                agg.client_ack.observe(waited * 1000.0, n)
-                if rtt is not None:
-                    agg.s2c_est.observe(rtt / 2.0, n)
-                self.delivered += n
-            else:
-                agg.late += n
-                self.undelivered += n
-        if i > start:
+        if i < end and window[i] <= pos:
+            # One ack covers every batch written since the last (hundreds at a
+            # steady rate): bucket each wait inline and add the sums once.
+            hist = agg.client_ack
+            counts = hist.counts
+            bounds = hist.bounds
+            delivered = late = 0
+            total_ms = 0.0
+            while i < end and window[i] <= pos:
+                waited = now - window[i + 1]
+                n = int(window[i + 2])
+                i += 3
+                if waited <= deadline:
+                    ms = waited * 1000.0
+                    counts[bisect_left(bounds, ms)] += n
+                    total_ms += ms * n
+                    delivered += n
+                else:
+                    late += n
             self._pop(i - start)
+            if delivered:
+                hist.sum += total_ms
+                hist.n += delivered
+                agg.delivered += delivered
+                self.delivered += delivered
+                if self.rtt_ms is not None:
+                    agg.s2c_est.observe(self.rtt_ms / 2.0, delivered)
+            if late:
+                agg.late += late
+                self.undelivered += late
         while trace_acks and trace_acks[0][0] <= pos:
             _, trace, written = trace_acks.popleft()
             outcome = "acked" if now - written <= deadline else "late"
