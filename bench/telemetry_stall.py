@@ -19,11 +19,14 @@ The check (``no_stall``): telemetry on never shows a gap above ``GAP_BOUND_MS``
 on/off for p50 and p99 at most 1.10.
 
 Alone: ``python -m bench.run --only stall`` (about 100 s; ``--quick``: one round,
-about 50 s), or ``python -m bench.telemetry_stall [--quick]`` for the JSON only.
+about 50 s), or ``python -m bench.telemetry_stall [--quick] [--postgres]`` for the JSON
+and the table; ``--postgres`` runs both relaydesk sides on a fresh PostgreSQL schema
+(``RELAYDESK_BENCH_POSTGRES_URL``, as ``bench/storage.py``) instead of SQLite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -51,13 +54,36 @@ def _loadavg() -> float:
     return os.getloadavg()[0]
 
 
-def _one(side: str, seconds: float, warm: float) -> dict[str, Any]:
+class _PgNode(_Node):
+    """The telemetry switch on a relaydesk node whose storage is a PostgreSQL schema."""
+
+    def __init__(self, telemetry: bool, url: str) -> None:
+        super().__init__(telemetry)
+        self.url = url
+
+    def config_text(self) -> str:
+        # (json.dumps of a str is a valid TOML basic string)
+        return (
+            super()
+            .config_text()
+            .replace("[storage]\n", f"[storage]\nurl = {json.dumps(self.url)}\n")
+        )
+
+
+def _one(side: str, seconds: float, warm: float, postgres: bool = False) -> dict[str, Any]:
     load_before = _loadavg()
-    srv: servers.Server = (
-        servers.MosquittoServer() if side == "mosquitto" else _Node(telemetry=side == "on")
-    )
     rate = DELIVERIES_PER_S / SUBSCRIBERS
-    with srv:
+    with contextlib.ExitStack() as stack:
+        srv: servers.Server
+        if side == "mosquitto":
+            srv = servers.MosquittoServer()
+        elif postgres:
+            from bench.storage import pg_schema
+
+            srv = _PgNode(side == "on", stack.enter_context(pg_schema()))
+        else:
+            srv = _Node(telemetry=side == "on")
+        stack.enter_context(srv)
         target = Target(
             "mqtt" if side == "mosquitto" else "relaydesk",
             "127.0.0.1",
@@ -118,14 +144,14 @@ FIGURES = (
 )
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
     """Alternate the three sides; return per-run figures, medians, ratios and the check."""
     rounds, seconds, warm = (1, 11.0, 1.0) if quick else (2, 12.0, 1.0)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     for r in range(rounds):
         order = SIDES if r % 2 == 0 else tuple(reversed(SIDES))
         for side in order:
-            runs[side].append(_one(side, seconds, warm))
+            runs[side].append(_one(side, seconds, warm, postgres))
     median = {
         side: {k: round(statistics.median(x[k] for x in rs), 3) for k in FIGURES}
         for side, rs in runs.items()
@@ -145,6 +171,7 @@ def run(quick: bool) -> dict[str, Any]:
     no_stall = worst_on_gap <= GAP_BOUND_MS or worst_on_gap <= 1.5 * worst_off_gap
     p50_ratio, p99_ratio = ratios["on/off"]["p50_ms"], ratios["on/off"]["p99_ms"]
     return {
+        "storage": "postgres" if postgres else "sqlite",
         "subscribers": SUBSCRIBERS,
         "deliveries_per_s": DELIVERIES_PER_S,
         "message_bytes": 100,
@@ -162,14 +189,15 @@ def run(quick: bool) -> dict[str, Any]:
         "median": median,
         "ratios": ratios,
         "runs": runs,
-        "table_markdown": markdown_table(median, ratios),
+        "table_markdown": markdown_table(median, ratios, "postgres" if postgres else "sqlite"),
     }
 
 
-def _rows(median: dict[str, dict[str, float]]) -> list[list[str]]:
+def _rows(median: dict[str, dict[str, float]], storage: str = "sqlite") -> list[list[str]]:
+    on_pg = " (PostgreSQL)" if storage == "postgres" else ""
     return [
         [
-            LABELS[side],
+            LABELS[side].replace("relaydesk", "relaydesk" + on_pg),
             *[fmt(median[side][k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")],
             fmt(median[side]["gap_max_ms"]),
             fmt(median[side]["server_cores"]),
@@ -182,9 +210,11 @@ def _rows(median: dict[str, dict[str, float]]) -> list[list[str]]:
 HEAD = ["50k deliveries/s", "p50 ms", "p90", "p99", "max", "max gap", "server cores", "bg cores"]
 
 
-def markdown_table(median: dict[str, dict[str, float]], ratios: dict[str, Any]) -> str:
+def markdown_table(
+    median: dict[str, dict[str, float]], ratios: dict[str, Any], storage: str = "sqlite"
+) -> str:
     lines = ["| " + " | ".join(HEAD) + " |", "| --- |" + " --: |" * (len(HEAD) - 1)]
-    for row in _rows(median):
+    for row in _rows(median, storage):
         lines.append("| " + " | ".join(row) + " |")
     for name, r in ratios.items():
         cells = [fmt(r[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "gap_max_ms")]
@@ -193,7 +223,7 @@ def markdown_table(median: dict[str, dict[str, float]], ratios: dict[str, Any]) 
 
 
 def print_table(result: dict[str, Any]) -> None:
-    body = _rows(result["median"])
+    body = _rows(result["median"], result.get("storage", "sqlite"))
     for name, r in result["ratios"].items():
         body.append(
             [
@@ -220,6 +250,6 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    out = run("--quick" in sys.argv[1:])
+    out = run("--quick" in sys.argv[1:], "--postgres" in sys.argv[1:])
     print(json.dumps(out, indent=2))
     print_table(out)
