@@ -270,3 +270,33 @@ def test_telemetry_on_needs_its_writer(tmp_path: Path) -> None:
         assert off.recorder is None and asyncio.run(off.flush()) == 0
     finally:
         db.close_sync()
+
+
+def test_a_flush_whose_caller_is_cancelled_still_writes_every_row_once(url: str) -> None:
+    clock = FakeClock(start=NOW_S)
+    settings = _settings(url)
+    db = open_database(settings.storage_url)
+
+    async def main() -> None:
+        telemetry = open_telemetry(db, settings, clock)
+        rec = telemetry.recorder
+        assert rec is not None
+        _traffic(rec, clock, publishes=400)  # 800 trace rows: several transactions
+        caller = asyncio.create_task(telemetry.flush())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await telemetry.flush()  # waits for the first (lock); then writes what is new
+        await telemetry.aclose()
+        store = telemetry.store
+        rows = await db.read(lambda tx: store.series_tx(tx, "app", 0, 2**62))
+        assert sum(r.count("sent") for r in rows) == 400
+        traces = await db.read(lambda tx: store.traces_tx(tx, "app", 0, 2**62, 10_000))
+        assert len(traces) == 800
+
+    try:
+        asyncio.run(main())
+    finally:
+        db.close_sync()

@@ -3,8 +3,9 @@
 Theory of operation (docs/telemetry.md)
 ---------------------------------------
 Everything here runs on the event loop, called synchronously by the gateway and
-the hub; nothing awaits, nothing does I/O.  The flusher (``service.py``) drains
-what accumulated every few seconds and writes it in one transaction.
+the hub; nothing awaits, nothing does I/O.  The flusher (``service.py``) takes
+what accumulated every few seconds (``take``: O(1), containers swapped) and turns
+it into rows and writes them off the loop (docs/telemetry.md "Cost").
 
 **Aggregates.**  Counters and fixed-bucket histograms (``Agg``) are kept per
 (app, client region) for the current wall-clock minute; the node and its region

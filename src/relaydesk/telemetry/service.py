@@ -85,6 +85,7 @@ class Telemetry:
         # Retention and roll-ups run on one node of a cluster (each node flushes its own).
         self.maintains = settings.cluster.leader
         self._lock = asyncio.Lock()  # one flush at a time (task, API, close)
+        self._flushes: set[asyncio.Task[int]] = set()  # running flushes (see flush)
         # Converting aggregates to rows: off the event loop, one at a time.
         self._convert = ThreadPoolExecutor(1, thread_name_prefix="telemetry-convert")
         # Rows not written yet (a failed flush leaves them for the next), bounded
@@ -101,6 +102,9 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # A flush whose caller was cancelled (the task above, an HTTP request) is
+        # still finishing; the last flush below queues behind it on the lock.
+        await asyncio.gather(*self._flushes, return_exceptions=True)
         if self.recorder is not None:
             with contextlib.suppress(Exception):
                 await self.flush()
@@ -135,12 +139,26 @@ class Telemetry:
         """Write everything recorded so far; return the rows written.
 
         Raises the database's error when a write fails; the rows not written are
-        kept for the next flush.
+        kept for the next flush.  A flush, once started, runs to its end even if the
+        caller is cancelled (a transaction may commit after the caller stopped
+        waiting; only the flush itself knows which rows are then written).
         """
+        if self.recorder is None or self.writer is None:
+            return 0
+        task = asyncio.create_task(self._flush(), name="telemetry-flush")
+        self._flushes.add(task)
+        task.add_done_callback(self._flush_done)
+        return await asyncio.shield(task)
+
+    def _flush_done(self, task: asyncio.Task[int]) -> None:
+        self._flushes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: counted in stats, raised to a waiting caller
+
+    async def _flush(self) -> int:
         rec = self.recorder
         writer = self.writer
-        if rec is None or writer is None:
-            return 0
+        assert rec is not None and writer is not None
         async with self._lock:
             rec.tick()
             batch = rec.take()
