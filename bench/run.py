@@ -671,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         stall = _telemetry_stall(args.quick)
         if "error" in stall:
             failures.append(f"stall: {stall['error']}"[:2000])
-        elif not stall["no_stall"]:
+        elif stall["no_stall"] is False:
             failures.append(
                 f"stall: telemetry on stalled delivery (worst gap {stall['worst_gap_on_ms']} ms,"
                 f" off {stall['worst_gap_off_ms']} ms, bound {stall['gap_bound_ms']} ms)"

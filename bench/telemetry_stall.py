@@ -15,8 +15,11 @@ Per side the median of the runs; ratios on/off and on/Mosquitto.
 
 The check (``no_stall``): telemetry on never shows a gap above ``GAP_BOUND_MS``
 (10 ms), unless the telemetry-off runs of the same session show the same gaps
-(within 1.5x), i.e. the machine, not telemetry, caused them.  ``within_10_percent``:
-on/off for p50 and p99 at most 1.10.
+(within 1.5x), i.e. the machine, not telemetry, caused them.  When other work on the
+machine took more than ``QUIET_CORES`` (0.3 cores) in any run, a failed check is
+reported as ``None`` (inconclusive) instead of ``False``: a busy neighbour's time
+slice is as long as the stall looked for.  ``within_10_percent``: on/off for p50
+and p99 at most 1.10.
 
 Alone: ``python -m bench.run --only stall`` (about 100 s; ``--quick``: one round,
 about 50 s), or ``python -m bench.telemetry_stall [--quick] [--postgres]`` for the JSON
@@ -42,6 +45,7 @@ from bench.telemetry_overhead import _Node
 SUBSCRIBERS = 100
 DELIVERIES_PER_S = 50_000
 GAP_BOUND_MS = 10.0
+QUIET_CORES = 0.3
 SIDES = ("on", "off", "mosquitto")
 LABELS = {
     "on": "relaydesk telemetry on",
@@ -168,7 +172,10 @@ def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
     }
     worst_on_gap = max(x["gap_max_ms"] for x in runs["on"])
     worst_off_gap = max(x["gap_max_ms"] for x in runs["off"])
-    no_stall = worst_on_gap <= GAP_BOUND_MS or worst_on_gap <= 1.5 * worst_off_gap
+    busiest = max(x["background_cores"] for rs in runs.values() for x in rs)
+    no_stall: bool | None = worst_on_gap <= GAP_BOUND_MS or worst_on_gap <= 1.5 * worst_off_gap
+    if not no_stall and busiest > QUIET_CORES:
+        no_stall = None  # inconclusive on a busy machine
     p50_ratio, p99_ratio = ratios["on/off"]["p50_ms"], ratios["on/off"]["p99_ms"]
     return {
         "storage": "postgres" if postgres else "sqlite",
@@ -183,6 +190,7 @@ def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
         "worst_gap_on_ms": worst_on_gap,
         "worst_gap_off_ms": worst_off_gap,
         "no_stall": no_stall,
+        "max_background_cores": busiest,
         "within_10_percent": bool(
             p50_ratio is not None and p99_ratio is not None and max(p50_ratio, p99_ratio) <= 1.10
         ),
@@ -222,6 +230,10 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def _verdict(ok: bool | None) -> str:
+    return "inconclusive (busy machine)" if ok is None else str(ok)
+
+
 def print_table(result: dict[str, Any]) -> None:
     body = _rows(result["median"], result.get("storage", "sqlite"))
     for name, r in result["ratios"].items():
@@ -243,8 +255,9 @@ def print_table(result: dict[str, Any]) -> None:
         )
     print(
         f"no stall (telemetry on: no gap > {result['gap_bound_ms']:g} ms beyond the off runs'):"
-        f" {result['no_stall']} (worst gap on {result['worst_gap_on_ms']} ms,"
-        f" off {result['worst_gap_off_ms']} ms); on within 10 % of off on p50 and p99:"
+        f" {_verdict(result['no_stall'])} (worst gap on {result['worst_gap_on_ms']} ms,"
+        f" off {result['worst_gap_off_ms']} ms, background up to"
+        f" {result['max_background_cores']} cores); on within 10 % of off on p50 and p99:"
         f" {result['within_10_percent']}"
     )
 
