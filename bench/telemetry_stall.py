@@ -11,7 +11,10 @@ Per run: end-to-end latency p50/p90/p99/max over every delivery, the longest gap
 between two deliveries to one subscriber (a stall of the server shows there on every
 subscriber at once; at 500 msg/s the paced gap is ~2 ms), server CPU in cores, the
 rest of the machine's CPU (background cores) and the load average before the run.
-Per side the median of the runs; ratios on/off and on/Mosquitto.
+Per side the median of the runs; ratios on/off and on/Mosquitto.  For relaydesk also
+the garbage collector's runs inside the window, per generation, and the longest
+(``bench/gcprobe``): a full collection pauses the event loop for tens of
+milliseconds, and unlike latency its count is not blurred by other load.
 
 The check (``no_stall``): telemetry on never shows a gap above ``GAP_BOUND_MS``
 (10 ms), unless the telemetry-off runs of the same session show the same gaps
@@ -34,7 +37,10 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from bench import servers
@@ -74,9 +80,52 @@ class _PgNode(_Node):
         )
 
 
+GCPROBE = Path(__file__).resolve().parent / "gcprobe"
+
+
+@contextlib.contextmanager
+def _gc_logged(log: Path) -> Iterator[None]:
+    """Servers started inside log their GC runs to ``log`` (bench/gcprobe)."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RELAYDESK_BENCH_GC_LOG")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(GCPROBE), saved["PYTHONPATH"]) if p)
+    os.environ["RELAYDESK_BENCH_GC_LOG"] = str(log)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _gc_in(log: Path, start: float, end: float) -> dict[str, Any] | None:
+    """Collections per generation between ``start`` and ``end`` (monotonic s)."""
+    try:
+        lines = log.read_text().split()
+    except OSError:
+        return None
+    finally:
+        log.unlink(missing_ok=True)
+    runs = zip(
+        map(float, lines[0::3]), map(int, lines[1::3]), map(float, lines[2::3]), strict=False
+    )
+    inside = [(g, ms) for t, g, ms in runs if start <= t <= end]
+    full = [ms for g, ms in inside if g == 2]
+    return {
+        "gen0": sum(1 for g, _ in inside if g == 0),
+        "gen1": sum(1 for g, _ in inside if g == 1),
+        "gen2": len(full),
+        "gen2_max_ms": round(max(full, default=0.0), 1),
+    }
+
+
 def _one(side: str, seconds: float, warm: float, postgres: bool = False) -> dict[str, Any]:
     load_before = _loadavg()
     rate = DELIVERIES_PER_S / SUBSCRIBERS
+    fd, name = tempfile.mkstemp(prefix="relaydesk-gc-", suffix=".json")
+    os.close(fd)
+    gc_log = Path(name)
     with contextlib.ExitStack() as stack:
         srv: servers.Server
         if side == "mosquitto":
@@ -87,7 +136,8 @@ def _one(side: str, seconds: float, warm: float, postgres: bool = False) -> dict
             srv = _PgNode(side == "on", stack.enter_context(pg_schema()))
         else:
             srv = _Node(telemetry=side == "on")
-        stack.enter_context(srv)
+        with _gc_logged(gc_log):
+            stack.enter_context(srv)
         target = Target(
             "mqtt" if side == "mosquitto" else "relaydesk",
             "127.0.0.1",
@@ -100,6 +150,7 @@ def _one(side: str, seconds: float, warm: float, postgres: bool = False) -> dict
         try:
             fleet.start()
             fleet.latency_from(fleet.publish_index + 1 + int(rate * warm))
+            t_start = time.monotonic()
             run = fleet.publish(
                 {
                     "max_msgs": 5_000_000,
@@ -110,9 +161,12 @@ def _one(side: str, seconds: float, warm: float, postgres: bool = False) -> dict
                 },
                 timeout=seconds + warm + 120,
             )
+            t_end = time.monotonic()
             got = fleet.collect()
         finally:
             fleet.close()
+    gc_runs = None if side == "mosquitto" else _gc_in(gc_log, t_start + warm, t_end)
+    gc_log.unlink(missing_ok=True)
     pct = percentiles(got["lat"], (50, 90, 99))
     window = max(run["window_s"], 1e-9)
     return {
@@ -132,6 +186,7 @@ def _one(side: str, seconds: float, warm: float, postgres: bool = False) -> dict
             2,
         ),
         "loadavg_1m_before": round(load_before, 2),
+        "gc": gc_runs,
         "drained": run["drained"],
         "errors": (run["errors"] + got["errors"])[:3],
     }
@@ -177,6 +232,16 @@ def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
     if not no_stall and busiest > QUIET_CORES:
         no_stall = None  # inconclusive on a busy machine
     p50_ratio, p99_ratio = ratios["on/off"]["p50_ms"], ratios["on/off"]["p99_ms"]
+    gc_runs: dict[str, Any] = {}
+    for side in ("on", "off"):
+        logged = [x["gc"] for x in runs[side] if x["gc"] is not None]
+        gc_runs[side] = {
+            "runs_logged": len(logged),
+            "gen0": sum(g["gen0"] for g in logged),
+            "gen1": sum(g["gen1"] for g in logged),
+            "gen2": sum(g["gen2"] for g in logged),
+            "gen2_max_ms": max((g["gen2_max_ms"] for g in logged), default=0.0),
+        }
     return {
         "storage": "postgres" if postgres else "sqlite",
         "subscribers": SUBSCRIBERS,
@@ -194,6 +259,7 @@ def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
         "within_10_percent": bool(
             p50_ratio is not None and p99_ratio is not None and max(p50_ratio, p99_ratio) <= 1.10
         ),
+        "gc_in_windows": gc_runs,
         "median": median,
         "ratios": ratios,
         "runs": runs,
@@ -259,6 +325,14 @@ def print_table(result: dict[str, Any]) -> None:
         f" off {result['worst_gap_off_ms']} ms, background up to"
         f" {result['max_background_cores']} cores); on within 10 % of off on p50 and p99:"
         f" {result['within_10_percent']}"
+    )
+    gcs = result["gc_in_windows"]
+    print(
+        "server GC runs in the measured windows (gen0/gen1/gen2, longest gen2):"
+        + "".join(
+            f" {side} {g['gen0']}/{g['gen1']}/{g['gen2']}, {g['gen2_max_ms']} ms;"
+            for side, g in gcs.items()
+        )
     )
 
 
