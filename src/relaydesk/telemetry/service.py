@@ -53,6 +53,10 @@ DAY_MS = 86_400_000
 # Rows (series + traces + history) per telemetry transaction: a few hundred
 # microseconds of SQLite's write lock, so a message commit never waits long on it.
 CHUNK_ROWS = 200
+# Pause between two telemetry transactions: a message commit that found SQLite's
+# write lock taken sleeps 1 ms, then 2 ms, ... before it retries; without a gap the
+# telemetry writer would take the lock again first and the commit would lose again.
+CHUNK_PAUSE_S = 0.003
 
 Pending = tuple[list[SeriesRow], list[TraceRow], list[ConnectionRow]]
 
@@ -176,6 +180,8 @@ class Telemetry:
             written = 0
             try:
                 while rows or traces or history:
+                    if written:
+                        await asyncio.sleep(CHUNK_PAUSE_S)
                     chunk = _take_chunk(rows, traces, history, CHUNK_ROWS)
                     await writer.write(functools.partial(self._write_tx, chunk=chunk))
                     # Committed: forget the chunk (it is at the head of each list).
