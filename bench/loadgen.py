@@ -110,6 +110,17 @@ class Tally:
         self.lat = array.array("q")
         self.lat_cap = 3_000_000
         self.frames = 0
+        # Longest time between two deliveries to one subscriber while latencies are
+        # recorded (a stall of the server shows here on every subscriber at once).
+        self.last_ns = [0] * n
+        self.gap_ns = 0
+
+    def arrived(self, i: int, now: int) -> None:
+        """Subscriber ``i`` got a frame at ``now`` (ns) during a latency run."""
+        last = self.last_ns[i]
+        if last and now - last > self.gap_ns:
+            self.gap_ns = now - last
+        self.last_ns[i] = now
 
     def got(self, i: int, index: int, count: int) -> None:
         self.frames += 1
@@ -221,6 +232,7 @@ class _RelaydeskClient(WSListener):
             old = tally.progress[self.i]
             if index >= tally.lat_from:
                 now = time.monotonic_ns()
+                tally.arrived(self.i, now)
                 lat = tally.lat
                 if len(lat) < tally.lat_cap:
                     for e in items:
@@ -284,7 +296,9 @@ class _WsSub(WSListener):
         index, ts = _HEAD.unpack_from(frame.get_payload_as_bytes())
         tally = self.tally
         if index >= tally.lat_from and len(tally.lat) < tally.lat_cap:
-            tally.lat.append(time.monotonic_ns() - ts)
+            now = time.monotonic_ns()
+            tally.arrived(self.i, now)
+            tally.lat.append(now - ts)
         tally.got(self.i, index, 1)
 
 
@@ -301,7 +315,9 @@ def _on_payload(tally: Tally, i: int) -> Callable[[bytes], None]:
     def on_payload(payload: bytes) -> None:
         index, ts = unpack(payload)
         if index >= tally.lat_from and len(tally.lat) < tally.lat_cap:
-            tally.lat.append(time.monotonic_ns() - ts)
+            now = time.monotonic_ns()
+            tally.arrived(i, now)
+            tally.lat.append(now - ts)
         tally.got(i, index, 1)
 
     return on_payload
@@ -606,6 +622,8 @@ async def _subscriber_proc(
         elif cmd == "latency":
             tally.lat = array.array("q")
             tally.lat_from = args[0]
+            tally.last_ns = [0] * len(ids)
+            tally.gap_ns = 0
             conn.send(("ok", {}))
         elif cmd == "collect":
             tally.lat_from = 1 << 62
@@ -615,6 +633,7 @@ async def _subscriber_proc(
                     "ok",
                     {
                         "lat": tally.lat.tobytes(),
+                        "gap_ns": tally.gap_ns,
                         "delivered": tally.delivered,
                         "low": tally.low,
                         "errors": errors[:5],
@@ -884,6 +903,8 @@ class Fleet:
         return {
             "lat": lat,
             "delivered": sum(r["delivered"] for r in res),
+            # Longest inter-delivery gap of any subscriber in the latency run (ms).
+            "gap_max_ms": max((r["gap_ns"] for r in res), default=0) / 1e6,
             "errors": [e for r in res for e in r["errors"]],
         }
 

@@ -16,6 +16,10 @@ Scenarios (docs/benchmarks.md explains every figure):
 * ``idle``: server memory per idle connection (logged in, joined, idle) for
   10,000 connections: VmRSS after minus before, over N.
 * ``desk`` (``bench/desk.py``), ``telemetry`` (``bench/telemetry_overhead.py``).
+* ``stall`` (``bench/telemetry_stall.py``): a steady 50k deliveries/s across several
+  telemetry flushes, telemetry on vs off vs Mosquitto QoS 1: p50/p90/p99/max, the
+  longest inter-delivery gap, server CPU; fails the run if telemetry stalls delivery.
+  Alone: ``python -m bench.run --only stall``.
 * ``storage`` (``bench/storage.py``): the durable publish path on one node on SQLite,
   one on PostgreSQL and two on PostgreSQL + NATS, in the same run: acknowledged
   publishes/s, deliveries/s, latency at a common rate, ratios to SQLite; and one
@@ -72,6 +76,7 @@ SCENARIOS = (
     "fanout",
     "desk",
     "telemetry",
+    "stall",
     "scenarios",
     "storage",
     "storm",
@@ -571,6 +576,17 @@ def _telemetry_overhead(quick: bool) -> dict[str, Any] | None:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _telemetry_stall(quick: bool) -> dict[str, Any]:
+    """Delivery gaps and latency at a steady rate, telemetry on/off/Mosquitto."""
+    try:
+        from bench import telemetry_stall
+
+        result: dict[str, Any] = telemetry_stall.run(quick)
+        return result
+    except (GeneratorError, servers.ServerError, RuntimeError, OSError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def _storage(quick: bool) -> dict[str, Any]:
     """The durable publish path per deployment (bench/storage.py)."""
     try:
@@ -600,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         default=[],
-        help="scenario (fanout100, fanout1000, idle, desk, telemetry, scenarios, storage), "
+        help="scenario (fanout100, fanout1000, idle, desk, telemetry, stall, scenarios, "
+        "storage), "
         "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
@@ -653,6 +670,17 @@ def main(argv: list[str] | None = None) -> int:
     overhead = (
         _telemetry_overhead(args.quick) if _selected(args.only, "telemetry", "telemetry") else None
     )
+    stall = None
+    if _selected(args.only, "stall", "stall"):
+        print(f"[{time.monotonic() - t_start:6.1f}s] stall ...", flush=True)
+        stall = _telemetry_stall(args.quick)
+        if "error" in stall:
+            failures.append(f"stall: {stall['error']}"[:2000])
+        elif stall["no_stall"] is False:
+            failures.append(
+                f"stall: telemetry on stalled delivery (worst gap {stall['worst_gap_on_ms']} ms,"
+                f" off {stall['worst_gap_off_ms']} ms, bound {stall['gap_bound_ms']} ms)"
+            )
     store = None
     if _selected(args.only, "storage", "storage"):
         print(f"[{time.monotonic() - t_start:6.1f}s] storage ...", flush=True)
@@ -706,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "desk": desk,
         "telemetry_overhead": overhead,
+        "telemetry_stall": stall,
         "storage": store,
         "diagnosis_scenarios": diagnosis,
         "catchup_storm": storm,
@@ -739,6 +768,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndesk:", json.dumps(desk, default=str)[:2000])
     if overhead:
         print("\ntelemetry overhead (on/off):", json.dumps(overhead, default=str)[:2000])
+    if stall and "median" in stall:
+        from bench import telemetry_stall
+
+        print("\ntelemetry stall check (bench/telemetry_stall.py):")
+        telemetry_stall.print_table(stall)
+        print("\n" + stall["table_markdown"])
     if store and "table" in store:
         from bench import storage
 

@@ -27,6 +27,7 @@ WELCOME_FIELDS = {
     "session",
     "node",
     "region",
+    "publish_rate",
     "heartbeat_ms",
     "timeout_ms",
     "server_ts",

@@ -11,9 +11,11 @@ from pg import ENGINES, open_test_database
 from relaydesk.storage import Database
 from relaydesk.storage.telemetry import (
     COUNTERS,
+    ConnectionRow,
     HistData,
     SeriesRow,
     TelemetryStore,
+    TraceRow,
     telemetry_migrations,
 )
 
@@ -83,3 +85,72 @@ def test_prune_removes_only_what_is_past_retention(db: Database) -> None:
     removed = db.write_sync(lambda tx: store.prune_tx(tx, T0 + H, 0))
     assert removed == 1
     assert [r.start_ms for r in all_rows(db, store)] == [T0 + H]
+
+
+def test_merge_adds_repeated_keys_and_stored_rows_across_lookup_batches(db: Database) -> None:
+    store = TelemetryStore()
+    store.MERGE_LOOKUP = 3  # several lookup statements in one merge
+    db.write_sync(lambda tx: store.merge_series_tx(tx, [row(T0, 2, 5, 1), row(T0 + H, 1, 1, 0)]))
+    again = [row(T0 + 60_000 * i, sent=1, active=i, rtt_bucket=1) for i in range(7)]
+    again += [row(T0, sent=3, active=9, rtt_bucket=2), row(T0 + H, sent=4, active=0, rtt_bucket=0)]
+    db.write_sync(lambda tx: store.merge_series_tx(tx, again))
+    rows = {r.start_ms: r for r in all_rows(db, store)}
+    assert len(rows) == 8
+    first = rows[T0]  # stored 2, then 1 and 3 in one call
+    assert (first.count("sent"), first.count("active_max")) == (6, 9)
+    assert first.hists["rtt"].buckets == {1: 2 + 1, 2: 3}
+    assert rows[T0 + H].count("sent") == 5 and rows[T0 + H].count("active_max") == 1
+    assert sum(r.count("sent") for r in rows.values()) == 2 + 1 + 7 + 3 + 4
+
+
+def test_trace_and_history_rows_round_trip_in_multi_row_batches(db: Database) -> None:
+    store = TelemetryStore()
+    traces = [
+        TraceRow(
+            "app",
+            "eu",
+            "n1",
+            pos,
+            "ch:x",
+            "eu",
+            "us",
+            f"d{pos}",
+            T0 + pos,
+            "acked",
+            0.5,
+            1.25,
+            0.125,
+            None if pos % 3 else 2.0,
+            3.5,
+            None,
+            1.0 if pos % 2 else None,
+            2,
+        )
+        for pos in range(1, 1203)  # more than one multi-row INSERT on PostgreSQL
+    ]
+    history = [
+        ConnectionRow(
+            "app",
+            "eu",
+            "n1",
+            "us",
+            "wifi",
+            "py/1",
+            f"u{i}",
+            "d",
+            T0,
+            T0 + i,
+            "client_close",
+            bool(i % 2),
+            i,
+            None if i % 2 else 12.5,
+            0.0,
+            i,
+            0,
+        )
+        for i in range(3)
+    ]
+    db.write_sync(lambda tx: store.insert_traces_tx(tx, traces))
+    db.write_sync(lambda tx: store.insert_connections_tx(tx, history))
+    assert db.read_sync(lambda tx: store.traces_tx(tx, "app", 0, 2**62, 5000)) == traces
+    assert db.read_sync(lambda tx: store.connections_tx(tx, "app", 0, 2**62, 10)) == history

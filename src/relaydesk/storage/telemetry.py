@@ -213,6 +213,31 @@ _CONN_COLS = (
 )
 
 
+# Rows per multi-row INSERT on PostgreSQL (18 parameters each: 9,000 per statement).
+_VALUES_ROWS = 500
+
+
+def _insert_many(tx: Tx, table: str, cols: str, width: int, values: list[tuple[Any, ...]]) -> None:
+    """Insert ``values`` in as few round trips as the dialect allows.
+
+    SQLite runs in-process, so ``executemany`` is one prepared statement stepped
+    per row.  On PostgreSQL every statement is a round trip: one multi-row
+    ``INSERT ... VALUES (...), (...)`` per ``_VALUES_ROWS`` rows instead.
+    """
+    if not values:
+        return
+    one = "(" + ", ".join("?" * width) + ")"
+    if tx.dialect != "postgres":
+        tx.executemany(f"INSERT INTO {table} ({cols}) VALUES {one}", values)
+        return
+    for at in range(0, len(values), _VALUES_ROWS):
+        part = values[at : at + _VALUES_ROWS]
+        tx.execute(
+            f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([one] * len(part)),
+            [v for row in part for v in row],
+        )
+
+
 def _row_from(r: Sequence[Any]) -> SeriesRow:
     n = len(COUNTERS)
     return SeriesRow(
@@ -231,32 +256,66 @@ class TelemetryStore:
     """SQL of telemetry; every method runs inside ``Database.read/write``."""
 
     # Upper bound of rows one downsampling transaction rolls up, so one pass never
-    # holds the writer for long; the next pass continues.
-    DOWNSAMPLE_BATCH = 20_000
+    # holds the write lock for long (on SQLite message commits wait for it; a pass of
+    # 1,000 rows takes a few milliseconds); the next pass continues.
+    DOWNSAMPLE_BATCH = 1_000
+
+    # Keys looked up per SELECT in ``merge_series_tx`` (6 parameters each: well
+    # under SQLite's 32,766 and PostgreSQL's 65,535 parameters per statement).
+    MERGE_LOOKUP = 500
 
     def merge_series_tx(self, tx: Tx, rows: Iterable[SeriesRow]) -> None:
-        """Add each row to the stored row with the same key (insert if none)."""
-        where = " AND ".join(f"{k} = ?" for k in _KEY)
+        """Add each row to the stored row with the same key (insert if none).
+
+        Set-based: rows with the same key are added together first, the stored
+        rows of all keys are read with one ``SELECT`` per ``MERGE_LOOKUP`` keys,
+        then one ``executemany`` inserts the new keys and one updates the rest.
+        """
+        merged: dict[tuple[Any, ...], SeriesRow] = {}
         for row in rows:
             key = (row.app, row.node_region, row.node, row.client_region, row.step_s, row.start_ms)
-            found = tx.one(
-                f"SELECT {', '.join(_KEY)}, {_COUNTER_SQL}, hists"
-                f" FROM telemetry_series WHERE {where}",
-                key,
+            mine = merged.get(key)
+            if mine is None:
+                merged[key] = mine = SeriesRow(*key, list(row.counts), {})
+                merge_hists(mine.hists, row.hists)
+            else:
+                mine.merge(row)
+        if not merged:
+            return
+        keys = list(merged)
+        stored: dict[tuple[Any, ...], SeriesRow] = {}
+        for at in range(0, len(keys), self.MERGE_LOOKUP):
+            part = keys[at : at + self.MERGE_LOOKUP]
+            found = tx.query(
+                f"SELECT {', '.join(_KEY)}, {_COUNTER_SQL}, hists FROM telemetry_series"
+                f" WHERE ({', '.join(_KEY)}) IN (VALUES "
+                + ", ".join(["(" + ", ".join("?" * len(_KEY)) + ")"] * len(part))
+                + ")",
+                [v for key in part for v in key],
             )
-            if found is None:
-                tx.execute(
-                    f"INSERT INTO telemetry_series ({', '.join(_KEY)}, {_COUNTER_SQL}, hists)"
-                    f" VALUES ({', '.join('?' * (len(_KEY) + len(COUNTERS) + 1))})",
-                    (*key, *row.counts, encode_hists(row.hists)),
-                )
-                continue
-            stored = _row_from(found)
-            stored.merge(row)
-            tx.execute(
+            for r in found:
+                stored[tuple(r[: len(_KEY)])] = _row_from(r)
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        for key, row in merged.items():
+            prior = stored.get(key)
+            if prior is None:
+                inserts.append((*key, *row.counts, encode_hists(row.hists)))
+            else:
+                prior.merge(row)
+                updates.append((*prior.counts, encode_hists(prior.hists), *key))
+        if inserts:
+            tx.executemany(
+                f"INSERT INTO telemetry_series ({', '.join(_KEY)}, {_COUNTER_SQL}, hists)"
+                f" VALUES ({', '.join('?' * (len(_KEY) + len(COUNTERS) + 1))})",
+                inserts,
+            )
+        if updates:
+            where = " AND ".join(f"{k} = ?" for k in _KEY)
+            tx.executemany(
                 f"UPDATE telemetry_series SET {', '.join(f'{c} = ?' for c in COUNTERS)},"
                 f" hists = ? WHERE {where}",
-                (*stored.counts, encode_hists(stored.hists), *key),
+                updates,
             )
 
     def series_tx(
@@ -338,8 +397,11 @@ class TelemetryStore:
         return removed
 
     def insert_traces_tx(self, tx: Tx, rows: Sequence[TraceRow]) -> None:
-        tx.executemany(
-            f"INSERT INTO telemetry_traces ({_TRACE_COLS}) VALUES ({', '.join('?' * 18)})",
+        _insert_many(
+            tx,
+            "telemetry_traces",
+            _TRACE_COLS,
+            18,
             [
                 (
                     r.app,
@@ -366,8 +428,11 @@ class TelemetryStore:
         )
 
     def insert_connections_tx(self, tx: Tx, rows: Sequence[ConnectionRow]) -> None:
-        tx.executemany(
-            f"INSERT INTO telemetry_connections ({_CONN_COLS}) VALUES ({', '.join('?' * 17)})",
+        _insert_many(
+            tx,
+            "telemetry_connections",
+            _CONN_COLS,
+            17,
             [
                 (
                     r.app,

@@ -3,8 +3,9 @@
 Theory of operation (docs/telemetry.md)
 ---------------------------------------
 Everything here runs on the event loop, called synchronously by the gateway and
-the hub; nothing awaits, nothing does I/O.  The flusher (``service.py``) drains
-what accumulated every few seconds and writes it in one transaction.
+the hub; nothing awaits, nothing does I/O.  The flusher (``service.py``) takes
+what accumulated every few seconds (``take``: O(1), containers swapped) and turns
+it into rows and writes them off the loop (docs/telemetry.md "Cost").
 
 **Aggregates.**  Counters and fixed-bucket histograms (``Agg``) are kept per
 (app, client region) for the current wall-clock minute; the node and its region
@@ -56,13 +57,16 @@ trace produces one row per recipient connection (or one ``no_recipient`` row).
 
 from __future__ import annotations
 
+import time
+from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
 
-from relaydesk.clock import Clock
+from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import TelemetrySettings
 from relaydesk.storage.telemetry import COUNTERS, ConnectionRow, SeriesRow, TraceRow
-from relaydesk.telemetry.histogram import Histogram
+from relaydesk.telemetry.histogram import LATENCY_BOUNDS_MS, Histogram
 from relaydesk.telemetry.labels import UNKNOWN, LabelBounder
 from relaydesk.telemetry.probe import ProbeReport, validate_probe
 from relaydesk.telemetry.saturation import (
@@ -115,6 +119,7 @@ CLOCK_ERROR = "clock_error"
 
 FAN_RING = 4096  # fan-out generations remembered; a mark older than this is skipped
 MAX_WINDOW = 4096
+WINDOW_VALUES = 3 * MAX_WINDOW  # (last pos, write time, messages) per written batch
 MAX_OPEN_TRACES = 1000
 # Recipient connections one trace follows: a trace is a sample, and following all
 # members of a large channel would make trace rows cost as much as the deliveries.
@@ -318,6 +323,7 @@ class ConnTelemetry:
         "trace_acks",
         "undelivered",
         "user",
+        "whead",
         "window",
     )
 
@@ -345,12 +351,17 @@ class ConnTelemetry:
         self.delivered = 0
         self.undelivered = 0
         self.closed = False
-        self._mono = rec.clock.monotonic
+        self._mono = rec.mono
         # Fan-out generation of the first event queued since the last write (-1: none).
         self.first_gen = -1
         self._traced: list[Trace] = []  # bounded by the live queue's item bound
-        # (last pos, write time, messages) per written batch, oldest first.
-        self.window: deque[tuple[int, float, int]] = deque()
+        # (last pos, write time, messages) per written batch, oldest first, flat in one
+        # array of doubles from index ``whead`` on (positions stay exact below 2**53).
+        # No object is allocated per entry: entries live about an ack interval (1 s
+        # in the SDK), and a tuple per written batch held that long made the cyclic
+        # GC run its full collection every few seconds (docs/telemetry.md §cost).
+        self.window = array("d")
+        self.whead = 0
         self.trace_acks: deque[tuple[int, Trace, float]] = deque()
         # (pos, written) of sampled events resolved "unacked" at the deadline: an ack
         # covering one later is a slow reader, recorded as a ``late_ack`` trace row.
@@ -395,21 +406,33 @@ class ConnTelemetry:
             ring = rec.fan_times
             newest = rec.fan_gen - 1
             stamp_gen, fanned = ring[first % FAN_RING]
-            agg = rec.agg(self.key)
+            agg = rec._aggs.get(self.key) or rec.agg(self.key)
             if first == newest:
-                if stamp_gen == first:
-                    agg.queue_wait.observe((now - fanned) * 1000.0, n)
+                if stamp_gen == first:  # the common case, observe() inline
+                    hist = agg.queue_wait
+                    ms = (now - fanned) * 1000.0
+                    hist.counts[bisect_left(LATENCY_BOUNDS_MS, ms)] += n
+                    hist.sum += ms * n
+                    hist.n += n
             else:
                 if stamp_gen == first:
                     agg.queue_wait.observe((now - fanned) * 1000.0)
                 stamp_gen, fanned = ring[newest % FAN_RING]
                 if stamp_gen == newest and n > 1:
                     agg.queue_wait.observe((now - fanned) * 1000.0, n - 1)
-        self._push(last_pos, now, n)
+        window = self.window  # what _push does, inline: this runs once per write
+        if not window:
+            rec.unacked.add(self)
+        elif len(window) - self.whead >= WINDOW_VALUES:
+            self._overflow()
+        window.append(last_pos)
+        window.append(now)
+        window.append(n)
         if self._traced:
             for trace in self._traced:
                 self.trace_acks.append((trace.pos, trace, now))
             self._traced.clear()
+            rec.unacked.add(self)
 
     def written_catchup(self, last_pos: int, n: int, page: int = 0) -> None:
         """A catch-up page of ``n`` events (read from storage) ending at ``last_pos``;
@@ -440,20 +463,47 @@ class ConnTelemetry:
 
     def _push(self, last_pos: int, now: float, n: int) -> None:
         window = self.window
-        if len(window) >= MAX_WINDOW:
-            _, _, dropped = window.popleft()
-            self.rec.agg(self.key).undelivered += dropped
-            self.undelivered += dropped
-            self.rec.stats["ack_window_overflow"] += 1
-        window.append((last_pos, now, n))
+        if not window:
+            self.rec.unacked.add(self)
+        elif len(window) - self.whead >= WINDOW_VALUES:
+            self._overflow()
+        window.append(last_pos)
+        window.append(now)
+        window.append(n)
+
+    def _overflow(self) -> None:
+        """The window is full: its oldest batch counts as not delivered."""
+        dropped = int(self.window[self.whead + 2])
+        self._pop(3)
+        self.rec.agg(self.key).undelivered += dropped
+        self.undelivered += dropped
+        self.rec.stats["ack_window_overflow"] += 1
+
+    def _pop(self, k: int) -> None:
+        """Drop the ``k`` oldest values (``k / 3`` entries) of the window."""
+        head = self.whead + k
+        window = self.window
+        if head >= len(window):
+            del window[:]
+            head = 0
+        elif head >= 3 * 256 and 2 * head >= len(window):
+            del window[:head]  # amortised O(1): the live part is at most as long
+            head = 0
+        self.whead = head
+
+    def pending(self) -> int:
+        """Written batches not yet acknowledged or expired."""
+        return (len(self.window) - self.whead) // 3
 
     # -- acknowledgements and deadlines -------------------------------------------
 
     def acked(self, pos: int) -> None:
         """The device acknowledged its feed up to ``pos`` (cumulative)."""
         window = self.window
+        i = self.whead
+        end = len(window)
         trace_acks = self.trace_acks
-        if not ((window and window[0][0] <= pos) or (trace_acks and trace_acks[0][0] <= pos)):
+        if not ((i < end and window[i] <= pos) or (trace_acks and trace_acks[0][0] <= pos)):
             if self._expired and self._expired[0][0] <= pos:
                 self._late_acks(pos)
             return
@@ -461,19 +511,37 @@ class ConnTelemetry:
         now = self._mono()
         deadline = rec.deadline_s
         agg = rec.agg(self.key)
-        rtt = self.rtt_ms
-        while window and window[0][0] <= pos:
-            _, written, n = window.popleft()
-            waited = now - written
-            if waited <= deadline:
-                agg.delivered += n
-                agg.client_ack.observe(waited * 1000.0, n)
-                if rtt is not None:
-                    agg.s2c_est.observe(rtt / 2.0, n)
-                self.delivered += n
-            else:
-                agg.late += n
-                self.undelivered += n
+        start = i
+        if i < end and window[i] <= pos:
+            # One ack covers every batch written since the last (hundreds at a
+            # steady rate): bucket each wait inline and add the sums once.
+            hist = agg.client_ack
+            counts = hist.counts
+            bounds = hist.bounds
+            delivered = late = 0
+            total_ms = 0.0
+            while i < end and window[i] <= pos:
+                waited = now - window[i + 1]
+                n = int(window[i + 2])
+                i += 3
+                if waited <= deadline:
+                    ms = waited * 1000.0
+                    counts[bisect_left(bounds, ms)] += n
+                    total_ms += ms * n
+                    delivered += n
+                else:
+                    late += n
+            self._pop(i - start)
+            if delivered:
+                hist.sum += total_ms
+                hist.n += delivered
+                agg.delivered += delivered
+                self.delivered += delivered
+                if self.rtt_ms is not None:
+                    agg.s2c_est.observe(self.rtt_ms / 2.0, delivered)
+            if late:
+                agg.late += late
+                self.undelivered += late
         while trace_acks and trace_acks[0][0] <= pos:
             _, trace, written = trace_acks.popleft()
             outcome = "acked" if now - written <= deadline else "late"
@@ -491,12 +559,17 @@ class ConnTelemetry:
         """Count deliveries unacknowledged past the deadline as not delivered."""
         limit = now - self.rec.deadline_s
         window = self.window
-        if window and window[0][1] < limit:
+        i = self.whead
+        end = len(window)
+        if i < end and window[i + 1] < limit:
             agg = self.rec.agg(self.key)
-            while window and window[0][1] < limit:
-                _, _, n = window.popleft()
+            start = i
+            while i < end and window[i + 1] < limit:
+                n = int(window[i + 2])
+                i += 3
                 agg.undelivered += n
                 self.undelivered += n
+            self._pop(i - start)
         trace_acks = self.trace_acks
         while trace_acks and trace_acks[0][2] < limit:
             entry = trace_acks.popleft()
@@ -510,8 +583,10 @@ class ConnTelemetry:
         if self.queue_setting or self.catchup_full_pages:
             self.caught_up(now)  # a catch-up cut short by the close still cost its time
         self.closed = True
-        pending = sum(n for _, _, n in self.window)
-        self.window.clear()
+        self.rec.unacked.discard(self)
+        pending = int(sum(self.window[self.whead + 2 :: 3]))
+        del self.window[:]
+        self.whead = 0
         if pending:
             self.rec.agg(self.key).undelivered += pending
             self.undelivered += pending
@@ -533,6 +608,9 @@ class Recorder:
         self.node = node
         self.node_region = node_region
         self.clock = clock
+        # The monotonic clock as the hot path calls it (once per written batch): the
+        # C function itself for the system clock, saving a Python frame per call.
+        self.mono = time.monotonic if type(clock) is SystemClock else clock.monotonic
         self.deadline_s = settings.ack_deadline_ms / 1000.0
         self.sample_every = settings.trace_sample_every
         self.labels = LabelBounder(settings.label_max_len, settings.label_max_values)
@@ -541,13 +619,21 @@ class Recorder:
         self._closed: list[tuple[int, dict[Key, Agg]]] = []
         self._active: dict[Key, int] = {}
         self.conns: set[ConnTelemetry] = set()
+        # Connections with written batches (or traced events) not yet acknowledged:
+        # the only ones ``tick`` has to look at for expired deadlines, so an idle
+        # fleet costs the loop nothing once a second.
+        self.unacked: set[ConnTelemetry] = set()
+        # Windows handed to the flusher and not yet added to ``totals`` (``current``
+        # still counts them, so exported counters never go backwards meanwhile).
+        self._flushing: list[Drained] = []
         # Hub writer batch state: set by commit_window, used by published and
-        # cleared by batch_fanned, all within one synchronous stretch of the writer.
+        # cleared by batch_fanned.  The key, not the Agg, is kept: in a cluster the
+        # writer awaits between the two, and a flush may take the minute meanwhile.
         self._commit_start = 0.0
         self._commit_end = 0.0
         self._commit_behind = 0
         self._gauges: list[PoolGauge] = []
-        self._scratch: list[tuple[Agg, float, Trace | None]] = []
+        self._scratch: list[tuple[Key, float, Trace | None]] = []
         self.fan_gen = 0
         self.fan_times: list[tuple[int, float]] = [(-1, 0.0)] * FAN_RING
         self.open_traces: dict[int, Trace] = {}
@@ -736,7 +822,7 @@ class Recorder:
                     agg.traces += 1
                 else:
                     self.stats["traces_skipped"] += 1
-        self._scratch.append((agg, recv, trace))
+        self._scratch.append((tel.key, recv, trace))
 
     def trace_for(self, pos: int) -> Trace | None:
         """The trace of event ``pos`` if it is sampled (the hub asks once per event)."""
@@ -754,7 +840,8 @@ class Recorder:
         self.fan_gen = gen + 1
         end = self._commit_end
         fan_ms = max(now - end, 0.0) * 1000.0
-        for agg, recv, trace in self._scratch:
+        for key, recv, trace in self._scratch:
+            agg = self.agg(key)
             agg.fanout.observe(fan_ms)
             agg.server.observe(max(now - recv, 0.0) * 1000.0)
             if trace is not None:
@@ -950,8 +1037,11 @@ class Recorder:
             if n > agg.active_max:
                 agg.active_max = n
         now = self.clock.monotonic()
-        for tel in self.conns:
+        unacked = self.unacked
+        for tel in list(unacked):
             tel.expire(now)
+            if not tel.window and not tel.trace_acks:
+                unacked.discard(tel)
         for gauge in self._gauges:
             episodes = gauge.drain()
             if episodes:
@@ -966,19 +1056,36 @@ class Recorder:
             for trace in [t for t in self.open_traces.values() if t.fanned and t.fanned < stale]:
                 self._finish(trace, "")
 
-    def drain(self) -> tuple[list[SeriesRow], list[TraceRow], list[ConnectionRow]]:
-        """Take everything recorded since the last drain (the flusher writes it)."""
-        windows = [*self._closed, (self.minute, self._aggs)]
+    def take(self) -> Drained:
+        """Hand everything recorded since the last take to the flusher, in O(1).
+
+        The loop only swaps containers here; turning the aggregates into rows
+        (``Drained.convert``) is the flusher's job on its own thread, and
+        ``settle`` then adds them to ``totals``.  Nothing here touches the taken
+        objects again: every hot-path method looks its aggregate up by key.
+        """
+        windows = self._closed
+        windows.append((self.minute, self._aggs))
         self._closed = []
         self._aggs = {}
-        rows = []
-        for minute, aggs in windows:
-            for key, agg in aggs.items():
-                self.totals.merge(agg)
-                rows.append(agg.to_row(key, self.node_region, self.node, minute * 60_000))
         traces, self._trace_rows = self._trace_rows, []
         history, self._history = self._history, []
-        return rows, traces, history
+        batch = Drained(windows, traces, history, self.node_region, self.node)
+        self._flushing.append(batch)
+        return batch
+
+    def settle(self, batch: Drained) -> None:
+        """``batch`` was converted: count it in ``totals`` (one merge, on the loop)."""
+        if batch in self._flushing:
+            self._flushing.remove(batch)
+            self.totals.merge(batch.total())
+
+    def drain(self) -> tuple[list[SeriesRow], list[TraceRow], list[ConnectionRow]]:
+        """Take and convert in one call (tests, tools); the flusher uses ``take``."""
+        batch = self.take()
+        rows = batch.convert()
+        self.settle(batch)
+        return rows, batch.traces, batch.history
 
     def current(self) -> Agg:
         """Totals including what has not been flushed yet (a copy)."""
@@ -989,6 +1096,52 @@ class Recorder:
         return out
 
     def _iter_unflushed(self) -> Iterable[Agg]:
+        for batch in self._flushing:
+            for _, aggs in batch.windows:
+                yield from aggs.values()
         for _, aggs in self._closed:
             yield from aggs.values()
         yield from self._aggs.values()
+
+
+class Drained:
+    """What one ``Recorder.take`` handed over: minute aggregates, trace and history rows.
+
+    Owned by the flusher once taken: the recorder never writes to these objects
+    again, so ``convert`` may run on another thread while the loop goes on.
+    """
+
+    __slots__ = ("_total", "history", "node", "node_region", "traces", "windows")
+
+    def __init__(
+        self,
+        windows: list[tuple[int, dict[Key, Agg]]],
+        traces: list[TraceRow],
+        history: list[ConnectionRow],
+        node_region: str,
+        node: str,
+    ) -> None:
+        self.windows = windows
+        self.traces = traces
+        self.history = history
+        self.node_region = node_region
+        self.node = node
+        self._total: Agg | None = None
+
+    def convert(self) -> list[SeriesRow]:
+        """The minute rows (deltas) of the taken windows; also sums them for ``total``."""
+        total = Agg()
+        rows = []
+        for minute, aggs in self.windows:
+            for key, agg in aggs.items():
+                total.merge(agg)
+                rows.append(agg.to_row(key, self.node_region, self.node, minute * 60_000))
+        self._total = total
+        return rows
+
+    def total(self) -> Agg:
+        """Everything taken, summed (after ``convert``)."""
+        if self._total is None:
+            self.convert()
+        assert self._total is not None
+        return self._total

@@ -6,17 +6,35 @@ gateway and hub receive ``telemetry.recorder`` (None when ``[telemetry] enabled
 work: ``Recorder.tick`` every second, a flush every ``flush_interval_s`` and
 retention/downsampling every ``MAINTAIN_EVERY_S``; ``aclose`` cancels it and
 writes a last flush.
+
+Theory of operation: telemetry never stalls delivery (docs/telemetry.md §cost)
+---------------------------------------------------------------------------
+* On the event loop a flush only swaps containers (``Recorder.take``, O(1)) and
+  later adds one summed aggregate to the Prometheus totals (``Recorder.settle``).
+* Turning minute aggregates into rows, encoding histograms and merging with rows
+  left over from a failed flush run on this component's own thread
+  (``telemetry-convert``).
+* Rows are written by a database engine of their own (``writer``: its own
+  connection and writer thread), never by the messaging engine whose single writer
+  thread runs the hub's group commits.  It commits with ``sync = "normal"``: a
+  telemetry row needs no fsync of its own (the next durable message commit, or the
+  checkpoint, syncs it; a crash loses at most what was still in memory anyway).
+* Rows go out in transactions of at most ``CHUNK_ROWS`` rows.  SQLite has one
+  write lock per database: a message commit that finds it taken by telemetry
+  waits (its busy handler retries after 1 ms), so telemetry holds it only briefly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from relaydesk.clock import Clock
 from relaydesk.config import Settings
-from relaydesk.storage import Database, Tx
+from relaydesk.storage import Database, Tx, open_database
 from relaydesk.storage.telemetry import (
     ConnectionRow,
     SeriesRow,
@@ -26,23 +44,42 @@ from relaydesk.storage.telemetry import (
 )
 from relaydesk.telemetry.metrics import MetricsExporter
 from relaydesk.telemetry.query import QualityService
-from relaydesk.telemetry.recorder import MAX_PENDING_ROWS, Recorder
+from relaydesk.telemetry.recorder import MAX_PENDING_ROWS, Drained, Recorder
 
 log = logging.getLogger("relaydesk.telemetry")
 
 MAINTAIN_EVERY_S = 600.0
 DAY_MS = 86_400_000
+# Rows (series + traces + history) per telemetry transaction: a few hundred
+# microseconds of SQLite's write lock, so a message commit never waits long on it.
+CHUNK_ROWS = 200
+# Pause between two telemetry transactions: a message commit that found SQLite's
+# write lock taken sleeps 1 ms, then 2 ms, ... before it retries; without a gap the
+# telemetry writer would take the lock again first and the commit would lose again.
+CHUNK_PAUSE_S = 0.003
+
+Pending = tuple[list[SeriesRow], list[TraceRow], list[ConnectionRow]]
 
 
 class Telemetry:
-    """Owns the recorder, its flusher task and the read side (queries, metrics)."""
+    """Owns the recorder, its flusher task and the read side (queries, metrics).
 
-    def __init__(self, db: Database, settings: Settings, clock: Clock) -> None:
+    ``db`` is the node's database (queries read it); ``writer``, another engine on
+    the same database, is where the flusher and retention write.  None only when
+    telemetry is off (then nothing is ever written).
+    """
+
+    def __init__(
+        self, db: Database, settings: Settings, clock: Clock, writer: Database | None = None
+    ) -> None:
         self.db = db
+        self.writer = writer
         self.settings = settings.telemetry
         self.clock = clock
         self.store = TelemetryStore()
         s = settings.server
+        if self.settings.enabled and writer is None:
+            raise ValueError("telemetry is on but has no writer engine (see open_telemetry)")
         self.recorder: Recorder | None = (
             Recorder(self.settings, s.node_id, s.region, clock) if self.settings.enabled else None
         )
@@ -52,9 +89,12 @@ class Telemetry:
         # Retention and roll-ups run on one node of a cluster (each node flushes its own).
         self.maintains = settings.cluster.leader
         self._lock = asyncio.Lock()  # one flush at a time (task, API, close)
-        # Rows whose write failed, retried with the next flush; bounded like the
-        # recorder's own buffers, the oldest dropped first.
-        self._retry: tuple[list[SeriesRow], list[TraceRow], list[ConnectionRow]] = ([], [], [])
+        self._flushes: set[asyncio.Task[int]] = set()  # running flushes (see flush)
+        # Converting aggregates to rows: off the event loop, one at a time.
+        self._convert = ThreadPoolExecutor(1, thread_name_prefix="telemetry-convert")
+        # Rows not written yet (a failed flush leaves them for the next), bounded
+        # like the recorder's own buffers, the oldest dropped first.
+        self._pending: Pending = ([], [], [])
 
     async def start(self) -> None:
         if self.recorder is not None:
@@ -66,9 +106,15 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # A flush whose caller was cancelled (the task above, an HTTP request) is
+        # still finishing; the last flush below queues behind it on the lock.
+        await asyncio.gather(*self._flushes, return_exceptions=True)
         if self.recorder is not None:
             with contextlib.suppress(Exception):
                 await self.flush()
+        self._convert.shutdown(wait=True)
+        if self.writer is not None:
+            await self.writer.aclose()
 
     async def _run(self) -> None:
         rec = self.recorder
@@ -94,58 +140,120 @@ class Telemetry:
                     log.exception("telemetry retention failed")
 
     async def flush(self) -> int:
-        """Write everything recorded so far in one transaction; return rows written."""
-        rec = self.recorder
-        if rec is None:
+        """Write everything recorded so far; return the rows written.
+
+        Raises the database's error when a write fails; the rows not written are
+        kept for the next flush.  A flush, once started, runs to its end even if the
+        caller is cancelled (a transaction may commit after the caller stopped
+        waiting; only the flush itself knows which rows are then written).
+        """
+        if self.recorder is None or self.writer is None:
             return 0
+        task = asyncio.create_task(self._flush(), name="telemetry-flush")
+        self._flushes.add(task)
+        task.add_done_callback(self._flush_done)
+        return await asyncio.shield(task)
+
+    def _flush_done(self, task: asyncio.Task[int]) -> None:
+        self._flushes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: counted in stats, raised to a waiting caller
+
+    async def _flush(self) -> int:
+        rec = self.recorder
+        writer = self.writer
+        assert rec is not None and writer is not None
         async with self._lock:
             rec.tick()
-            rows, traces, history = rec.drain()
-            r_rows, r_traces, r_history = self._retry
-            rows, traces, history = r_rows + rows, r_traces + traces, r_history + history
-            self._retry = ([], [], [])
+            batch = rec.take()
+            loop = asyncio.get_running_loop()
+            try:
+                self._pending, dropped = await loop.run_in_executor(
+                    self._convert, _prepare, batch, self._pending
+                )
+            finally:
+                rec.settle(batch)
+            rec.stats["rows_dropped"] += dropped
+            rows, traces, history = self._pending
             if not (rows or traces or history):
                 return 0
-
-            def write(tx: Tx) -> None:
-                self.store.merge_series_tx(tx, rows)
-                self.store.insert_traces_tx(tx, traces)
-                self.store.insert_connections_tx(tx, history)
-
+            written = 0
             try:
-                await self.db.write(write)
+                while rows or traces or history:
+                    if written:
+                        await asyncio.sleep(CHUNK_PAUSE_S)
+                    chunk = _take_chunk(rows, traces, history, CHUNK_ROWS)
+                    await writer.write(functools.partial(self._write_tx, chunk=chunk))
+                    # Committed: forget the chunk (it is at the head of each list).
+                    del rows[: len(chunk[0])]
+                    del traces[: len(chunk[1])]
+                    del history[: len(chunk[2])]
+                    written += sum(len(part) for part in chunk)
             except Exception:
                 rec.stats["flush_errors"] += 1
-                self._retry = (
-                    rows[-MAX_PENDING_ROWS:],
-                    traces[-MAX_PENDING_ROWS:],
-                    history[-MAX_PENDING_ROWS:],
-                )
-                rec.stats["rows_dropped"] += sum(
-                    max(0, len(x) - MAX_PENDING_ROWS) for x in (rows, traces, history)
-                )
                 raise
             rec.stats["flushes"] += 1
-            return len(rows) + len(traces) + len(history)
+            return written
+
+    def _write_tx(self, tx: Tx, *, chunk: Pending) -> None:
+        """(Telemetry writer thread.)  One chunk in one transaction."""
+        rows, traces, history = chunk
+        if rows:
+            self.store.merge_series_tx(tx, rows)
+        if traces:
+            self.store.insert_traces_tx(tx, traces)
+        if history:
+            self.store.insert_connections_tx(tx, history)
 
     async def maintain(self) -> tuple[int, int]:
         """Downsample old minute rows into hours and prune; return (rolled, pruned)."""
         now_ms = int(self.clock.time() * 1000)
         minutes_before = now_ms - self.settings.retention_minutes_days * DAY_MS
         hours_before = now_ms - self.settings.retention_hours_days * DAY_MS
+        writer = self.writer
+        if writer is None:
+            return 0, 0
         rolled = 0
         while True:
-            n = await self.db.write(lambda tx: self.store.downsample_tx(tx, minutes_before))
+            n = await writer.write(lambda tx: self.store.downsample_tx(tx, minutes_before))
             rolled += n
             if n < self.store.DOWNSAMPLE_BATCH:
                 break
-        pruned = await self.db.write(
+        pruned = await writer.write(
             lambda tx: self.store.prune_tx(tx, hours_before, minutes_before)
         )
         return rolled, pruned
 
 
+def _prepare(batch: Drained, pending: Pending) -> tuple[Pending, int]:
+    """(Convert thread.)  Rows of ``batch`` after the rows still pending, bounded;
+    and how many were dropped to keep the bound (the oldest)."""
+    rows = pending[0] + batch.convert()
+    traces = pending[1] + batch.traces
+    history = pending[2] + batch.history
+    over = sum(max(0, len(x) - MAX_PENDING_ROWS) for x in (rows, traces, history))
+    kept = (rows[-MAX_PENDING_ROWS:], traces[-MAX_PENDING_ROWS:], history[-MAX_PENDING_ROWS:])
+    return kept, over
+
+
+def _take_chunk(
+    rows: list[SeriesRow], traces: list[TraceRow], history: list[ConnectionRow], limit: int
+) -> Pending:
+    """The first ``limit`` rows, series first, then traces, then history (copies)."""
+    a = rows[:limit]
+    b = traces[: limit - len(a)]
+    c = history[: limit - len(a) - len(b)]
+    return a, b, c
+
+
 def open_telemetry(db: Database, settings: Settings, clock: Clock) -> Telemetry:
-    """Bring the telemetry schema up to date and build the component."""
+    """Bring the telemetry schema up to date and build the component.
+
+    With telemetry on, this opens the telemetry writer: a second engine on
+    ``settings.storage_url`` (its own connection and thread, ``sync = "normal"``).
+    """
     db.migrate("telemetry", telemetry_migrations(db.dialect))
-    return Telemetry(db, settings, clock)
+    writer = None
+    if settings.telemetry.enabled:
+        writer = open_database(settings.storage_url, sync="normal", readers=1)
+    return Telemetry(db, settings, clock, writer)
