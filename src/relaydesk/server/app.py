@@ -23,7 +23,7 @@ from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
 from relaydesk.desk.autoack import AutoAcknowledger
 from relaydesk.desk.component import DeskComponent, open_desk
-from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, run_settings
+from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, node_sites_tx, run_settings
 from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
 from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.edges import RankingPolicy
@@ -93,7 +93,7 @@ class RelaydeskServer:
         self.knowledge = open_knowledge(self.db, self.clock)  # migrates and seeds; idempotent
         self.diagnosis = DiagnosisService(
             self.db,
-            TelemetrySnapshots(self.telemetry.store, run_settings(settings)),
+            TelemetrySnapshots(self.telemetry.store, run_settings(settings), node_sites_tx),
             self.clock,
             knowledge_links(self.knowledge.summaries),
         )

@@ -209,6 +209,9 @@ def test_one_jittering_node_is_located_with_its_time_range() -> None:
     assert ev["probe RTT p95"].value > 3 * ev["probe RTT p95"].baseline  # type: ignore[operator]
     assert ev["send success"].window_start.minute == 20
     assert "Drain edge-2" in top.action
+    # The action can be carried out from the product: the exact command, also in the text.
+    assert top.command.startswith("relaydesk node drain edge-2 --reason ")
+    assert top.command in top.action
     assert [f for f in d.confident if f.node in ("edge-1", "edge-3")] == []
 
 
@@ -255,6 +258,21 @@ def test_cross_region_latency_at_the_floor_is_nothing_wrong() -> None:
 def test_distance_explanation_is_not_an_alarm_unless_asked_about_delay() -> None:
     d = diagnose(snap(symptom="other", minutes=_cross(random.Random(8), 185.0)))
     assert d.confident == [] and d.findings[0].confidence < LOW_CONFIDENCE
+
+
+def test_distance_names_the_nearer_nodes_or_says_there_is_none() -> None:
+    minutes = _cross(random.Random(7), 185.0)
+    sites = [
+        {"node": "edge-1", "region": "eu-west"},
+        {"node": "sg-1", "region": "ap-southeast"},
+        {"node": "tokyo-1", "region": "ap-northeast", "draining": True},
+        {"node": "hk-1", "region": "hong-kong"},
+    ]
+    [found] = distance(snap(symptom="delay", minutes=minutes, nodes=sites))
+    assert "Nearer nodes exist: sg-1 (ap-southeast, floor 0 ms), hk-1" in found.action
+    assert "tokyo-1" not in found.action  # draining: not a place to send clients
+    [alone] = distance(snap(symptom="delay", minutes=minutes, nodes=sites[:1]))
+    assert "No node is nearer to ap-southeast" in alone.action
 
 
 def test_rtt_far_above_the_floor_is_network() -> None:

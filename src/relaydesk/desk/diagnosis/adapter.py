@@ -10,7 +10,7 @@ time and memory; the caps are reported in the diagnosis counts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from relaydesk.client.client import SDK_LABEL
@@ -19,12 +19,14 @@ from relaydesk.desk.diagnosis.model import (
     ClientReport,
     Connection,
     Minute,
+    NodeSite,
     RunSettings,
     Snapshot,
     Symptom,
     Trace,
 )
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.nodes import list_nodes_tx
 from relaydesk.storage.telemetry import COUNTERS, SeriesRow, TelemetryStore
 
 #: Enough for one sampled hour of a busy app (1 in 100 publishes, several recipients).
@@ -78,12 +80,23 @@ def minute_from_row(row: SeriesRow) -> Minute:
     )
 
 
+def node_sites_tx(tx: Tx) -> list[NodeSite]:
+    """The node registry as the diagnosis sees it (``storage/nodes.py``)."""
+    return [NodeSite(r.node_id, r.region, r.draining) for r in list_nodes_tx(tx)]
+
+
 class TelemetrySnapshots:
     """Reads snapshots for the diagnosis from the telemetry store."""
 
-    def __init__(self, store: TelemetryStore, settings: RunSettings) -> None:
+    def __init__(
+        self,
+        store: TelemetryStore,
+        settings: RunSettings,
+        nodes: Callable[[Tx], list[NodeSite]] | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._nodes = nodes  # the node registry, read in the same snapshot
 
     def snapshot_tx(
         self,
@@ -144,4 +157,5 @@ class TelemetrySnapshots:
             ],
             client_reports=list(client_reports or []),
             settings=self._settings,
+            nodes=self._nodes(tx) if self._nodes is not None else [],
         )

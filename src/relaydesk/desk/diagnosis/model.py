@@ -139,6 +139,14 @@ class RunSettings(msgspec.Struct, frozen=True):
         }.get(setting)
 
 
+class NodeSite(msgspec.Struct, frozen=True):
+    """A node of the registry: where it is, and whether it takes clients."""
+
+    node: str
+    region: str
+    draining: bool = False
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     """Everything a diagnosis looks at for one app, time window and (optional) region."""
 
@@ -152,6 +160,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     traces: list[Trace] = []
     client_reports: list[ClientReport] = []
     settings: RunSettings = RunSettings()
+    nodes: list[NodeSite] = []  # the node registry, for actions that name other nodes
 
 
 class Evidence(msgspec.Struct, frozen=True):
@@ -186,6 +195,9 @@ class Finding(msgspec.Struct, frozen=True):
     device: str | None = None
     #: What the customer should do or send, in plain words (public acknowledgement).
     customer_step: str = ""
+    #: The product command that carries out ``action``, when one does (an operator's
+    #: ``relaydesk node drain …``; the console offers the same as a button).
+    command: str = ""
 
 
 class Rejected(msgspec.Struct, frozen=True):

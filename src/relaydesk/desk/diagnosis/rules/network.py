@@ -217,21 +217,56 @@ def node_outlier(snap: Snapshot) -> list[Finding]:
                     evidence=ev,
                     confidence=round(confidence, 2),
                     action=(
-                        f"Drain {node} from the load balancer (or reroute its traffic) "
-                        f"{'during ' + when + ' ' if partial else ''}and investigate its "
-                        "network path; its clients reconnect to the siblings and resume "
-                        "without loss."
+                        f"Drain {node} {'during ' + when + ' ' if partial else ''}"
+                        f"(`{drain_command(node, 'worse than its siblings')}`, or the "
+                        "Drain button on the console's network-quality page) and investigate "
+                        "its network path; its clients move to the siblings at once and "
+                        "resume without loss."
                     ),
                     article_slug="regional-quality",
                     rule="node_outlier",
                     node=node,
                     region=region,
+                    command=drain_command(node, "worse than its siblings"),
                 )
             )
     return findings
 
 
 # -- 4. cross-region latency vs the propagation floor -----------------------------------------
+
+
+def drain_command(node: str, reason: str) -> str:
+    """The operator's command that drains ``node`` (docs/operations.md)."""
+    return f'relaydesk node drain {node} --reason "diagnosis: {reason}"'
+
+
+def nearer_nodes(snap: Snapshot, client_region: str, client_city: str, km: float) -> str:
+    """Which registered nodes are nearer to ``client_region``'s clients than ``km``, or
+    that none is (then an edge node there is the fix)."""
+    overrides = snap.settings.region_cities
+    nearer: list[tuple[float, str, str]] = []
+    for site in snap.nodes:
+        city = city_for(site.region, overrides)
+        if site.draining or city is None:
+            continue
+        d = great_circle_km(client_city, city)
+        if d < km * 0.8:  # clearly nearer, not a rounding of the same place
+            nearer.append((d, site.node, site.region))
+    if not nearer:
+        return (
+            f"No node is nearer to {client_region}: to cut it, add an edge node there "
+            f'(server.region = "{client_region}"); clients that connect with '
+            "`directory=` and their region then use it."
+        )
+    listed = ", ".join(
+        f"{node} ({region}, floor {propagation_floor_rtt_ms(d):.0f} ms)"
+        for d, node, region in sorted(nearer)[:3]
+    )
+    return (
+        f"Nearer nodes exist: {listed}. Clients that connect with `directory=` and "
+        f'region="{client_region}" are ranked to them (docs/scaling.md).'
+    )
 
 
 def distance(snap: Snapshot) -> list[Finding]:
@@ -283,11 +318,7 @@ def distance(snap: Snapshot) -> list[Finding]:
                     ),
                     evidence=ev,
                     confidence=0.75 if snap.symptom == "delay" else 0.25,
-                    action=(
-                        f"Expected behaviour. To cut it, serve {client_region} users from an "
-                        f"edge node in {client_region} (a node with server.region = "
-                        f'"{client_region}") and route clients to their nearest edge.'
-                    ),
+                    action=f"Expected behaviour. {nearer_nodes(snap, client_region, a, km)}",
                     article_slug="regional-quality",
                     rule="distance",
                     region=client_region,
@@ -305,8 +336,8 @@ def distance(snap: Snapshot) -> list[Finding]:
                     confidence=0.5,
                     action=(
                         "The path is much longer or more congested than the distance "
-                        "explains: check routing between the regions, or add an edge node "
-                        f"in {client_region}."
+                        "explains: check routing between the regions. "
+                        + nearer_nodes(snap, client_region, a, km)
                     ),
                     article_slug="regional-quality",
                     rule="distance",
@@ -394,14 +425,15 @@ def node_victims(snap: Snapshot) -> list[Finding | Rejected]:
                 ],
                 confidence=round(min(0.85, 0.5 + 0.05 * len(only_here)), 2),
                 action=(
-                    f"Drain {node} (or reroute its traffic) and check its network path; "
-                    "the devices are its victims, not faulty clients: they resume on the "
-                    "other nodes without loss."
+                    f"Drain {node} (`{drain_command(node, 'devices fail only here')}`) and "
+                    "check its network path; the devices are its victims, not faulty "
+                    "clients: they resume on the other nodes without loss."
                 ),
                 article_slug="regional-quality",
                 rule="node_victims",
                 node=node,
                 region=region,
+                command=drain_command(node, "devices fail only here"),
                 customer_step=(
                     "Your devices are not at fault: one of our edge nodes drops their "
                     "connections. We are moving traffic off it."
