@@ -21,6 +21,7 @@ from litestar.exceptions import HTTPException
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import Settings
+from relaydesk.desk.admin.model import Actor
 from relaydesk.desk.autoack import AutoAcknowledger
 from relaydesk.desk.component import DeskComponent, open_desk
 from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, node_sites_tx, run_settings
@@ -83,6 +84,7 @@ class RelaydeskServer:
             RankingPolicy(heartbeat_expiry_s=expiry_s),
         )
         self.registry.on_drain = self._drain
+        self.registry.audit = self._audit_node
         self.autodrain = AutoDrainer(
             self.directory,
             lambda: list(self.hub.secrets),
@@ -107,7 +109,14 @@ class RelaydeskServer:
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),
                 metrics_router(self.telemetry),
-                console_router(self.desk, self.hub, settings, self.clock, telemetry=self.telemetry),
+                console_router(
+                    self.desk,
+                    self.hub,
+                    settings,
+                    self.clock,
+                    telemetry=self.telemetry,
+                    registry=self.registry,
+                ),
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),
                 viewer_router(),
@@ -134,6 +143,11 @@ class RelaydeskServer:
         if settings.cluster.leader is None:
             self.desk.webhook_dispatcher.fence = self.lease.holds
         self.ready = False
+
+    async def _audit_node(
+        self, who: str, address: str, action: str, node: str, reason: str
+    ) -> None:
+        await self.desk.admin.record(Actor(who, address), action, f"node:{node}", reason=reason)
 
     async def _drain(self, draining: bool, reason: str) -> None:
         """The registry says this node is (no longer) draining: move clients, or stop."""

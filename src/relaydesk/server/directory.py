@@ -205,7 +205,7 @@ class AutoDrainer:
         for decision in decisions:
             drain = decision.action == "drain"
             reason = AUTO_PREFIX + decision.reason if drain else ""
-            await d.registry.set_draining(decision.node_id, drain, reason)
+            await d.registry.set_draining(decision.node_id, drain, reason, who="auto-drain")
             log.warning(
                 "automatic %s of %s: %s", decision.action, decision.node_id, decision.reason
             )

@@ -140,9 +140,12 @@ def edges_router(
             for r in await registry.nodes()
         ]
 
-    async def change(node: str, draining: bool, reason: str) -> dict[str, Any]:
+    async def change(
+        request: Request[Any, Any, Any], node: str, draining: bool, reason: str
+    ) -> dict[str, Any]:
+        address = request.client.host if request.client else "unknown"
         try:
-            row = await registry.set_draining(node, draining, reason)
+            row = await registry.set_draining(node, draining, reason, address=address)
         except LookupError:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no node {node!r}") from None
         return {"node": row.node_id, "draining": row.draining, "reason": row.drain_reason}
@@ -153,13 +156,13 @@ def edges_router(
     ) -> dict[str, Any]:
         """Stop new logins on ``node`` and move its clients to other nodes."""
         require_operator(request)
-        return await change(node, True, data.reason or "drained by the operator")
+        return await change(request, node, True, data.reason or "drained by the operator")
 
     @post("/nodes/{node:str}/undrain", status_code=200)
     async def undrain(request: Request[Any, Any, Any], node: FromPath[str]) -> dict[str, Any]:
         """Let ``node`` take logins again."""
         require_operator(request)
-        return await change(node, False, "")
+        return await change(request, node, False, "")
 
     return Router(
         path="/v1",

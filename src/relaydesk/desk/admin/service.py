@@ -214,6 +214,10 @@ class AdminService:
     def _audit(self, tx: Tx, actor: Actor, action: str, target: str, **detail: Any) -> None:
         self.store.audit(tx, self.now_ms(), actor.who, action, target, detail, actor.address)
 
+    async def record(self, actor: Actor, action: str, target: str, **detail: Any) -> None:
+        """Write an administrative action taken elsewhere (a node drain) to the audit log."""
+        await self.write(lambda tx: self._audit(tx, actor, action, target, **detail))
+
     # -- bootstrap ----------------------------------------------------------------------------
 
     def has_admin(self, tx: Tx) -> bool:

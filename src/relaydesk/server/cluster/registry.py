@@ -33,6 +33,8 @@ from relaydesk.storage.nodes import (
 log = logging.getLogger("relaydesk.cluster")
 
 DrainHook = Callable[[bool, str], Awaitable[None]]
+#: (who, from where, "node.drain"/"node.undrain", node id, reason): the audit log.
+AuditHook = Callable[[str, str, str, str, str], Awaitable[None]]
 
 
 class NodeRegistry:
@@ -55,6 +57,7 @@ class NodeRegistry:
         self.interval_s = settings.cluster.node_heartbeat_ms / 1000
         self._connections = connections
         self.on_drain: DrainHook | None = None
+        self.audit: AuditHook | None = None
         self.draining = False
         self.drain_reason = ""
         self._started_ms = millis(clock)
@@ -123,13 +126,25 @@ class NodeRegistry:
     async def nodes(self) -> list[NodeRow]:
         return await self.db.read(list_nodes_tx)
 
-    async def set_draining(self, node_id: str, draining: bool, reason: str) -> NodeRow:
-        """Set or clear ``node_id``'s drain flag (``LookupError``: no such node).
+    async def set_draining(
+        self,
+        node_id: str,
+        draining: bool,
+        reason: str,
+        *,
+        who: str = "operator",
+        address: str = "local",
+    ) -> NodeRow:
+        """Set or clear ``node_id``'s drain flag (``LookupError``: no such node), written
+        to the audit log as ``who`` from ``address``.
 
         The flag takes effect on that node's next heartbeat; on this node at once.
         """
         now_ms = millis(self.clock)
         row = await self.db.write(lambda tx: set_draining_tx(tx, node_id, draining, reason, now_ms))
+        if self.audit is not None:
+            action = "node.drain" if draining else "node.undrain"
+            await self.audit(who, address, action, node_id, reason)
         if node_id == self.node_id:
             await self.beat()
         return row

@@ -65,6 +65,7 @@ from relaydesk.desk.tickets.model import (
 from relaydesk.desk.tickets.service import QueueEntry
 from relaydesk.desk.tickets.transitions import can_transition
 from relaydesk.protocol.tokens import mint_token
+from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.engine import Tx
 from relaydesk.storage.limits import MAX_ID_PARAM
@@ -72,6 +73,7 @@ from relaydesk.telemetry import Telemetry, worst_points
 from relaydesk.telemetry.charts import TABLE_HEAD, fmt_minute
 from relaydesk.web.console._admin import admin_handlers
 from relaydesk.web.console._forms import Errors, parse_comment, parse_new_ticket, parse_properties
+from relaydesk.web.console._nodes import node_handlers, node_lines
 from relaydesk.web.console._policies import policy_handlers, ticket_policy_context
 from relaydesk.web.console._quality import (
     GROUP_LABELS,
@@ -314,12 +316,14 @@ def console_router(
     *,
     session_ttl_s: float | None = None,
     telemetry: Telemetry | None = None,
+    registry: NodeRegistry | None = None,
 ) -> Router:
     """The console under ``/console`` (and ``/`` redirecting to it).
 
     Also switches on the desk's live notices and war rooms (``DeskComponent.enable_live``),
     which only the console consumes.  ``telemetry`` feeds the Network quality page
-    (in-process queries; without it the page says telemetry is disabled).
+    (in-process queries; without it the page says telemetry is disabled); ``registry``
+    adds the node list with Drain / Undrain buttons to it.
     """
     console = Console(
         desk,
@@ -723,6 +727,19 @@ def console_router(
             form=form,
             errors=errors,
             view=view,
+            nodes=(
+                await node_lines(
+                    registry,
+                    console.clock.time(),
+                    3 * settings.cluster.node_heartbeat_ms / 1000 + 4,
+                )
+                if registry is not None
+                else None
+            ),
+            quality_url=str(request.url.path)
+            + (f"?{request.url.query}" if request.url.query else ""),
+            done=request.query_params.get("done", ""),
+            changed=request.query_params.get("changed", ""),
             **common,
         )
 
@@ -835,6 +852,7 @@ def console_router(
             report_download,
             quality_page,
             *policy_handlers(console, PREFIX, refused),
+            *(node_handlers(console, registry, PREFIX) if registry is not None else []),
             live_token,
             *admin_handlers(console, _Page),
             static,
