@@ -80,6 +80,7 @@ SCENARIOS = (
     "scenarios",
     "storage",
     "storm",
+    "drain",
 )
 FIXED_RATE = 50_000  # deliveries/s for the common-rate latency run
 GEN_BOUND_CORES = 0.9  # generator CPU at peak above which the peak is marked '*'
@@ -617,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="scenario (fanout100, fanout1000, idle, desk, telemetry, stall, scenarios, "
-        "storage), "
+        "storage, storm, drain), "
         "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
@@ -699,6 +700,16 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, OSError) as exc:
             storm = {"error": f"{type(exc).__name__}: {exc}"}
             failures.append(f"storm: {storm['error']}"[:2000])
+    drain = None
+    if _selected(args.only, "drain", "drain"):
+        from bench import drain as drain_step
+
+        print(f"[{time.monotonic() - t_start:6.1f}s] drain ...", flush=True)
+        try:
+            drain = drain_step.run(args.quick)
+        except (AssertionError, RuntimeError, OSError) as exc:
+            drain = {"error": f"{type(exc).__name__}: {exc}"}
+            failures.append(f"drain: {drain['error']}"[:2000])
     if diagnosis is not None:
         if "error" in diagnosis:
             failures.append(f"scenarios: {diagnosis['error']}"[:2000])
@@ -738,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         "storage": store,
         "diagnosis_scenarios": diagnosis,
         "catchup_storm": storm,
+        "drain": drain,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -789,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + diagnosis.get("matrix_markdown", ""))
     if storm:
         print("\nreconnect storm (bench/catchup_storm.py):", json.dumps(storm, default=str)[:2000])
+    if drain:
+        print("\nnode drain (bench/drain.py):", json.dumps(drain, default=str)[:2000])
     if failures:
         print("\nfailures:\n  " + "\n  ".join(f[:300] for f in failures))
     print(f"\nwrote {RESULTS / (stamp + '.json')} ({doc['elapsed_s']}s)")

@@ -229,11 +229,29 @@ async def small_catchup_page(server: Any) -> Run:
     return Run(server, start)
 
 
+async def _page_history(server: Any, devices: list[str], page: int = 100) -> None:
+    """Every device pages back through the channel's history at once: reads that go to
+    storage (a catch-up after a short absence is served from the node's memory)."""
+
+    async def one(device: str) -> None:
+        async with sdk(server, device.split("-")[0], device, receive=False) as client:
+            before: int | None = None
+            while True:
+                got = await client.history("channel:room", before=before, limit=page)
+                if not got.messages or not got.more:
+                    return
+                before = got.messages[0].seq
+
+    await asyncio.gather(*(one(d) for d in devices))
+
+
 async def small_reader_pool_and_page(server: Any) -> Run:
     start = _now_ms()
     devices = [f"u{i}-d" for i in range(12)]
     await _first_login(server, devices)
     await _offline_backlog(server, 300, devices)
+    for _ in range(6):
+        await _page_history(server, devices)
     return Run(server, start)
 
 

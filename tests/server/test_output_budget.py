@@ -11,6 +11,7 @@ be closed with 4042 (docs/protocol.md §8.1), and the node must serve others aft
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,9 +57,15 @@ def rss(pid: int) -> int:
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One node with 60 messages of 30 KB in dm:alice:bob (history pages are big)."""
-    from conftest import ServerProcess
-
-    server = ServerProcess(tmp_path_factory.mktemp("budget"), CONFIG)
+    # tests/conftest.py by its path: the bare name "conftest" is whichever folder's
+    # conftest pytest imported first when several folders are collected together.
+    spec = importlib.util.spec_from_file_location(
+        "relaydesk_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    server = root_conftest.ServerProcess(tmp_path_factory.mktemp("budget"), CONFIG)
     server.start()
 
     async def seed() -> None:

@@ -26,7 +26,8 @@ from relaydesk.edges import EdgeRanking
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.tokens import verify_token
 from relaydesk.server.directory import Directory
-from relaydesk.server.http import bearer, protocol_error_handler
+from relaydesk.server.http import MESSAGING_ERROR_HANDLERS, bearer, error_responses
+from relaydesk.server.security_schemes import APP_SECRET, OPERATOR_KEY, USER_TOKEN
 
 
 class EdgeItem(msgspec.Struct, frozen=True):
@@ -102,7 +103,11 @@ def edges_router(
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not authorised for app {app!r}")
 
-    @get("/apps/{app:str}/edges")
+    @get(
+        "/apps/{app:str}/edges",
+        responses=error_responses(400, 401, 403),
+        security=[{USER_TOKEN: []}, {APP_SECRET: []}],
+    )
     async def edges(
         request: Request[Any, Any, Any],
         app: FromPath[str],
@@ -117,7 +122,7 @@ def edges_router(
         require_app_credential(request, app)
         return edges_response(app, await directory.rank(app, region))
 
-    @get("/nodes")
+    @get("/nodes", responses=error_responses(401, 403), security=[{OPERATOR_KEY: []}])
     async def nodes(request: Request[Any, Any, Any]) -> list[NodeItem]:
         """Every registered node, its load and whether it is draining (operator key)."""
         require_operator(request)
@@ -150,7 +155,12 @@ def edges_router(
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no node {node!r}") from None
         return {"node": row.node_id, "draining": row.draining, "reason": row.drain_reason}
 
-    @post("/nodes/{node:str}/drain", status_code=200)
+    @post(
+        "/nodes/{node:str}/drain",
+        status_code=200,
+        responses=error_responses(400, 401, 403, 404, 413),
+        security=[{OPERATOR_KEY: []}],
+    )
     async def drain(
         request: Request[Any, Any, Any], node: FromPath[str], data: JSONBody[DrainRequest]
     ) -> dict[str, Any]:
@@ -158,7 +168,12 @@ def edges_router(
         require_operator(request)
         return await change(request, node, True, data.reason or "drained by the operator")
 
-    @post("/nodes/{node:str}/undrain", status_code=200)
+    @post(
+        "/nodes/{node:str}/undrain",
+        status_code=200,
+        responses=error_responses(401, 403, 404),
+        security=[{OPERATOR_KEY: []}],
+    )
     async def undrain(request: Request[Any, Any, Any], node: FromPath[str]) -> dict[str, Any]:
         """Let ``node`` take logins again."""
         require_operator(request)
@@ -167,6 +182,6 @@ def edges_router(
     return Router(
         path="/v1",
         route_handlers=[edges, nodes, drain, undrain],
-        exception_handlers={ProtocolError: protocol_error_handler},
+        exception_handlers=MESSAGING_ERROR_HANDLERS,
         tags=["edges"],
     )
