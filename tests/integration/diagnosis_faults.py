@@ -250,8 +250,10 @@ async def small_reader_pool_and_page(server: Any) -> Run:
     devices = [f"u{i}-d" for i in range(12)]
     await _first_login(server, devices)
     await _offline_backlog(server, 300, devices)
+    # Two readers per user at once, six rounds: reads queue on the one reader thread.
+    pagers = devices + [d.replace("-d", "-h") for d in devices]
     for _ in range(6):
-        await _page_history(server, devices)
+        await _page_history(server, pagers)
     return Run(server, start)
 
 
