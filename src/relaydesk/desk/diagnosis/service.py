@@ -7,9 +7,7 @@ blocks the event loop.  Windows are bounded (``MAX_WINDOW_MS``) to keep that tru
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Annotated, Final
 
 import msgspec
@@ -21,6 +19,7 @@ from relaydesk.desk.diagnosis.engine import diagnose
 from relaydesk.desk.diagnosis.model import ArticleLink, ClientReport, Diagnosis, Symptom
 from relaydesk.desk.knowledge.model import ArticleSummary
 from relaydesk.storage.engine import Database, Tx
+from relaydesk.telemetry.times import parse_time
 
 #: Longest window one diagnosis reads (a day of minute rows).
 MAX_WINDOW_MS: Final = 24 * 3600 * 1000
@@ -39,10 +38,7 @@ SYMPTOM_ARTICLES: Final[dict[str, str]] = {
     "other": "connection-failures",
 }
 
-_RELATIVE = re.compile(r"^-([0-9]{1,12})([smhd])$")  # \d would take '١٢' too
 #: Instants a request may name: 1970-01-01 to 9999-12-31 (storage and datetime hold them).
-_LATEST_MS: Final = 253_402_300_799_999
-_UNIT_MS: Final = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 class DiagnosisError(ValueError):
@@ -76,28 +72,10 @@ class DiagnosisRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def parse_instant(text: str, now_ms: int) -> int:
     """An instant in epoch ms from the request syntax (raises :class:`DiagnosisError`)."""
-    value = text.strip()
-    if value == "now":
-        return now_ms
-    rel = _RELATIVE.match(value)
-    if rel:
-        return now_ms - int(rel[1]) * _UNIT_MS[rel[2]]
-    if value.isascii() and value.isdigit() and len(value) <= 15:
-        n = int(value)
-        ms = n if n > 10**11 else n * 1000
-    else:
-        try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise DiagnosisError(
-                f"cannot read time {text[:40]!r}: use now, -15m, epoch seconds/ms or ISO 8601"
-            ) from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ms = int(dt.timestamp() * 1000)
-    if not 0 <= ms <= _LATEST_MS:
-        raise DiagnosisError(f"time {text[:40]!r} is outside 1970-01-01 to 9999-12-31")
-    return ms
+    try:
+        return parse_time(text, now_ms)
+    except ValueError as exc:
+        raise DiagnosisError(str(exc)) from None
 
 
 def window(from_: str | None, to: str | None, now_ms: int) -> tuple[int, int]:
