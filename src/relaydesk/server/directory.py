@@ -12,8 +12,6 @@ and lets the pure ``edges.autodrain`` controller drain and undrain (docs/operati
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
@@ -21,6 +19,7 @@ from relaydesk.clock import Clock, millis
 from relaydesk.edges import EdgeRanking, NodeView, RankingPolicy, rank_edges
 from relaydesk.edges.autodrain import AutoDrainPolicy, Decision, NodeHealth, NodeState, evaluate
 from relaydesk.edges.urls import ws_url
+from relaydesk.server.cluster.periodic import Periodic
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.storage.nodes import NodeRow
 from relaydesk.telemetry import Point, QualityService, SeriesQuery
@@ -163,25 +162,13 @@ class AutoDrainer:
         self.policy = policy
         self.states: dict[str, NodeState] = {}
         self.decisions: list[Decision] = []  # the last evaluation's, for the console
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("automatic drain", interval_s, self.evaluate)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="auto-drain")
+        self._ticker.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.evaluate()
-            except Exception:  # one failed read must not stop the controller for good
-                log.exception("automatic drain evaluation failed")
+        await self._ticker.aclose()
 
     async def evaluate(self) -> list[Decision]:
         d = self.directory

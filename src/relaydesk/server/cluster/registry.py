@@ -12,8 +12,6 @@ Works on one node with SQLite (the registry then lists one node) as on a cluster
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -21,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
+from relaydesk.server.cluster.periodic import Periodic
 from relaydesk.storage.engine import Database
 from relaydesk.storage.nodes import (
     NODES_MIGRATIONS,
@@ -62,7 +61,7 @@ class NodeRegistry:
         self.drain_reason = ""
         self._started_ms = millis(clock)
         self._cpu_mark = (time.monotonic(), self._cpu_seconds())
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("node-registry heartbeat", self.interval_s, self.beat)
         db.migrate("nodes", NODES_MIGRATIONS)
 
     @staticmethod
@@ -78,22 +77,10 @@ class NodeRegistry:
 
     async def start(self) -> None:
         await self.beat()  # listed before the node says it is ready
-        self._task = asyncio.create_task(self._run(), name="node-registry")
+        self._ticker.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.beat()
-            except Exception:  # a database hiccup must not end the heartbeat for good
-                log.exception("node registry heartbeat failed")
+        await self._ticker.aclose()
 
     async def beat(self) -> NodeRow:
         """Write this node's row now; apply a drain flag changed by an operator."""
