@@ -114,6 +114,9 @@ class NonReader:
         protocol.receive_data(head)
         assert protocol.handshake_exc is None, protocol.handshake_exc
         protocol.events_received()
+        # asyncio's stream would otherwise keep reading up to twice its 64 KiB limit on
+        # our behalf, and the kernel's buffers are what the server must fill: stop reading.
+        writer.transport.pause_reading()  # type: ignore[attr-defined]
         return cls(reader, writer, protocol)
 
     async def send(self, frame: Any) -> None:
@@ -129,6 +132,7 @@ class NonReader:
         """Read all the server wrote until it closes; the close code it sent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self.writer.transport.resume_reading()  # type: ignore[attr-defined]
         while loop.time() < deadline:
             try:
                 data = await asyncio.wait_for(self.reader.read(1 << 20), deadline - loop.time())
