@@ -11,7 +11,6 @@ body that matches the documented schema (error bodies included).
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -37,10 +36,11 @@ CHECKS = [
     response_schema_conformance,
 ]
 FAMILIES = ("/api/desk", "/api/quality", "/api/diagnosis", "/api/kb", "/v1/")
-#: Cases per operation and generation mode; with ~30 operations and up to three
-#: credentials each, this keeps the whole run near a minute on a busy 2-core machine.
+#: Cases per operation and generation mode: with ~30 operations and up to three
+#: credentials each, the whole run takes about a minute on a busy 2-core machine.
+#: Its length is bounded by these counts, not asserted: a timed assertion only
+#: measures how busy the machine was.
 EXAMPLES = {GenerationMode.POSITIVE: 40, GenerationMode.NEGATIVE: 25}
-BUDGET_S = 90.0
 
 
 def _desk_keys(log: str) -> dict[str, str]:
@@ -123,15 +123,12 @@ def test_http_apis_match_their_openapi_document(contract_node: Any) -> None:
         if result.ok().path.startswith(FAMILIES)
     ]
     assert len(operations) >= 25, [op.label for op in operations]
-    started = time.monotonic()
     failures: list[str] = []
     seen: Counter[tuple[str, int]] = Counter()
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             failures += run_operation(contract_node, operation, mode, seen)
-    took = time.monotonic() - started
     assert not failures, "\n\n".join(failures)
     # The credentials work: every family answered successfully, not only with refusals.
     print(sorted(seen.items()))
     assert all(seen[family, 200] > 0 for family in FAMILIES), seen
-    assert took < BUDGET_S, f"the contract run took {took:.0f} s"
