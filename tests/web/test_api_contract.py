@@ -57,6 +57,8 @@ def credentials(node: Any, path: str) -> list[str | None]:
         return [f"Bearer {agent}", f"Bearer {customer}"]
     if path.startswith("/api/quality"):
         return [f"Bearer {node.secret}", f"Bearer {OPERATOR_KEY}"]
+    if "/keys/" in path or path.endswith("/keys/claim"):  # the E2EE key directory
+        return [f"Bearer {node.token('alice')}", f"Bearer {node.secret}"]
     if path.endswith("/history"):
         return [f"Bearer {node.secret}", f"Bearer {node.token('alice')}"]
     return [f"Bearer {node.secret}"]
