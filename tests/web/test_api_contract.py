@@ -58,7 +58,7 @@ def credentials(node: Any, path: str) -> list[str | None]:
     if path.startswith("/api/quality"):
         return [f"Bearer {node.secret}", f"Bearer {OPERATOR_KEY}"]
     if "/keys/" in path or path.endswith("/keys/claim"):  # the E2EE key directory
-        return [f"Bearer {node.token('alice')}", f"Bearer {node.secret}"]
+        return [f"Bearer {node.token('alice')}"]  # (the secret: tests/server/test_keys_api.py)
     if path.endswith("/history"):
         return [f"Bearer {node.secret}", f"Bearer {node.token('alice')}"]
     return [f"Bearer {node.secret}"]
