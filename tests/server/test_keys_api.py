@@ -19,7 +19,7 @@ def api(server: Any, user: str) -> httpx.Client:
     )
 
 
-def test_upload_list_claim_remove_over_http(make_server: Callable[..., Any]) -> None:
+def test_upload_list_claim_remove_and_refusals_over_http(make_server: Callable[..., Any]) -> None:
     server = make_server()
     with api(server, "bob") as bob, api(server, "alice") as alice:
         r = bob.put("/devices/phone", json=DEVICE)
@@ -46,10 +46,19 @@ def test_upload_list_claim_remove_over_http(make_server: Callable[..., Any]) -> 
         assert alice.get("/users/bob").json()["devices"] == []
         r = alice.post("/claim", json={"user": "bob", "device": "phone"})
         assert r.status_code == 404 and r.json()["error"]["name"] == "NOT_FOUND"
+        # Whom a key must reach: members of a conversation the caller is in.
+        bob.put("/devices/phone", json=DEVICE)
+        r = alice.get("/conversations/dm:alice:bob")
+        assert r.json()["members"] == ["alice", "bob"] and len(r.json()["devices"]) == 1
+        server.add_members(["bob"], channel="room")
+        assert alice.get("/conversations/ch:room").status_code == 403
+        assert bob.get("/conversations/ch:room").json()["members"] == ["bob"]
+        assert bob.get("/conversations/nonsense").status_code == 400
+    refusals(server)
 
 
-def test_refusals_have_the_messaging_error_shape(make_server: Callable[..., Any]) -> None:
-    server = make_server()
+def refusals(server: Any) -> None:
+    """Refusals have the messaging API's error shape."""
     base = f"{server.http_url}/v1/apps/{server.app}/keys"
     r = httpx.get(f"{base}/users/bob")
     assert r.status_code == 401 and r.json()["error"]["name"] == "TOKEN_INVALID"

@@ -204,6 +204,41 @@ class KeyDirectory:
 
         return await self._db.read(read)
 
+    async def conversation_devices(
+        self, app: str, caller: str, conv: str
+    ) -> tuple[list[str], list[DeviceKeys]] | None:
+        """The current members of ``conv`` (``dm:A:B`` or ``ch:C``) and all their devices,
+        or None when ``caller`` is not a member (the caller's own devices included)."""
+
+        def read(tx: Tx) -> tuple[list[str], list[DeviceKeys]] | None:
+            if conv.startswith("dm:"):
+                members = sorted(set(conv.split(":")[1:]))
+            else:
+                members = [
+                    r[0]
+                    for r in tx.query(
+                        "SELECT user_id FROM members WHERE app = ? AND conv = ?"
+                        " AND left_pos IS NULL ORDER BY user_id",
+                        (app, conv),
+                    )
+                ]
+            if caller not in members:
+                return None
+            found: list[DeviceKeys] = []
+            for i in range(0, len(members), 500):
+                chunk = members[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = tx.query(
+                    "SELECT user_id, device, identity_key, signing_key, signature"
+                    f" FROM e2ee_devices WHERE app = ? AND user_id IN ({marks})"
+                    " ORDER BY user_id, device",
+                    (app, *chunk),
+                )
+                found += [DeviceKeys(*r) for r in rows]
+            return members, found
+
+        return await self._db.read(read)
+
     async def remove_device(self, app: str, user: str, device: str) -> None:
         """Forget ``device`` and its keys; raises :class:`UnknownDevice`."""
 

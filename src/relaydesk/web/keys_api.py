@@ -11,6 +11,8 @@ one of their one-time keys, which is what starting an Olm session needs.
 - ``GET    /v1/apps/{app}/keys/devices/{device}``: the hint (OTKs left, target).
 - ``DELETE /v1/apps/{app}/keys/devices/{device}``: remove the device and its keys.
 - ``GET    /v1/apps/{app}/keys/users/{user}``: the user's devices with their keys.
+- ``GET    /v1/apps/{app}/keys/conversations/{conv}``: the members of a conversation
+  you are in and their devices (whom a message key must reach).
 - ``POST   /v1/apps/{app}/keys/claim``: take one OTK of a device (one claimer per key).
 - ``PUT``/``GET /v1/apps/{app}/keys/backup``: the user's encrypted key backup (opaque).
 
@@ -31,6 +33,7 @@ from litestar.params import JSONBody, Parameter
 from msgspec import Meta
 
 from relaydesk.clock import Clock, millis
+from relaydesk.protocol.addresses import check_scope, resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.tokens import Claims, verify_token
 from relaydesk.server.http import (
@@ -104,6 +107,14 @@ class DeviceItem(msgspec.Struct, frozen=True):
 
 class DevicesResponse(msgspec.Struct, frozen=True):
     user: str
+    devices: list[DeviceItem]
+
+
+class ConversationDevicesResponse(msgspec.Struct, frozen=True):
+    """Who may read ``conv`` now, and every device of theirs that holds keys."""
+
+    conv: str
+    members: list[str]
     devices: list[DeviceItem]
 
 
@@ -246,6 +257,38 @@ def keys_router(
             ],
         )
 
+    @get(
+        "/apps/{app:str}/keys/conversations/{conv:str}",
+        responses=error_responses(400, 401, 403),
+    )
+    async def conversation_devices(
+        request: Request[Any, Any, Any],
+        app: str,
+        conv: Annotated[
+            str,
+            Parameter(
+                pattern=r"^(dm:[A-Za-z0-9_.@-]{1,64}:[A-Za-z0-9_.@-]{1,64}|ch:[A-Za-z0-9_.@-]{1,64})$"
+            ),
+        ],
+    ) -> ConversationDevicesResponse:
+        """The members of a conversation you are in and their devices: whom a message
+        key must reach (``dm:A:B`` or ``ch:C``)."""
+        claims = user_of(request, app)
+        target = resolve(conv, claims.sub)
+        check_scope(claims, target)
+        found = await directory.conversation_devices(app, claims.sub, target.id)
+        if found is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of {target.id}")
+        members, devices = found
+        return ConversationDevicesResponse(
+            target.id,
+            members,
+            [
+                DeviceItem(d.user, d.device, d.identity_key, d.signing_key, d.signature)
+                for d in devices
+            ],
+        )
+
     @post(
         "/apps/{app:str}/keys/claim",
         status_code=200,
@@ -291,6 +334,7 @@ def keys_router(
             pool,
             remove_device,
             devices,
+            conversation_devices,
             claim,
             put_backup,
             get_backup,
