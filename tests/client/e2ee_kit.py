@@ -12,6 +12,14 @@ from relaydesk.client import Message, ReconnectPolicy
 from relaydesk.client.crypto import EncryptedClient, SecureEvent, Undecryptable, open_encrypted
 from relaydesk.e2ee import MemoryKeyStore
 
+def e2ee_server(make_server: Any, mode: str = "e2ee", **sections: Any) -> Any:
+    """A node whose demo app was created in compliance ``mode``."""
+    from relaydesk.server.storage_setup import DEMO_APP, DEMO_SECRET
+
+    app = {"id": DEMO_APP, "secret": DEMO_SECRET, "compliance": mode}
+    return make_server({"apps": [app], **sections})
+
+
 FAST = ReconnectPolicy(base_s=0.05, max_s=0.5)
 STORE_KEY = bytes(range(32))
 

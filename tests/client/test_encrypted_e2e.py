@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from client.e2ee_kit import STORE_KEY, next_content, open_device
+from client.e2ee_kit import STORE_KEY, e2ee_server, next_content, open_device
 from relaydesk.client import Message
 from relaydesk.client.crypto import EncryptedClient, Undecryptable
 from relaydesk.e2ee import FailureReason, MemoryKeyStore, new_recovery_key, public_part
@@ -35,7 +35,7 @@ def scan_sqlite(data_dir: Path) -> list[bytes]:
 async def test_two_users_five_devices_read_everything_and_the_server_sees_ciphertext(
     make_server: Callable[..., Any],
 ) -> None:
-    server = make_server()
+    server = e2ee_server(make_server)
     server.add_members(["alice", "bob"], channel="room")
     async with AsyncExitStack() as stack:
         laptop = await open_device(stack, server, "alice", "laptop")
@@ -73,7 +73,7 @@ async def test_two_users_five_devices_read_everything_and_the_server_sees_cipher
 async def test_a_member_who_left_cannot_read_what_follows(
     make_server: Callable[..., Any],
 ) -> None:
-    server = make_server()
+    server = e2ee_server(make_server)
     server.add_members(["alice", "bob", "carol"], channel="room")
     async with AsyncExitStack() as stack:
         alice = await open_device(stack, server, "alice", "a1")
@@ -107,7 +107,7 @@ async def test_a_member_who_left_cannot_read_what_follows(
 async def test_new_device_reads_history_through_key_requests_and_the_backup(
     make_server: Callable[..., Any],
 ) -> None:
-    server = make_server()
+    server = e2ee_server(make_server)
     server.add_members(["alice", "bob"], channel="room")
     recovery = new_recovery_key()
     async with AsyncExitStack() as stack:
@@ -185,7 +185,7 @@ class CrashAfterPending(MemoryKeyStore):
 async def test_a_crash_during_key_sharing_resends_the_same_messages(
     make_server: Callable[..., Any],
 ) -> None:
-    server = make_server()
+    server = e2ee_server(make_server)
     store = CrashAfterPending()
     async with AsyncExitStack() as stack:
         bob = await open_device(stack, server, "bob", "b1")

@@ -48,6 +48,7 @@ from relaydesk.clock import Clock, SystemClock
 from relaydesk.e2ee.backup import open_entries, seal_session
 from relaydesk.e2ee.machine import (
     CryptoDevice,
+    E2eeError,
     Failure,
     FailureReason,
     ForgedSignature,
@@ -106,7 +107,36 @@ class KeysReceived:
     forwarded: bool
 
 
-SecureEvent = ClientEvent | Undecryptable | UnverifiedDevice | KeysReceived
+@dataclass(frozen=True, slots=True)
+class LegalHoldNotice:
+    """Shown to every participant: ``conv`` is (or is no longer) under legal hold — the
+    organisation's compliance device (user ``hold_user``) receives its keys, because
+    ``held_members`` consented (``e2ee_legal_hold`` apps, docs/compliance.md)."""
+
+    conv: str
+    active: bool
+    held_members: tuple[str, ...]
+    hold_user: str
+
+
+class ConversationInfo(msgspec.Struct, frozen=True):
+    conv: str
+    members: list[str]
+    devices: list[DeviceIdentity]
+    mode: str = "plaintext"
+    legal_hold: bool = False
+    held_members: list[str] = []
+    hold_user: str = ""
+
+
+class Policy(msgspec.Struct, frozen=True):
+    app: str
+    mode: str
+    hold_user: str
+    consented: bool
+
+
+SecureEvent = ClientEvent | Undecryptable | UnverifiedDevice | KeysReceived | LegalHoldNotice
 
 
 class PendingSend(msgspec.Struct, frozen=True):
@@ -182,9 +212,15 @@ class KeyDirectoryClient:
         got = await self._call("GET", f"/users/{user}")
         return [msgspec.convert(d, DeviceIdentity) for d in got["devices"]]
 
-    async def conversation_devices(self, conv: str) -> tuple[list[str], list[DeviceIdentity]]:
-        got = await self._call("GET", f"/conversations/{conv}")
-        return list(got["members"]), [msgspec.convert(d, DeviceIdentity) for d in got["devices"]]
+    async def conversation(self, conv: str) -> ConversationInfo:
+        return msgspec.convert(await self._call("GET", f"/conversations/{conv}"), ConversationInfo)
+
+    async def policy(self) -> Policy:
+        return msgspec.convert(await self._call("GET", "/policy"), Policy)
+
+    async def consent(self, consent: bool) -> Policy:
+        body = {"consent": consent}
+        return msgspec.convert(await self._call("PUT", "/legal-hold/consent", body), Policy)
 
     async def claim(self, user: str, device: str) -> SignedOneTimeKey:
         got = await self._call("POST", "/claim", {"user": user, "device": device})
@@ -226,6 +262,9 @@ class EncryptedClient:
         self._saved = saved
         self._ttl = device_ttl_s
         self._devices: dict[str, tuple[float, list[DeviceIdentity]]] = {}
+        self._hold: dict[str, LegalHoldNotice] = {}
+        self._announced: dict[str, LegalHoldNotice] = {}
+        self.mode = "e2ee"
         self._lock = asyncio.Lock()
         self._unsaved = 0
         self.warnings: list[str] = []
@@ -259,7 +298,11 @@ class EncryptedClient:
         cached = self._devices.get(conv)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
-        _, found = await self.directory.conversation_devices(conv)
+        info = await self.directory.conversation(conv)
+        found = info.devices
+        self._hold[conv] = LegalHoldNotice(
+            conv, info.legal_hold, tuple(info.held_members), info.hold_user
+        )
         try:
             good = self.machine.learn_devices(found)
         except ForgedSignature as exc:
@@ -390,7 +433,33 @@ class EncryptedClient:
         if event.enc == ENC_KEY_REQUEST:
             await self._answer_key_request(event)
             return
+        notice = await self._hold_notice(event.conv)
+        if notice is not None:
+            yield notice
         yield await self._open_message(event)
+
+    async def _hold_notice(self, conv: str) -> LegalHoldNotice | None:
+        """A notice when ``conv``'s legal-hold state is new to the application."""
+        if self.mode != "e2ee_legal_hold":
+            return None
+        await self._entitled(conv)
+        now = self._hold.get(conv)
+        before = self._announced.get(conv)
+        if now is None or now == before or (before is None and not now.active):
+            return None
+        self._announced[conv] = now
+        return now
+
+    async def legal_hold(self, conv: str) -> LegalHoldNotice:
+        """Whether ``conv`` is under legal hold now (for the indicator to show)."""
+        self.forget_devices(conv)
+        await self._entitled(conv)
+        return self._hold[conv]
+
+    async def consent_to_legal_hold(self, consent: bool = True) -> None:
+        """Give (or withdraw) this user's consent to the compliance device."""
+        await self.directory.consent(consent)
+        self.forget_devices()
 
     async def _open_message(self, event: Message) -> Message | Undecryptable:
         if event.enc != ENC_MEGOLM:
@@ -586,6 +655,13 @@ async def open_encrypted(
     Sends left pending by a crash are resent with their ids before this returns.
     """
     directory = KeyDirectoryClient(http_url, app, token)
+    policy_now = await directory.policy()
+    if policy_now.mode == "plaintext":
+        await directory.aclose()
+        raise E2eeError(
+            f"app {app!r} was created in plaintext mode: end-to-end encryption is off"
+            " (docs/compliance.md); refusing rather than sending readable messages"
+        )
     raw = await store.load()
     pk = pickle_key(store_key)
     fresh = raw is None
@@ -600,6 +676,7 @@ async def open_encrypted(
     secure = EncryptedClient(
         client, machine, directory, store, store_key, clock or SystemClock(), saved, device_ttl_s
     )
+    secure.mode = policy_now.mode
     fallback = machine.new_fallback_key() if fresh else None
     await secure.save()
     await directory.upload_device(machine.identity(), fallback)

@@ -550,6 +550,10 @@ class CryptoDevice:
     def inbound_sessions(self) -> list[str]:
         return list(self._inbound)
 
+    def session_conversations(self) -> set[str]:
+        """The conversations this device holds at least one inbound session of."""
+        return {ib.conv for ib in self._inbound.values()}
+
     def export_session(self, session_id: str) -> RoomKey | None:
         """An inbound session as a :class:`RoomKey` (for the key backup)."""
         ib = self._inbound.get(session_id)

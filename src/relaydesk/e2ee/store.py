@@ -112,3 +112,11 @@ def unseal(app_key: bytes, sealed: bytes) -> bytes:
 def pickle_key(app_key: bytes) -> bytes:
     """The key vodozemac pickles are encrypted with."""
     return derive(app_key, b"rd-pickle")
+
+
+def new_store_key_text() -> str:
+    """A fresh store key as base64 text (for a key file kept apart from the store)."""
+    import base64
+    import secrets
+
+    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()

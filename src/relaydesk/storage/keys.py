@@ -28,6 +28,11 @@ from typing import Final
 
 from relaydesk.storage.engine import Database, Tx
 
+#: The compliance modes an app is created with (docs/compliance.md).
+MODES: Final = ("plaintext", "e2ee", "e2ee_legal_hold")
+#: The user whose devices are the organisation's compliance devices in legal-hold mode.
+DEFAULT_HOLD_USER: Final = "legal-hold"
+
 #: OTKs a device should keep on the server; an upload past ``MAX_OTKS`` is refused.
 OTK_TARGET: Final = 50
 MAX_OTKS: Final = 200
@@ -54,6 +59,18 @@ CREATE TABLE e2ee_one_time_keys (
     key TEXT NOT NULL,
     signature TEXT NOT NULL,
     PRIMARY KEY (app, user_id, device, key_id)
+);
+CREATE TABLE e2ee_app_modes (
+    app TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    hold_user TEXT NOT NULL DEFAULT '',
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE e2ee_legal_hold_consents (
+    app TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    consented_ms BIGINT NOT NULL,
+    PRIMARY KEY (app, user_id)
 );
 CREATE TABLE e2ee_key_backup (
     app TEXT NOT NULL,
@@ -239,6 +256,42 @@ class KeyDirectory:
 
         return await self._db.read(read)
 
+    async def mode(self, app: str) -> tuple[str, str]:
+        """``(mode, hold_user)`` of ``app``."""
+        return await self._db.read(lambda tx: mode_tx(tx, app))
+
+    async def set_consent(self, app: str, user: str, consent: bool, now_ms: int) -> None:
+        """Record (or withdraw) ``user``'s consent to the legal-hold device."""
+
+        def write(tx: Tx) -> None:
+            if consent:
+                tx.execute(
+                    "INSERT INTO e2ee_legal_hold_consents (app, user_id, consented_ms)"
+                    " VALUES (?, ?, ?) ON CONFLICT (app, user_id) DO NOTHING",
+                    (app, user, now_ms),
+                )
+            else:
+                tx.execute(
+                    "DELETE FROM e2ee_legal_hold_consents WHERE app = ? AND user_id = ?",
+                    (app, user),
+                )
+
+        await self._db.write(write)
+
+    async def consenting(self, app: str, users: list[str]) -> list[str]:
+        """The users among ``users`` under legal hold (they consented), sorted."""
+
+        def read(tx: Tx) -> list[str]:
+            held = {
+                r[0]
+                for r in tx.query(
+                    "SELECT user_id FROM e2ee_legal_hold_consents WHERE app = ?", (app,)
+                )
+            }
+            return sorted(u for u in users if u in held)
+
+        return await self._db.read(read)
+
     async def remove_device(self, app: str, user: str, device: str) -> None:
         """Forget ``device`` and its keys; raises :class:`UnknownDevice`."""
 
@@ -325,6 +378,24 @@ class KeyDirectory:
             return {sid: data for sid, data in rows}
 
         return await self._db.read(read)
+
+
+def set_mode_tx(tx: Tx, app: str, mode: str, now_ms: int, hold_user: str = "") -> None:
+    """Record ``app``'s compliance mode (chosen at creation; ``admin app create``)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown compliance mode {mode!r}; expected one of {', '.join(MODES)}")
+    hold = (hold_user or DEFAULT_HOLD_USER) if mode == "e2ee_legal_hold" else ""
+    tx.execute(
+        "INSERT INTO e2ee_app_modes (app, mode, hold_user, created_ms) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (app) DO UPDATE SET mode = excluded.mode, hold_user = excluded.hold_user",
+        (app, mode, hold, now_ms),
+    )
+
+
+def mode_tx(tx: Tx, app: str) -> tuple[str, str]:
+    """``(mode, hold_user)`` of ``app``; apps created before E2EE are ``plaintext``."""
+    row = tx.one("SELECT mode, hold_user FROM e2ee_app_modes WHERE app = ?", (app,))
+    return ("plaintext", "") if row is None else (str(row[0]), str(row[1]))
 
 
 def claim_tx(tx: Tx, app: str, user: str, device: str) -> ClaimedKey:

@@ -13,6 +13,8 @@ one of their one-time keys, which is what starting an Olm session needs.
 - ``GET    /v1/apps/{app}/keys/users/{user}``: the user's devices with their keys.
 - ``GET    /v1/apps/{app}/keys/conversations/{conv}``: the members of a conversation
   you are in and their devices (whom a message key must reach).
+- ``GET    /v1/apps/{app}/keys/policy``: the app's compliance mode and your consent;
+  ``PUT …/keys/legal-hold/consent``: consent to the compliance device (legal hold).
 - ``POST   /v1/apps/{app}/keys/claim``: take one OTK of a device (one claimer per key).
 - ``PUT``/``GET /v1/apps/{app}/keys/backup``: the user's encrypted key backup (opaque).
 
@@ -111,11 +113,33 @@ class DevicesResponse(msgspec.Struct, frozen=True):
 
 
 class ConversationDevicesResponse(msgspec.Struct, frozen=True):
-    """Who may read ``conv`` now, and every device of theirs that holds keys."""
+    """Who may read ``conv`` now, and every device that must get its keys.
+
+    ``mode`` is the app's compliance mode.  ``legal_hold`` is true when a member of the
+    conversation consented to the organisation's compliance device: its devices (user
+    ``hold_user``) are then in ``devices`` too, and every participant must show it.
+    """
 
     conv: str
     members: list[str]
     devices: list[DeviceItem]
+    mode: str = "plaintext"
+    legal_hold: bool = False
+    held_members: list[str] = []
+    hold_user: str = ""
+
+
+class PolicyResponse(msgspec.Struct, frozen=True):
+    """The app's compliance mode (chosen at creation) and the caller's consent."""
+
+    app: str
+    mode: str
+    hold_user: str
+    consented: bool
+
+
+class ConsentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    consent: bool
 
 
 class ClaimRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -280,6 +304,12 @@ def keys_router(
         if found is None:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of {target.id}")
         members, devices = found
+        mode, hold_user = await directory.mode(app)
+        held: list[str] = []
+        if mode == "e2ee_legal_hold":
+            held = await directory.consenting(app, members)
+            if held:
+                devices = devices + await directory.devices(app, hold_user)
         return ConversationDevicesResponse(
             target.id,
             members,
@@ -287,7 +317,35 @@ def keys_router(
                 DeviceItem(d.user, d.device, d.identity_key, d.signing_key, d.signature)
                 for d in devices
             ],
+            mode=mode,
+            legal_hold=bool(held),
+            held_members=held,
+            hold_user=hold_user,
         )
+
+    @get("/apps/{app:str}/keys/policy", responses=error_responses(400, 401))
+    async def policy(request: Request[Any, Any, Any], app: str) -> PolicyResponse:
+        """The app's compliance mode, shown to every participant (docs/compliance.md)."""
+        me = user_of(request, app).sub
+        mode, hold_user = await directory.mode(app)
+        consented = bool(await directory.consenting(app, [me]))
+        return PolicyResponse(app, mode, hold_user, consented)
+
+    @put(
+        "/apps/{app:str}/keys/legal-hold/consent",
+        status_code=200,
+        responses=error_responses(400, 401, 413),
+    )
+    async def consent(
+        request: Request[Any, Any, Any], app: str, data: JSONBody[ConsentRequest]
+    ) -> PolicyResponse:
+        """Give (or withdraw) your consent to the compliance device (legal-hold apps)."""
+        me = user_of(request, app).sub
+        mode, hold_user = await directory.mode(app)
+        if mode != "e2ee_legal_hold":
+            raise ProtocolError(ErrorCode.INVALID_ARGUMENT, f"app {app!r} is in {mode} mode")
+        await directory.set_consent(app, me, data.consent, millis(clock))
+        return PolicyResponse(app, mode, hold_user, data.consent)
 
     @post(
         "/apps/{app:str}/keys/claim",
@@ -335,6 +393,8 @@ def keys_router(
             remove_device,
             devices,
             conversation_devices,
+            policy,
+            consent,
             claim,
             put_backup,
             get_backup,
