@@ -12,6 +12,7 @@ from relaydesk.client import Message, ReconnectPolicy
 from relaydesk.client.crypto import EncryptedClient, SecureEvent, Undecryptable, open_encrypted
 from relaydesk.e2ee import MemoryKeyStore
 
+
 def e2ee_server(make_server: Any, mode: str = "e2ee", **sections: Any) -> Any:
     """A node whose demo app was created in compliance ``mode``."""
     from relaydesk.server.storage_setup import DEMO_APP, DEMO_SECRET
