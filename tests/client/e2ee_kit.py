@@ -51,11 +51,13 @@ async def open_device(
 
 
 async def next_content(
-    events: AsyncIterator[SecureEvent], timeout: float = 15.0
+    events: AsyncIterator[SecureEvent], timeout: float = 15.0, skipped: list[Any] | None = None
 ) -> Message | Undecryptable:
-    """The next message event (decrypted or not), skipping key and membership events."""
+    """The next message event (decrypted or not), skipping (into ``skipped``) the rest."""
     async with asyncio.timeout(timeout):
         async for event in events:
             if isinstance(event, (Message, Undecryptable)):
                 return event
+            if skipped is not None:
+                skipped.append(event)
     raise AssertionError("event stream ended")

@@ -14,7 +14,7 @@ import pytest
 
 from client.e2ee_kit import STORE_KEY, e2ee_server, next_content, open_device
 from relaydesk.client import Message
-from relaydesk.client.crypto import EncryptedClient, Undecryptable
+from relaydesk.client.crypto import EncryptedClient, Undecryptable, UnverifiedDevice
 from relaydesk.e2ee import FailureReason, MemoryKeyStore, new_recovery_key, public_part
 
 SECRETS = [b"peer secret 7f3a", b"channel secret 9c2e", b"reply secret 41d0"]
@@ -36,7 +36,7 @@ async def test_two_users_five_devices_read_everything_and_the_server_sees_cipher
     make_server: Callable[..., Any],
 ) -> None:
     server = e2ee_server(make_server)
-    server.add_members(["alice", "bob"], channel="room")
+    server.add_members(["bob", "alice"], channel="room")  # bob sees alice join
     async with AsyncExitStack() as stack:
         laptop = await open_device(stack, server, "alice", "laptop")
         phone = await open_device(stack, server, "alice", "phone")
@@ -46,7 +46,11 @@ async def test_two_users_five_devices_read_everything_and_the_server_sees_cipher
         dm = await laptop.send("user:bob", SECRETS[0])
         ch = await laptop.send("channel:room", SECRETS[1])
         for d in [phone, *bobs]:
-            got = [await next_content(feeds[d.client.device]) for _ in range(2)]
+            skipped: list[Any] = []
+            got = [await next_content(feeds[d.client.device], skipped=skipped) for _ in range(2)]
+            if d.client.user == "bob":  # alice joined the room: her devices are unverified
+                warned = {(w.user, w.device) for w in skipped if isinstance(w, UnverifiedDevice)}
+                assert warned == {("alice", "laptop"), ("alice", "phone")}
             assert [(m.conv, m.seq) for m in got] == [(dm.conv, dm.seq), (ch.conv, ch.seq)]
             assert all(isinstance(m, Message) for m in got), got
             assert [m.body for m in got if isinstance(m, Message)] == SECRETS[:2]

@@ -67,9 +67,7 @@ async def test_legal_hold_reads_exactly_the_consented_conversations(
         assert isinstance(got, Message) and got.body == b"not held: lunch?"
     summary = await export()
     rows = [json.loads(line) for line in archive.read_text().splitlines()]
-    assert [(r["conv"], r.get("text")) for r in rows] == [
-        ("ch:room", "held: quarterly numbers")
-    ]
+    assert [(r["conv"], r.get("text")) for r in rows] == [("ch:room", "held: quarterly numbers")]
     assert (summary.conversations, summary.decrypted) == (1, 1)
     assert "lunch" not in (tmp_path / "hold.keys").read_bytes().decode("latin-1")
 

@@ -264,6 +264,7 @@ class EncryptedClient:
         self._devices: dict[str, tuple[float, list[DeviceIdentity]]] = {}
         self._hold: dict[str, LegalHoldNotice] = {}
         self._announced: dict[str, LegalHoldNotice] = {}
+        self._joined: dict[str, set[str]] = {}  # conv -> users joined since the last check
         self.mode = "e2ee"
         self._lock = asyncio.Lock()
         self._unsaved = 0
@@ -414,14 +415,16 @@ class EncryptedClient:
                 yield out
 
     async def handle(self, event: ClientEvent) -> AsyncIterator[SecureEvent]:
-        """What one feed event means to the application (used by :meth:`events`)."""
+        """What one feed event means to the application (used by :meth:`events`).
+
+        Never raises for what the network or a peer did: a directory that cannot be
+        reached only delays warnings and notices (kept in ``warnings``); a message it
+        would have helped with becomes ``Undecryptable``."""
         if isinstance(event, MembershipChange):
             self.forget_devices(event.conv)
+            if event.kind == "join" and event.user != self.client.user:
+                self._joined.setdefault(event.conv, set()).add(event.user)
             yield event
-            if event.kind == "join":
-                for d in await self._entitled(event.conv):
-                    if d.user == event.user and not self.machine.is_verified(d):
-                        yield UnverifiedDevice(event.conv, d.user, d.device)
             return
         if not isinstance(event, Message):
             yield event
@@ -431,24 +434,39 @@ class EncryptedClient:
                 yield out
             return
         if event.enc == ENC_KEY_REQUEST:
-            await self._answer_key_request(event)
+            try:
+                await self._answer_key_request(event)
+            except (httpx.HTTPError, KeyDirectoryError) as exc:
+                self.warnings.append(f"key request of {event.device} not answered: {exc}")
             return
-        notice = await self._hold_notice(event.conv)
-        if notice is not None:
-            yield notice
+        try:
+            for out in await self._notices(event.conv):
+                yield out
+        except (httpx.HTTPError, KeyDirectoryError) as exc:
+            self.warnings.append(f"device list of {event.conv} unavailable: {exc}")
         yield await self._open_message(event)
 
-    async def _hold_notice(self, conv: str) -> LegalHoldNotice | None:
-        """A notice when ``conv``'s legal-hold state is new to the application."""
+    async def _notices(self, conv: str) -> list[SecureEvent]:
+        """Warnings due before the next message of ``conv``: unverified devices of users
+        who joined since (one device-list fetch however many joined), and a change of
+        its legal-hold state."""
+        out: list[SecureEvent] = []
+        joined = self._joined.get(conv)
+        if joined:
+            for d in await self._entitled(conv):
+                if d.user in joined and not self.machine.is_verified(d):
+                    out.append(UnverifiedDevice(conv, d.user, d.device))
+            self._joined.pop(conv, None)
         if self.mode != "e2ee_legal_hold":
-            return None
+            return out
         await self._entitled(conv)
         now = self._hold.get(conv)
         before = self._announced.get(conv)
         if now is None or now == before or (before is None and not now.active):
-            return None
+            return out
         self._announced[conv] = now
-        return now
+        out.append(now)
+        return out
 
     async def legal_hold(self, conv: str) -> LegalHoldNotice:
         """Whether ``conv`` is under legal hold now (for the indicator to show)."""
@@ -501,7 +519,7 @@ class EncryptedClient:
         ):
             try:  # a device we have not seen yet: look it up once, then try again
                 self.machine.learn_devices(await self.directory.user_devices(event.sender))
-            except ForgedSignature as exc:
+            except (ForgedSignature, httpx.HTTPError, KeyDirectoryError) as exc:
                 self.warnings.append(str(exc))
             results = self.machine.receive_bundle(event.sender, event.body, where)
         imported = [r for r in results if isinstance(r, str)]
