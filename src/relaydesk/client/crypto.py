@@ -69,6 +69,9 @@ from relaydesk.protocol.addresses import resolve
 
 #: A key bundle message stays well under the gateway's default 32 KiB body limit.
 MAX_BUNDLE_BYTES = 24 * 1024
+#: Key bundles taken between two checks of the server's one-time-key pool (each new Olm
+#: session a peer opened used one key; the pool's target is 50, refilled below half).
+REFILL_EVERY = 10
 #: Replay records are saved at least this often (every key change is saved at once).
 SAVE_EVERY = 50
 
@@ -264,6 +267,7 @@ class EncryptedClient:
         self._devices: dict[str, tuple[float, list[DeviceIdentity]]] = {}
         self._hold: dict[str, LegalHoldNotice] = {}
         self._announced: dict[str, LegalHoldNotice] = {}
+        self._bundles_since_refill = 0
         self._joined: dict[str, set[str]] = {}  # conv -> users joined since the last check
         self.mode = "e2ee"
         self._lock = asyncio.Lock()
@@ -525,6 +529,13 @@ class EncryptedClient:
         imported = [r for r in results if isinstance(r, str)]
         if imported:
             await self.save()  # an Olm ratchet step and a used OTK: save before acknowledging
+            self._bundles_since_refill += 1
+            if self._bundles_since_refill >= REFILL_EVERY:  # claims drain the server's pool
+                self._bundles_since_refill = 0
+                try:
+                    await self._replenish()
+                except (httpx.HTTPError, KeyDirectoryError) as exc:
+                    self.warnings.append(f"one-time keys not replenished: {exc}")
             await self._back_up(imported)
             yield KeysReceived(
                 event.sender, event.device, imported, event.sender == self.client.user
