@@ -14,7 +14,12 @@ import pytest
 
 from client.e2ee_kit import STORE_KEY, e2ee_server, next_content, open_device
 from relaydesk.client import Message
-from relaydesk.client.crypto import EncryptedClient, Undecryptable, UnverifiedDevice
+from relaydesk.client.crypto import (
+    EncryptedClient,
+    Undecryptable,
+    UnverifiedDevice,
+    VerificationCode,
+)
 from relaydesk.e2ee import FailureReason, MemoryKeyStore, new_recovery_key, public_part
 
 SECRETS = [b"peer secret 7f3a", b"channel secret 9c2e", b"reply secret 41d0"]
@@ -155,7 +160,23 @@ async def test_new_device_reads_history_through_key_requests_and_the_backup(
                 await asyncio.sleep(0.05)
         # The old device read the request and the marker after it: it sent no keys.
         assert all(isinstance(m, Undecryptable) for m in await read_history(new))
-        old.mark_verified("bob", "new")
+        # SAS between the two devices, over bob's own conversation.
+        txn = await old.start_verification("bob", "new")
+        code_new = None
+        async with asyncio.timeout(15):
+            async for event in new_feed:
+                if isinstance(event, VerificationCode):
+                    code_new = event.code
+                    break
+            while not any(isinstance(e, VerificationCode) for e in seen):
+                await asyncio.sleep(0.05)
+        code_old = next(e.code for e in seen if isinstance(e, VerificationCode))
+        assert code_old == code_new and len(code_old.emoji) == 7
+        await new.confirm_verification(txn)
+        await old.confirm_verification(txn)  # verified once new's MAC is in too
+        async with asyncio.timeout(15):
+            while not old.machine.is_verified(new.machine.identity()):
+                await asyncio.sleep(0.05)
         await new.request_keys()
         async with asyncio.timeout(15):
             async for event in new_feed:

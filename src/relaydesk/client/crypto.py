@@ -54,15 +54,18 @@ from relaydesk.e2ee.machine import (
     ForgedSignature,
     RotationPolicy,
 )
+from relaydesk.e2ee.sas import SasVerification, ShortCode, VerificationFailed
 from relaydesk.e2ee.store import KeyStore, pickle_key, seal, unseal
 from relaydesk.e2ee.wire import (
     ENC_KEY_REQUEST,
     ENC_KEYS,
     ENC_MEGOLM,
+    ENC_SAS,
     ENCODER,
     DeviceIdentity,
     KeyBundle,
     KeyRequest,
+    SasMessage,
     SignedOneTimeKey,
 )
 from relaydesk.protocol.addresses import resolve
@@ -139,7 +142,45 @@ class Policy(msgspec.Struct, frozen=True):
     consented: bool
 
 
-SecureEvent = ClientEvent | Undecryptable | UnverifiedDevice | KeysReceived | LegalHoldNotice
+@dataclass(frozen=True, slots=True)
+class VerificationCode:
+    """Show ``code`` (emoji or numbers) to the person; if it matches the other device's
+    screen, call ``confirm_verification(txn)``."""
+
+    txn: str
+    user: str
+    device: str
+    code: ShortCode
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceVerified:
+    """The SAS verification ``txn`` ended: ``ok`` marks ``user``/``device`` verified."""
+
+    txn: str
+    user: str
+    device: str
+    ok: bool
+    detail: str = ""
+
+
+SecureEvent = (
+    ClientEvent
+    | Undecryptable
+    | UnverifiedDevice
+    | KeysReceived
+    | LegalHoldNotice
+    | VerificationCode
+    | DeviceVerified
+)
+
+
+@dataclass(slots=True)
+class _Sas:
+    flow: SasVerification
+    them: DeviceIdentity
+    confirmed: bool = False
+    their_mac: str = ""
 
 
 class PendingSend(msgspec.Struct, frozen=True):
@@ -268,6 +309,7 @@ class EncryptedClient:
         self._hold: dict[str, LegalHoldNotice] = {}
         self._announced: dict[str, LegalHoldNotice] = {}
         self._bundles_since_refill = 0
+        self._sas: dict[str, _Sas] = {}
         self._joined: dict[str, set[str]] = {}  # conv -> users joined since the last check
         self.mode = "e2ee"
         self._lock = asyncio.Lock()
@@ -437,6 +479,13 @@ class EncryptedClient:
             async for out in self._take_bundle(event):
                 yield out
             return
+        if event.enc == ENC_SAS:
+            try:
+                for out in await self._sas_step(event):
+                    yield out
+            except (httpx.HTTPError, KeyDirectoryError) as exc:
+                self.warnings.append(f"verification step lost: {exc}")
+            return
         if event.enc == ENC_KEY_REQUEST:
             try:
                 await self._answer_key_request(event)
@@ -471,6 +520,94 @@ class EncryptedClient:
         self._announced[conv] = now
         out.append(now)
         return out
+
+    # -- verification (SAS over the users' direct conversation) ---------------------------
+
+    async def start_verification(self, user: str, device: str) -> str:
+        """Start verifying ``user``'s ``device``; a :class:`VerificationCode` follows in
+        ``events()`` on both devices.  Returns the transaction id."""
+        them = next((d for d in await self.known_devices(user) if d.device == device), None)
+        if them is None:
+            raise KeyError(f"unknown device {user}/{device}")
+        txn = uuid.uuid4().hex
+        flow = SasVerification(self.machine.identity(), them, initiator=True)
+        self._sas[txn] = _Sas(flow, them)
+        await self._sas_send(
+            them, SasMessage("start", txn, self.client.device, user, device, flow.public_key)
+        )
+        return txn
+
+    async def confirm_verification(self, txn: str) -> bool:
+        """The person saw the same code on both devices: send our MAC.  True when the
+        other side's MAC is already here and checks (then the device is verified)."""
+        state = self._sas[txn]
+        state.confirmed = True
+        them = state.them
+        await self._sas_send(
+            them,
+            SasMessage(
+                "mac", txn, self.client.device, them.user, them.device, mac=state.flow.mac()
+            ),
+        )
+        done = self._sas_finish(txn)
+        return done is not None and done.ok
+
+    async def _sas_send(self, to: DeviceIdentity, msg: SasMessage) -> None:
+        await self.client.send(f"user:{to.user}", ENCODER.encode(msg), enc=ENC_SAS)
+
+    def _sas_finish(self, txn: str) -> DeviceVerified | None:
+        state = self._sas.get(txn)
+        if state is None or not state.confirmed or not state.their_mac:
+            return None
+        del self._sas[txn]
+        them = state.them
+        try:
+            state.flow.verify(state.their_mac)
+        except VerificationFailed as exc:
+            return DeviceVerified(txn, them.user, them.device, False, str(exc))
+        self.machine.mark_verified(them)
+        return DeviceVerified(txn, them.user, them.device, True)
+
+    async def _sas_step(self, event: Message) -> list[SecureEvent]:
+        try:
+            msg = msgspec.msgpack.decode(event.body, type=SasMessage)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return []
+        if (msg.to_user, msg.to_device) != (self.client.user, self.client.device):
+            return []  # another device's verification (ours arrive on our other devices too)
+        if msg.kind == "start":
+            them = next(
+                (d for d in await self.known_devices(event.sender) if d.device == msg.device), None
+            )
+            if them is None:
+                return []
+            flow = SasVerification(self.machine.identity(), them, initiator=False)
+            self._sas[msg.txn] = _Sas(flow, them)
+            code = flow.receive_key(msg.key)
+            await self._sas_send(
+                them,
+                SasMessage(
+                    "key", msg.txn, self.client.device, them.user, them.device, flow.public_key
+                ),
+            )
+            return [VerificationCode(msg.txn, them.user, them.device, code)]
+        state = self._sas.get(msg.txn)
+        if state is None or (state.them.user, state.them.device) != (event.sender, msg.device):
+            return []
+        if msg.kind == "key":
+            try:
+                code = state.flow.receive_key(msg.key)
+            except VerificationFailed as exc:
+                del self._sas[msg.txn]
+                return [DeviceVerified(msg.txn, event.sender, msg.device, False, str(exc))]
+            return [VerificationCode(msg.txn, event.sender, msg.device, code)]
+        if msg.kind == "mac":
+            state.their_mac = msg.mac
+            done = self._sas_finish(msg.txn)
+            if done is not None:
+                await self.save()
+                return [done]
+        return []
 
     async def legal_hold(self, conv: str) -> LegalHoldNotice:
         """Whether ``conv`` is under legal hold now (for the indicator to show)."""

@@ -9,6 +9,7 @@ gateway, storage and bus move them like any other payload and see ciphertext onl
 - ``rd.keys.v1``: a key bundle (:class:`KeyBundle`), one Olm ciphertext per recipient
   device (keyed by its Curve25519 identity key), carrying a :class:`RoomKey`; devices
   that get no key are listed in ``withheld`` with the reason, in clear.
+- ``rd.sas.v1``: a step of a SAS verification (:class:`SasMessage`).
 - ``rd.keyreq.v1``: a device asks the user's other devices for session keys
   (:class:`KeyRequest`); only the ids of sessions travel, never a key.
 
@@ -26,8 +27,9 @@ import msgspec
 ENC_MEGOLM: Final = "rd.megolm.v1"
 ENC_KEYS: Final = "rd.keys.v1"
 ENC_KEY_REQUEST: Final = "rd.keyreq.v1"
+ENC_SAS: Final = "rd.sas.v1"
 #: Every ``enc`` label the SDK consumes itself (key traffic is never shown to the app).
-CONTROL_LABELS: Final = frozenset({ENC_KEYS, ENC_KEY_REQUEST})
+CONTROL_LABELS: Final = frozenset({ENC_KEYS, ENC_KEY_REQUEST, ENC_SAS})
 
 
 class DeviceIdentity(msgspec.Struct, frozen=True):
@@ -95,6 +97,20 @@ class KeyRequest(msgspec.Struct, frozen=True):
     device: str  # requesting device id
     identity_key: str
     session_ids: list[str]
+
+
+class SasMessage(msgspec.Struct, frozen=True):
+    """One step of a SAS verification between two devices (``relaydesk.e2ee.sas``):
+    ``start`` and ``key`` carry ephemeral public keys, ``mac`` the MAC of the sender's
+    signing key; nothing secret travels, and the MACs protect the result."""
+
+    kind: str  # "start" | "key" | "mac"
+    txn: str
+    device: str  # the sending device
+    to_user: str
+    to_device: str
+    key: str = ""
+    mac: str = ""
 
 
 def device_signing_bytes(user: str, device: str, identity_key: str, signing_key: str) -> bytes:
