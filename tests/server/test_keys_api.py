@@ -3,10 +3,16 @@ documented errors."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
+import pytest
+
+from client.e2ee_kit import open_device
+from relaydesk.e2ee import E2eeError
 
 DEVICE = {"identity_key": "I" * 43, "signing_key": "S" * 43, "signature": "G" * 86}
 
@@ -55,6 +61,28 @@ def test_upload_list_claim_remove_and_refusals_over_http(make_server: Callable[.
         assert bob.get("/conversations/ch:room").json()["members"] == ["bob"]
         assert bob.get("/conversations/nonsense").status_code == 400
     refusals(server)
+    plaintext_mode(server)
+
+
+def plaintext_mode(server: Any) -> None:
+    """The demo app was created in plaintext mode: it says so, and an encrypted client
+    refuses to start rather than pretend."""
+    with api(server, "bob") as bob:
+        assert bob.get("/policy").json() == {
+            "app": server.app,
+            "mode": "plaintext",
+            "hold_user": "",
+            "consented": False,
+        }
+        r = bob.put("/legal-hold/consent", json={"consent": True})
+        assert r.status_code == 400 and "plaintext mode" in r.json()["error"]["message"]
+
+    async def attempt() -> None:
+        async with AsyncExitStack() as stack:
+            with pytest.raises(E2eeError, match="plaintext mode"):
+                await open_device(stack, server, "alice", "a1")
+
+    asyncio.run(attempt())
 
 
 def refusals(server: Any) -> None:

@@ -418,6 +418,11 @@ class EncryptedClient:
             receipt = await self.client.send(conv, prepared.body, id=cid, enc=ENC_MEGOLM)
             self._saved.pending = []
             await self.save()
+            if prepared.rotated and self._saved.backup_public:
+                try:  # our own new session, for our future devices
+                    await self._back_up([prepared.session_id])
+                except (httpx.HTTPError, KeyDirectoryError) as exc:
+                    self.warnings.append(f"key backup not updated: {exc}")
         return receipt
 
     def _bundle_sends(self, data: bytes) -> list[PendingSend]:
@@ -673,7 +678,10 @@ class EncryptedClient:
                     await self._replenish()
                 except (httpx.HTTPError, KeyDirectoryError) as exc:
                     self.warnings.append(f"one-time keys not replenished: {exc}")
-            await self._back_up(imported)
+            try:
+                await self._back_up(imported)
+            except (httpx.HTTPError, KeyDirectoryError) as exc:
+                self.warnings.append(f"key backup not updated: {exc}")  # retried next time
             yield KeysReceived(
                 event.sender, event.device, imported, event.sender == self.client.user
             )
@@ -765,7 +773,9 @@ class EncryptedClient:
         if not public:
             return 0
         entries: dict[str, str] = {}
-        for sid in session_ids:
+        done = set(self._saved.backed_up)
+        missed = [sid for sid in self.machine.inbound_sessions() if sid not in done]
+        for sid in dict.fromkeys([*session_ids, *missed]):
             key = self.machine.export_session(sid)
             if key is not None:
                 entries[sid] = seal_session(public, key)
