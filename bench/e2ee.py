@@ -178,8 +178,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     load = os.getloadavg()
     out: dict[str, Any] = {"load_before": [round(x, 2) for x in load]}
     out["keys"] = _keys(200 if quick else BIG)
-    with _Node() as node:
-        node.start()
+    with _Node() as node:  # (started by the context manager)
         plain = asyncio.run(_channel_run(node, False, members, messages))
         enc = asyncio.run(_channel_run(node, True, members, messages))
     out["channel"] = {
