@@ -29,6 +29,10 @@ Scenarios (docs/benchmarks.md explains every figure):
   finding located the right layer and device/setting.  Alone:
   ``python -m bench.run --only scenarios``.
 
+* ``e2ee`` (``bench/e2ee.py``): encrypted vs plaintext 100-member channel through the
+  SDK (msgs/s, added p50/p99, bytes per message) and the key-sharing cost of a
+  membership change in a 1,000-member channel.  Alone: ``--only e2ee``.
+
 * ``storm`` (``bench/catchup_storm.py``): 1,000 devices reconnect at once while a
   publisher goes on at 450/s; time to ``synced``, server CPU, exactly-once check.
   Alone: ``python -m bench.run --only storm``.
@@ -81,6 +85,7 @@ SCENARIOS = (
     "storage",
     "storm",
     "drain",
+    "e2ee",
 )
 FIXED_RATE = 50_000  # deliveries/s for the common-rate latency run
 GEN_BOUND_CORES = 0.9  # generator CPU at peak above which the peak is marked '*'
@@ -618,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="scenario (fanout100, fanout1000, idle, desk, telemetry, stall, scenarios, "
-        "storage, storm, drain), "
+        "storage, storm, drain, e2ee), "
         "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
@@ -710,6 +715,17 @@ def main(argv: list[str] | None = None) -> int:
         except (AssertionError, RuntimeError, OSError) as exc:
             drain = {"error": f"{type(exc).__name__}: {exc}"}
             failures.append(f"drain: {drain['error']}"[:2000])
+    e2ee = None
+    if _selected(args.only, "e2ee", "e2ee"):
+        from bench import e2ee as e2ee_step
+
+        print(f"[{time.monotonic() - t_start:6.1f}s] e2ee ...", flush=True)
+        try:
+            e2ee = e2ee_step.run(args.quick)
+            e2ee_step.report(e2ee)
+        except (AssertionError, RuntimeError, OSError) as exc:
+            e2ee = {"error": f"{type(exc).__name__}: {exc}"}
+            failures.append(f"e2ee: {e2ee['error']}"[:2000])
     if diagnosis is not None:
         if "error" in diagnosis:
             failures.append(f"scenarios: {diagnosis['error']}"[:2000])
@@ -750,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         "diagnosis_scenarios": diagnosis,
         "catchup_storm": storm,
         "drain": drain,
+        "e2ee": e2ee,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -201,6 +201,8 @@ class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     secret: Annotated[str, Meta(min_length=32)]  # HS256 wants >= 256-bit keys
+    # End-to-end encryption mode, set when the app is first created (docs/compliance.md).
+    compliance: Annotated[str, Meta(pattern=r"^(plaintext|e2ee|e2ee_legal_hold)$")] = "plaintext"
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -80,9 +80,9 @@ def test_shipped_articles_parse_and_cover_the_required_topics() -> None:
     checklists = [p for p in parsed.values() if p.kind == "checklist"]
     assert checklists and all(set(p.doctor_checks) <= DOCTOR_CHECKS for p in checklists)
     assert {p.kind for p in parsed.values()} == {"doc", "faq", "checklist"}
-    # Honesty about E2EE: opt-in per conversation through `enc`, ciphertext routed only.
+    # Honesty about E2EE: chosen per app, `enc` on the wire, ciphertext routed only.
     e2ee = parsed["e2ee-and-compliance"].body
-    assert "opt-in per conversation" in e2ee and "`enc`" in e2ee and "cannot read" in e2ee
+    assert "chosen per app" in e2ee and "`enc`" in e2ee and "cannot read" in e2ee
 
 
 def test_capacity_article_names_real_settings() -> None:

@@ -421,11 +421,15 @@ def app_list() -> None:
 def app_create(
     app_id: str,
     org: Annotated[str | None, typer.Option(help="Attach to this organisation.")] = None,
+    compliance: Annotated[
+        str,
+        typer.Option(help="plaintext, e2ee or e2ee_legal_hold: chosen once (docs/compliance.md)."),
+    ] = "plaintext",
 ) -> None:
     """Create an app; its secret is printed once."""
-    new = _build(NewApp, id=app_id, organisation_id=org)
+    new = _build(NewApp, id=app_id, organisation_id=org, compliance=compliance)
     made = _run(lambda a, tx, actor: a.create_app(tx, actor, new))
-    typer.echo(f"app {made.app.id} secret:")
+    typer.echo(f"app {made.app.id} ({made.app.compliance}) secret:")
     typer.echo(made.secret)
 
 

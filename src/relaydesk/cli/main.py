@@ -160,6 +160,7 @@ def _register_optional() -> None:
     from relaydesk.cli.desk import desk_app
     from relaydesk.cli.diagnose import diagnose
     from relaydesk.cli.doctor import doctor
+    from relaydesk.cli.e2ee import e2ee_app
     from relaydesk.cli.netsim import netsim
     from relaydesk.cli.node import node_app
     from relaydesk.cli.quality import quality_app
@@ -175,6 +176,7 @@ def _register_optional() -> None:
     app.command()(netsim)
     app.add_typer(quality_app, name="quality")
     app.add_typer(node_app, name="node")
+    app.add_typer(e2ee_app, name="e2ee")
 
 
 def main() -> None:

@@ -35,6 +35,8 @@ class ErrorCode(enum.IntEnum):
     SERVER_SHUTDOWN = 4060  # node going away; reconnect elsewhere; closes
     SERVER_DRAINING = 4061  # node drained: reconnect at once to another node (``moved``); closes
     OUTBOX_FULL = 4070  # SDK-side: the client outbox is at its bound
+    KEYS_EXHAUSTED = 4080  # E2EE: the device has no one-time or fallback key left
+    DEVICE_KEYS_CONFLICT = 4081  # E2EE: the device id is registered with other keys
     INTERNAL = 4500  # a server defect; the request was not applied
 
     @property

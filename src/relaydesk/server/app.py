@@ -39,6 +39,7 @@ from relaydesk.server.routing.desk_messaging import HubMessaging
 from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage import Database
+from relaydesk.storage.keys import KeyDirectory
 from relaydesk.storage.messages import MessageStore
 from relaydesk.telemetry import Telemetry, open_telemetry
 from relaydesk.telemetry.saturation import watch_reader_pool
@@ -47,6 +48,7 @@ from relaydesk.web.console import console_router
 from relaydesk.web.diagnosis_api import diagnosis_router
 from relaydesk.web.edges_api import edges_router
 from relaydesk.web.errors import unrouted_error_handler
+from relaydesk.web.keys_api import keys_router
 from relaydesk.web.knowledge_api import knowledge_router
 from relaydesk.web.openapi import openapi_config, viewer_router
 from relaydesk.web.quality_api import metrics_router, quality_router
@@ -99,6 +101,7 @@ class RelaydeskServer:
             self.clock,
             knowledge_links(self.knowledge.summaries),
         )
+        self.keys = KeyDirectory.open(self.db)  # E2EE public keys (docs/compliance.md)
         self.autoack = AutoAcknowledger(self.db, self.desk.tickets, self.diagnosis, self.clock)
         self.http = Litestar(
             route_handlers=[
@@ -124,6 +127,7 @@ class RelaydeskServer:
                     self.directory, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),
                 admin_router(self.desk.admin),
+                keys_router(self.keys, self.hub.token_secrets, self.clock),
             ],
             openapi_config=openapi_config("relaydesk", __doc__),
             lifespan=[self._lifespan],

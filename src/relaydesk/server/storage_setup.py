@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
-from relaydesk.storage import Database, open_database
+from relaydesk.storage import Database, Tx, open_database
+from relaydesk.storage.keys import key_migrations, set_mode_tx
 from relaydesk.storage.messages import MessageStore, messaging_migrations
 
 DEMO_APP = "demo"
@@ -16,16 +17,21 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
         settings.storage_url, sync=settings.storage.sync, readers=settings.storage.readers
     )
     db.migrate("messaging", messaging_migrations(db.dialect))
+    db.migrate("e2ee_keys", key_migrations())  # app compliance modes are set at app creation
     r = settings.retention
     store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
     now = millis(clock)
     apps = [(a.id, a.secret) for a in settings.apps]
+    modes = {a.id: a.compliance for a in settings.apps}
     if settings.demo:
         apps.append((DEMO_APP, DEMO_SECRET))
 
-    def seed(tx: object) -> None:
+    def seed(tx: Tx) -> None:
         for app, secret in apps:
-            store.ensure_app_tx(tx, app, secret, now)  # type: ignore[arg-type]
+            created = tx.scalar("SELECT 1 FROM apps WHERE id = ?", (app,)) is None
+            store.ensure_app_tx(tx, app, secret, now)
+            if created:  # the mode is chosen at creation, never changed by a restart
+                set_mode_tx(tx, app, modes.get(app, "plaintext"), now)
 
     db.write_sync(seed)
     return db, store

@@ -169,6 +169,7 @@ class AppRow(msgspec.Struct, frozen=True):
     disabled_at: int | None
     previous_secret: str | None
     previous_until: int | None
+    compliance: str = "plaintext"  # e2ee_app_modes (storage/keys.py)
 
 
 class KeyRow(msgspec.Struct, frozen=True):
@@ -317,8 +318,9 @@ class AdminStore:
         """Every app of the messaging schema with its administrative state, by id."""
         rows = tx.query(
             "SELECT a.id, a.secret, a.created_ms, m.organisation_id, m.disabled_at,"
-            " m.previous_secret, m.previous_until"
-            " FROM apps a LEFT JOIN admin_apps m ON m.app_id = a.id ORDER BY a.id"
+            " m.previous_secret, m.previous_until, COALESCE(c.mode, 'plaintext')"
+            " FROM apps a LEFT JOIN admin_apps m ON m.app_id = a.id"
+            " LEFT JOIN e2ee_app_modes c ON c.app = a.id ORDER BY a.id"
         )
         return [AppRow(*r) for r in rows]
 
@@ -326,8 +328,9 @@ class AdminStore:
         """One app (``None`` when the messaging schema has no such app)."""
         row = tx.one(
             "SELECT a.id, a.secret, a.created_ms, m.organisation_id, m.disabled_at,"
-            " m.previous_secret, m.previous_until"
-            " FROM apps a LEFT JOIN admin_apps m ON m.app_id = a.id WHERE a.id = ?",
+            " m.previous_secret, m.previous_until, COALESCE(c.mode, 'plaintext')"
+            " FROM apps a LEFT JOIN admin_apps m ON m.app_id = a.id"
+            " LEFT JOIN e2ee_app_modes c ON c.app = a.id WHERE a.id = ?",
             (app_id,),
         )
         return None if row is None else AppRow(*row)

@@ -190,6 +190,8 @@ class NewApp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     id: AppId
     organisation_id: Id | None = None
+    # End-to-end encryption, chosen once at creation (docs/compliance.md).
+    compliance: Literal["plaintext", "e2ee", "e2ee_legal_hold"] = "plaintext"
 
 
 class AppView(msgspec.Struct, frozen=True):
@@ -200,6 +202,7 @@ class AppView(msgspec.Struct, frozen=True):
     disabled: bool
     created_at: datetime
     previous_secret_until: datetime | None
+    compliance: str = "plaintext"
 
 
 class AppSecret(msgspec.Struct, frozen=True):

@@ -78,6 +78,7 @@ from relaydesk.desk.tickets.service import TicketService, hash_api_key
 from relaydesk.storage.admin import AdminStore, AppRow, KeyRow, admin_migrations
 from relaydesk.storage.desk import DeskStore, from_ms
 from relaydesk.storage.engine import Database, Tx
+from relaydesk.storage.keys import key_migrations, set_mode_tx
 
 log = logging.getLogger("relaydesk.desk.admin")
 
@@ -126,6 +127,7 @@ class AdminService:
         self._reset_ttl_ms = reset_ttl_s * 1000
         self.store = AdminStore()
         db.migrate("admin", admin_migrations(db.dialect))
+        db.migrate("e2ee_keys", key_migrations())  # apps' compliance modes (storage/keys.py)
         self.on_apps_changed: Callable[[AppSecrets], Awaitable[None] | None] | None = None
         self._apps_changes = 0
         self._next_expiry_ms: int | None = None
@@ -823,6 +825,7 @@ class AdminService:
             disabled=row.disabled_at is not None,
             created_at=from_ms(row.created_ms),
             previous_secret_until=None if until is None else from_ms(until),
+            compliance=row.compliance,
         )
 
     def apps(self, tx: Tx) -> list[AppView]:
@@ -844,8 +847,16 @@ class AdminService:
             raise refuse(E.APP_EXISTS, f"app {new.id!r} exists")
         if new.organisation_id is not None:
             self.store.set_app_owner(tx, new.id, new.organisation_id, self.now_ms())
+        set_mode_tx(tx, new.id, new.compliance, self.now_ms())
         self._apps_changes += 1
-        self._audit(tx, actor, "app.created", new.id, organisation=new.organisation_id)
+        self._audit(
+            tx,
+            actor,
+            "app.created",
+            new.id,
+            organisation=new.organisation_id,
+            compliance=new.compliance,
+        )
         return AppSecret(app=self._app_view(self._app(tx, new.id)), secret=secret)
 
     def set_app_disabled(self, tx: Tx, actor: Actor, app_id: str, disabled: bool) -> AppView:
