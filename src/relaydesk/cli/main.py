@@ -20,7 +20,38 @@ app = typer.Typer(
     help="Self-hosted real-time messaging with an SLA-tiered support desk.",
     no_args_is_help=True,
     add_completion=False,
+    # -h as well as --help, on every command and group (click passes it down).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from relaydesk import __version__
+
+        typer.echo(f"relaydesk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Self-hosted real-time messaging with an SLA-tiered support desk.
+
+    WebSocket commands (send, tail, doctor) find the node in RELAYDESK_WS_URL, HTTP
+    commands (desk, diagnose, quality, node) in RELAYDESK_API_URL; RELAYDESK_URL, in
+    either form, serves both when those are unset. --url overrides them.
+    """
 
 
 @app.command()

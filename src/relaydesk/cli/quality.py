@@ -10,6 +10,7 @@ and can be attached to a ticket.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from relaydesk.cli.api import call_api
+from relaydesk.cli.endpoints import API_ENV, DEFAULT_API_URL
 from relaydesk.telemetry.charts import TABLE_HEAD, render_html, svg_chart, table_row
 from relaydesk.telemetry.charts import fmt_minute as _minute
 from relaydesk.telemetry.charts import p95 as _p95
@@ -127,7 +129,12 @@ def report(
     to: Annotated[str, typer.Option(help="End (same forms as --from).")] = "now",
     region: Annotated[str | None, typer.Option(help="Only this node region.")] = None,
     node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
-    url: Annotated[str, typer.Option(help="Server HTTP base URL.")] = "http://127.0.0.1:8420",
+    url: Annotated[
+        str,
+        typer.Option(
+            help="Node HTTP base URL (RELAYDESK_API_URL, else RELAYDESK_URL).", envvar=API_ENV
+        ),
+    ] = DEFAULT_API_URL,
     key: Annotated[
         str | None,
         typer.Option(
@@ -138,6 +145,9 @@ def report(
     step: Annotated[int, typer.Option(help="Bucket size in seconds (multiple of 60).")] = 60,
     worst: Annotated[int, typer.Option(help="Worst minutes to highlight per criterion.")] = 3,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the API's series (and the worst minutes) as JSON.")
+    ] = False,
 ) -> None:
     """Print a table per region and node, worst minutes highlighted; optionally HTML."""
     if not key:
@@ -151,8 +161,19 @@ def report(
     path = f"/api/quality/apps/{app_id}/series"
     result: dict[str, Any] = call_api("GET", url, path, key, params=params).json()
     marked = worst_minutes(result["series"], worst)
-    console = Console(width=170)
-    if not result["series"]:
+    console = Console(width=170, stderr=json_out)  # stdout carries only the JSON then
+    if json_out:
+        worst_list = [
+            {
+                "t": result["series"][si]["points"][pi]["t"],
+                "node": result["series"][si]["node"],
+                "node_region": result["series"][si]["node_region"],
+                "why": why,
+            }
+            for (si, pi), why in sorted(marked.items())
+        ]
+        typer.echo(json.dumps({**result, "worst": worst_list}, indent=2))
+    elif not result["series"]:
         console.print(f"no quality data for app {app_id} in this range")
     else:
         render_tables(result, marked, console)
