@@ -11,6 +11,7 @@ and can be attached to a ticket.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,22 +73,39 @@ def _badness(point: dict[str, Any], criterion: str) -> float | None:
         if rtt is None and loss is None:
             return None
         return (rtt or 0.0) / 100.0 + (loss or 0.0) * 100.0
-    return float(point["unexpected_disconnects"]) or None
+    return float(point["unexpected_disconnects"])
+
+
+#: A minute is "worst" only when it stands out: at least ``_STANDOUT`` times the median
+#: of the other minutes and past an absolute floor per criterion (1 point of success
+#: rate, 5 ms of latency, 50 ms RTT or 0.5 % loss, 2 disconnects), so a uniformly poor
+#: or a very short range shades nothing instead of every minute.
+_STANDOUT = 2.0
+_FLOOR = {"delivery": 0.01, "send": 0.01, "latency": 5.0, "network": 0.5, "disconnects": 2.0}
+
+
+def _stands_out(value: float, others: list[float], criterion: str) -> bool:
+    if not others or value < _FLOOR[criterion]:
+        return False
+    return value >= _STANDOUT * statistics.median(others)
 
 
 def worst_minutes(series: Sequence[dict[str, Any]], n: int) -> dict[tuple[int, int], list[str]]:
-    """(series index, point index) -> the criteria for which it is among the ``n`` worst."""
+    """(series index, point index) -> the criteria for which it is among the ``n`` worst
+    and stands out from the other minutes (see ``_STANDOUT``)."""
     marked: dict[tuple[int, int], list[str]] = {}
     for criterion, label in _CRITERIA:
         scored = []
         for si, s in enumerate(series):
             for pi, p in enumerate(s["points"]):
                 b = _badness(p, criterion)
-                if b is not None and b > 0:
+                if b is not None:
                     scored.append((b, si, pi))
         scored.sort(key=lambda x: -x[0])
-        for _, si, pi in scored[:n]:
-            marked.setdefault((si, pi), []).append(label)
+        for k, (b, si, pi) in enumerate(scored[:n]):
+            others = [o[0] for j, o in enumerate(scored) if j != k]
+            if _stands_out(b, others, criterion):
+                marked.setdefault((si, pi), []).append(label)
     return marked
 
 
