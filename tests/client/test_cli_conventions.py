@@ -75,7 +75,7 @@ def test_refused_and_unknown_host_name_their_cause() -> None:
     assert r.exit_code == 2 and "connection refused" in r.output
 
 
-def test_wrong_path_and_wrong_secret_against_a_node(running_server: Any) -> None:
+def test_causes_variables_and_json_against_one_node(running_server: Any) -> None:
     base = running_server.http_url
     r = _send(base + "/chat")
     assert r.exit_code == 2
@@ -93,6 +93,15 @@ def test_wrong_path_and_wrong_secret_against_a_node(running_server: Any) -> None
     assert _send("", env=env).exit_code == 0
     env = {"RELAYDESK_WS_URL": f"ws://127.0.0.1:{_closed_port()}/v1/ws", "RELAYDESK_URL": base}
     assert _send("", env=env).exit_code == 2
+    # quality report --json: stdout carries the JSON alone (tables would go to stderr)
+    r = runner.invoke(
+        app,
+        ["quality", "report", "--app", "demo", "--key", DEMO_SECRET, "--json"],
+        env={"RELAYDESK_API_URL": base},
+    )
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.stdout)
+    assert body["app"] == "demo" and "series" in body and "worst" in body
 
 
 def test_diagnose_without_key_is_a_usage_error() -> None:
@@ -145,14 +154,3 @@ def test_desk_report_takes_relative_times() -> None:
     assert _instant("--from", "2026-11-01", now_ms) == "2026-11-01"
     with pytest.raises(typer.Exit):
         _instant("--from", "last tuesday", now_ms)
-
-
-def test_quality_report_json_goes_to_stdout_alone(running_server: Any) -> None:
-    r = runner.invoke(
-        app,
-        ["quality", "report", "--app", "demo", "--key", DEMO_SECRET, "--json"],
-        env={"RELAYDESK_API_URL": running_server.http_url},
-    )
-    assert r.exit_code == 0, r.output
-    body = json.loads(r.stdout)
-    assert body["app"] == "demo" and "series" in body and "worst" in body
