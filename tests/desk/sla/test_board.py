@@ -70,6 +70,14 @@ def test_now_may_not_go_backwards_and_removed_tickets_go() -> None:
     board.refresh(START + timedelta(hours=1))
     with pytest.raises(ValueError, match="before the last one"):
         board.refresh(START)
+    # a log the engine refuses: no status, the reason listed, the others unaffected
+    board.update(2, [SlaEvent(at=START, kind="comment", author_role="agent")], default_policy())
+    assert board.refresh(START + timedelta(hours=2)) == [2]
+    assert board.status(2) is None and board.errors() == {
+        2: "case.bad_event: comment event before the created event"
+    }
+    assert board.status(1) is not None
     board.remove(1)
+    board.remove(2)
     assert board.status(1) is None and len(board) == 0
     assert board.refresh(START + timedelta(days=30)) == []

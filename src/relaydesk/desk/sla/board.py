@@ -41,6 +41,7 @@ import msgspec
 from ._time import INF, US, from_us, to_us
 from .calendar import Calendar
 from .engine import MAX_HORIZON_DAYS, TicketSla, compute_sla
+from .errors import SlaConfigError
 from .policy import SlaEvent, SlaPolicy
 
 TicketState = Literal["breached", "at_risk", "active", "paused", "achieved"]
@@ -122,6 +123,7 @@ class _Entry(msgspec.Struct):
     status: SlaStatus | None = None
     until: int = -1  # recompute when now >= until; -1: never computed
     generation: int = 0  # bumps on update, so stale heap items are skipped
+    error: str | None = None  # the engine refused this ticket's log (SlaConfigError)
 
 
 class BoardStats(msgspec.Struct, frozen=True):
@@ -176,14 +178,20 @@ class SlaBoard:
             if entry.status is not None:
                 yield tid, entry.status
 
+    def errors(self) -> dict[int, str]:
+        """Tickets the engine refused at the last refresh that computed them, and why
+        (``code: message``); they have no status until their events change."""
+        return {tid: e.error for tid, e in self._entries.items() if e.error is not None}
+
     def statistics(self) -> BoardStats:
         return BoardStats(
             tickets=len(self._entries), computed=self._computed, refreshes=self._refreshes
         )
 
     def refresh(self, now: datetime) -> list[int]:
-        """Bring every status to ``now``; return the ids recomputed (engine errors raise
-        :class:`SlaConfigError` naming the ticket's problem, as ``compute_sla`` does)."""
+        """Bring every status to ``now``; return the ids recomputed.  A ticket whose log
+        the engine refuses (:class:`SlaConfigError`) gets no status and is listed by
+        :meth:`errors`; one bad ticket never stops the others."""
         now_us = to_us(now, "now")
         if now_us < self._now:
             raise ValueError(f"refresh at {now.isoformat()} is before the last one")
@@ -202,10 +210,14 @@ class SlaBoard:
             entry = self._entries.get(tid)
             if entry is None:
                 continue
-            sla = compute_sla(entry.policy, self._calendars, entry.events, now_dt)
-            entry.status = sla_status(sla, now_dt)
-            entry.until = valid_until(sla, entry.events, now_dt)
             entry.generation += 1
+            try:
+                sla = compute_sla(entry.policy, self._calendars, entry.events, now_dt)
+            except SlaConfigError as exc:
+                entry.status, entry.error, entry.until = None, f"{exc.code}: {exc.message}", INF
+                continue
+            entry.status, entry.error = sla_status(sla, now_dt), None
+            entry.until = valid_until(sla, entry.events, now_dt)
             if entry.until != INF:
                 heapq.heappush(heap, (entry.until, tid, entry.generation))
         self._computed += len(due)
