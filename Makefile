@@ -11,11 +11,17 @@ JSDEPS  := tests/web/js/node_modules/.installed
 
 .PHONY: install run test lint typecheck bench clean
 
+# pip prints one line per package it collects or installs, so a first `make run`
+# (about 30 s) shows where it is instead of sitting silent.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	touch $(STAMP)
+	@echo "== relaydesk: installing into $(VENV) (first run or pyproject.toml changed)"
+	@test -x $(BIN)/python || { echo "== creating $(VENV)"; $(PY) -m venv $(VENV); }
+	@echo "== upgrading pip"
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@echo "== installing relaydesk and its dependencies"
+	@$(BIN)/python -m pip install --progress-bar off -e '.[test,bench]'
+	@touch $(STAMP)
+	@echo "== installed"
 
 # playwright-core for the browser tests (drives Debian's /usr/bin/chromium).
 $(JSDEPS): tests/web/js/package-lock.json

@@ -123,6 +123,22 @@ class DeskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhook_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
 
 
+class MailSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """E-mail notifications (docs/desk.md "E-mail notifications"); empty ``smtp_host``: off."""
+
+    smtp_host: str = ""
+    smtp_port: Annotated[int, Meta(ge=1, le=65535)] = 25
+    # STARTTLS after connecting (submission port 587); ``tls``: implicit TLS (port 465).
+    starttls: bool = False
+    tls: bool = False
+    username: str = ""
+    password: str = ""
+    sender: str = "relaydesk <desk@localhost>"
+    # A person's digest goes out this long after its first collected item.
+    digest_interval_s: Annotated[float, Meta(ge=60, le=7 * 86400)] = 3600.0
+    timeout_s: Annotated[float, Meta(gt=0, le=120)] = 10.0
+
+
 class TelemetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Message lifecycle, connection history and network quality (docs/telemetry.md)."""
 
@@ -212,6 +228,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gateway: GatewaySettings = GatewaySettings()
     retention: RetentionSettings = RetentionSettings()
     desk: DeskSettings = DeskSettings()
+    mail: MailSettings = MailSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
     admin: AdminSettings = AdminSettings()
@@ -251,6 +268,7 @@ _SECTIONS = (
     "gateway",
     "retention",
     "desk",
+    "mail",
     "telemetry",
     "cluster",
     "admin",

@@ -109,3 +109,24 @@ def test_agents_with_skills_and_on_call_shifts(tmp_path: Path) -> None:
     assert code == 1 and "admin.invalid" in err
     code, _, err = _admin(data, "agent", "update", "ann", "--oncall", "mon@9-10")
     assert code == 1 and "admin.invalid" in err
+
+
+def test_mail_preferences_from_the_cli(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert _admin(data, "init", "--email", "root@ops.example")[0] == 0
+    code, out, _ = _admin(data, "person", "notifications", "agent", "admin")
+    assert code == 0 and json.loads(out)["at_risk"] == "digest"  # the defaults
+    code, out, _ = _admin(
+        data, "person", "notifications", "agent", "admin", "--reply", "off", "--at-risk", "instant"
+    )
+    prefs = json.loads(out)
+    assert code == 0 and (prefs["reply"], prefs["at_risk"], prefs["escalation"]) == (
+        "off",
+        "instant",
+        "instant",
+    )
+    assert json.loads(_admin(data, "person", "notifications", "agent", "admin")[1]) == prefs
+    code, _, err = _admin(data, "person", "notifications", "agent", "admin", "--reply", "never")
+    assert code == 1 and "admin.invalid" in err
+    code, _, err = _admin(data, "person", "notifications", "customer", "nobody")
+    assert code == 1 and "admin.unknown_person" in err

@@ -380,6 +380,51 @@ def person_reset_link(kind: str, person_id: str) -> None:
     typer.echo(link.url)
 
 
+Delivery = Annotated[
+    str | None, typer.Option(help="instant, digest or off (unchanged if not given).")
+]
+
+
+@person_app.command("notifications")
+def person_notifications(
+    kind: str,
+    person_id: str,
+    reply: Delivery = None,
+    assignment: Delivery = None,
+    escalation: Delivery = None,
+    at_risk: Delivery = None,
+) -> None:
+    """Show or change which e-mails a person gets (docs/desk.md "E-mail notifications")."""
+    from relaydesk.desk.mail import MailPreferences
+    from relaydesk.storage.engine import apply_migrations
+    from relaydesk.storage.mail import MAIL_MIGRATIONS, MailPreferenceStore
+
+    k = _kind(kind)
+    changes = {
+        name: value
+        for name, value in (
+            ("reply", reply),
+            ("assignment", assignment),
+            ("escalation", escalation),
+            ("at_risk", at_risk),
+        )
+        if value is not None
+    }
+    store = MailPreferenceStore()
+
+    def run(a: AdminService, tx: Tx, _actor: Actor) -> MailPreferences:
+        a.person(tx, k, person_id)  # admin.not_found for an unknown person
+        apply_migrations(tx, "desk_mail", MAIL_MIGRATIONS)
+        prefs = store.get(tx, k, person_id)
+        if changes:
+            merged = {**msgspec.to_builtins(prefs), **changes}
+            prefs = _build(MailPreferences, **merged)
+            store.put(tx, k, person_id, prefs)
+        return prefs
+
+    _out(_run(run))
+
+
 # -- keys ------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from relaydesk.cli.api import UNREACHABLE
+from relaydesk.cli.endpoints import DEFAULT_WS_URL, WS_ENV, EndpointError, check_gateway, ws_url
 from relaydesk.client import (
     ClientEvent,
     ConnectError,
@@ -28,11 +30,20 @@ from relaydesk.client import (
     SendReceipt,
     connect,
 )
+from relaydesk.protocol.errors import ErrorCode
+from relaydesk.protocol.frames import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 from relaydesk.protocol.tokens import mint_token
 
-DEFAULT_URL = "ws://127.0.0.1:8420/v1/ws"
+DEFAULT_URL = DEFAULT_WS_URL
 
-UrlOpt = Annotated[str, typer.Option(help="Gateway WebSocket URL.", envvar="RELAYDESK_URL")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=f"Gateway WebSocket URL (an http:// node address works too) [default: {DEFAULT_URL}].",
+        envvar=WS_ENV,
+        show_default=False,
+    ),
+]
 TokenOpt = Annotated[
     str | None,
     typer.Option(
@@ -166,7 +177,7 @@ def send(
         str | None, typer.Argument(help="Message text; lines of stdin if absent.")
     ] = None,
     to: Annotated[str, typer.Option(help="user:U, channel:C, dm:A:B or ch:C.")] = "",
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     token: TokenOpt = None,
     app_id: AppOpt = None,
     secret: SecretOpt = None,
@@ -182,11 +193,13 @@ def send(
         raise typer.Exit(2)
     channels = list(join or [])
     tok = _token(token, app_id, secret, user, device, channels)
+    gateway = _gateway(url)
     texts = [text] if text is not None else (line.rstrip("\n") for line in sys.stdin)
 
     async def run() -> None:
+        await check_gateway(gateway, _subprotocol(codec))
         async with connect(
-            url, tok, device=device, codec=_codec(codec), receive=False, connect_timeout=10.0
+            gateway, tok, device=device, codec=_codec(codec), receive=False, connect_timeout=10.0
         ) as client:
             for ch in channels:
                 await client.join(ch)
@@ -198,7 +211,7 @@ def send(
 
 
 def tail(
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     token: TokenOpt = None,
     app_id: AppOpt = None,
     secret: SecretOpt = None,
@@ -215,10 +228,12 @@ def tail(
     """Print every event of your feed as it arrives: time, conversation, seq, sender, text."""
     channels = list(join or [])
     tok = _token(token, app_id, secret, user, device, channels)
+    gateway = _gateway(url)
 
     async def run() -> None:
+        await check_gateway(gateway, _subprotocol(codec))
         async with connect(
-            url, tok, device=device, codec=_codec(codec), cursor=cursor, connect_timeout=10.0
+            gateway, tok, device=device, codec=_codec(codec), cursor=cursor, connect_timeout=10.0
         ) as client:
             for ch in channels:
                 await client.join(ch)
@@ -235,6 +250,18 @@ def tail(
     _run(run())
 
 
+def _gateway(url: str | None) -> str:
+    try:
+        return ws_url(url or DEFAULT_URL)
+    except EndpointError as exc:
+        typer.echo(f"relaydesk: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _subprotocol(codec: str) -> str:
+    return SUBPROTOCOL_JSON if _codec(codec) == "json" else SUBPROTOCOL_MSGPACK
+
+
 def _codec(name: str) -> Literal["msgpack", "json"]:
     if name == "msgpack":
         return "msgpack"
@@ -249,6 +276,15 @@ def _run(coro: Any) -> None:
         asyncio.run(coro)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    except (ConnectError, RelaydeskError) as exc:
+    except EndpointError as exc:
+        typer.echo(f"relaydesk: {exc}", err=True)
+        raise typer.Exit(UNREACHABLE) from None
+    except ConnectError as exc:
+        hint = ""
+        if exc.code == ErrorCode.TOKEN_INVALID:
+            hint = " (is --secret the app's secret, or --token signed with it?)"
+        typer.echo(f"relaydesk: {exc}{hint}", err=True)
+        raise typer.Exit(1) from None
+    except RelaydeskError as exc:
         typer.echo(f"relaydesk: {exc}", err=True)
         raise typer.Exit(1) from None

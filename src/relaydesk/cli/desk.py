@@ -8,7 +8,10 @@ it runs the SLA engine on a case file and prints the arithmetic.
 from __future__ import annotations
 
 import json
+import re
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -18,8 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from relaydesk.cli.api import call_api, fail
+from relaydesk.cli.endpoints import API_ENV, DEFAULT_API_URL
 from relaydesk.desk.sla import SlaConfigError, explain_case
 from relaydesk.doctor.attach import AttachError, load_report, with_report
+from relaydesk.telemetry.times import parse_time
 
 desk_app = typer.Typer(
     help="Support desk: tickets, the agent queue, SLA reports.", no_args_is_help=True
@@ -27,12 +32,17 @@ desk_app = typer.Typer(
 sla_app = typer.Typer(help="SLA tools.", no_args_is_help=True)
 desk_app.add_typer(sla_app, name="sla")
 
-Url = Annotated[str, typer.Option("--url", help="Server base URL.")]
+Url = Annotated[
+    str,
+    typer.Option(
+        "--url", help="Node HTTP base URL (RELAYDESK_API_URL, else RELAYDESK_URL).", envvar=API_ENV
+    ),
+]
 ApiKey = Annotated[
     str,
     typer.Option("--api-key", envvar="RELAYDESK_API_KEY", help="Desk API key (agent or customer)."),
 ]
-DEFAULT_URL = "http://127.0.0.1:8420"
+DEFAULT_URL = DEFAULT_API_URL
 
 
 def _call(method: str, url: str, api_key: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -226,22 +236,49 @@ def status(ticket_id: int, new_status: str, api_key: ApiKey = "", url: Url = DEF
 
 @desk_app.command()
 def report(
-    start: Annotated[str, typer.Option("--from", help="YYYY-MM-DD or ISO 8601 (inclusive).")],
-    end: Annotated[str, typer.Option("--to", help="YYYY-MM-DD or ISO 8601 (exclusive).")],
+    start: Annotated[
+        str,
+        typer.Option("--from", help="Start (inclusive): YYYY-MM-DD, ISO 8601, now, -30d, -12h."),
+    ] = "-30d",
+    end: Annotated[str, typer.Option("--to", help="End (exclusive), same forms.")] = "now",
     api_key: ApiKey = "",
     url: Url = DEFAULT_URL,
     fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
     table: Annotated[str, typer.Option(help="CSV table: attainment, percentiles, breaches.")] = (
         "attainment"
     ),
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
-    """SLA report: attainment per priority and month, percentiles, breaches."""
-    params = {"from": start, "to": end, "format": fmt, "table": table}
+    """SLA report: attainment per priority and month, percentiles, breaches (last 30 days)."""
+    if json_out:
+        fmt = "json"
+    now_ms = int(time.time() * 1000)
+    params = {
+        "from": _instant("--from", start, now_ms),
+        "to": _instant("--to", end, now_ms),
+        "format": fmt,
+        "table": table,
+    }
     response = _call("GET", url, api_key, "/reports/sla", params=params)
     if fmt == "csv":
         sys.stdout.write(response.text)
     else:
         _print_json(response.json())
+
+
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _instant(flag: str, value: str, now_ms: int) -> str:
+    """A report bound as the API takes it: a day as it is, any other form (``-30d``,
+    ``now``, epoch, ISO 8601) as an ISO 8601 instant in UTC."""
+    if _DAY.match(value.strip()):
+        return value.strip()
+    try:
+        ms = parse_time(value, now_ms)
+    except ValueError as exc:
+        fail(2, f"{flag}: {exc}")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
 
 
 @sla_app.command("explain")

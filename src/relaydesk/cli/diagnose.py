@@ -21,7 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from relaydesk.cli.api import UNREACHABLE, error_text, fail
+from relaydesk.cli.api import call_api, error_text, fail
+from relaydesk.cli.endpoints import API_ENV, DEFAULT_API_URL
 from relaydesk.desk.diagnosis.client_evidence import client_report
 
 #: Exit status when the node recorded nothing for the app in the window.
@@ -88,6 +89,10 @@ def _reports(paths: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
+def _no_data(response: httpx.Response) -> bool:
+    return response.status_code == 404 and "diagnosis.no_data" in response.text
+
+
 def diagnose(
     app: Annotated[str, typer.Option("--app", help="App id.")],
     from_: Annotated[
@@ -96,8 +101,11 @@ def diagnose(
     to: Annotated[str, typer.Option("--to", help="End (exclusive), same syntax.")] = "now",
     region: Annotated[str | None, typer.Option(help="Region label to focus on.")] = None,
     url: Annotated[
-        str, typer.Option(help="Node base URL.", envvar="RELAYDESK_URL")
-    ] = "http://127.0.0.1:8420",
+        str,
+        typer.Option(
+            help="Node HTTP base URL (RELAYDESK_API_URL, else RELAYDESK_URL).", envvar=API_ENV
+        ),
+    ] = DEFAULT_API_URL,
     key: Annotated[str, typer.Option(help="Agent desk API key.", envvar="RELAYDESK_DESK_KEY")] = "",
     json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
     symptom: Annotated[
@@ -109,22 +117,19 @@ def diagnose(
     ] = None,
 ) -> None:
     """Locate a problem: network, client, server configuration or a server defect."""
+    if not key:
+        fail(2, "give --key (an agent's desk API key) or set RELAYDESK_DESK_KEY")
     payload: dict[str, Any] = {"app": app, "from": from_, "to": to, "symptom": symptom}
     if region:
         payload["region"] = region
     if doctor_report:
         payload["client_reports"] = _reports(doctor_report)
-    try:
-        with httpx.Client(base_url=url.rstrip("/"), timeout=30.0) as client:
-            response = client.post(
-                "/api/diagnosis", headers={"Authorization": f"Bearer {key}"}, json=payload
-            )
-    except httpx.HTTPError as exc:
-        fail(UNREACHABLE, f"cannot reach {url}: {exc}")
-    if response.status_code == 404 and "diagnosis.no_data" in response.text:
+    # exit 1 means "found a problem" here, so a failed call exits 2
+    response = call_api(
+        "POST", url, "/api/diagnosis", key, failure_exit=2, json=payload, passthrough=_no_data
+    )
+    if response.status_code == 404:
         fail(NO_DATA_EXIT, error_text(response))
-    if response.is_error:  # exit 1 means "found a problem" here, so a failed call exits 2
-        fail(2, f"error {error_text(response)}")
     body = response.json()
     if json:
         typer.echo(jsonlib.dumps(body, indent=2))

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from relaydesk.cli.endpoints import DEFAULT_WS_URL, WS_ENV, EndpointError, ws_url
 from relaydesk.doctor import (
     CHECKS,
     AttachError,
@@ -32,7 +33,7 @@ from relaydesk.doctor import (
 from relaydesk.doctor.report import TITLES
 from relaydesk.protocol.tokens import mint_token
 
-DEFAULT_URL = "ws://127.0.0.1:8420/v1/ws"
+DEFAULT_URL = DEFAULT_WS_URL
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
@@ -74,9 +75,13 @@ def report_table(report: DoctorReport) -> Table:
 
 
 def doctor(
-    url: Annotated[str, typer.Option(help="Gateway WebSocket URL.", envvar="RELAYDESK_URL")] = (
-        DEFAULT_URL
-    ),
+    url: Annotated[
+        str,
+        typer.Option(
+            help="Gateway WebSocket URL (RELAYDESK_WS_URL, else RELAYDESK_URL; http:// works too).",
+            envvar=WS_ENV,
+        ),
+    ] = DEFAULT_URL,
     token: Annotated[
         str | None,
         typer.Option(
@@ -114,6 +119,10 @@ def doctor(
     ] = None,
 ) -> None:
     """Check connectivity, TLS, login, clock skew, RTT/loss, a round trip and SDK settings."""
+    try:
+        url = ws_url(url)
+    except EndpointError as exc:
+        raise _fail_usage(str(exc)) from None
     if not token:
         if not (app_id and secret and user):
             raise _fail_usage("give --token, or --app, --secret and --user")

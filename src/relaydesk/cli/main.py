@@ -20,7 +20,38 @@ app = typer.Typer(
     help="Self-hosted real-time messaging with an SLA-tiered support desk.",
     no_args_is_help=True,
     add_completion=False,
+    # -h as well as --help, on every command and group (click passes it down).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from relaydesk import __version__
+
+        typer.echo(f"relaydesk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Self-hosted real-time messaging with an SLA-tiered support desk.
+
+    WebSocket commands (send, tail, doctor) find the node in RELAYDESK_WS_URL, HTTP
+    commands (desk, diagnose, quality, node) in RELAYDESK_API_URL; RELAYDESK_URL, in
+    either form, serves both when those are unset. --url overrides them.
+    """
 
 
 @app.command()
@@ -153,32 +184,42 @@ def config_check(path: Annotated[Path, typer.Argument(help="TOML settings file."
     typer.echo(json.dumps(msgspec.to_builtins(settings), indent=2))
 
 
-def _register_optional() -> None:
-    from relaydesk.cli.admin import admin_app
-    from relaydesk.cli.backup import backup, restore
-    from relaydesk.cli.chat import send, tail
-    from relaydesk.cli.desk import desk_app
-    from relaydesk.cli.diagnose import diagnose
-    from relaydesk.cli.doctor import doctor
-    from relaydesk.cli.e2ee import e2ee_app
-    from relaydesk.cli.netsim import netsim
-    from relaydesk.cli.node import node_app
-    from relaydesk.cli.quality import quality_app
+#: Commands in their own modules: name -> (module, attribute, group?).  ``main`` imports
+#: only the one invoked (a desk command need not load the SDK, nor ``send`` the desk),
+#: which keeps a failing command's answer quick; help and unknown names load them all.
+_OPTIONAL: dict[str, tuple[str, str, bool]] = {
+    "send": ("relaydesk.cli.chat", "send", False),
+    "tail": ("relaydesk.cli.chat", "tail", False),
+    "desk": ("relaydesk.cli.desk", "desk_app", True),
+    "admin": ("relaydesk.cli.admin", "admin_app", True),
+    "backup": ("relaydesk.cli.backup", "backup", False),
+    "restore": ("relaydesk.cli.backup", "restore", False),
+    "doctor": ("relaydesk.cli.doctor", "doctor", False),
+    "diagnose": ("relaydesk.cli.diagnose", "diagnose", False),
+    "netsim": ("relaydesk.cli.netsim", "netsim", False),
+    "quality": ("relaydesk.cli.quality", "quality_app", True),
+    "node": ("relaydesk.cli.node", "node_app", True),
+    "e2ee": ("relaydesk.cli.e2ee", "e2ee_app", True),
+}
 
-    app.command()(send)
-    app.command()(tail)
-    app.add_typer(desk_app, name="desk")
-    app.add_typer(admin_app, name="admin")
-    app.command()(backup)
-    app.command()(restore)
-    app.command()(doctor)
-    app.command()(diagnose)
-    app.command()(netsim)
-    app.add_typer(quality_app, name="quality")
-    app.add_typer(node_app, name="node")
-    app.add_typer(e2ee_app, name="e2ee")
+
+def _register_optional(only: str | None = None) -> None:
+    """Add the commands of ``_OPTIONAL`` (just ``only`` when it names one) to ``app``."""
+    import importlib
+
+    if only in ("serve", "token", "config-check"):
+        return  # defined here
+    names = [only] if only in _OPTIONAL else list(_OPTIONAL)
+    for name in names:
+        module, attr, group = _OPTIONAL[name]
+        target = getattr(importlib.import_module(module), attr)
+        if group:
+            app.add_typer(target, name=name)
+        else:
+            app.command(name=name)(target)
 
 
 def main() -> None:
-    _register_optional()
+    invoked = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    _register_optional(invoked)
     app()

@@ -42,8 +42,11 @@ def netsim(
         str, typer.Option(help="HOST:PORT your app connects to instead (port 0: any).")
     ] = "127.0.0.1:9000",
     control: Annotated[
-        str, typer.Option(help="HOST:PORT of the HTTP control API; 'off' to disable.")
-    ] = "127.0.0.1:9001",
+        str,
+        typer.Option(
+            help="HOST:PORT for the HTTP control API (e.g. 127.0.0.1:9001); off unless given."
+        ),
+    ] = "off",
     latency_ms: Annotated[float, typer.Option(help="Added one-way delay per chunk (ms).")] = 0,
     jitter_ms: Annotated[float, typer.Option(help="Uniform ± spread around the latency (ms).")] = 0,
     bandwidth: Annotated[
@@ -111,6 +114,10 @@ def netsim(
                     '-d \'{"direction":"downstream","latency_ms":200,"jitter_ms":50}\'',
                     f"             curl -X POST {base}/cut ; curl -X POST {base}/restore",
                 ]
+            else:
+                lines.append(
+                    "  control    off (--control HOST:PORT to change the link while it runs)"
+                )
             typer.echo("\n".join(lines), err=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -16,13 +16,19 @@ from rich.console import Console
 from rich.table import Table
 
 from relaydesk.cli.api import call_api
+from relaydesk.cli.endpoints import API_ENV, DEFAULT_API_URL
 
 node_app = typer.Typer(help="The cluster's nodes: list, drain, undrain.", no_args_is_help=True)
 
-Url = Annotated[str, typer.Option(help="Node base URL (any node of the cluster).")]
+Url = Annotated[
+    str,
+    typer.Option(
+        help="HTTP base URL of any node (RELAYDESK_API_URL, else RELAYDESK_URL).", envvar=API_ENV
+    ),
+]
 Key = Annotated[str, typer.Option(help="Operator key.", envvar="RELAYDESK_OPERATOR_KEY")]
 Json = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")]
-DEFAULT_URL = "http://127.0.0.1:8420"
+DEFAULT_URL = DEFAULT_API_URL
 
 
 def _when(ms: int) -> str:

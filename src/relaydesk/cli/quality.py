@@ -10,6 +10,8 @@ and can be attached to a ticket.
 
 from __future__ import annotations
 
+import json
+import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from relaydesk.cli.api import call_api
+from relaydesk.cli.endpoints import API_ENV, DEFAULT_API_URL
 from relaydesk.telemetry.charts import TABLE_HEAD, render_html, svg_chart, table_row
 from relaydesk.telemetry.charts import fmt_minute as _minute
 from relaydesk.telemetry.charts import p95 as _p95
@@ -70,22 +73,39 @@ def _badness(point: dict[str, Any], criterion: str) -> float | None:
         if rtt is None and loss is None:
             return None
         return (rtt or 0.0) / 100.0 + (loss or 0.0) * 100.0
-    return float(point["unexpected_disconnects"]) or None
+    return float(point["unexpected_disconnects"])
+
+
+#: A minute is "worst" only when it stands out: at least ``_STANDOUT`` times the median
+#: of the other minutes and past an absolute floor per criterion (1 point of success
+#: rate, 5 ms of latency, 50 ms RTT or 0.5 % loss, 2 disconnects), so a uniformly poor
+#: or a very short range shades nothing instead of every minute.
+_STANDOUT = 2.0
+_FLOOR = {"delivery": 0.01, "send": 0.01, "latency": 5.0, "network": 0.5, "disconnects": 2.0}
+
+
+def _stands_out(value: float, others: list[float], criterion: str) -> bool:
+    if not others or value < _FLOOR[criterion]:
+        return False
+    return value >= _STANDOUT * statistics.median(others)
 
 
 def worst_minutes(series: Sequence[dict[str, Any]], n: int) -> dict[tuple[int, int], list[str]]:
-    """(series index, point index) -> the criteria for which it is among the ``n`` worst."""
+    """(series index, point index) -> the criteria for which it is among the ``n`` worst
+    and stands out from the other minutes (see ``_STANDOUT``)."""
     marked: dict[tuple[int, int], list[str]] = {}
     for criterion, label in _CRITERIA:
         scored = []
         for si, s in enumerate(series):
             for pi, p in enumerate(s["points"]):
                 b = _badness(p, criterion)
-                if b is not None and b > 0:
+                if b is not None:
                     scored.append((b, si, pi))
         scored.sort(key=lambda x: -x[0])
-        for _, si, pi in scored[:n]:
-            marked.setdefault((si, pi), []).append(label)
+        for k, (b, si, pi) in enumerate(scored[:n]):
+            others = [o[0] for j, o in enumerate(scored) if j != k]
+            if _stands_out(b, others, criterion):
+                marked.setdefault((si, pi), []).append(label)
     return marked
 
 
@@ -127,7 +147,12 @@ def report(
     to: Annotated[str, typer.Option(help="End (same forms as --from).")] = "now",
     region: Annotated[str | None, typer.Option(help="Only this node region.")] = None,
     node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
-    url: Annotated[str, typer.Option(help="Server HTTP base URL.")] = "http://127.0.0.1:8420",
+    url: Annotated[
+        str,
+        typer.Option(
+            help="Node HTTP base URL (RELAYDESK_API_URL, else RELAYDESK_URL).", envvar=API_ENV
+        ),
+    ] = DEFAULT_API_URL,
     key: Annotated[
         str | None,
         typer.Option(
@@ -138,6 +163,9 @@ def report(
     step: Annotated[int, typer.Option(help="Bucket size in seconds (multiple of 60).")] = 60,
     worst: Annotated[int, typer.Option(help="Worst minutes to highlight per criterion.")] = 3,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the API's series (and the worst minutes) as JSON.")
+    ] = False,
 ) -> None:
     """Print a table per region and node, worst minutes highlighted; optionally HTML."""
     if not key:
@@ -151,8 +179,19 @@ def report(
     path = f"/api/quality/apps/{app_id}/series"
     result: dict[str, Any] = call_api("GET", url, path, key, params=params).json()
     marked = worst_minutes(result["series"], worst)
-    console = Console(width=170)
-    if not result["series"]:
+    console = Console(width=170, stderr=json_out)  # stdout carries only the JSON then
+    if json_out:
+        worst_list = [
+            {
+                "t": result["series"][si]["points"][pi]["t"],
+                "node": result["series"][si]["node"],
+                "node_region": result["series"][si]["node_region"],
+                "why": why,
+            }
+            for (si, pi), why in sorted(marked.items())
+        ]
+        typer.echo(json.dumps({**result, "worst": worst_list}, indent=2))
+    elif not result["series"]:
         console.print(f"no quality data for app {app_id} in this range")
     else:
         render_tables(result, marked, console)

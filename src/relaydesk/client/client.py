@@ -215,6 +215,8 @@ class Client:
         except TimeoutError:
             await self.aclose()
             msg = f"no login within {login_timeout:g}s"
+            if self._runner.last_failure:
+                msg += f" (last attempt: {self._runner.last_failure})"
             raise ConnectError(int(ErrorCode.INTERNAL), msg) from None
         if self._task.done() and not self._task.cancelled() and self._task.exception():
             exc = self._task.exception()

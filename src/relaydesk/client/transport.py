@@ -182,6 +182,7 @@ class SessionRunner:
         self._link: Link | None = None
         self._state = session.state
         self.last_close: tuple[int | None, str] | None = None
+        self.last_failure: str | None = None  # why the last connection attempt failed
 
     # -- called by the Client ------------------------------------------------------
 
@@ -230,6 +231,7 @@ class SessionRunner:
                 if isinstance(exc, websockets.InvalidURI):
                     raise
                 log.info("connect to %s failed: %s", url, exc)
+                self.last_failure = f"{url}: {type(exc).__name__}: {exc}"
                 round_failed = self.endpoints.failed(url, self._clock.monotonic())
                 s.connection_lost(None, self._clock.monotonic())
                 self._publish()

@@ -7,7 +7,7 @@ notifiers from settings.  ``start``/``aclose`` own the scheduler task.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -28,6 +28,8 @@ from relaydesk.desk.escalation import (
     choose_assignee,
 )
 from relaydesk.desk.live import LiveNotices, WarRooms
+from relaydesk.desk.mail import SmtpConfig, SmtpSender
+from relaydesk.desk.mail.notifications import MailNotifications
 from relaydesk.desk.ports import Messaging
 from relaydesk.desk.sla import default_calendars, default_policy
 from relaydesk.desk.tickets.model import (
@@ -141,6 +143,13 @@ class DeskComponent:
             clock,
             timeout_s=settings.desk.webhook_timeout_s,
         )
+        # E-mail (desk/mail): replies and assignments as they happen, escalations and
+        # at-risk warnings from the scheduler, digests; only with an SMTP server set.
+        self.mail: MailNotifications | None = None
+        if settings.mail.smtp_host:
+            self.mail = _open_mail(db, self.store, settings, self.tickets.now)
+            self.tickets.add_listener(self.mail)
+            notifiers.append(self.mail)
         self.scheduler = EscalationScheduler(
             db, self.tickets, clock, notifiers, interval_s=settings.desk.escalation_interval_s
         )
@@ -183,6 +192,8 @@ class DeskComponent:
         """Start the escalation scheduler and the webhook dispatcher."""
         await self.scheduler.start()
         await self.webhook_dispatcher.start()
+        if self.mail is not None:
+            await self.mail.start()
 
     async def stop(self) -> None:
         """Stop the background jobs (this node lost the lead); :meth:`start` resumes."""
@@ -193,6 +204,8 @@ class DeskComponent:
         """Stop the jobs and close the clients."""
         await self.scheduler.aclose()
         await self.webhook_dispatcher.aclose()
+        if self.mail is not None:
+            await self.mail.aclose()
         self.accounts.hasher.close()
         if self._webhook is not None:
             await self._webhook.aclose()
@@ -345,6 +358,33 @@ def _seed_data(svc: TicketService, tx: Tx, now: datetime) -> None:
     svc.change_status_tx(tx, bob, t6, "closed", ago(days=4))
     for tid in (t1, t2, t3, t4, t5, t6):
         svc.recompute_tx(tx, tid, now)
+
+
+def _open_mail(
+    db: Database, store: DeskStore, settings: Settings, now: Callable[[], datetime]
+) -> MailNotifications:
+
+    m = settings.mail
+    sender = SmtpSender(
+        SmtpConfig(
+            host=m.smtp_host,
+            port=m.smtp_port,
+            starttls=m.starttls,
+            tls=m.tls,
+            username=m.username,
+            password=m.password,
+            sender=m.sender,
+            timeout_s=m.timeout_s,
+        )
+    )
+    return MailNotifications(
+        db,
+        store,
+        sender,
+        base_url=settings.public_url,
+        now=now,
+        digest_interval=timedelta(seconds=m.digest_interval_s),
+    )
 
 
 def open_desk(

@@ -114,6 +114,39 @@ def nice_ceiling(v: float) -> float:
     return scaled(10.0)
 
 
+#: Tick steps for the time axis, smallest first (ms): each a round clock interval.
+_TIME_STEPS = (
+    1_000, 2_000, 5_000, 10_000, 15_000, 30_000,
+    60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000,
+    3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000,
+    _DAY_MS, 2 * _DAY_MS, 7 * _DAY_MS, 14 * _DAY_MS, 28 * _DAY_MS,
+)  # fmt: skip
+
+
+def time_ticks(t0: int, t1: int, max_ticks: int = 6) -> list[tuple[int, str]]:
+    """Ticks for the time axis ``[t0, t1]`` (epoch ms): instants on a round clock step
+    (at most ``max_ticks`` of them) and their labels, never two alike: seconds when the
+    step is under a minute, the date when the range spans more than a day."""
+    span = t1 - t0
+    if span <= 0:
+        return [(t0, fmt_minute(t0)[11:])]
+    step = next((st for st in _TIME_STEPS if span / st <= max_ticks - 1), _TIME_STEPS[-1])
+    while span / step > max_ticks - 1:  # longer than the table: whole multiples of 4 weeks
+        step *= 2
+    first = -(-t0 // step) * step
+    ticks = list(range(first, t1 + 1, step)) or [t0]
+
+    def label(t: int) -> str:
+        dt = datetime.fromtimestamp(t / 1000, UTC)
+        if step < 60_000:
+            return dt.strftime("%H:%M:%S")
+        if step >= _DAY_MS:
+            return dt.strftime("%m-%d")
+        return dt.strftime("%m-%d %H:%M" if span > _DAY_MS else "%H:%M")
+
+    return [(t, label(t)) for t in ticks]
+
+
 def svg_chart(
     title: str,
     xs: Sequence[int],
@@ -124,11 +157,14 @@ def svg_chart(
     height: int = 220,
     *,
     x_range: tuple[int, int] | None = None,
+    y_label: str = "",
 ) -> str:
     """A line chart as inline SVG: time on x, ``lines`` on y, ``marks`` (x indexes) in red.
 
     ``x_range`` (epoch ms) fixes the time axis to a chosen range instead of the
     first and last point.  A ``None`` value breaks a line; a lone value is a dot.
+    ``unit`` follows every y tick (`` ms``, ``%``); ``y_label`` names what is counted
+    when the values have no unit (``messages``), shown after the title.
     """
     left, right, top, bottom = 60, 150, 28, 30
     pw, ph = width - left - right, height - top - bottom
@@ -147,14 +183,16 @@ def svg_chart(
     def py(v: float) -> float:
         return top + ph * (1 - (v - lo) / (hi - lo))
 
-    def tick(t: int) -> str:
-        text = fmt_minute(t)
-        return text[5:] if span > _DAY_MS else text[11:]
-
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+        f'<text x="{left}" y="18" font-size="13" font-weight="bold">{html.escape(title)}'
+        + (
+            f' <tspan font-weight="normal" fill="#666">({html.escape(y_label)})</tspan>'
+            if y_label
+            else ""
+        )
+        + "</text>",
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>',
     ]
     for i in range(5):
@@ -165,13 +203,23 @@ def svg_chart(
             f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
             f"{v:.3g}{html.escape(unit)}</text>"
         )
-    for frac in (0.0,) if single else (0.0, 0.25, 0.5, 0.75, 1.0):
-        t = int(t0 + span * frac)
-        anchor = "middle" if single or 0 < frac < 1 else "start" if frac == 0 else "end"
+    for t, text in time_ticks(t0, t0 if single else t1):
+        x = px(t)
+        anchor = "middle"
+        if not single and x - left < 20:
+            anchor = "start"
+        elif not single and left + pw - x < 20:
+            anchor = "end"
         out.append(
-            f'<text x="{px(t):.1f}" y="{height - 10}" font-size="10" '
-            f'text-anchor="{anchor}">{tick(t)}</text>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#999"/>'
         )
+        out.append(
+            f'<text x="{x:.1f}" y="{height - 10}" font-size="10" '
+            f'text-anchor="{anchor}">{text}</text>'
+        )
+    out.append(
+        f'<text x="{left + pw + 12}" y="{height - 10}" font-size="10" fill="#666">UTC</text>'
+    )
     for i in marks:
         if 0 <= i < len(xs):
             out.append(
@@ -241,7 +289,7 @@ def volume_chart(
 ) -> str:
     """Messages sent, delivered and not delivered (late or unacknowledged) per bucket."""
     return svg_chart(
-        "messages per bucket",
+        "messages",
         xs,
         [
             ("sent", _each(points, lambda p: float(p["sent"]))),
@@ -253,6 +301,7 @@ def volume_chart(
         x_range=x_range,
         width=width,
         height=height,
+        y_label="count per bucket",
     )
 
 
@@ -325,7 +374,7 @@ def network_chart(
             ("rtt p50", _each(points, lambda p: p["rtt_ms"]["p50"])),
             ("rtt p95", _each(points, lambda p: p["rtt_p95_ms"]["p95"])),
             (
-                "loss p95 ×1000",
+                "loss p95 (‰)",
                 _each(
                     points, lambda p: None if p["loss"]["p95"] is None else 1000 * p["loss"]["p95"]
                 ),
@@ -336,6 +385,7 @@ def network_chart(
         x_range=x_range,
         width=width,
         height=height,
+        y_label="RTT in ms, loss in ‰",
     )
 
 
@@ -412,6 +462,7 @@ def connections_chart(
         x_range=x_range,
         width=width,
         height=height,
+        y_label="connections",
     )
 
 
@@ -447,7 +498,8 @@ def render_html(
         "section{margin-bottom:36px}</style></head><body>",
         f"<h1>Quality of app {esc(result['app'])}</h1>",
         f"<p>{esc(fmt_minute(result['from_ms']))} to {esc(fmt_minute(result['to_ms']))} UTC, "
-        f"step {result['step_s']} s; generated {esc(generated)}. Worst minutes are shaded red. "
+        f"step {result['step_s']} s; generated {esc(generated)}. Minutes that stand out as "
+        "worst (clearly worse than the others) are shaded red. "
         "Client&#8594;server and server&#8594;client figures are estimates (probe RTT/2).</p>",
     ]
     if not result["series"]:
@@ -460,7 +512,8 @@ def render_html(
         parts.append(volume_chart(xs, pts, marks))
         parts.append(success_chart(xs, pts, marks))
         parts.append(latency_chart(xs, pts, marks))
-        parts.append(network_chart(xs, pts, marks))
+        parts.append(rtt_chart(xs, pts, marks))
+        parts.append(loss_chart(xs, pts, marks))
         parts.append(
             "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEAD) + "<th>why</th></tr>"
         )
