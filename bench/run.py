@@ -29,6 +29,10 @@ Scenarios (docs/benchmarks.md explains every figure):
   finding located the right layer and device/setting.  Alone:
   ``python -m bench.run --only scenarios``.
 
+* ``autodrain`` (``bench/autodrain.py``): a region's send success and p99 before and after
+  the automatic drain of a jittering node (three nodes, netns, PostgreSQL + NATS, root;
+  about four minutes).  Only when asked: ``python -m bench.run --only autodrain``.
+
 * ``storm`` (``bench/catchup_storm.py``): 1,000 devices reconnect at once while a
   publisher goes on at 450/s; time to ``synced``, server CPU, exactly-once check.
   Alone: ``python -m bench.run --only storm``.
@@ -81,6 +85,7 @@ SCENARIOS = (
     "storage",
     "storm",
     "drain",
+    "autodrain",
 )
 FIXED_RATE = 50_000  # deliveries/s for the common-rate latency run
 GEN_BOUND_CORES = 0.9  # generator CPU at peak above which the peak is marked '*'
@@ -618,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="scenario (fanout100, fanout1000, idle, desk, telemetry, stall, scenarios, "
-        "storage, storm, drain), "
+        "storage, storm, drain, autodrain), "
         "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
@@ -710,6 +715,17 @@ def main(argv: list[str] | None = None) -> int:
         except (AssertionError, RuntimeError, OSError) as exc:
             drain = {"error": f"{type(exc).__name__}: {exc}"}
             failures.append(f"drain: {drain['error']}"[:2000])
+    autodrain = None
+    if _selected(args.only, "autodrain", "autodrain") and args.only:  # root + services: asked for
+        from bench import autodrain as autodrain_step
+
+        print(f"[{time.monotonic() - t_start:6.1f}s] autodrain ...", flush=True)
+        try:
+            autodrain = autodrain_step.run(args.quick)
+            print(autodrain_step.markdown(autodrain), flush=True)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            autodrain = {"error": f"{type(exc).__name__}: {exc}"}
+            failures.append(f"autodrain: {autodrain['error']}"[:2000])
     if diagnosis is not None:
         if "error" in diagnosis:
             failures.append(f"scenarios: {diagnosis['error']}"[:2000])
@@ -750,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         "diagnosis_scenarios": diagnosis,
         "catchup_storm": storm,
         "drain": drain,
+        "autodrain": autodrain,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
