@@ -96,11 +96,11 @@ class ClientLogEntry(msgspec.Struct, frozen=True):
     ``close`` (``code``: close code, None when the link just died; ``value_ms``: its
     lifetime), ``reconnect_wait`` (``value_ms``: the back-off), ``rtt`` or ``error``."""
 
-    t_ms: int
+    t_ms: Annotated[int, Meta(ge=0, le=2**53)]
     kind: Annotated[str, Meta(max_length=20)]
     node: Annotated[str, Meta(max_length=300)] = ""
-    code: int | None = None
-    value_ms: float | None = None
+    code: Annotated[int, Meta(ge=0, le=65_535)] | None = None
+    value_ms: Annotated[float, Meta(ge=0, le=1e9)] | None = None
     detail: Annotated[str, Meta(max_length=200)] = ""
 
 
