@@ -259,8 +259,10 @@ def lint_status(findings: Sequence[LintFinding]) -> tuple[Status, str]:
 
 
 class EdgeProbe(msgspec.Struct, frozen=True):
-    """One candidate of the directory's ranking and the RTT the doctor measured to it
-    (TCP connect time, the fastest of a few: one network round trip)."""
+    """One candidate of the directory's ranking and the RTT the doctor measured to it:
+    the fastest of a few HTTP round trips (``GET /readyz`` on a fresh connection, from
+    the request written to the first byte of the answer), so it crosses every proxy on
+    the path, as the client's own traffic does, not only up to the first TCP endpoint."""
 
     rank: int
     node: str

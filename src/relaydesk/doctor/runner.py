@@ -10,7 +10,7 @@ trips (``rtt_loss``), derive the clock offset from the same pongs (``clock_skew`
 and send a message to oneself and wait for it in the feed (``round_trip``).  The SDK
 configuration lint (``sdk_config``) uses the heartbeat the server announced and the
 measured RTT.  Last, with a directory given, ``edges`` asks it for the ranking a client
-of this app and region gets and measures the RTT to each candidate (TCP connect time).
+of this app and region gets and measures the RTT to each candidate (an HTTP round trip).
 A check whose prerequisite failed is ``skip`` with the reason naming that prerequisite.
 
 The protocol is spoken directly (``websockets`` + the package's codec), not through
@@ -100,7 +100,7 @@ class DoctorOptions(msgspec.Struct, frozen=True):
     #: a client of the token's app in ``region`` gets (None: the check is skipped).
     directory: str | None = None
     region: str = ""
-    #: TCP connects per candidate; the fastest is its RTT.
+    #: HTTP round trips per candidate; the fastest is its RTT.
     edge_attempts: int = 3
     #: Candidates measured (the directory's first ones).
     max_edges: int = 5
@@ -695,13 +695,24 @@ class _Run:
             return msgspec.structs.replace(probe, error=f"not a node URL: {url!r}")
         best: float | None = None
         error = ""
+        context = ssl.create_default_context() if parts.scheme == "wss" else None
+        request = f"GET /readyz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         for _ in range(max(1, self.options.edge_attempts)):
             try:
                 async with asyncio.timeout(self.options.connect_timeout_s):
-                    t0 = self.clock.monotonic()
-                    _, writer = await asyncio.open_connection(host, port)
-                    rtt = (self.clock.monotonic() - t0) * 1000
-                writer.close()
+                    reader, writer = await asyncio.open_connection(
+                        host, port, ssl=context, server_hostname=host if context else None
+                    )
+                    try:
+                        writer.write(request.encode())
+                        await writer.drain()
+                        t0 = self.clock.monotonic()
+                        first = await reader.read(1)
+                        rtt = (self.clock.monotonic() - t0) * 1000
+                    finally:
+                        writer.close()
+                if not first:
+                    raise OSError("closed without an answer")
                 best = rtt if best is None else min(best, rtt)
             except (OSError, TimeoutError) as exc:
                 error = str(exc) or "timed out"
