@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The figures come from the real scenario test, not from a model of it:
-``tests/integration/test_autodrain_cluster.py`` runs three nodes (PostgreSQL + NATS) in
+``tests/integration/test_diagnosis_cluster.py`` runs three nodes (PostgreSQL + NATS) in
 two regions, four eu-west users in a network namespace on ``edge-b`` and four directly
 on ``edge-a``; the path to ``edge-b`` starts jittering (150 ± 150 ms each way, two link
 cuts) and the automatic drain (``[cluster] auto_drain``, outlier for 100 s, cool-off
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST = "tests/integration/test_autodrain_cluster.py"
+TEST = "tests/integration/test_diagnosis_cluster.py"
 TIMEOUT_S = 900
 
 
