@@ -32,6 +32,9 @@ Scenarios (docs/benchmarks.md explains every figure):
 * ``e2ee`` (``bench/e2ee.py``): encrypted vs plaintext 100-member channel through the
   SDK (msgs/s, added p50/p99, bytes per message) and the key-sharing cost of a
   membership change in a 1,000-member channel.  Alone: ``--only e2ee``.
+* ``autodrain`` (``bench/autodrain.py``): a region's send success and p99 before and after
+  the automatic drain of a jittering node (three nodes, netns, PostgreSQL + NATS, root;
+  about four minutes).  Only when asked: ``python -m bench.run --only autodrain``.
 
 * ``storm`` (``bench/catchup_storm.py``): 1,000 devices reconnect at once while a
   publisher goes on at 450/s; time to ``synced``, server CPU, exactly-once check.
@@ -86,6 +89,7 @@ SCENARIOS = (
     "storm",
     "drain",
     "e2ee",
+    "autodrain",
 )
 FIXED_RATE = 50_000  # deliveries/s for the common-rate latency run
 GEN_BOUND_CORES = 0.9  # generator CPU at peak above which the peak is marked '*'
@@ -623,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="scenario (fanout100, fanout1000, idle, desk, telemetry, stall, scenarios, "
-        "storage, storm, drain, e2ee), "
+        "storage, storm, drain, e2ee, autodrain), "
         "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
@@ -726,6 +730,17 @@ def main(argv: list[str] | None = None) -> int:
         except (AssertionError, RuntimeError, OSError) as exc:
             e2ee = {"error": f"{type(exc).__name__}: {exc}"}
             failures.append(f"e2ee: {e2ee['error']}"[:2000])
+    autodrain = None
+    if _selected(args.only, "autodrain", "autodrain") and args.only:  # root + services: asked for
+        from bench import autodrain as autodrain_step
+
+        print(f"[{time.monotonic() - t_start:6.1f}s] autodrain ...", flush=True)
+        try:
+            autodrain = autodrain_step.run(args.quick)
+            print(autodrain_step.markdown(autodrain), flush=True)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            autodrain = {"error": f"{type(exc).__name__}: {exc}"}
+            failures.append(f"autodrain: {autodrain['error']}"[:2000])
     if diagnosis is not None:
         if "error" in diagnosis:
             failures.append(f"scenarios: {diagnosis['error']}"[:2000])
@@ -767,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         "catchup_storm": storm,
         "drain": drain,
         "e2ee": e2ee,
+        "autodrain": autodrain,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -192,6 +192,10 @@ class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # undrains it on probation after a cool-off (docs/operations.md "Draining a node").
     auto_drain: bool = False
     auto_drain_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
+    # How long a node must stay an outlier before it is drained, and the first cool-off
+    # before it is undrained on probation (edges/autodrain.py explains the defaults).
+    auto_drain_outlier_for_s: Annotated[float, Meta(ge=10, le=86_400)] = 180.0
+    auto_drain_cool_off_s: Annotated[float, Meta(ge=10, le=86_400)] = 300.0
 
 
 class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

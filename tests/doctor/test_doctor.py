@@ -53,7 +53,8 @@ async def test_healthy_server_passes_every_check(running_server: Any) -> None:
     report = await run_doctor(
         running_server.ws_url,
         running_server.token("alice"),
-        options=FAST,
+        # with the directory: the ranking it gives this client and the RTT to each node
+        options=msgspec.structs.replace(FAST, directory=running_server.http_url),
         on_progress=lambda name, result: seen.append((name, result is None)),
     )
     assert [c.name for c in report.checks] == list(CHECKS)
@@ -64,7 +65,11 @@ async def test_healthy_server_passes_every_check(running_server: Any) -> None:
     assert report.user == "alice"
     assert report.check("rtt_loss").data["loss"] == 0.0
     assert report.check("round_trip").data["conv"] == "dm:alice:alice"
-    assert seen[0] == ("dns", True) and seen[-1] == ("sdk_config", False)
+    assert seen[0] == ("dns", True) and seen[-1] == ("edges", False)
+    [edge] = report.check("edges").data["edges"]
+    assert edge["rank"] == 1 and edge["url"] == running_server.ws_url, edge
+    assert edge["rtt_ms"] is not None and edge["rtt_ms"] > 0 and edge["why"], edge
+    assert report.check("edges").reason.startswith(f"1. {edge['node']} (")
     decoded = msgspec.json.decode(msgspec.json.encode(report), type=DoctorReport)
     assert decoded == report
 

@@ -10,8 +10,10 @@ import relaydesk.doctor as doctor
 from relaydesk.doctor import (
     CheckResult,
     DoctorReport,
+    EdgeProbe,
     PongSample,
     SdkConfig,
+    edges_status,
     estimate_skew,
     lint_sdk_config,
     percentile,
@@ -120,3 +122,19 @@ def test_markdown_stays_under_the_desk_limit() -> None:
     assert len(text) <= 19_000 and '"data": {}' in text
     text = report_markdown(_report(reason="y" * 50_000))
     assert len(text) <= 19_000 and text.endswith("(truncated)\n```")
+
+
+def _edge(rank: int, node: str, rtt: float | None) -> EdgeProbe:
+    return EdgeProbe(rank=rank, node=node, url=f"ws://{node}/v1/ws", region="r", rtt_ms=rtt)
+
+
+def test_edges_judgement_compares_the_ranking_with_measured_rtts() -> None:
+    status, reason = edges_status([_edge(1, "near", 5.0), _edge(2, "far", 90.0)], 1)
+    assert status == "pass" and "1. near (r, 5.0 ms), 2. far (r, 90.0 ms); 1 left out" == reason
+    status, reason = edges_status([_edge(1, "far", 90.0), _edge(2, "near", 5.0)], 0)
+    assert status == "warn" and reason.startswith("near answers much faster")
+    # within 2x or 30 ms: a ranking may weigh load and health over a few ms
+    assert edges_status([_edge(1, "a", 20.0), _edge(2, "b", 8.0)], 0)[0] == "pass"
+    assert edges_status([_edge(1, "a", None), _edge(2, "b", 8.0)], 0)[0] == "warn"
+    assert edges_status([_edge(1, "a", None)], 0)[0] == "fail"
+    assert edges_status([], 2) == ("fail", "the directory offered no node (2 left out)")

@@ -362,6 +362,37 @@ async def flapping_link(server: Any) -> Run:
     return Run(server, start)
 
 
+async def dying_link_log(server: Any) -> Run:
+    """One device reaches the node through a link that dies five times (every connection
+    reset, new ones refused for a moment); another device is direct and healthy.  The
+    device's SDK log (closes without a close frame, attempts refused while the link was
+    down: more than the server saw) is attached to the ticket with a doctor report run
+    from that client."""
+    from relaydesk.doctor import DoctorOptions, check_client
+    from relaydesk.netsim import open_netsim
+
+    start = _now_ms()
+    host, port = server.http_url.removeprefix("http://").split(":")
+    proxy = await open_netsim(("127.0.0.1", 0), (host, int(port)))
+    url = f"ws://127.0.0.1:{proxy.listen_address[1]}/v1/ws"
+    try:
+        async with (
+            sdk(server, "ann", "ann-d"),
+            relaydesk.connect(url, server.token("flo"), device="flo-d", reconnect=FAST) as flo,
+        ):
+            for _ in range(5):
+                await asyncio.sleep(0.6)
+                proxy.cut("reset")
+                await asyncio.sleep(0.4)
+                proxy.restore()
+            await until(lambda: flo.state.name == "SYNCED", 10.0)
+            report = await check_client(flo, options=DoctorOptions(probes=8, probe_interval_s=0.02))
+    finally:
+        await proxy.aclose()
+    assert sum(e.kind == "close" for e in report.client_log) >= 5, report.client_log
+    return Run(server, start, reports=[report])
+
+
 @dataclass
 class Env:
     """What a fault that needs infrastructure gets instead of a ready node: the
@@ -542,6 +573,15 @@ FAULTS: tuple[Fault, ...] = (
         frozenset({("client", "device:zoe-phone")}),
         "Timestamps look wrong on one phone",
         group="near-threshold",
+    ),
+    Fault(
+        "a device's link keeps dying, its SDK log attached",
+        {},
+        dying_link_log,
+        frozenset({("network", "device:flo-d")}),
+        "One phone keeps reconnecting",
+        symptom="disconnects",
+        slow=True,
     ),
     Fault(
         "expired token loop",

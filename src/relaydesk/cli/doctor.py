@@ -106,6 +106,11 @@ def doctor(
         Path | None,
         typer.Option(help="Your client settings (JSON or .toml) to lint; SDK defaults if absent."),
     ] = None,
+    directory: Annotated[
+        str | None,
+        typer.Option(help="HTTP URL of any node: show its edge ranking and RTT to each node."),
+    ] = None,
+    region: Annotated[str, typer.Option(help="Client region for --directory.")] = "",
     json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
     attach: Annotated[
         str | None, typer.Option("--attach", metavar="TICKET_ID", help="Post to this ticket.")
@@ -142,6 +147,8 @@ def doctor(
         probe_timeout_s=probe_timeout,
         device=device,
         sdk_config=_load_sdk_config(sdk_config),
+        directory=directory,
+        region=region,
     )
 
     err = Console(stderr=True)

@@ -9,6 +9,7 @@ See ``connect`` for the options and docs/protocol.md for the guarantees.
 """
 
 from relaydesk.client.client import Client, CursorStore, MemoryCursorStore, connect
+from relaydesk.client.connlog import ConnectionLog, LogEntry
 from relaydesk.client.events import (
     ChannelMembership,
     ClientClosed,
@@ -35,12 +36,14 @@ __all__ = [
     "ClientClosed",
     "ClientEvent",
     "ConnectError",
+    "ConnectionLog",
     "ConnectionState",
     "CursorStore",
     "Deletion",
     "History",
     "Link",
     "LinkClosed",
+    "LogEntry",
     "MembershipChange",
     "MemoryCursorStore",
     "Message",

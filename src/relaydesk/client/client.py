@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Seque
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
+from relaydesk.client.connlog import ConnectionLog, LogEntry
 from relaydesk.client.endpoints import Endpoints, EndpointsState
 from relaydesk.client.events import (
     ChannelMembership,
@@ -139,8 +140,10 @@ class Client:
         probe_interval_s: float | None = None,
         probe_timeout_s: float = 2.0,
         directory: str | None = None,
+        log_limit: int = 256,
     ) -> None:
         self.device = device
+        self._token = token
         self._clock = clock
         self._store = cursor_store
         self._on_state_cb = on_state
@@ -189,6 +192,7 @@ class Client:
             on_state=self._state_changed,
             save_cursor=cursor_store.save,
             opener=opener,
+            connection_log=ConnectionLog(log_limit),
         )
         self._sends: dict[str, asyncio.Future[SendReceipt]] = {}
         self._requests: dict[int, asyncio.Future[Any]] = {}
@@ -282,6 +286,18 @@ class Client:
     def endpoints(self) -> EndpointsState:
         """The candidate nodes, the remembered fallback and the nodes avoided (drained)."""
         return self._runner.endpoints.state(self._clock.monotonic())
+
+    @property
+    def connection_log(self) -> list[LogEntry]:
+        """This device's recent connection log, oldest first: connects, failed attempts,
+        closes with their codes, reconnect waits, RTT samples and server errors (a ring
+        of ``log_limit`` entries; docs/doctor.md §connection log).  Attach it to a ticket
+        with ``relaydesk.doctor.check_client``."""
+        return self._runner.log.entries()
+
+    async def current_token(self) -> str:
+        """The token this client logs in with (a fresh one from a token provider)."""
+        return self._token if isinstance(self._token, str) else await self._token()
 
     @property
     def user(self) -> str:
@@ -565,6 +581,7 @@ def connect(
     open_timeout: float = 5.0,
     clock: Clock | None = None,
     opener: Opener = open_websocket,
+    log_limit: int = 256,
 ) -> _Connecting:
     """Connect to a relaydesk gateway and log in.
 
@@ -594,6 +611,10 @@ def connect(
     on at once when a node is drained (``moved``, 4061) and on failure, and remembers a
     working fallback for ten minutes (docs/scaling.md).  ``Client.node_url`` and
     ``Client.endpoints`` say where it is.
+
+    ``Client.connection_log`` keeps the last ``log_limit`` connection events (connects,
+    failed attempts, closes with codes, reconnect waits, RTT samples, server errors)
+    for a support ticket (``relaydesk.doctor.check_client``).
     """
     store = cursor_store or MemoryCursorStore()
 
@@ -621,6 +642,7 @@ def connect(
             probe_interval_s=probe_interval_s,
             probe_timeout_s=probe_timeout_s,
             directory=directory,
+            log_limit=log_limit,
         )
 
     return _Connecting(factory, cursor, store, connect_timeout)

@@ -42,6 +42,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.typing import Subprotocol
 
+from relaydesk.client.connlog import ConnectionLog
 from relaydesk.client.endpoints import Endpoints
 from relaydesk.clock import Clock
 from relaydesk.protocol.client_session import (
@@ -160,8 +161,12 @@ class SessionRunner:
         opener: Opener = open_websocket,
         rand: Callable[[], float] = random.random,
         refresh: Callable[[], Awaitable[list[str]]] | None = None,
+        connection_log: ConnectionLog | None = None,
     ) -> None:
         self.session = session
+        self.log = connection_log or ConnectionLog()
+        self._logged_rtt: float | None = None
+        self._logged_error: object = None
         self.endpoints = endpoints
         self.url = ""  # the node of the current (or last) connection
         self._directory = refresh
@@ -232,6 +237,7 @@ class SessionRunner:
                     raise
                 log.info("connect to %s failed: %s", url, exc)
                 self.last_failure = f"{url}: {type(exc).__name__}: {exc}"
+                self.log.connect_failed(self._ms(), url, f"{type(exc).__name__}: {exc}")
                 round_failed = self.endpoints.failed(url, self._clock.monotonic())
                 s.connection_lost(None, self._clock.monotonic())
                 self._publish()
@@ -241,6 +247,7 @@ class SessionRunner:
                 self._publish()
             else:
                 self.endpoints.connected(url, self._clock.monotonic())
+                self.log.connected(self._ms(), self._clock.monotonic(), url)
                 s.moved = None
                 s.connection_opened(token, self._clock.monotonic())
                 self._link = link
@@ -251,6 +258,8 @@ class SessionRunner:
                     await self._close_quietly(link, 1011, "client error")
                 finally:
                     self._link = None
+                    reason = self.last_close[1] if self.last_close and code is not None else ""
+                    self.log.closed(self._ms(), self._clock.monotonic(), url, code, reason)
                 if code == ErrorCode.SERVER_DRAINING:
                     hints: list[str] = s.moved.urls if s.moved is not None else []
                     self.endpoints.drained(url, hints, self._clock.monotonic())
@@ -265,6 +274,7 @@ class SessionRunner:
             elif self._directory is not None and code is None:
                 await self._ask_directory()  # every node failed: nodes may have moved
             log.info("reconnecting in %.2fs (attempt %d)", delay, s.attempt)
+            self.log.waiting(self._ms(), delay)
             await asyncio.sleep(delay)
 
     async def _ask_directory(self) -> None:
@@ -328,8 +338,17 @@ class SessionRunner:
         except OSError as exc:
             log.info("link failed: %s", exc)
 
+    def _ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
     def _after_receive(self) -> None:
         s = self.session
+        if s.rtt is not None and s.rtt != self._logged_rtt:
+            self._logged_rtt = s.rtt
+            self.log.rtt(self._ms(), self._clock.monotonic(), self.url, s.rtt)
+        if s.last_error is not None and s.last_error is not self._logged_error:
+            self._logged_error = s.last_error
+            self.log.error(self._ms(), self.url, int(s.last_error.code), s.last_error.msg)
         done = s.take_completions()
         if done:
             self._on_completions(done)

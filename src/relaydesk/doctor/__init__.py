@@ -5,12 +5,14 @@ print(msgspec.json.encode(report))
 """
 
 from relaydesk.doctor.analysis import (
+    EdgeProbe,
     LintFinding,
     PongSample,
     ProbeSummary,
     SdkConfig,
     SkewEstimate,
     Status,
+    edges_status,
     estimate_skew,
     lint_sdk_config,
     percentile,
@@ -24,7 +26,7 @@ from relaydesk.doctor.attach import (
     with_report,
 )
 from relaydesk.doctor.report import CHECKS, CheckResult, DoctorReport, report_markdown
-from relaydesk.doctor.runner import DoctorOptions, ProgressCallback, run_doctor
+from relaydesk.doctor.runner import DoctorOptions, ProgressCallback, check_client, run_doctor
 
 __all__ = [
     "CHECKS",
@@ -32,6 +34,7 @@ __all__ = [
     "CheckResult",
     "DoctorOptions",
     "DoctorReport",
+    "EdgeProbe",
     "LintFinding",
     "PongSample",
     "ProbeSummary",
@@ -40,7 +43,9 @@ __all__ = [
     "SkewEstimate",
     "Status",
     "attach_report",
+    "check_client",
     "create_ticket_with_report",
+    "edges_status",
     "estimate_skew",
     "lint_sdk_config",
     "load_report",

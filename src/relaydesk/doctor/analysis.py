@@ -256,3 +256,57 @@ def lint_status(findings: Sequence[LintFinding]) -> tuple[Status, str]:
         return "pass", "timeouts, outbox and reconnect settings are consistent"
     status: Status = "fail" if any(f.severity == "fail" for f in findings) else "warn"
     return status, "; ".join(f"{f.setting}: {f.message}" for f in findings)
+
+
+class EdgeProbe(msgspec.Struct, frozen=True):
+    """One candidate of the directory's ranking and the RTT the doctor measured to it:
+    the fastest of a few HTTP round trips (``GET /readyz`` on a fresh connection, from
+    the request written to the first byte of the answer), so it crosses every proxy on
+    the path, as the client's own traffic does, not only up to the first TCP endpoint."""
+
+    rank: int
+    node: str
+    url: str
+    region: str = ""
+    cost_ms: float = 0.0
+    why: list[str] = []
+    rtt_ms: float | None = None  # None: no attempt answered
+    error: str = ""
+
+
+EDGE_MISRANK_RATIO = 2.0
+"""A lower-ranked candidate that answers this many times faster than the first..."""
+EDGE_MISRANK_MS = 30.0
+"""...and this many ms faster, is worth a warning: the ranking may not suit this path."""
+
+
+def edges_status(edges: Sequence[EdgeProbe], excluded: int) -> tuple[Status, str]:
+    """Judge the ranking the directory gave against the RTTs measured to it.
+
+    fail: no candidate, or none answered; warn: the first one does not answer, or a
+    lower-ranked one is clearly faster (``EDGE_MISRANK_*``); pass otherwise."""
+    if not edges:
+        return "fail", f"the directory offered no node ({excluded} left out)"
+
+    def show(e: EdgeProbe) -> str:
+        rtt = f"{e.rtt_ms:.1f} ms" if e.rtt_ms is not None else "no answer"
+        return f"{e.rank}. {e.node} ({e.region}, {rtt})"
+
+    listed = ", ".join(show(e) for e in edges)
+    if excluded:
+        listed += f"; {excluded} left out"
+    answered = [e for e in edges if e.rtt_ms is not None]
+    if not answered:
+        return "fail", f"no candidate answered: {listed}"
+    first = edges[0]
+    if first.rtt_ms is None:
+        return "warn", f"the first candidate does not answer from here: {listed}"
+    best = min(answered, key=lambda e: (e.rtt_ms or 0.0, e.rank))
+    assert best.rtt_ms is not None
+    if (
+        best is not first
+        and first.rtt_ms >= EDGE_MISRANK_RATIO * best.rtt_ms
+        and first.rtt_ms - best.rtt_ms >= EDGE_MISRANK_MS
+    ):
+        return "warn", f"{best.node} answers much faster than the first choice: {listed}"
+    return "pass", listed

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import msgspec
 
+from relaydesk.client.connlog import LogEntry
 from relaydesk.doctor.analysis import Status
 
 CHECKS: Final = (
@@ -22,6 +23,7 @@ CHECKS: Final = (
     "rtt_loss",
     "round_trip",
     "sdk_config",
+    "edges",
 )
 """Every check, in the order it runs (later ones depend on earlier ones)."""
 
@@ -35,6 +37,7 @@ TITLES: Final = {
     "rtt_loss": "RTT and loss",
     "round_trip": "Message round trip",
     "sdk_config": "SDK configuration",
+    "edges": "Edge directory",
 }
 
 _RANK: Final = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
@@ -63,6 +66,10 @@ class DoctorReport(msgspec.Struct, frozen=True):
     #: The run's connection log, oldest first: each check's outcome and how the
     #: connection ended, stamped with the doctor's wall clock (at most 50 lines).
     connection_log: list[str] = []
+    #: The SDK's own recent connection log (``Client.connection_log``), when the report
+    #: was made for a running client (``check_client``): connects, failed attempts,
+    #: closes with codes, reconnect waits, RTT samples, errors; oldest first.
+    client_log: list[LogEntry] = []
 
     @property
     def ok(self) -> bool:
@@ -92,7 +99,8 @@ def report_markdown(report: DoctorReport, *, limit: int = MAX_COMMENT) -> str:
     """A ticket comment: a summary table and the report as fenced JSON.
 
     When the JSON would push the comment over ``limit`` characters, the per-check
-    ``data`` is dropped first (the table keeps every reason), then reasons are cut.
+    ``data`` is dropped first (the table keeps every reason), then the oldest half of
+    the client's log until it fits, then the text is cut.
     """
     icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
     lines = [
@@ -105,6 +113,12 @@ def report_markdown(report: DoctorReport, *, limit: int = MAX_COMMENT) -> str:
     for r in report.checks:
         reason = r.reason.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {TITLES.get(r.name, r.name)} | {icon[r.status]} | {reason} |")
+    if report.client_log:
+        kinds: dict[str, int] = {}
+        for entry in report.client_log:
+            kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        lines += ["", f"SDK connection log: {len(report.client_log)} entries ({counts})"]
     head = "\n".join(lines)
 
     def fenced(rep: DoctorReport) -> str:
@@ -117,6 +131,15 @@ def report_markdown(report: DoctorReport, *, limit: int = MAX_COMMENT) -> str:
         report, checks=[msgspec.structs.replace(r, data={}) for r in report.checks]
     )
     text = head + fenced(slim)
+    # Then the oldest entries of the client's log, halving until the report fits.
+    while len(text) > limit and slim.client_log:
+        slim = msgspec.structs.replace(
+            slim,
+            client_log=slim.client_log[len(slim.client_log) // 2 :]
+            if len(slim.client_log) > 1
+            else [],
+        )
+        text = head + fenced(slim)
     if len(text) <= limit:
         return text
     return text[: limit - 20] + "\n… (truncated)\n```"

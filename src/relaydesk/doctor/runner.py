@@ -8,9 +8,10 @@ upgrade to a WebSocket with the relaydesk subprotocols (``websocket``), log in w
 the token (``login``), then on that logged-in connection measure heartbeat round
 trips (``rtt_loss``), derive the clock offset from the same pongs (``clock_skew``),
 and send a message to oneself and wait for it in the feed (``round_trip``).  The SDK
-configuration lint (``sdk_config``) runs last and uses the heartbeat the server
-announced and the measured RTT.  A check whose prerequisite failed is ``skip`` with
-the reason naming that prerequisite.
+configuration lint (``sdk_config``) uses the heartbeat the server announced and the
+measured RTT.  Last, with a directory given, ``edges`` asks it for the ranking a client
+of this app and region gets and measures the RTT to each candidate (an HTTP round trip).
+A check whose prerequisite failed is ``skip`` with the reason naming that prerequisite.
 
 The protocol is spoken directly (``websockets`` + the package's codec), not through
 the SDK, so the doctor sees every frame and every close code; docs/protocol.md §3-§7.
@@ -31,20 +32,24 @@ import ssl
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
+import httpx
 import jwt
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from relaydesk import __version__
+from relaydesk.client.connlog import LogEntry
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.doctor.analysis import (
+    EdgeProbe,
     PongSample,
     SdkConfig,
     Status,
+    edges_status,
     estimate_skew,
     lint_sdk_config,
     lint_status,
@@ -68,6 +73,9 @@ from relaydesk.protocol.frames import (
     Welcome,
 )
 
+if TYPE_CHECKING:
+    from relaydesk.client import Client
+
 SDK_LABEL = f"relaydesk-doctor/{__version__}"
 LIVE_CURSOR = 2**62
 """Hello cursor far past any feed position: the gateway clamps it to "now", so the
@@ -88,6 +96,14 @@ class DoctorOptions(msgspec.Struct, frozen=True):
     tls_warn_days: int = 14
     device: str | None = None
     sdk_config: SdkConfig = SdkConfig()
+    #: HTTP base URL of any node: the ``edges`` check asks its directory for the ranking
+    #: a client of the token's app in ``region`` gets (None: the check is skipped).
+    directory: str | None = None
+    region: str = ""
+    #: HTTP round trips per candidate; the fastest is its RTT.
+    edge_attempts: int = 3
+    #: Candidates measured (the directory's first ones).
+    max_edges: int = 5
 
 
 def error_name(code: int) -> str:
@@ -139,6 +155,7 @@ class _Run:
         self.closed_reason = ""
         self.started = 0.0
         self.log: list[str] = []  # the connection log attached with the report
+        self.client_log: list[LogEntry] = []  # the SDK's own, when run for a client
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -193,6 +210,7 @@ class _Run:
             if self.ws is not None:
                 await self.ws.close()
         self.sdk_config()
+        await self.edges()
         checks = [self.results[name] for name in CHECKS if name in self.results]
         user = self.welcome.user if self.welcome else ""
         device = self.welcome.device if self.welcome else ""
@@ -205,6 +223,7 @@ class _Run:
             user=user,
             device=device,
             connection_log=self.log,
+            client_log=self.client_log,
         )
 
     async def connectivity(self) -> None:
@@ -606,6 +625,101 @@ class _Run:
             },
         )
 
+    async def edges(self) -> None:
+        """The directory's ranking for this app and region, with the RTT to each node."""
+        self.begin("edges")
+        directory = self.options.directory
+        if not directory:
+            self.record("edges", "skip", "no edge directory given (--directory)")
+            return
+        app = _unverified_claims(self.token).get("app")
+        if not isinstance(app, str):
+            self.record("edges", "fail", "the token names no app to ask the directory for")
+            return
+        region = self.options.region or "local"
+        try:
+            async with httpx.AsyncClient(
+                base_url=directory.rstrip("/"), timeout=self.options.connect_timeout_s
+            ) as http:
+                response = await http.get(
+                    f"/v1/apps/{quote(app, safe='')}/edges",
+                    params={"region": region},
+                    headers={"Authorization": f"Bearer {self.token}"},
+                )
+        except httpx.HTTPError as exc:
+            self.record("edges", "fail", f"edge directory at {directory} unreachable: {exc}")
+            return
+        if response.status_code != 200:
+            self.record(
+                "edges",
+                "fail",
+                f"edge directory answered HTTP {response.status_code}: {response.text[:200]}",
+                {"http_status": response.status_code},
+            )
+            return
+        try:
+            body = response.json()
+            offered = [e for e in body["edges"] if isinstance(e, dict)]
+            excluded = list(body.get("excluded") or [])
+        except (ValueError, KeyError, TypeError):
+            self.record("edges", "fail", "the edge directory's answer is not an edge list")
+            return
+        probes = [
+            await self.edge_rtt(i + 1, e) for i, e in enumerate(offered[: self.options.max_edges])
+        ]
+        status, reason = edges_status(probes, len(excluded))
+        data = {
+            "directory": directory,
+            "region": region,
+            "edges": msgspec.to_builtins(probes),
+            "excluded": excluded,
+        }
+        self.record("edges", status, reason, data)
+
+    async def edge_rtt(self, rank: int, edge: dict[str, Any]) -> EdgeProbe:
+        url = str(edge.get("url", ""))
+        probe = EdgeProbe(
+            rank=rank,
+            node=str(edge.get("node", "")),
+            url=url,
+            region=str(edge.get("region", "")),
+            cost_ms=float(edge.get("cost_ms") or 0.0),
+            why=[str(w) for w in edge.get("why") or []],
+        )
+        parts = urlsplit(url)
+        try:
+            host, port = parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)
+        except ValueError:
+            host, port = None, 0
+        if not host:
+            return msgspec.structs.replace(probe, error=f"not a node URL: {url!r}")
+        best: float | None = None
+        error = ""
+        context = ssl.create_default_context() if parts.scheme == "wss" else None
+        request = f"GET /readyz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        for _ in range(max(1, self.options.edge_attempts)):
+            try:
+                async with asyncio.timeout(self.options.connect_timeout_s):
+                    reader, writer = await asyncio.open_connection(
+                        host, port, ssl=context, server_hostname=host if context else None
+                    )
+                    try:
+                        writer.write(request.encode())
+                        await writer.drain()
+                        t0 = self.clock.monotonic()
+                        first = await reader.read(1)
+                        rtt = (self.clock.monotonic() - t0) * 1000
+                    finally:
+                        writer.close()
+                if not first:
+                    raise OSError("closed without an answer")
+                best = rtt if best is None else min(best, rtt)
+            except (OSError, TimeoutError) as exc:
+                error = str(exc) or "timed out"
+        if best is None:
+            return msgspec.structs.replace(probe, error=error)
+        return msgspec.structs.replace(probe, rtt_ms=round(best, 3))
+
 
 async def run_doctor(
     url: str,
@@ -621,4 +735,23 @@ async def run_doctor(
     ``clock`` supplies wall time (skew) and monotonic time (RTT); inject one to test.
     """
     run = _Run(url, token, options or DoctorOptions(), clock or SystemClock(), on_progress)
+    return await run.run()
+
+
+async def check_client(
+    client: Client,
+    *,
+    options: DoctorOptions | None = None,
+    clock: Clock | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> DoctorReport:
+    """Run the doctor against the node ``client`` uses, with its token and device, and
+    put the client's own connection log (``Client.connection_log``) in the report: the
+    evidence a ticket needs (``create_ticket_with_report``, docs/doctor.md)."""
+    opts = options or DoctorOptions()
+    if opts.device is None:
+        opts = msgspec.structs.replace(opts, device=client.device)
+    token = await client.current_token()
+    run = _Run(client.node_url, token, opts, clock or SystemClock(), on_progress)
+    run.client_log = client.connection_log
     return await run.run()

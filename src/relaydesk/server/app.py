@@ -26,6 +26,7 @@ from relaydesk.desk.autoack import AutoAcknowledger
 from relaydesk.desk.component import DeskComponent, open_desk
 from relaydesk.desk.diagnosis.adapter import TelemetrySnapshots, node_sites_tx, run_settings
 from relaydesk.desk.diagnosis.service import DiagnosisService, knowledge_links
+from relaydesk.desk.drain_notes import DrainNotes
 from relaydesk.desk.knowledge import open_knowledge
 from relaydesk.edges import RankingPolicy
 from relaydesk.edges.autodrain import AutoDrainPolicy
@@ -91,7 +92,10 @@ class RelaydeskServer:
             self.directory,
             lambda: list(self.hub.secrets),
             settings.cluster.auto_drain_interval_s,
-            AutoDrainPolicy(),
+            AutoDrainPolicy(
+                outlier_for_s=settings.cluster.auto_drain_outlier_for_s,
+                cool_off_s=settings.cluster.auto_drain_cool_off_s,
+            ),
         )
         self.desk: DeskComponent = open_desk(self.db, settings, self.clock, HubMessaging(self.hub))
         self.knowledge = open_knowledge(self.db, self.clock)  # migrates and seeds; idempotent
@@ -103,6 +107,8 @@ class RelaydeskServer:
         )
         self.keys = KeyDirectory.open(self.db)  # E2EE public keys (docs/compliance.md)
         self.autoack = AutoAcknowledger(self.db, self.desk.tickets, self.diagnosis, self.clock)
+        # Every automatic drain and undrain is also written to the tickets that asked for it.
+        self.autodrain.on_change = DrainNotes(self.db, self.desk.tickets, self.clock).record
         self.http = Litestar(
             route_handlers=[
                 ops_router(self),

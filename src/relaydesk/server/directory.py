@@ -13,7 +13,7 @@ and lets the pure ``edges.autodrain`` controller drain and undrain (docs/operati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from relaydesk.clock import Clock, millis
 from relaydesk.edges import EdgeRanking, NodeView, RankingPolicy, rank_edges
@@ -162,6 +162,9 @@ class AutoDrainer:
         self.policy = policy
         self.states: dict[str, NodeState] = {}
         self.decisions: list[Decision] = []  # the last evaluation's, for the console
+        #: Called after each drain or undrain was written (e.g. notes on the tickets that
+        #: recommended it); its failures are logged, never stop the controller.
+        self.on_change: Callable[[Decision], Awaitable[object]] | None = None
         self._ticker = Periodic("automatic drain", interval_s, self.evaluate)
 
     async def start(self) -> None:
@@ -170,23 +173,40 @@ class AutoDrainer:
     async def aclose(self) -> None:
         await self._ticker.aclose()
 
+    async def _points(self, now: float) -> list[Point]:
+        """Every app's per-node aggregates over the window.  A node undrained on probation
+        within the window is judged only from what came after its undrain: the minutes
+        that got it drained are not news, and judging it by them again would drain it
+        again (flapping) before its new clients had said anything."""
+        d = self.directory
+        if d.quality is None:
+            return []
+        now_ms = int(now * 1000)
+        start_ms = now_ms - AUTO_WINDOW_S * 1000
+        probation = {
+            node: int(st.undrained_at * 1000)
+            for node, st in self.states.items()
+            if st.undrained_at is not None and st.undrained_at * 1000 > start_ms
+        }
+        points: list[Point] = []
+        for app in self.apps():
+            result = await d.quality.series(
+                SeriesQuery(app, start_ms, now_ms, step_s=AUTO_WINDOW_S, group_by="node")
+            )
+            points.extend(s.total for s in result.series if s.node not in probation)
+            for node, since_ms in sorted(probation.items()):
+                fresh = await d.quality.series(
+                    SeriesQuery(
+                        app, since_ms, now_ms, step_s=AUTO_WINDOW_S, node=node, group_by="node"
+                    )
+                )
+                points.extend(s.total for s in fresh.series if s.node == node)
+        return points
+
     async def evaluate(self) -> list[Decision]:
         d = self.directory
         now = d.clock.time()
-        points: list[Point] = []
-        if d.quality is not None:
-            now_ms = int(now * 1000)
-            for app in self.apps():
-                result = await d.quality.series(
-                    SeriesQuery(
-                        app,
-                        now_ms - AUTO_WINDOW_S * 1000,
-                        now_ms,
-                        step_s=AUTO_WINDOW_S,
-                        group_by="node",
-                    )
-                )
-                points.extend(s.total for s in result.series)
+        points = await self._points(now)
         health = node_health(await d.registry.nodes(), points, now, d.policy.heartbeat_expiry_s)
         self.states, decisions = evaluate(self.states, health, now, self.policy)
         for decision in decisions:
@@ -196,5 +216,10 @@ class AutoDrainer:
             log.warning(
                 "automatic %s of %s: %s", decision.action, decision.node_id, decision.reason
             )
+            if self.on_change is not None:
+                try:
+                    await self.on_change(decision)
+                except Exception:  # the drain stands; the notes are a courtesy
+                    log.exception("could not note the %s of %s", decision.action, decision.node_id)
         self.decisions = decisions
         return decisions

@@ -8,7 +8,8 @@ a readable report is skipped, never an error (a customer's ticket text is free-f
 
 Conventions: ``ClientReport.clock_skew_ms`` is the device clock minus the server clock
 (the doctor's ``offset_ms`` is the server minus the device), within ``clock_error_ms``
-(the doctor's ``uncertainty_ms``: half the fastest round trip).
+(the doctor's ``uncertainty_ms``: half the fastest round trip).  ``ClientReport.log`` is
+the SDK's own connection log (the report's ``client_log``), malformed lines skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from relaydesk.desk.diagnosis.model import ClientReport
+import msgspec
+
+from relaydesk.desk.diagnosis.model import ClientLogEntry, ClientReport
 
 #: A report is at most this long (the desk's comment limit); longer blocks are skipped.
 MAX_REPORT_CHARS: Final = 20_000
@@ -56,6 +59,15 @@ def client_report(doc: Mapping[str, Any]) -> ClientReport | None:
         for f in (lint_data.get("findings") or [])
         if isinstance(f, Mapping)
     ]
+    log: list[ClientLogEntry] = []
+    raw_log = doc.get("client_log")
+    for raw in (raw_log if isinstance(raw_log, list) else [])[-256:]:
+        if not isinstance(raw, Mapping):
+            continue
+        try:
+            log.append(msgspec.convert(raw, ClientLogEntry))
+        except msgspec.ValidationError:
+            continue  # one bad line does not spoil the rest of the log
     device = str(doc.get("device") or "") or str(doc.get("user") or "") or "doctor"
     return ClientReport(
         device=device[:128],
@@ -68,6 +80,7 @@ def client_report(doc: Mapping[str, Any]) -> ClientReport | None:
         lint=lint[:20],
         failed=sorted(n for n, c in by_name.items() if c.get("status") == "fail"),
         created_at=str(doc.get("created_at") or "")[:40],
+        log=log,
     )
 
 

@@ -56,7 +56,9 @@ def explain(snap: Snapshot, findings: Sequence[Finding]) -> tuple[list[Finding],
     """Reconcile the rules' findings (see the module docstring): the kept findings and
     the ones explained away, as rejected hypotheses with the reason."""
     bad_nodes = {
-        f.node: f for f in findings if f.layer == "network" and f.node and f.confidence >= 0.5
+        f.node: f
+        for f in findings
+        if f.layer == "network" and f.node and f.confidence >= 0.5 and f.rule != "client_log"
     }
     on_node: dict[str, set[str]] = {}
     for c in snap.connections:
@@ -65,7 +67,8 @@ def explain(snap: Snapshot, findings: Sequence[Finding]) -> tuple[list[Finding],
     kept: list[Finding] = []
     rejected: list[Rejected] = []
     for f in findings:
-        if f.layer == "client" and f.device and f.rule in ("reconnect_loop", "slow_consumer"):
+        victim_rules = ("reconnect_loop", "slow_consumer", "client_log")
+        if f.layer in ("client", "network") and f.device and f.rule in victim_rules:
             nodes = on_node.get(f.device, set()) | ({f.node} if f.node else set())
             cause = next((bad_nodes[n] for n in sorted(nodes) if n in bad_nodes), None)
             if cause is not None and "token" not in f.title:

@@ -10,9 +10,10 @@ Latency stages keep their fixed-bucket histograms (``HistData``, docs/telemetry.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal, get_args
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
+from msgspec import Meta
 
 from relaydesk.storage.telemetry import HistData
 
@@ -89,6 +90,20 @@ class Trace(msgspec.Struct, frozen=True):
     client_ack_ms: float | None = None
 
 
+class ClientLogEntry(msgspec.Struct, frozen=True):
+    """One line of a device's own connection log (the SDK's ``Client.connection_log``,
+    attached with a doctor report): ``kind`` is ``connect``, ``connect_failed``,
+    ``close`` (``code``: close code, None when the link just died; ``value_ms``: its
+    lifetime), ``reconnect_wait`` (``value_ms``: the back-off), ``rtt`` or ``error``."""
+
+    t_ms: Annotated[int, Meta(ge=0, le=2**53)]
+    kind: Annotated[str, Meta(max_length=20)]
+    node: Annotated[str, Meta(max_length=300)] = ""
+    code: Annotated[int, Meta(ge=0, le=65_535)] | None = None
+    value_ms: Annotated[float, Meta(ge=0, le=1e9)] | None = None
+    detail: Annotated[str, Meta(max_length=200)] = ""
+
+
 class ClientReport(msgspec.Struct, frozen=True):
     """What a device's ``relaydesk doctor`` run reported (attached to a ticket).
 
@@ -106,6 +121,8 @@ class ClientReport(msgspec.Struct, frozen=True):
     lint: list[str] = []
     failed: list[str] = []
     created_at: str = ""
+    #: The device's own connection log, oldest first (empty when the report has none).
+    log: Annotated[list[ClientLogEntry], Meta(max_length=256)] = []
 
 
 class RunSettings(msgspec.Struct, frozen=True):

@@ -32,7 +32,9 @@ other devices, nodes or minutes of the same window) or a documented absolute bou
 * ``old_sdk``: devices on an older SDK doing worse than the others -> client;
 * ``clock_skew``: NTP-style offsets from doctor reports and probe timestamps, or most
   probes rejected -> client;
-* ``client_lint``: SDK configuration and network problems the device's doctor found.
+* ``client_lint``: SDK configuration and network problems the device's doctor found;
+* ``client_log``: a reconnect loop in the device's own connection log (attempts that
+  never opened -> network; 4011 -> client; link deaths -> network; other codes -> client).
 
 A rule returns findings and :class:`Rejected` hypotheses (what it considered and why it
 did not conclude); the engine keeps both for the internal note.
@@ -50,7 +52,13 @@ from relaydesk.desk.diagnosis.rules._common import (
     at,
 )
 from relaydesk.desk.diagnosis.rules.capacity import bound_binds, commit_queue, slow_storage
-from relaydesk.desk.diagnosis.rules.clients import client_lint, clock_skew, old_sdk, reconnect_loop
+from relaydesk.desk.diagnosis.rules.clients import (
+    client_lint,
+    client_log,
+    clock_skew,
+    old_sdk,
+    reconnect_loop,
+)
 from relaydesk.desk.diagnosis.rules.delivery import slow_consumer, undelivered_device
 from relaydesk.desk.diagnosis.rules.network import distance, node_outlier, node_victims
 
@@ -67,6 +75,7 @@ RULES: Final[tuple[Rule, ...]] = (
     old_sdk,
     clock_skew,
     client_lint,
+    client_log,
 )
 
 __all__ = [
@@ -78,6 +87,7 @@ __all__ = [
     "at",
     "bound_binds",
     "client_lint",
+    "client_log",
     "clock_skew",
     "commit_queue",
     "distance",

@@ -13,6 +13,7 @@ from typing import Final
 from relaydesk.desk.diagnosis.model import (
     Connection,
     Finding,
+    Layer,
     Minute,
     Rejected,
     Snapshot,
@@ -25,6 +26,7 @@ from relaydesk.desk.diagnosis.rules._common import (
     _q,
     _scoped,
 )
+from relaydesk.protocol.errors import ErrorCode
 from relaydesk.telemetry.histogram import Histogram
 
 # -- 5. client faults --------------------------------------------------------------------------
@@ -57,10 +59,26 @@ def reconnect_loop(snap: Snapshot) -> list[Finding | Rejected]:
         if snap.region is not None and snap.region not in (c.node_region, c.client_region):
             continue
         by_device[c.device].append(c)
+    own_log = {
+        r.device
+        for r in snap.client_reports
+        if sum(e.kind in ("connect", "connect_failed") for e in r.log) >= 5
+    }
     out: list[Finding | Rejected] = []
     for device in sorted(by_device):
         conns = sorted(by_device[device], key=lambda c: (c.connected_ms, c.closed_ms))
         if len(conns) < 5:
+            continue
+        if device in own_log:
+            out.append(
+                Rejected(
+                    "reconnect_loop",
+                    f"device {device} reconnects in a loop",
+                    "left to client_log: the device's own connection log (attached to the "
+                    "ticket) also sees the attempts the server never got",
+                    device=device,
+                )
+            )
             continue
         lifetimes = [(c.closed_ms - c.connected_ms) / 1000 for c in conns]
         life = median(lifetimes)
@@ -492,4 +510,191 @@ def client_lint(snap: Snapshot) -> list[Finding | Rejected]:
                     "network (Wi-Fi/mobile) or without VPN/proxy.",
                 )
             )
+    return out
+
+
+#: Close codes that end a session on purpose: normal (1000), going away (1001), and a
+#: drained node's ``moved`` (4061: the SDK moves to another node at once).
+NORMAL_CLOSE_CODES: Final = (1000, 1001, 4061)
+#: Codes that say the link itself died: no close frame (None/1006), or one side heard
+#: nothing within the heartbeat time-out (4050).
+LINK_DEATH_CODES: Final = (None, 1006, 4050)
+_TOKEN_EXPIRED: Final = 4011
+
+
+def _code_name(code: int | None) -> str:
+    if code is None:
+        return "no close frame"
+    try:
+        return f"{code} {ErrorCode(code).name}"
+    except ValueError:  # a code this build does not know
+        return str(code)
+
+
+def client_log(snap: Snapshot) -> list[Finding | Rejected]:
+    """A reconnect loop seen by the device itself, from the SDK's own connection log
+    (``ClientReport.log``, attached with a doctor report).
+
+    The log holds what the server cannot see: attempts that never reached it (refused,
+    timed out) and the close codes on the client's side (its own heartbeat time-out).
+    The same bars as ``reconnect_loop``: at least 5 attempts, most of them ending
+    badly (a failed attempt or an abnormal close; 1000, 1001 and 4061 ``moved`` are
+    normal), the client coming straight back (median back-off ≤ 30 s) and short
+    sessions (median under 60 s).  What ended them decides the layer:
+
+    * (almost) no attempt opened, or none of the sessions closed abnormally while
+      attempts failed -> network, the device cannot reach the node (0.7);
+    * most closes 4011 -> client, the token keeps expiring (0.85);
+    * most closes without a close frame or by a heartbeat time-out -> network, the
+      device's link keeps dying (0.65);
+    * another code -> client, named with the code (0.6).
+
+    Entries are taken as the device recorded them (its clock), the whole recent log.
+    """
+    out: list[Finding | Rejected] = []
+    for r in sorted(snap.client_reports, key=lambda r: r.device):
+        log = r.log
+        attempts = [e for e in log if e.kind in ("connect", "connect_failed")]
+        if len(attempts) < 5:
+            continue
+        failed = [e for e in log if e.kind == "connect_failed"]
+        closes = [e for e in log if e.kind == "close"]
+        abnormal = [e for e in closes if e.code not in NORMAL_CLOSE_CODES]
+        waits = [e.value_ms / 1000 for e in log if e.kind == "reconnect_wait" and e.value_ms]
+        lives = [e.value_ms / 1000 for e in closes if e.value_ms is not None]
+        wait = median(waits) if waits else 0.0
+        life = median(lives) if lives else 0.0
+        bad = len(failed) + len(abnormal)
+        hypothesis = f"device {r.device} reconnects in a loop (its own connection log)"
+        if bad < len(attempts) / 2:
+            out.append(
+                Rejected(
+                    "client_log",
+                    hypothesis,
+                    f"{len(attempts) - bad} of its {len(attempts)} attempts opened and "
+                    "ended normally (1000/1001/4061): short sessions closed on purpose",
+                    device=r.device,
+                )
+            )
+            continue
+        if wait > 30 or (lives and life >= 60 and len(failed) < len(attempts) / 2):
+            out.append(
+                Rejected(
+                    "client_log",
+                    hypothesis,
+                    f"median back-off {wait:.1f} s, median session {life:.0f} s: "
+                    "it does not come straight back",
+                    device=r.device,
+                )
+            )
+            continue
+        codes: dict[int | None, int] = defaultdict(int)
+        for e in abnormal:
+            codes[e.code] += 1
+        nodes: dict[str, int] = defaultdict(int)
+        for e in failed + abnormal:
+            nodes[e.node] += 1
+        node_url = max(nodes.items(), key=lambda kv: (kv[1], kv[0]))[0] if nodes else ""
+        t0, t1 = log[0].t_ms, log[-1].t_ms
+        shown = ", ".join(
+            f"{_code_name(c)}: {n}"
+            for c, n in sorted(codes.items(), key=lambda kv: (-kv[1], kv[0] or 0))
+        )
+        errors = sorted({e.detail.split(":", 1)[0] for e in failed if e.detail})
+        ev = [
+            _ev(
+                snap,
+                "connection attempts in the device's log",
+                float(len(attempts)),
+                None,
+                start_ms=t0,
+                end_ms=t1,
+                note=f"device {r.device}; {len(failed)} never opened"
+                + (f" ({', '.join(errors[:3])})" if errors else ""),
+            ),
+            _ev(
+                snap,
+                "closes by code (device's view)",
+                shown or "none",
+                "1000 normal",
+                start_ms=t0,
+                end_ms=t1,
+                note=f"{len(abnormal)} of {len(closes)} closes abnormal",
+            ),
+            _ev(snap, "median back-off before reconnecting", round(wait, 2), 30.0, unit="s"),
+            _ev(snap, "median session lifetime", round(life, 1), 60.0, unit="s"),
+        ]
+        rtts = [e.value_ms for e in log if e.kind == "rtt" and e.value_ms is not None]
+        if rtts:
+            ev.append(
+                _ev(snap, "heartbeat RTT p50 (device)", round(median(rtts), 1), None, unit="ms")
+            )
+        top_code = max(codes.items(), key=lambda kv: (kv[1], -(kv[0] or 0)))[0] if codes else None
+        step_doctor = f"Run `relaydesk doctor --attach` on device {r.device} on another network."
+        opened = len(attempts) - len(failed)
+        deaths = sum(codes.get(c, 0) for c in LINK_DEATH_CODES)
+        if opened <= 1 or not abnormal:
+            layer: Layer = "network"
+            conf, slug = 0.7, "connection-failures"
+            title = (
+                f"Device {r.device} cannot reach {node_url or 'the node'}: {len(failed)} of "
+                f"{len(attempts)} connection attempts failed before opening"
+            )
+            action = (
+                "The device's path to the node fails (refused or timed out before the "
+                "WebSocket opened: firewall, proxy, DNS or the node's address); the server "
+                "never saw these attempts."
+            )
+            step = (
+                f"Device {r.device} cannot open a connection to our node: check its "
+                "firewall, proxy or VPN, or try another network."
+            )
+        elif codes.get(_TOKEN_EXPIRED, 0) >= len(abnormal) / 2 and codes.get(_TOKEN_EXPIRED):
+            layer, conf, slug = "client", 0.85, "tokens-and-auth"
+            title = f"Device {r.device} reconnects in a loop: its token keeps expiring (4011)"
+            action = (
+                "Give the SDK a token provider so sessions are renewed instead of dropped; "
+                "check the device clock."
+            )
+            step = (
+                f"Device {r.device} keeps connecting with an expired token: give the SDK a "
+                "token provider that mints a fresh token, and check the device clock."
+            )
+        elif deaths >= len(abnormal) / 2:
+            layer, conf, slug = "network", 0.65, "connection-failures"
+            refused = f", {len(failed)} attempts refused or timed out between" if failed else ""
+            title = (
+                f"Device {r.device}'s connections keep dying: {deaths} of {len(closes)} "
+                f"sessions ended abnormally ({shown}) after a median {life:.1f} s{refused} "
+                "(the device's own log)"
+            )
+            action = (
+                "The device's link drops (no close frame, or heartbeats unanswered): its "
+                "network path (Wi-Fi, mobile, proxy idle time-out), not the app."
+            )
+            step = step_doctor
+        else:
+            layer, conf, slug = "client", 0.6, "connection-failures"
+            title = (
+                f"Device {r.device}'s sessions keep closing with {_code_name(top_code)} "
+                f"(its own log: {shown})"
+            )
+            action = (
+                f"Look up close code {_code_name(top_code)} in docs/protocol.md §7 and fix "
+                "what the client does before it."
+            )
+            step = f"Device {r.device}'s sessions are refused with {_code_name(top_code)}."
+        out.append(
+            Finding(
+                layer=layer,
+                title=title,
+                evidence=ev,
+                confidence=conf,
+                action=action,
+                article_slug=slug,
+                rule="client_log",
+                device=r.device,
+                customer_step=step,
+            )
+        )
     return out
