@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.installed
 HOST    ?= 127.0.0.1
 PORT    ?= 8420
 DATA    ?= var
+# Test workers: the suite mostly waits on the nodes it starts, so three share two cores well.
+TEST_WORKERS ?= 3
 
 JSDEPS  := tests/web/js/node_modules/.installed
 
@@ -36,7 +38,7 @@ run: $(STAMP)
 test: $(STAMP) $(JSDEPS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -22,6 +22,12 @@ from relaydesk.protocol.tokens import mint_token
 from relaydesk.server.storage_setup import DEMO_APP, DEMO_SECRET
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable, so files keep their order otherwise): under
+    pytest-xdist the long ones start at once and the run does not end on one of them."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,7 +66,7 @@ class ServerProcess:
         self.log_path = data_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}

@@ -96,8 +96,9 @@ async def test_start_and_aclose_own_the_task(
     tid = _ticket(desk, app_id="acme-chat")
     import asyncio
 
-    for _ in range(200):
-        if (await desk.tickets.detail(ALICE, tid)).ticket.acknowledged_at is not None:
+    for _ in range(3000):  # a wait, not a time limit: a loaded machine may take seconds
+        acked = (await desk.tickets.detail(ALICE, tid)).ticket.acknowledged_at is not None
+        if acked and acker.stats["acknowledged"] == 1:  # the count follows the write
             break
         await asyncio.sleep(0.01)
     await acker.aclose()

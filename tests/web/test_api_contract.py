@@ -121,20 +121,23 @@ def contract_node(make_server: Callable[..., Any]) -> Any:
 
 
 @pytest.mark.slow
-def test_http_apis_match_their_openapi_document(contract_node: Any) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_http_apis_match_their_openapi_document(contract_node: Any, family: str) -> None:
+    """One family of paths per test, each on its own node, so parallel workers share
+    the run; every documented operation of the family is fuzzed with every credential."""
     schema = schemathesis.openapi.from_url(contract_node.http_url + "/api/docs/openapi.json")
     operations = [
         result.ok()
         for result in schema.get_all_operations()
-        if result.ok().path.startswith(FAMILIES)
+        if result.ok().path.startswith(family)
     ]
-    assert len(operations) >= 25, [op.label for op in operations]
+    assert operations, f"no documented operation under {family}"
     failures: list[str] = []
     seen: Counter[tuple[str, int]] = Counter()
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             failures += run_operation(contract_node, operation, mode, seen)
     assert not failures, "\n\n".join(failures)
-    # The credentials work: every family answered successfully, not only with refusals.
+    # The credentials work: the family answered successfully, not only with refusals.
     print(sorted(seen.items()))
-    assert all(seen[family, 200] > 0 for family in FAMILIES), seen
+    assert seen[family, 200] > 0, seen

