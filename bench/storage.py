@@ -13,7 +13,7 @@ Each is driven by the lean load generator (``bench.loadgen``) with
 ``SUBSCRIBERS`` subscribers in one channel and one publisher process.  In the
 cluster of n nodes, subscriber i connects to node i % n and the publisher holds one
 connection per node and sends message k through node k % n, so each node commits a
-share of the messages (all take the position counter's row lock) and every message
+share of the messages (all take the one app's position counter row lock) and every message
 reaches subscribers on every node, most of them across the bus.
 
 Per deployment two runs on the same connections:
@@ -29,7 +29,7 @@ Per deployment two runs on the same connections:
 Then, without a server, the hot spot itself (``batch``): ``MessageStore.commit_batch_tx``
 for a batch of ``BATCH_OPS`` publishes by ``SUBSCRIBERS`` channel members, on SQLite
 and on PostgreSQL, median over ``BATCH_ROUNDS`` batches; on PostgreSQL a commit holds
-the cluster-wide counter lock for the whole of it.
+the app's position counter lock for the whole of it.
 
 Ratios are deployment / sqlite.  In the cluster, messages of the two publisher
 connections may reach a subscriber out of index order (two nodes commit in turn);

@@ -28,8 +28,8 @@ async def test_catchup_from_memory_storage_and_after_restart(
         await hub.ensure_channel(DEMO_APP, "room", ["alice", "bob"])
         for i in range(100):
             await publish(hub, "alice", "channel:room", f"m{i}", f"id{i}")
-        last = hub.fanned_pos
-        floor = hub.recent.floor
+        last = hub.fanned_pos(DEMO_APP)
+        floor = hub.recent.floor(DEMO_APP)
         assert len(hub.recent) == 40 and floor == last - 40
         stored = await hub.feed(DEMO_APP, "bob", floor, last, 500)
         page = await hub.catchup(DEMO_APP, "bob", floor, last, 500)
@@ -44,7 +44,7 @@ async def test_catchup_from_memory_storage_and_after_restart(
     again = Hub(db, store, settings, clock)
     await again.start()
     try:
-        assert again.recent.floor == floor and again.recent.last == last
+        assert again.recent.floor(DEMO_APP) == floor and again.recent.last(DEMO_APP) == last
         page = await again.catchup(DEMO_APP, "bob", floor, last, 500)
         assert [e for e, _ in page] == stored and again.stats["catchup_storage_reads"] == 0
     finally:

@@ -74,7 +74,7 @@ def join(
 
 
 def test_migrate_is_idempotent(db: Database) -> None:
-    assert db.migrate("messaging", messaging_migrations(db.dialect)) == 1
+    assert db.migrate("messaging", messaging_migrations(db.dialect)) == 2
 
 
 def test_positions_and_sequences_in_one_batch(db: Database) -> None:

@@ -342,7 +342,6 @@ def ops_router(server: RelaydeskServer) -> Router:
             "node": server.settings.server.node_id,
             "region": server.settings.server.region,
             "connections": len(server.gateway.connections),
-            "fanned_pos": server.hub.fanned_pos,
             # Whether this node runs the desk's background jobs (lease or forced).
             "desk_jobs": server.runs_desk_jobs,
             # Live connections that overflowed their queue and were served from storage.
