@@ -98,6 +98,7 @@ class Device:
     synced_after: float | None = None  # seconds from hello to synced
     welcome_after: float | None = None  # seconds from hello to welcome
     end_after: float | None = None  # seconds from hello to the ``end`` message
+    go_at: float = 0.0  # when the storm started (the worker got "go")
     received: list[tuple[int, str]] = field(default_factory=list)  # (pos, id) of messages
 
 
@@ -301,12 +302,22 @@ async def _worker(url: str, tokens: list[tuple[str, str, str]]) -> None:
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
     assert line.strip() == "go", line
+    go_at = time.monotonic()
+    for d in devices:
+        d.go_at = go_at
     await asyncio.gather(*(storm(url, d) for d in devices))
     print(
         json.dumps(
             {
                 "done": {
-                    d.user: [d.cursor, d.synced_after, d.welcome_after, d.received, d.end_after]
+                    d.user: [
+                        d.cursor,
+                        d.synced_after,
+                        d.welcome_after,
+                        d.received,
+                        d.end_after,
+                        d.hello_at - d.go_at,
+                    ]
                     for d in devices
                 }
             }
@@ -399,8 +410,9 @@ async def run_storm(
                 proc.wait(5)
     devices = []
     for user in users:
-        cursor, synced_after, welcome_after, received, end_after = done[user]
+        cursor, synced_after, welcome_after, received, end_after, hello_delay = done[user]
         dev = Device(user, "", channel[user], cursor)
+        dev.hello_at = hello_delay  # seconds from the storm's start to this hello
         dev.synced_after = synced_after
         dev.welcome_after = welcome_after
         dev.end_after = end_after
@@ -409,10 +421,20 @@ async def run_storm(
     result = summary([d.synced_after for d in devices], cpu)
     # Still catching up when the publisher stopped (their synced came after ``end``):
     # what this step reported as never synced before it read on past ``end``.
-    result["synced_after_end"] = sum(
-        1
+    late = [
+        d
         for d in devices
         if d.synced_after is not None and d.end_after is not None and d.synced_after > d.end_after
+    ]
+    result["synced_after_end"] = len(late)
+    # The generator's own pace: how long after the storm's start each device could
+    # send its hello (a slow handshake is not slow catch-up), and for the devices
+    # synced only after ``end``, the earliest of their hellos.
+    delays = sorted(d.hello_at for d in devices)
+    result["hello_delay_p50_s"] = round(delays[len(delays) // 2], 3) if delays else None
+    result["hello_delay_max_s"] = round(delays[-1], 3) if delays else None
+    result["synced_after_end_first_hello_s"] = (
+        round(min(d.hello_at for d in late), 3) if late else None
     )
     # welcome -> synced: the catch-up itself, without the login (on a small machine the
     # generator's own handshakes dominate hello -> welcome).

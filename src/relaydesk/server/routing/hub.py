@@ -19,8 +19,8 @@ The writer then announces each commit as a ``CommitRecord`` and hands it to the
 node's sequencer task instead of routing it itself; that task merges the records of
 every node in each app's position order (``Sequencer``), reads any range that never
 arrived from storage, loads channel membership as of the app's ``fanned_pos`` and
-routes, so the ``fanned_pos`` promise above holds across nodes.  The writer waits until its own
-record is routed before it takes the next batch, as it does alone.
+routes, so the ``fanned_pos`` promise above holds across nodes.  The writer waits
+until its own records are routed before it takes the next batch, as it does alone.
 
 Catch-up reads (``catchup``) are served from ``recent`` (recent.py), the events
 the hub fanned out lately (and the newest ones stored when it started), held once
