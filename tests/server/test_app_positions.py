@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from raw_client import Raw
 from test_cluster_hubs import Endpoint, make_cluster, until
 
@@ -24,6 +25,7 @@ APPS = {
 N = 25
 
 
+@pytest.mark.slow  # a server process: 5-6 s, past 10 s on a busy machine
 async def test_a_device_sees_contiguous_positions_while_another_app_publishes(
     make_server: Callable[..., Any],
 ) -> None:
