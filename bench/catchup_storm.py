@@ -12,8 +12,9 @@ publisher keeps going, and many never reach ``synced``.  This step reproduces it
    in all for ``gap_s`` while everyone is away.
 3. **storm**: every device reconnects at once with its cursor while the publisher
    goes on for ``tail_s``; then it sends a last message (``end<k>``) to each channel.
-4. Each device reads until ``end``.  Figures: time from sending ``hello`` to
-   ``synced`` (p50/p99/max), devices never synced while the publisher ran, server
+4. Each device reads until ``end`` and ``synced``.  Figures: time from sending ``hello`` to
+   ``synced`` (p50/p99/max), devices never synced (``never_synced``) and those
+   still catching up when the publisher stopped (``synced_after_end``), server
    CPU seconds from the storm to the last ``end``, and the server's own view
    (``/readyz``: devices synced, welcome -> synced p50/max on the server, catch-up
    pages by source) while the publisher still runs; checks: each device received
@@ -78,6 +79,8 @@ sync = "full"
 """
 # Frames a device reads without a frame from the server before it gives up.
 READ_TIMEOUT_S = 60.0
+# How long a device that got ``end`` before ``synced`` waits for ``synced``.
+AFTER_END_S = 30.0
 
 
 def channel_of(index: int, channels: int) -> str:
@@ -94,6 +97,8 @@ class Device:
     hello_at: float = 0.0
     synced_after: float | None = None  # seconds from hello to synced
     welcome_after: float | None = None  # seconds from hello to welcome
+    end_after: float | None = None  # seconds from hello to the ``end`` message
+    go_at: float = 0.0  # when the storm started (the worker got "go")
     received: list[tuple[int, str]] = field(default_factory=list)  # (pos, id) of messages
 
 
@@ -139,15 +144,28 @@ async def prime(url: str, dev: Device) -> None:
 
 
 async def storm(url: str, dev: Device) -> None:
-    """Reconnect with the cursor; read until the ``end`` message."""
+    """Reconnect with the cursor; read until the ``end`` message and ``synced``.
+
+    ``end`` may arrive in a catch-up page, and ``synced`` right after that page: a
+    device that stopped reading at ``end`` would count as never synced although the
+    server handed it over.  So it reads on after ``end`` until ``synced`` (at most
+    ``AFTER_END_S``); ``end_after`` tells whether it was still catching up then."""
     ws = await _open(url)
     dev.hello_at = time.monotonic()
     await _send(ws, Hello(token=dev.token, device="d1", cursor=dev.cursor))
     acked = dev.cursor
     while True:
-        frame = await _recv(ws)
+        if dev.end_after is not None:
+            try:
+                frame = await _recv(ws, AFTER_END_S)
+            except TimeoutError:
+                break  # never synced
+        else:
+            frame = await _recv(ws)
         if isinstance(frame, Synced):
             dev.synced_after = time.monotonic() - dev.hello_at
+            if dev.end_after is not None:
+                break
         elif isinstance(frame, Messages):
             done = False
             for ev in frame.items:
@@ -159,7 +177,9 @@ async def storm(url: str, dev: Device) -> None:
                 await _send(ws, Ack(pos=last))
                 acked = last
             if done:
-                break
+                dev.end_after = time.monotonic() - dev.hello_at
+                if dev.synced_after is not None:
+                    break
         elif isinstance(frame, Welcome):
             dev.welcome_after = time.monotonic() - dev.hello_at
     await ws.close()
@@ -282,12 +302,23 @@ async def _worker(url: str, tokens: list[tuple[str, str, str]]) -> None:
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
     assert line.strip() == "go", line
+    go_at = time.monotonic()
+    for d in devices:
+        d.go_at = go_at
     await asyncio.gather(*(storm(url, d) for d in devices))
     print(
         json.dumps(
             {
                 "done": {
-                    d.user: [d.cursor, d.synced_after, d.welcome_after, d.received] for d in devices
+                    d.user: [
+                        d.cursor,
+                        d.synced_after,
+                        d.welcome_after,
+                        d.received,
+                        d.end_after,
+                        d.hello_at - d.go_at,
+                    ]
+                    for d in devices
                 }
             }
         ),
@@ -379,13 +410,32 @@ async def run_storm(
                 proc.wait(5)
     devices = []
     for user in users:
-        cursor, synced_after, welcome_after, received = done[user]
+        cursor, synced_after, welcome_after, received, end_after, hello_delay = done[user]
         dev = Device(user, "", channel[user], cursor)
+        dev.hello_at = hello_delay  # seconds from the storm's start to this hello
         dev.synced_after = synced_after
         dev.welcome_after = welcome_after
+        dev.end_after = end_after
         dev.received = [(p, m) for p, m in received]
         devices.append(dev)
     result = summary([d.synced_after for d in devices], cpu)
+    # Still catching up when the publisher stopped (their synced came after ``end``):
+    # what this step reported as never synced before it read on past ``end``.
+    late = [
+        d
+        for d in devices
+        if d.synced_after is not None and d.end_after is not None and d.synced_after > d.end_after
+    ]
+    result["synced_after_end"] = len(late)
+    # The generator's own pace: how long after the storm's start each device could
+    # send its hello (a slow handshake is not slow catch-up), and for the devices
+    # synced only after ``end``, the earliest of their hellos.
+    delays = sorted(d.hello_at for d in devices)
+    result["hello_delay_p50_s"] = round(delays[len(delays) // 2], 3) if delays else None
+    result["hello_delay_max_s"] = round(delays[-1], 3) if delays else None
+    result["synced_after_end_first_hello_s"] = (
+        round(min(d.hello_at for d in late), 3) if late else None
+    )
     # welcome -> synced: the catch-up itself, without the login (on a small machine the
     # generator's own handshakes dominate hello -> welcome).
     welcomes = sorted(d.welcome_after for d in devices if d.welcome_after is not None)

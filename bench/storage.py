@@ -13,7 +13,7 @@ Each is driven by the lean load generator (``bench.loadgen``) with
 ``SUBSCRIBERS`` subscribers in one channel and one publisher process.  In the
 cluster of n nodes, subscriber i connects to node i % n and the publisher holds one
 connection per node and sends message k through node k % n, so each node commits a
-share of the messages (all take the position counter's row lock) and every message
+share of the messages (all take the one app's position counter row lock) and every message
 reaches subscribers on every node, most of them across the bus.
 
 Per deployment two runs on the same connections:
@@ -29,7 +29,7 @@ Per deployment two runs on the same connections:
 Then, without a server, the hot spot itself (``batch``): ``MessageStore.commit_batch_tx``
 for a batch of ``BATCH_OPS`` publishes by ``SUBSCRIBERS`` channel members, on SQLite
 and on PostgreSQL, median over ``BATCH_ROUNDS`` batches; on PostgreSQL a commit holds
-the cluster-wide counter lock for the whole of it.
+the app's position counter lock for the whole of it.
 
 Ratios are deployment / sqlite.  In the cluster, messages of the two publisher
 connections may reach a subscriber out of index order (two nodes commit in turn);
@@ -47,6 +47,7 @@ import os
 import secrets
 import statistics
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -78,6 +79,10 @@ SUBSCRIBERS = 20
 FIXED_RATE = 1000  # publishes/s in the latency run: below every deployment's sustained rate
 BATCH_OPS = 2000  # = storage.commit_batch_max, the largest group commit
 BATCH_ROUNDS = 8
+# Two writers (two_writers): batches of a moderate load's size, where the COMMIT's
+# flush is a large share of the time a batch holds its app's counter row.
+PAIR_OPS = 200
+PAIR_ROUNDS = 60
 
 
 class Plan:
@@ -235,12 +240,12 @@ def measure(name: str, plan: Plan) -> dict[str, Any]:
 # ----------------------------------------------------------------- the hot spot alone
 
 
-def _batch_ops(round_: int) -> list[Op]:
+def _batch_ops(round_: int | str, app: str = "bench", n: int = BATCH_OPS) -> list[Op]:
     conv = channel_conversation("store")
     body = b"." * 100
     return [
         PublishOp(
-            app="bench",
+            app=app,
             sender=f"u{i % SUBSCRIBERS}",
             device="d",
             conv=conv,
@@ -249,16 +254,14 @@ def _batch_ops(round_: int) -> list[Op]:
             enc="",
             ts=1,
         )
-        for i in range(BATCH_OPS)
+        for i in range(n)
     ]
 
 
-def _time_batches(db: Database, rounds: int) -> dict[str, Any]:
-    db.migrate("messaging", messaging_migrations(db.dialect))
-    store = MessageStore(retention_max_age_ms=10**12, retention_max_per_conv=10**9)
+def _join_channel(db: Database, store: MessageStore, app: str = "bench") -> None:
     joins: list[Op] = [
         JoinOp(
-            app="bench",
+            app=app,
             actor=f"u{i}",
             device="d",
             channel=channel_conversation("store"),
@@ -270,6 +273,12 @@ def _time_batches(db: Database, rounds: int) -> dict[str, Any]:
         for i in range(SUBSCRIBERS)
     ]
     db.write_sync(lambda tx: store.commit_batch_tx(tx, joins, ()))
+
+
+def _time_batches(db: Database, rounds: int) -> dict[str, Any]:
+    db.migrate("messaging", messaging_migrations(db.dialect))
+    store = MessageStore(retention_max_age_ms=10**12, retention_max_per_conv=10**9)
+    _join_channel(db, store)
     body_ms: list[float] = []
     write_ms: list[float] = []
     for r in range(rounds):
@@ -306,6 +315,68 @@ def batch(engine: str, plan: Plan) -> dict[str, Any]:
         db = open_database(url, sync="full")
         stack.callback(db.close_sync)
         return _time_batches(db, plan.batch_rounds)
+
+
+def _pair_run(store: MessageStore, apps: tuple[str, str], rounds: int) -> float:
+    """Publishes/s of two writers committing at once, writer k to ``apps[k]``."""
+    with pg_schema() as url:
+        dbs = [open_database(url, sync="full") for _ in apps]
+        try:
+            dbs[0].migrate("messaging", messaging_migrations("postgres"))
+            for app in sorted(set(apps)):
+                _join_channel(dbs[0], store, app)
+            start = threading.Barrier(len(dbs))
+            took: list[float] = []
+            errors: list[BaseException] = []
+
+            def write(db: Database, app: str, tag: str) -> None:
+                try:
+                    start.wait()
+                    t0 = time.perf_counter()
+                    for r in range(rounds):
+                        ops = _batch_ops(f"{tag}{r}", app, PAIR_OPS)
+                        db.write_sync(lambda tx, ops=ops: store.commit_batch_tx(tx, ops, ()))
+                    took.append(time.perf_counter() - t0)
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            threads = [
+                threading.Thread(target=write, args=(db, app, f"w{k}."))
+                for k, (db, app) in enumerate(zip(dbs, apps, strict=True))
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+            return len(dbs) * rounds * PAIR_OPS / max(took)
+        finally:
+            for db in dbs:
+                db.close_sync()
+
+
+def two_writers(rounds: int) -> dict[str, Any]:
+    """Two nodes' writers (two engines, a thread each) commit ``PAIR_OPS``-publish
+    batches to one PostgreSQL at once: both to the same app (one counter row: they
+    take turns for the whole of each transaction, COMMIT included) and each to its
+    own app (two rows: neither waits).  Publishes/s of both together, median of three
+    alternating runs each.  Both threads share one Python interpreter (the GIL), so
+    the second case overlaps waits on PostgreSQL, not Python work."""
+    store = MessageStore(retention_max_age_ms=10**12, retention_max_per_conv=10**9)
+    same: list[float] = []
+    two: list[float] = []
+    for _ in range(3):
+        same.append(_pair_run(store, ("bench", "bench"), rounds))
+        two.append(_pair_run(store, ("bench", "bench2"), rounds))
+    same_rate, two_rate = statistics.median(same), statistics.median(two)
+    return {
+        "ops_per_batch": PAIR_OPS,
+        "rounds_per_writer": rounds,
+        "same_app_publishes_per_s": round(same_rate),
+        "two_apps_publishes_per_s": round(two_rate),
+        "two_apps_per_same_app": _r(two_rate / same_rate),
+    }
 
 
 # ----------------------------------------------------------------- the step
@@ -436,6 +507,15 @@ def run(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
             f"   storage/batch/{engine}: {BATCH_OPS:,} publishes: commit_batch_tx "
             f"{res['commit_batch_tx_ms']} ms, with COMMIT {res['write_with_commit_ms']} ms"
         )
+    try:
+        result["two_writers"] = pair = two_writers(10 if plan.peak_s < 8 else PAIR_ROUNDS)
+        log(
+            f"   storage/two_writers: {pair['same_app_publishes_per_s']:,} publishes/s to one"
+            f" app, {pair['two_apps_publishes_per_s']:,} to two apps"
+            f" (x{pair['two_apps_per_same_app']})"
+        )
+    except Exception as exc:
+        result["failures"].append(f"storage/two_writers: {type(exc).__name__}: {exc}"[:2000])
     result["table"] = rows(result)
     result["table_markdown"] = markdown_table(result["table"])
     return result

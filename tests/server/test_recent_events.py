@@ -59,12 +59,12 @@ def random_op(rng: random.Random, n: int, sent: list[tuple[str, str, Conversatio
     return PublishOp(app, user, "d", resolve(to, user), f"m{n}", body, "", n)
 
 
-def build(db: Database, rng: random.Random, ops: int, recent: RecentEvents) -> int:
+def build(db: Database, rng: random.Random, ops: int, recent: RecentEvents) -> dict[str, int]:
     """Commit ``ops`` random operations in random batches; hold every event as the hub
-    does (in position order, as routed).  Returns the last position."""
+    does (in position order, as routed).  Returns each app's last position."""
     sent: list[tuple[str, str, Conversation, int]] = []
     n = 0
-    last = 0
+    last: dict[str, int] = {}
     while n < ops:
         batch = [random_op(rng, n + i, sent) for i in range(rng.randint(1, 12))]
         n += len(batch)
@@ -76,7 +76,7 @@ def build(db: Database, rng: random.Random, ops: int, recent: RecentEvents) -> i
             recent.add(op.app, outcome.audience, ev, {})
             if isinstance(op, PublishOp):
                 sent.append((op.app, op.sender, op.conv, ev.seq))
-        last = result.last_pos
+        last.update(result.last_pos)
     return last
 
 
@@ -96,14 +96,14 @@ def memory_feed(
 @pytest.mark.parametrize("seed", range(4))
 def test_memory_answers_like_storage(db: Database, seed: int) -> None:
     rng = random.Random(seed)
-    recent = RecentEvents(10**6, 10**9, 0)
+    recent = RecentEvents(10**6, 10**9)
     last = build(db, rng, 400, recent)
-    assert last > 100 and recent.floor == 0
+    assert min(last.values()) > 100 and all(recent.floor(app) == 0 for app in APPS)
     checked = 0
     for _ in range(150):
         app, user = rng.choice(APPS), rng.choice(USERS)
-        after = rng.randint(0, last)
-        upto = rng.randint(after, last)
+        after = rng.randint(0, last[app])
+        upto = rng.randint(after, last[app])
         limit = rng.choice([1, 5, 50, 1000])
         want = storage_feed(db, app, user, after, upto, limit)
         assert memory_feed(db, recent, app, user, after, upto, limit) == want
@@ -113,34 +113,40 @@ def test_memory_answers_like_storage(db: Database, seed: int) -> None:
 
 def test_eviction_raises_the_floor_and_what_is_held_stays_exact(db: Database) -> None:
     rng = random.Random(7)
-    recent = RecentEvents(120, 10**9, 0)
+    recent = RecentEvents(120, 10**9)
     last = build(db, rng, 500, recent)
-    assert len(recent) == 120 and recent.floor > 0
-    assert not recent.covers(recent.floor - 1) and recent.covers(recent.floor)
-    floor = recent.floor
+    assert len(recent) == 120
     for app in APPS:
+        floor = recent.floor(app)
+        assert floor > 0 and recent.last(app) == last[app]
+        assert not recent.covers(app, floor - 1) and recent.covers(app, floor)
         for user in USERS:
-            want = storage_feed(db, app, user, floor, last, 1000)
-            assert memory_feed(db, recent, app, user, floor, last, 1000) == want
+            want = storage_feed(db, app, user, floor, last[app], 1000)
+            assert memory_feed(db, recent, app, user, floor, last[app], 1000) == want
 
 
 def test_warm_start_from_the_newest_stored_events(db: Database) -> None:
     """What the hub loads when it starts answers like storage above its floor."""
-    last = build(db, random.Random(9), 300, RecentEvents(10**6, 10**9, 0))
-    rows = db.read_sync(lambda tx: STORE.newest_events_tx(tx, last, 80))
-    assert len(rows) == 80 and [r[2].pos for r in rows] == sorted(r[2].pos for r in rows)
-    assert rows[-1][2].pos == last
-    warm = RecentEvents(10**6, 10**9, rows[0][2].pos - 1)
-    for app, audience, ev in rows:
-        warm.add(app, audience, ev, {})
+    last = build(db, random.Random(9), 300, RecentEvents(10**6, 10**9))
+    loaded = {
+        app: db.read_sync(lambda tx, app=app: STORE.newest_events_tx(tx, app, last[app], 80))
+        for app in APPS
+    }
+    warm = RecentEvents(10**6, 10**9, {app: rows[0][1].pos - 1 for app, rows in loaded.items()})
+    for app, rows in loaded.items():
+        assert len(rows) == 80 and [r[1].pos for r in rows] == sorted(r[1].pos for r in rows)
+        assert rows[-1][1].pos == last[app]
+        for audience, ev in rows:
+            warm.add(app, audience, ev, {})
     for app in APPS:
+        floor = warm.floor(app)
         for user in USERS:
-            want = storage_feed(db, app, user, warm.floor, last, 1000)
-            assert memory_feed(db, warm, app, user, warm.floor, last, 1000) == want
+            want = storage_feed(db, app, user, floor, last[app], 1000)
+            assert memory_feed(db, warm, app, user, floor, last[app], 1000) == want
 
 
 def test_byte_bound_evicts_oldest_first() -> None:
-    recent = RecentEvents(1000, 3 * (100 + 320), 0)
+    recent = RecentEvents(1000, 3 * (100 + 320))
     for pos in range(1, 6):
         recent.add(
             "a",
@@ -148,6 +154,6 @@ def test_byte_bound_evicts_oldest_first() -> None:
             Event(conv="ch:r", pos=pos, seq=pos, kind="msg", sender="x", body=b"b" * 100),
             {},
         )
-    assert len(recent) == 3 and recent.floor == 2
+    assert len(recent) == 3 and recent.floor("a") == 2 and recent.floor("b") == 0
     out = recent.feed("a", "x", [("ch:r", 0, None)], 2, 5, 10)
     assert [ev.pos for ev, _ in out] == [3, 4, 5]

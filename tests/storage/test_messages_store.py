@@ -74,7 +74,7 @@ def join(
 
 
 def test_migrate_is_idempotent(db: Database) -> None:
-    assert db.migrate("messaging", messaging_migrations(db.dialect)) == 1
+    assert db.migrate("messaging", messaging_migrations(db.dialect)) == 2
 
 
 def test_positions_and_sequences_in_one_batch(db: Database) -> None:
@@ -462,6 +462,60 @@ def test_two_nodes_committing_at_once_on_postgres_allocate_positions_in_commit_o
             # The nodes' batches really interleaved, or this test would prove nothing.
             order = [sender for sender, _, _ in sorted(seen, key=lambda e: e[1][0])]
             assert sum(a != b for a, b in itertools.pairwise(order)) >= 2
+        finally:
+            for node in nodes:
+                node.close_sync()
+
+
+@pytest.mark.services
+def test_two_nodes_committing_batches_of_several_apps_never_deadlock_on_postgres() -> None:
+    """Per-app counter rows: batches touching several apps, in opposite orders, and
+    apps whose first commit both nodes race to make, commit without a deadlock, and
+    every app's positions are contiguous from 1."""
+    batches = 25
+    with pg_schema() as url:
+        nodes = [open_database(url), open_database(url)]
+        try:
+            nodes[0].migrate("messaging", messaging_migrations("postgres"))
+            errors: list[BaseException] = []
+            start = threading.Barrier(2)
+
+            def run(node: Database, sender: str, apps: list[str]) -> None:
+                try:
+                    start.wait()
+                    for b in range(batches):
+                        batch_apps = [*apps, f"new{b}"]  # new{b}: both create its row
+                        ops: list[Op] = [
+                            msgspec.structs.replace(
+                                pub(sender, "user:zed", f"{b}.{i}"), app=batch_apps[i % 4]
+                            )
+                            for i in range(8)
+                        ]
+                        node.write_sync(lambda tx, ops=ops: STORE.commit_batch_tx(tx, ops, ()))
+                except BaseException as exc:  # reported below, not lost in the thread
+                    errors.append(exc)
+
+            threads = [
+                threading.Thread(target=run, args=(nodes[0], "alice", ["a", "b", "c"])),
+                threading.Thread(target=run, args=(nodes[1], "bob", ["c", "b", "a"])),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors
+            rows = nodes[1].read_sync(
+                lambda tx: tx.query("SELECT app, pos FROM events ORDER BY app, pos")
+            )
+            by_app: dict[str, list[int]] = {}
+            for app, pos in rows:
+                by_app.setdefault(app, []).append(pos)
+            assert len(by_app) == 3 + batches
+            for app, positions in by_app.items():
+                assert positions == list(range(1, len(positions) + 1)), app
+            assert nodes[1].read_sync(STORE.last_positions_tx) == {
+                app: len(p) for app, p in by_app.items()
+            }
         finally:
             for node in nodes:
                 node.close_sync()

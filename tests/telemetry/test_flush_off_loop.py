@@ -74,7 +74,7 @@ def _traffic(rec: Recorder, clock: FakeClock, publishes: int) -> None:
         clock.advance(0.001)
         rec.commit_window(clock.monotonic(), clock.monotonic() + 0.001)
         rec.published(sender, recv, pos=pos, conv="ch:room", routed=True)
-        trace = rec.trace_for(pos)
+        trace = rec.trace_for("app", pos)
         for tel in peers:
             tel.first_gen = rec.fan_gen
             if trace is not None:

@@ -186,8 +186,10 @@ def test_stages_add_up_and_deliveries_resolve() -> None:
     clock.advance(0.003)  # commit
     rec.commit_window(start, clock.monotonic())
     rec.published(sender, recv, pos=7, conv="ch:room", routed=True)
-    trace = rec.trace_for(7)  # what the hub asks while routing event 7
-    assert trace is not None and rec.trace_for(7) is None
+    # Another app's event 7 is routed first in the batch: positions are per app.
+    assert rec.trace_for("other", 7) is None
+    trace = rec.trace_for("app", 7)  # what the hub asks while routing event 7
+    assert trace is not None and rec.trace_for("app", 7) is None
     for tel in (fast, slow, gone):  # what Connection.offer / Connection.traced do
         tel.first_gen = rec.fan_gen
         tel.trace_offered(trace)

@@ -83,6 +83,9 @@ SDK_LABEL = "relaydesk-python/0.1.0"
 class CursorStore(Protocol):
     """Where a device's processed feed cursor is kept between runs (docs/protocol.md §4.2).
 
+    A cursor is a position of the client's app (each app has its own positions): keep
+    one store per app, user and device.
+
     ``save`` is called with every acknowledgement the client sends (coalesced,
     at most every ``ack_every`` events or 100 ms); ``load`` once, at ``connect``.
     """

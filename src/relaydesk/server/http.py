@@ -315,13 +315,17 @@ def messaging_router(hub: Hub, store: MessageStore, max_body: int) -> Router:
     )
 
 
-def _catchup_times(times: list[float | None]) -> dict[str, Any]:
+def _catchup_times(times: list[float | None], logging_in: int = 0) -> dict[str, Any]:
+    """Catch-up figures of the welcomed connections (``times``: welcome -> synced, None
+    while catching up); ``logging_in``: connections not welcomed yet, counted apart (a
+    storm's slow handshakes are not slow catch-up)."""
     done = sorted(t for t in times if t is not None)
     if not done:
-        return {"synced": 0, "catching_up": len(times)}
+        return {"synced": 0, "catching_up": len(times), "logging_in": logging_in}
     return {
         "synced": len(done),
         "catching_up": len(times) - len(done),
+        "logging_in": logging_in,
         "synced_p50_ms": round(done[len(done) // 2] * 1000, 1),
         "synced_max_ms": round(done[-1] * 1000, 1),
     }
@@ -342,7 +346,6 @@ def ops_router(server: RelaydeskServer) -> Router:
             "node": server.settings.server.node_id,
             "region": server.settings.server.region,
             "connections": len(server.gateway.connections),
-            "fanned_pos": server.hub.fanned_pos,
             # Whether this node runs the desk's background jobs (lease or forced).
             "desk_jobs": server.runs_desk_jobs,
             # Live connections that overflowed their queue and were served from storage.
@@ -352,7 +355,10 @@ def ops_router(server: RelaydeskServer) -> Router:
             "catchup": {
                 "memory_pages": server.hub.stats["catchup_reads"],
                 "storage_pages": server.hub.stats["catchup_storage_reads"],
-                **_catchup_times([c.catchup_s for c in server.gateway.connections]),
+                **_catchup_times(
+                    [c.catchup_s for c in server.gateway.connections if c.active],
+                    sum(1 for c in server.gateway.connections if not c.active),
+                ),
             },
         }
         if server.hub.bus is not None:

@@ -1,7 +1,7 @@
 """Reads a clustered node needs: committed ranges and membership as of a position.
 
-A node of a cluster fans out events committed by any node.  When a range of
-positions never arrived over the bus it reads it here; when it first routes an
+A node of a cluster fans out events committed by any node.  When a range of an
+app's positions never arrived over the bus it reads it here; when it first routes an
 event of a channel it has not cached, it reads the channel's membership *as of the
 position it has fanned out to*, then replays the join and leave events after it, so
 the cache matches the feed's membership window (``joined_pos <= pos <= left_pos``,
@@ -16,14 +16,14 @@ from relaydesk.storage.messages import EVENT_COLUMNS, event_from_row
 
 
 def events_range_tx(
-    tx: Tx, after: int, upto: int, limit: int
+    tx: Tx, app: str, after: int, upto: int, limit: int
 ) -> list[tuple[str, str | None, Event]]:
-    """Committed events with ``after < pos <= upto`` of every app, in position order,
+    """Committed events of ``app`` with ``after < pos <= upto``, in position order,
     each with its app and audience (None: every member)."""
     rows = tx.query(
-        f"SELECT app, audience, {EVENT_COLUMNS} FROM events WHERE pos > ? AND pos <= ?"
-        " ORDER BY pos LIMIT ?",
-        (after, upto, limit),
+        f"SELECT app, audience, {EVENT_COLUMNS} FROM events WHERE app = ? AND pos > ?"
+        " AND pos <= ? ORDER BY pos LIMIT ?",
+        (app, after, upto, limit),
     )
     return [(r[0], r[1], event_from_row(r[2:])) for r in rows]
 

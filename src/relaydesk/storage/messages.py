@@ -3,8 +3,10 @@
 Theory of operation (docs/protocol.md §4)
 -----------------------------------------
 Every event (message, read marker, deletion, join, leave) is one row of ``events``
-with a global position ``pos`` allocated here, in commit order, from a counter that
-never goes back (retention may delete rows, never positions).  Messages also get a
+with a position ``pos`` allocated here, in commit order, from its app's counter (one
+row of ``positions`` per app) that never goes back (retention may delete rows, never
+positions).  Positions are per app: an app's feed positions are contiguous whatever
+other apps commit, and commits of different apps lock different rows.  Messages also get a
 per-conversation ``seq``.  A user's feed is the events of the conversations they
 belong to, restricted to their membership window ``joined_pos <= pos <= left_pos``
 and to events addressed to everyone or to them (``audience``).
@@ -19,8 +21,13 @@ What the checks read (dedup candidates, channel roles, conversations) is fetched
 for the whole batch in a few statements right after the position lock
 (``_prefetch``), then kept up to date in memory as the batch's own joins, leaves
 and new conversations change it.  On PostgreSQL every statement is a network round
-trip made while holding the cluster-wide counter lock; one per operation capped a
-cluster's commit rate.
+trip made while holding the counter locks of the batch's apps; one per operation
+capped a cluster's commit rate.
+
+Schema step 2 moved from one global counter to per-app counters: each app's counter
+starts at the old global value, so every stored position, membership window and
+device cursor keeps its meaning (positions before the upgrade keep the gaps other
+apps left; positions after it are contiguous per app).
 """
 
 from __future__ import annotations
@@ -102,15 +109,66 @@ _SCHEMA_V1 = """
     )
     """
 _BLOB = {"sqlite": "BLOB", "postgres": "BYTEA"}
-# PostgreSQL: commit_batch_tx locks this row (FOR UPDATE) to serialize nodes, so it must
-# exist before the first commit.  SQLite needs no row (BEGIN IMMEDIATE serializes).
+# Version 1 kept one global counter; PostgreSQL locked its row, seeded here.
 _SEED_POS = "; INSERT INTO counters (name, value) VALUES ('pos', 0)"
+
+# Step 2: positions per app (docs/scaling.md §4).  Every app known anywhere starts at
+# the old global counter (or the highest stored position, if higher), so no stored
+# position, membership window or device cursor changes meaning; apps created later
+# start at 0.  ``counters`` is dropped, so a node still running the old code fails its
+# commits loudly instead of writing positions from the old counter.
+_PER_APP_POSITIONS = """
+    CREATE TABLE positions (app TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO positions (app, value)
+        SELECT known.app, (SELECT MAX(v) FROM (
+            SELECT value AS v FROM counters WHERE name = 'pos'
+            UNION ALL SELECT MAX(pos) FROM events UNION ALL SELECT 0) AS old)
+        FROM (SELECT id AS app FROM apps UNION SELECT app FROM events
+              UNION SELECT app FROM devices UNION SELECT app FROM members) AS known;
+    DROP TABLE counters
+    """
+# The events' key becomes (app, pos).  SQLite cannot change a primary key in place:
+# the table is copied (same columns, same order) and its indexes made again.
+_EVENTS_KEY = {
+    "postgres": """;
+        ALTER TABLE events DROP CONSTRAINT events_pkey;
+        ALTER TABLE events ADD PRIMARY KEY (app, pos)
+        """,
+    "sqlite": """;
+        CREATE TABLE events_v2 (
+            pos BIGINT NOT NULL,
+            app TEXT NOT NULL,
+            conv TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            audience TEXT,
+            sender TEXT NOT NULL,
+            device TEXT NOT NULL,
+            client_id TEXT,
+            digest BLOB,
+            ts BIGINT NOT NULL,
+            body BLOB NOT NULL,
+            enc TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (app, pos)
+        );
+        INSERT INTO events_v2 SELECT * FROM events;
+        DROP TABLE events;
+        ALTER TABLE events_v2 RENAME TO events;
+        CREATE INDEX events_by_conv ON events (app, conv, pos);
+        CREATE UNIQUE INDEX events_conv_seq ON events (app, conv, seq) WHERE kind = 'msg';
+        CREATE UNIQUE INDEX events_dedup ON events (app, sender, client_id)
+            WHERE client_id IS NOT NULL
+        """,
+}
 
 
 def messaging_migrations(dialect: str = "sqlite") -> list[str]:
     """The messaging schema steps for ``dialect`` (``sqlite`` or ``postgres``)."""
     step1 = _SCHEMA_V1.replace("{blob}", _BLOB[dialect])
-    return [step1 + _SEED_POS if dialect == "postgres" else step1]
+    step2 = _PER_APP_POSITIONS + _EVENTS_KEY[dialect]
+    return [step1 + _SEED_POS if dialect == "postgres" else step1, step2]
 
 
 #: Schema steps for SQLite (``db.migrate("messaging", messaging_migrations(db.dialect))``).
@@ -211,7 +269,8 @@ class BatchResult:
     # Active members (user -> role), as of the start of the batch, of the
     # conversations asked for.
     members: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    last_pos: int = 0
+    # app -> its last position after the batch, for every app of the batch.
+    last_pos: dict[str, int] = field(default_factory=dict)
 
 
 def _row(
@@ -400,24 +459,56 @@ class MessageStore:
 
     # -- group commit ------------------------------------------------------------
 
-    def last_pos_tx(self, tx: Tx, *, lock: bool = False) -> int:
-        """The last allocated position.  ``lock`` (in a write on PostgreSQL) also takes the
-        counter's row lock until commit, which serializes commits of every node."""
-        sql = "SELECT value FROM counters WHERE name = 'pos'"
-        if lock and tx.dialect == "postgres":
-            sql += " FOR UPDATE"
-        return int(tx.scalar(sql) or 0)
+    def last_pos_tx(self, tx: Tx, app: str) -> int:
+        """The last position allocated in ``app`` (0: none yet)."""
+        return int(tx.scalar("SELECT value FROM positions WHERE app = ?", (app,)) or 0)
+
+    def last_positions_tx(self, tx: Tx) -> dict[str, int]:
+        """The last position allocated in every app that has committed (or that the
+        schema upgrade carried over)."""
+        return {app: int(value) for app, value in tx.query("SELECT app, value FROM positions")}
+
+    @staticmethod
+    def _lock_positions_tx(tx: Tx, apps: Collection[str]) -> dict[str, int]:
+        """The last positions of ``apps``; on PostgreSQL also their counter rows' locks
+        until commit, which serializes the commits of these apps across nodes.
+
+        One statement: an upsert that changes nothing locks the rows that exist and
+        creates those that do not, one at a time in sorted order, so two nodes whose
+        batches share apps take the locks in the same order and never deadlock (two
+        statements, a locking read and then an insert of the missing rows, could).
+        """
+        ordered = sorted(set(apps))
+        if tx.dialect == "postgres":
+            rows = tx.query(
+                "INSERT INTO positions (app, value) SELECT a, 0 FROM unnest(?::text[]) AS a"
+                " ORDER BY a ON CONFLICT (app) DO UPDATE SET value = positions.value"
+                " RETURNING app, value",
+                (ordered,),
+            )
+        else:  # BEGIN IMMEDIATE made this transaction the only writer already
+            rows = _rows_for_keys(
+                tx, "t.app, t.value", "positions", ("app",), [(a,) for a in ordered]
+            )
+        last = dict.fromkeys(ordered, 0)
+        last.update((app, int(value)) for app, value in rows)
+        return last
 
     def commit_batch_tx(
         self, tx: Tx, ops: Sequence[Op], want_members: Iterable[tuple[str, str]]
     ) -> BatchResult:
         """Apply ``ops`` in order in the caller's transaction (one group commit)."""
-        # First the position counter, locked on PostgreSQL: a commit of another node
-        # waits here, and once it proceeds it reads membership, dedup and seqs as
-        # committed by the one before, so positions are allocated in commit order.
-        # (On SQLite, BEGIN IMMEDIATE already made this transaction the only writer.)
-        pos = self.last_pos_tx(tx, lock=True)
-        start_pos = pos
+        # First the position counters of the batch's apps, locked on PostgreSQL: a commit
+        # of another node touching one of these apps waits here, and once it proceeds it
+        # reads membership, dedup and seqs as committed by the one before, so each app's
+        # positions are allocated in commit order.  Apps not in the batch are not held.
+        at = self._lock_positions_tx(tx, {op.app for op in ops})  # app -> last position
+        start = dict(at)
+
+        def next_pos(app: str) -> int:
+            at[app] += 1
+            return at[app]
+
         # Membership as of the start of the batch: the caller replays this batch's
         # joins and leaves on it in order, so live fan-out matches the feed exactly.
         members = {key: self.members_tx(tx, *key) for key in want_members}
@@ -474,7 +565,7 @@ class MessageStore:
                         raise ProtocolError(
                             ErrorCode.FORBIDDEN, f"not a member of channel {op.conv.channel!r}"
                         )
-                    pos += 1
+                    pos = next_pos(op.app)
                     seq = next_seq(op.app, op.conv, op.ts)
                     event = Event(
                         conv=op.conv.id,
@@ -507,7 +598,7 @@ class MessageStore:
                         )
                     if found is None:
                         create_conversation(op.app, op.channel, op.ts)
-                    pos += 1
+                    pos = next_pos(op.app)
                     self._flush(tx, rows)
                     tx.execute(
                         "INSERT INTO members (app, conv, user_id, role, joined_pos, left_pos)"
@@ -533,7 +624,7 @@ class MessageStore:
                 elif isinstance(op, LeaveOp):
                     if role_of(op.app, op.channel.id, op.user) is None:
                         raise ProtocolError(ErrorCode.NOT_FOUND, "not a member")
-                    pos += 1
+                    pos = next_pos(op.app)
                     tx.execute(
                         "UPDATE members SET left_pos = ?"
                         " WHERE app = ? AND conv = ? AND user_id = ?",
@@ -554,7 +645,7 @@ class MessageStore:
                     outcomes.append(Outcome(event=event))
                 elif isinstance(op, ReadOp):
                     self._check_member(op.app, op.conv, op.user, role_of)
-                    pos += 1
+                    pos = next_pos(op.app)
                     tx.execute(
                         "INSERT INTO read_markers (app, user_id, conv, seq) VALUES (?, ?, ?, ?)"
                         " ON CONFLICT (app, user_id, conv) DO UPDATE SET seq ="
@@ -590,7 +681,7 @@ class MessageStore:
                         " AND seq = ? AND kind = 'msg'",
                         (b"", op.app, op.conv.id, op.seq),
                     )
-                    pos += 1
+                    pos = next_pos(op.app)
                     event = Event(
                         conv=op.conv.id,
                         pos=pos,
@@ -609,13 +700,14 @@ class MessageStore:
             tx.execute(
                 "UPDATE conversations SET last_seq = ? WHERE app = ? AND id = ?", (last, app, conv)
             )
-        if pos != start_pos:
-            tx.execute(
-                "INSERT INTO counters (name, value) VALUES ('pos', ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (pos,),
+        moved = [(app, value) for app, value in at.items() if value != start[app]]
+        if moved:
+            tx.executemany(
+                "INSERT INTO positions (app, value) VALUES (?, ?)"
+                " ON CONFLICT (app) DO UPDATE SET value = excluded.value",
+                moved,
             )
-        return BatchResult(outcomes, members, pos)
+        return BatchResult(outcomes, members, at)
 
     @staticmethod
     def _check_member(app: str, conv: Conversation, user: str, role_of: Any) -> None:
@@ -738,16 +830,16 @@ class MessageStore:
         ]
 
     def newest_events_tx(
-        self, tx: Tx, upto: int, limit: int
-    ) -> list[tuple[str, str | None, Event]]:
-        """The newest ``limit`` events of every app with ``pos <= upto``, in position
-        order, each with its app and audience (None: every member)."""
+        self, tx: Tx, app: str, upto: int, limit: int
+    ) -> list[tuple[str | None, Event]]:
+        """The newest ``limit`` events of ``app`` with ``pos <= upto``, in position
+        order, each with its audience (None: every member)."""
         rows = tx.query(
-            f"SELECT app, audience, {EVENT_COLUMNS} FROM events WHERE pos <= ?"
+            f"SELECT audience, {EVENT_COLUMNS} FROM events WHERE app = ? AND pos <= ?"
             " ORDER BY pos DESC LIMIT ?",
-            (upto, limit),
+            (app, upto, limit),
         )
-        return [(r[0], r[1], event_from_row(r[2:])) for r in reversed(rows)]
+        return [(r[0], event_from_row(r[1:])) for r in reversed(rows)]
 
     def history_tx(
         self,

@@ -636,7 +636,8 @@ class Recorder:
         self._scratch: list[tuple[Key, float, Trace | None]] = []
         self.fan_gen = 0
         self.fan_times: list[tuple[int, float]] = [(-1, 0.0)] * FAN_RING
-        self.open_traces: dict[int, Trace] = {}
+        # (app, pos) -> trace: positions are per app (docs/protocol.md §4).
+        self.open_traces: dict[tuple[str, int], Trace] = {}
         # The trace started by the last ``published`` call, until the hub routes it.
         self.tracing: Trace | None = None
         self._sample_n = 0
@@ -817,17 +818,18 @@ class Recorder:
                     trace = Trace(
                         tel.app, tel.region, pos, conv, recv, start, end, received_ms, c2s
                     )
-                    self.open_traces[pos] = trace
+                    self.open_traces[(tel.app, pos)] = trace
                     self.tracing = trace
                     agg.traces += 1
                 else:
                     self.stats["traces_skipped"] += 1
         self._scratch.append((tel.key, recv, trace))
 
-    def trace_for(self, pos: int) -> Trace | None:
-        """The trace of event ``pos`` if it is sampled (the hub asks once per event)."""
+    def trace_for(self, app: str, pos: int) -> Trace | None:
+        """The trace of event ``pos`` of ``app`` if it is sampled (the hub asks once per
+        event; another app's event may have the same position)."""
         trace = self.tracing
-        if trace is not None and trace.pos == pos:
+        if trace is not None and trace.pos == pos and trace.app == app:
             self.tracing = None
             return trace
         return None
@@ -924,7 +926,7 @@ class Recorder:
 
     def _finish(self, trace: Trace, outcome: str) -> None:
         trace.finished = True
-        self.open_traces.pop(trace.pos, None)
+        self.open_traces.pop((trace.app, trace.pos), None)
         if outcome:
             fanned = trace.fanned
             trace.rows.append(

@@ -1,6 +1,9 @@
 """The cluster bus: how a node's commits reach the other nodes' connections.
 
-The bus carries ``CommitRecord`` bytes on one subject per cluster.  It is
+The bus carries ``CommitRecord`` bytes, on NATS one subject per app (positions are
+per app, docs/protocol.md §4.2: ``relaydesk.<cluster>.commits.<app>``, so a node could
+subscribe to the apps it serves only), and the nodes' presence and device claims on
+``relaydesk.<cluster>.nodes``; a node subscribes to ``relaydesk.<cluster>.>``.  It is
 at-most-once on purpose: the hub's ``Sequencer`` detects every missing range and
 reads it from storage, so a lost message, a bus restart or a node that died between
 commit and publish delays delivery by about ``cluster.gap_timeout_ms`` and loses
@@ -39,8 +42,9 @@ class Bus(Protocol):
     async def start(self, handler: Handler) -> None:
         """Subscribe: ``handler`` gets every message published after this returns."""
 
-    async def publish(self, data: bytes) -> None:
-        """Send ``data`` to every node (this one included); may drop it."""
+    async def publish(self, data: bytes, app: str | None = None) -> None:
+        """Send ``data`` to every node (this one included); may drop it.  ``app``: the
+        app whose commit record ``data`` is (None: a message about the nodes)."""
 
     async def aclose(self) -> None: ...
 
@@ -65,7 +69,7 @@ class MemoryBus:
         self._handler = handler
         self.broker.handlers.append(handler)
 
-    async def publish(self, data: bytes) -> None:
+    async def publish(self, data: bytes, app: str | None = None) -> None:
         if len(data) > self.max_payload:
             raise BusError(f"message of {len(data)} bytes exceeds {self.max_payload}")
         if self.broker.dropping:
@@ -79,13 +83,20 @@ class MemoryBus:
             self.broker.handlers.remove(self._handler)
 
 
+def app_token(app: str) -> str:
+    """``app`` as one NATS subject token: ``.`` separates tokens, so it becomes ``~``
+    (not allowed in app ids, docs/protocol.md §2.1, so the mapping is one to one)."""
+    return app.replace(".", "~")
+
+
 class NatsBus:
-    """NATS core pub/sub on ``relaydesk.<cluster>.commits``."""
+    """NATS core pub/sub under ``relaydesk.<cluster>`` (see the module docstring)."""
 
     def __init__(self, url: str, cluster: str, node: str, connect_within_s: float = 10.0) -> None:
         self.url = url
         self.connect_within_s = connect_within_s
-        self.subject = f"relaydesk.{cluster}.commits"
+        self.prefix = f"relaydesk.{cluster}"
+        self.subject = f"{self.prefix}.nodes"
         self.node = node
         self.max_payload = 1 << 20
         self._nc: NatsClient | None = None
@@ -112,7 +123,7 @@ class NatsBus:
         # A slow node drops messages past these bounds rather than stall the bus
         # (the sequencer reads the dropped ranges from storage).
         await self._nc.subscribe(
-            self.subject, cb=on_msg, pending_msgs_limit=100_000, pending_bytes_limit=256 << 20
+            f"{self.prefix}.>", cb=on_msg, pending_msgs_limit=100_000, pending_bytes_limit=256 << 20
         )
         await self._nc.flush()
 
@@ -127,13 +138,14 @@ class NatsBus:
             reconnected_cb=on_reconnect,
         )
 
-    async def publish(self, data: bytes) -> None:
+    async def publish(self, data: bytes, app: str | None = None) -> None:
         if self._nc is None:
             raise BusError("bus not started")
         if len(data) > self.max_payload:
             raise BusError(f"message of {len(data)} bytes exceeds {self.max_payload}")
+        subject = self.subject if app is None else f"{self.prefix}.commits.{app_token(app)}"
         try:
-            await self._nc.publish(self.subject, data)
+            await self._nc.publish(subject, data)
         except Exception as exc:
             raise BusError(str(exc)) from exc
 
@@ -151,4 +163,13 @@ def open_bus(url: str, cluster: str, node: str) -> Bus:
     raise BusError(f"unsupported cluster bus url {url!r}; expected nats://host:port")
 
 
-__all__ = ["Bus", "BusError", "Handler", "MemoryBroker", "MemoryBus", "NatsBus", "open_bus"]
+__all__ = [
+    "Bus",
+    "BusError",
+    "Handler",
+    "MemoryBroker",
+    "MemoryBus",
+    "NatsBus",
+    "app_token",
+    "open_bus",
+]

@@ -1,8 +1,9 @@
 """What nodes tell each other over the cluster bus (docs/operations.md).
 
-A node that commits a batch publishes one ``CommitRecord``: the contiguous range of
-global positions the batch took and, when it fits in one bus message, the events
-themselves with their app and audience.  A record whose ``items`` is ``None`` only
+A node that commits a batch publishes one ``CommitRecord`` per app of the batch: the
+contiguous range of that app's positions the batch took (positions are per app,
+docs/protocol.md §4) and, when it fits in one bus message, the events themselves
+with their audience.  A record whose ``items`` is ``None`` only
 announces the range; receivers read those events from storage.
 
 ``PresenceRecord`` carries how many devices of which users are connected to the
@@ -32,10 +33,15 @@ class Item(msgspec.Struct, frozen=True, array_like=True):
     event: Event
 
 
-class CommitRecord(msgspec.Struct, frozen=True, array_like=True, tag="c"):
-    """Positions ``first..last`` (inclusive) committed by ``node``."""
+class CommitRecord(msgspec.Struct, frozen=True, array_like=True, tag="a"):
+    """Positions ``first..last`` (inclusive) of ``app`` committed by ``node``.
+
+    Tagged ``a`` since positions became per app (the tag was ``c`` while they were
+    global): a node of the older version drops these as malformed, and the other way
+    round, rather than misreading them (a cluster upgrades all nodes together)."""
 
     node: str
+    app: str
     first: int
     last: int
     items: tuple[Item, ...] | None = None  # None: read the range from storage
@@ -43,7 +49,7 @@ class CommitRecord(msgspec.Struct, frozen=True, array_like=True, tag="c"):
     def after(self, pos: int) -> CommitRecord:
         """This record without its positions up to ``pos`` (already fanned out)."""
         items = None if self.items is None else tuple(i for i in self.items if i.event.pos > pos)
-        return CommitRecord(self.node, max(self.first, pos + 1), self.last, items)
+        return CommitRecord(self.node, self.app, max(self.first, pos + 1), self.last, items)
 
 
 class Online(msgspec.Struct, frozen=True, array_like=True):
@@ -96,6 +102,11 @@ def encode_record(record: BusMessage) -> bytes:
 def decode_record(data: bytes) -> BusMessage:
     """Decode a bus message; raises ``msgspec.DecodeError`` or ``ValidationError``."""
     record: BusMessage = _decoder.decode(data)
-    if isinstance(record, CommitRecord) and (record.first < 1 or record.last < record.first):
-        raise msgspec.ValidationError(f"bad position range {record.first}..{record.last}")
+    if isinstance(record, CommitRecord):
+        if record.first < 1 or record.last < record.first:
+            raise msgspec.ValidationError(f"bad position range {record.first}..{record.last}")
+        if record.items is not None and any(i.app != record.app for i in record.items):
+            raise msgspec.ValidationError(
+                f"a record of app {record.app!r} with another app's event"
+            )
     return record

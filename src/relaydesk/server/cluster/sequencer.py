@@ -1,51 +1,49 @@
-"""Puts commit records from every node back into global position order.
+"""Puts commit records from every node back into each app's position order.
 
 Theory of operation (docs/protocol.md §4.5)
 -------------------------------------------
-Every node commits to the same database, where one row lock on the position counter
-makes commits take contiguous position ranges in commit order.  Each node announces
-its ranges on the bus; a node must offer events to its connections in position order
-and without gaps, because a live connection trusts that everything at or below
-``fanned_pos`` has been offered to it.
+Every node commits to the same database, where one row lock per app on that app's
+position counter makes commits take contiguous ranges of the app's positions in
+commit order.  Each node announces its ranges on the bus, one record per app of a
+batch; a node must offer an app's events to its connections in position order and
+without gaps, because a live connection trusts that every event of its app at or
+below the app's ``fanned`` position has been offered to it.  Apps are independent:
+each has its own position space, so each gets its own ``_Feed`` here, and a gap in
+one app never holds back another.
 
 Records reach a node out of order (different publishers) or not at all (the bus is
-at-most-once; a node may die between its commit and its publish).  The sequencer
-holds records that arrive early, releases them as soon as the range before them is
+at-most-once; a node may die between its commit and its publish).  A feed holds
+records that arrive early, releases them as soon as the range before them is
 complete, and reports a *gap* once the range right after ``fanned`` has been missing
-for ``gap_timeout`` seconds: the node then reads that range from storage and offers
-it as an ordinary record.  The ``horizon`` (the highest position known committed,
-from records or from reading the counter) lets a trailing gap be found too, when no
-later record arrives to reveal it.
+for ``gap_timeout`` seconds: the node then reads that range of that app from storage
+and offers it as an ordinary record.  The ``horizon`` (the highest position known
+committed, from records or from reading the counters) lets a trailing gap be found
+too, when no later record arrives to reveal it.
 
 Pure: no I/O, time is a parameter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from relaydesk.server.cluster.records import CommitRecord
 
 
-class Sequencer:
-    """Releases records in position order, one contiguous run at a time."""
+class _Feed:
+    """One app's positions: releases its records in order, one contiguous run at a time."""
 
-    def __init__(self, fanned: int, gap_timeout: float) -> None:
+    __slots__ = ("_gap_since", "_pending", "fanned", "horizon")
+
+    def __init__(self, fanned: int) -> None:
         self.fanned = fanned
         self.horizon = fanned
-        self.gap_timeout = gap_timeout
         self._pending: dict[int, CommitRecord] = {}  # first position -> record
         self._gap_since: float | None = None
-        self.stats = {"records": 0, "stale": 0, "held": 0, "gaps": 0}
 
-    @property
-    def held(self) -> int:
-        """Records waiting for the range before them."""
-        return len(self._pending)
-
-    def offer(self, record: CommitRecord, now: float) -> list[CommitRecord]:
-        """Take ``record``; return the records now ready, in position order."""
-        self.stats["records"] += 1
+    def offer(self, record: CommitRecord, now: float, stats: dict[str, int]) -> list[CommitRecord]:
         if record.last <= self.fanned:
-            self.stats["stale"] += 1  # seen already (own echo, or filled from storage)
+            stats["stale"] += 1  # seen already (own echo, or filled from storage)
             return []
         if record.first <= self.fanned:
             record = record.after(self.fanned)
@@ -56,39 +54,26 @@ class Sequencer:
         return self._release(now)
 
     def note_horizon(self, committed: int, now: float) -> None:
-        """Storage says positions up to ``committed`` are committed."""
         if committed > self.horizon:
             self.horizon = committed
         self._track_gap(now)
 
     def rewind(self, pos: int, now: float) -> None:
-        """Routing stopped at ``pos``: what follows it becomes a gap to read again."""
         if pos < self.fanned:
             self.horizon = max(self.horizon, self.fanned)
             self.fanned = pos
             self._track_gap(now)
 
-    def gap(self, now: float) -> tuple[int, int] | None:
-        """The range ``(after, upto]`` to read from storage, once it is overdue."""
+    def overdue(self, now: float, gap_timeout: float) -> tuple[int, int] | None:
         missing = self._missing()
         if missing is None or self._gap_since is None:
             return None
-        if now < self._gap_since + self.gap_timeout:
+        if now < self._gap_since + gap_timeout:
             return None
-        self.stats["gaps"] += 1
         return missing
 
-    def next_deadline(self) -> float | None:
-        """When the current gap becomes overdue (None: no gap)."""
-        if self._gap_since is None:
-            return None
-        return self._gap_since + self.gap_timeout
-
     def _missing(self) -> tuple[int, int] | None:
-        if self._pending:
-            upto = min(self._pending) - 1
-        else:
-            upto = self.horizon
+        upto = min(self._pending) - 1 if self._pending else self.horizon
         return (self.fanned, upto) if upto > self.fanned else None
 
     def _release(self, now: float) -> list[CommitRecord]:
@@ -104,7 +89,6 @@ class Sequencer:
                 record = record.after(self.fanned)
             ready.append(record)
             self.fanned = record.last
-        self.stats["held"] = len(self._pending)
         self._track_gap(now)
         return ready
 
@@ -113,3 +97,66 @@ class Sequencer:
             self._gap_since = None
         elif self._gap_since is None:
             self._gap_since = now
+
+
+class Sequencer:
+    """Releases each app's records in that app's position order."""
+
+    def __init__(self, fanned: Mapping[str, int], gap_timeout: float) -> None:
+        self.gap_timeout = gap_timeout
+        self._feeds = {app: _Feed(pos) for app, pos in fanned.items()}
+        self.stats = {"records": 0, "stale": 0, "held": 0, "gaps": 0}
+
+    def _feed(self, app: str) -> _Feed:
+        feed = self._feeds.get(app)
+        if feed is None:  # an app that had no position when this node started
+            feed = self._feeds[app] = _Feed(0)
+        return feed
+
+    def fanned(self, app: str) -> int:
+        """The position of ``app`` up to which every record has been released."""
+        feed = self._feeds.get(app)
+        return 0 if feed is None else feed.fanned
+
+    def horizon(self, app: str) -> int:
+        """The highest position of ``app`` known committed."""
+        feed = self._feeds.get(app)
+        return 0 if feed is None else feed.horizon
+
+    @property
+    def held(self) -> int:
+        """Records waiting for the range before them, over every app."""
+        return sum(len(feed._pending) for feed in self._feeds.values())
+
+    def offer(self, record: CommitRecord, now: float) -> list[CommitRecord]:
+        """Take ``record``; return the records of its app now ready, in position order."""
+        self.stats["records"] += 1
+        ready = self._feed(record.app).offer(record, now, self.stats)
+        self.stats["held"] = self.held
+        return ready
+
+    def note_horizon(self, committed: Mapping[str, int], now: float) -> None:
+        """Storage says each app's positions up to ``committed[app]`` are committed."""
+        for app, pos in committed.items():
+            self._feed(app).note_horizon(pos, now)
+
+    def rewind(self, fanned: Mapping[str, int], now: float) -> None:
+        """Routing stopped at ``fanned[app]`` in each app: what follows becomes a gap."""
+        for app, pos in fanned.items():
+            feed = self._feeds.get(app)
+            if feed is not None:
+                feed.rewind(pos, now)
+
+    def gap(self, now: float) -> tuple[str, int, int] | None:
+        """An app and its range ``(after, upto]`` to read from storage, once overdue."""
+        for app, feed in self._feeds.items():
+            missing = feed.overdue(now, self.gap_timeout)
+            if missing is not None:
+                self.stats["gaps"] += 1
+                return (app, *missing)
+        return None
+
+    def next_deadline(self) -> float | None:
+        """When the first current gap becomes overdue (None: no gap)."""
+        since = [f._gap_since for f in self._feeds.values() if f._gap_since is not None]
+        return min(since) + self.gap_timeout if since else None

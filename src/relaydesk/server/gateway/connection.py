@@ -218,7 +218,7 @@ class Connection:
     def start_feed(self, cursor: int) -> None:
         """Begin delivering the feed after ``cursor`` (catch-up first)."""
         self._feed_started = self.hub.clock.monotonic()
-        self.feed.start(cursor, self.hub.fanned_pos)
+        self.feed.start(cursor, self.hub.fanned_pos(self.app))
         self._wake.set()
 
     def close(self, code: int, reason: str, final: Frame | None = None) -> None:
@@ -311,7 +311,7 @@ class Connection:
 
     async def _catchup_step(self) -> None:
         feed = self.feed
-        req = feed.next_read(self.hub.fanned_pos)
+        req = feed.next_read(self.hub.fanned_pos(self.app))
         if req.upto <= req.after:
             page: list[tuple[Event, dict[str, bytes]]] = []
         else:
@@ -320,7 +320,7 @@ class Connection:
             return
         # Decided before the write's await: the switch's view of offers stays exact.
         last = page[-1][0].pos if page else None
-        result = feed.page_read(req, last, len(page) >= self._page, self.hub.fanned_pos)
+        result = feed.page_read(req, last, len(page) >= self._page, self.hub.fanned_pos(self.app))
         if result.synced is not None:
             self.catchup_s = self.hub.clock.monotonic() - self._feed_started
             self.send_frame(Synced(pos=result.synced))

@@ -437,7 +437,7 @@ class Gateway:
         cursor = hello.cursor
         if cursor is None:
             cursor = await self.hub.device_cursor(conn.app, conn.user, conn.device) or 0
-        cursor = min(cursor, self.hub.fanned_pos)
+        cursor = min(cursor, self.hub.fanned_pos(conn.app))
         welcome = conn.session.welcome(
             claims, hello, cursor, secrets.token_hex(8), millis(self.clock)
         )

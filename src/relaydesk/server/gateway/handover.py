@@ -16,7 +16,8 @@ the connection goes live:
   reads ``(taken, fanned_pos]``.
 * **Catching up, armed at B.**  Once the reader is *within the live queue's reach* —
   right at the start when ``fanned_pos - cursor`` is at most the queue's item bound
-  (positions count every app's events, so this over-estimates the feed's distance),
+  (``fanned_pos`` is the connection's app's; positions count every event of the app,
+  other users' too, so this over-estimates the feed's distance),
   else as soon as a page comes back short — the switch arms at ``B = fanned_pos``:
   from then on every offer (all of them have ``pos > B``) is kept in the bounded
   queue, and the reader reads only ``(taken, B]``.  When that range is exhausted (a

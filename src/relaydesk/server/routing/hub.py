@@ -8,17 +8,19 @@ while the previous commit ran and applies it in one transaction (group commit).
 After the commit, still in that task and in commit order, it updates the membership
 cache, calls each operation's completion callback (the gateway queues the puback)
 and fans each new event out to the online connections of its audience, then
-advances ``fanned_pos``.  Because a single task does all of this, a connection that
-compares its position with ``fanned_pos`` between two awaits sees a consistent
-cut: every event at or below it has been offered to live connections already.
+advances ``fanned_pos(app)`` of each app of the batch (positions are per app,
+docs/protocol.md §4).  Because a single task does all of this, a connection that
+compares its position with its app's ``fanned_pos`` between two awaits sees a
+consistent cut: every event of the app at or below it has been offered to live
+connections already.
 
 With a cluster bus (docs/protocol.md §4.5) several nodes commit to one database.
 The writer then announces each commit as a ``CommitRecord`` and hands it to the
 node's sequencer task instead of routing it itself; that task merges the records of
-every node in position order (``Sequencer``), reads any range that never arrived
-from storage, loads channel membership as of ``fanned_pos`` and routes, so the
-``fanned_pos`` promise above holds across nodes.  The writer waits until its own
-record is routed before it takes the next batch, as it does alone.
+every node in each app's position order (``Sequencer``), reads any range that never
+arrived from storage, loads channel membership as of the app's ``fanned_pos`` and
+routes, so the ``fanned_pos`` promise above holds across nodes.  The writer waits
+until its own records are routed before it takes the next batch, as it does alone.
 
 Catch-up reads (``catchup``) are served from ``recent`` (recent.py), the events
 the hub fanned out lately (and the newest ones stored when it started), held once
@@ -87,6 +89,9 @@ CURSOR_FLUSH_S = 0.5
 # (32 KiB each at most) at 64 MiB.
 RECENT_EVENTS_MAX = 100_000
 RECENT_BYTES_MAX = 64 * 1024 * 1024
+# Apps whose newest events are loaded into recent events at start-up, one read each
+# (a start-up with thousands of apps should not make thousands of reads first).
+WARM_APPS_MAX = 256
 # Bound of the commit queue: about two seconds of peak publish load.  Past it a
 # publish is refused with RATE_LIMITED ("server busy") instead of queueing more.
 COMMIT_QUEUE_MAX = 50_000
@@ -147,7 +152,8 @@ class Hub:
         self.clock = clock
         self.secrets: dict[str, str] = {}
         self._token_secrets: dict[str, tuple[str, ...]] = {}
-        self.fanned_pos = 0
+        # app -> position up to which every event of the app has been offered.
+        self._fanned: dict[str, int] = {}
         self._queue: asyncio.Queue[tuple[Op, Done]] = asyncio.Queue(COMMIT_QUEUE_MAX)
         self._members: dict[tuple[str, str], dict[str, str]] = {}
         self._online: dict[tuple[str, str], set[Endpoint]] = {}
@@ -155,7 +161,7 @@ class Hub:
         self._user_channels: dict[tuple[str, str], set[str]] = {}
         self._cursors: dict[tuple[str, str, str], int] = {}
         self._saving: dict[tuple[str, str, str], int] = {}  # in the commit running now
-        self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX, 0)
+        self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX)
         self._tasks: list[asyncio.Task[None]] = []
         self._retention: asyncio.Task[None] | None = None
         self.stats = {
@@ -170,7 +176,7 @@ class Hub:
         # Cluster mode only.
         self._sequencer: Sequencer | None = None
         self._inbox: asyncio.Queue[CommitRecord] = asyncio.Queue(CLUSTER_INBOX_MAX)
-        self._fanned_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._fanned_waiters: list[tuple[str, int, asyncio.Future[None]]] = []
         self._epoch = pysecrets.token_hex(6)
         presence_s = settings.cluster.presence_interval_ms / 1000
         self._remote = RemotePresence(self.node, presence_s * PRESENCE_EXPIRY_INTERVALS)
@@ -197,7 +203,7 @@ class Hub:
             # Subscribe first: every commit after the counter read below is either
             # announced to us or found by the sequencer as a gap.
             await self.bus.start(self._on_bus)
-        self.fanned_pos = await self.db.read(self.store.last_pos_tx)
+        self._fanned = await self.db.read(self.store.last_positions_tx)
         await self._warm_recent()
         self._tasks = [
             asyncio.create_task(self._writer(), name="hub-writer"),
@@ -207,7 +213,7 @@ class Hub:
             self.set_retention(True)
         if self.bus is not None:
             cluster = self.settings.cluster
-            self._sequencer = Sequencer(self.fanned_pos, cluster.gap_timeout_ms / 1000)
+            self._sequencer = Sequencer(self._fanned, cluster.gap_timeout_ms / 1000)
             self._tasks.append(asyncio.create_task(self._sequence(), name="hub-sequencer"))
             self._tasks.append(asyncio.create_task(self._presence_loop(), name="hub-presence"))
 
@@ -219,7 +225,7 @@ class Hub:
                 await task
         self._tasks.clear()
         self._retention = None
-        for _, waiter in self._fanned_waiters:
+        for _, _, waiter in self._fanned_waiters:
             waiter.cancel()
         self._fanned_waiters.clear()
         # A commit cancelled mid-way may not have stored the acks it carried.
@@ -230,6 +236,11 @@ class Hub:
             await self.bus.aclose()
 
     # -- apps -------------------------------------------------------------------
+
+    def fanned_pos(self, app: str) -> int:
+        """Every event of ``app`` at or below this position has been offered to the live
+        connections (docs/protocol.md §4.3); positions are per app."""
+        return self._fanned.get(app, 0)
 
     def secret_for(self, app: str) -> str | None:
         return self.secrets.get(app)
@@ -323,18 +334,20 @@ class Hub:
                     done(outcome)
                 await self._announce_commit(ops, result)
             else:
-                first = next(
-                    (o.event.pos for o in result.outcomes if o.event and not o.duplicate),
-                    result.last_pos + 1,
-                )
-                if first - 1 > self.fanned_pos:  # committed by a commit reported failed
-                    await self._resync(first - 1)
+                first = {app: last + 1 for app, last in result.last_pos.items()}
+                for op, outcome in zip(reversed(ops), reversed(result.outcomes), strict=True):
+                    if outcome.event is not None and not outcome.duplicate:
+                        first[op.app] = outcome.event.pos
+                for app, pos in first.items():
+                    if pos - 1 > self.fanned_pos(app):  # committed by a commit reported failed
+                        await self._resync(app, pos - 1)
                 self._remember_members(result.members)
                 for (op, done), outcome in zip(batch, result.outcomes, strict=True):
                     done(outcome)
                     if outcome.event is not None and not outcome.duplicate:
                         self._route(op.app, outcome.event, outcome.audience)
-                self.fanned_pos = max(self.fanned_pos, result.last_pos)
+                for app, last in result.last_pos.items():
+                    self._fanned[app] = max(self.fanned_pos(app), last)
             if rec is not None:
                 # Every event of the batch has been offered; no sender ran meanwhile.
                 rec.batch_fanned(mono())
@@ -384,7 +397,7 @@ class Hub:
         # Held for catch-up readers, with the encodings the fan-out makes (shared).
         self.recent.add(app, audience, event, encodings)
         # A sampled telemetry trace follows this event to each connection (rare).
-        trace = self.recorder.trace_for(event.pos) if self.recorder is not None else None
+        trace = self.recorder.trace_for(app, event.pos) if self.recorder is not None else None
         if audience is not None:
             self._deliver(app, audience, event, encodings, trace)
         elif event.conv.startswith("dm:"):
@@ -419,30 +432,40 @@ class Hub:
     # -- cluster -------------------------------------------------------------------
 
     async def _announce_commit(self, ops: Sequence[Op], result: BatchResult) -> None:
-        """Publish this node's commit and wait until the sequencer has routed it."""
-        items = tuple(
-            Item(op.app, outcome.audience, outcome.event)
-            for op, outcome in zip(ops, result.outcomes, strict=True)
-            if outcome.event is not None and not outcome.duplicate
-        )
-        if not items:
-            return
-        record = CommitRecord(self.node, items[0].event.pos, result.last_pos, items)
+        """Publish this node's commit, one record per app, and wait until the sequencer
+        has routed every one of them."""
+        by_app: dict[str, list[Item]] = {}
+        for op, outcome in zip(ops, result.outcomes, strict=True):
+            if outcome.event is not None and not outcome.duplicate:
+                by_app.setdefault(op.app, []).append(Item(op.app, outcome.audience, outcome.event))
         assert self.bus is not None
-        data = encode_record(record)
-        if len(data) > self.bus.max_payload:
-            data = encode_record(CommitRecord(self.node, record.first, record.last, None))
-        try:
-            await self.bus.publish(data)
-            self.cluster_stats["published"] += 1
-        except BusError as exc:
-            # The other nodes find the range as a gap and read it from storage.
-            self.cluster_stats["publish_errors"] += 1
-            log.warning("announcing positions %d-%d failed: %s", record.first, record.last, exc)
-        routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._fanned_waiters.append((record.last, routed))
-        self._take(record)
-        await routed
+        waiting: list[asyncio.Future[None]] = []
+        for app, items in by_app.items():
+            record = CommitRecord(
+                self.node, app, items[0].event.pos, result.last_pos[app], tuple(items)
+            )
+            data = encode_record(record)
+            if len(data) > self.bus.max_payload:
+                data = encode_record(CommitRecord(self.node, app, record.first, record.last))
+            try:
+                await self.bus.publish(data, app)
+                self.cluster_stats["published"] += 1
+            except BusError as exc:
+                # The other nodes find the range as a gap and read it from storage.
+                self.cluster_stats["publish_errors"] += 1
+                log.warning(
+                    "announcing positions %d-%d of app %s failed: %s",
+                    record.first,
+                    record.last,
+                    app,
+                    exc,
+                )
+            routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._fanned_waiters.append((app, record.last, routed))
+            waiting.append(routed)
+            self._take(record)
+        for routed in waiting:
+            await routed
 
     def _on_bus(self, data: bytes) -> None:
         """A message from the bus (any node's, our own included)."""
@@ -496,48 +519,64 @@ class Hub:
                 now = mono()
                 if not records and now - last_sync >= sync_s:
                     last_sync = now
-                    seq.note_horizon(await self.db.read(self.store.last_pos_tx), now)
+                    seq.note_horizon(await self.db.read(self.store.last_positions_tx), now)
                 missing = seq.gap(mono())
                 if missing is not None:
                     await self._fill(*missing)
             except Exception:
                 # Storage failed mid-way: what was not routed is read again as a gap.
-                log.exception("cluster fan-out failed after position %d", self.fanned_pos)
-                seq.rewind(self.fanned_pos, mono())
+                log.exception("cluster fan-out failed")
+                seq.rewind(self._fanned, mono())
                 await asyncio.sleep(seq.gap_timeout)
 
-    async def _stored(self, after: int, upto: int) -> AsyncIterator[CommitRecord]:
-        """Positions ``after < pos <= upto`` read from storage, as records of a page each."""
+    async def _stored(self, app: str, after: int, upto: int) -> AsyncIterator[CommitRecord]:
+        """Positions ``after < pos <= upto`` of ``app`` read from storage, as records of a
+        page each."""
         while after < upto:
             rows = await self.db.read(
-                functools.partial(events_range_tx, after=after, upto=upto, limit=GAP_FILL_PAGE)
+                functools.partial(
+                    events_range_tx, app=app, after=after, upto=upto, limit=GAP_FILL_PAGE
+                )
             )
             end = rows[-1][2].pos if len(rows) == GAP_FILL_PAGE else upto
             items = tuple(Item(app, audience, event) for app, audience, event in rows)
-            yield CommitRecord("", after + 1, end, items)
+            yield CommitRecord("", app, after + 1, end, items)
             after = end
 
-    async def _fill(self, after: int, upto: int) -> None:
-        """Route positions ``after < pos <= upto`` that never arrived over the bus."""
+    async def _fill(self, app: str, after: int, upto: int) -> None:
+        """Route positions ``after < pos <= upto`` of ``app`` that never arrived over the
+        bus."""
         seq = self._sequencer
         assert seq is not None
         self.cluster_stats["gap_fills"] += 1
-        async for record in self._stored(after, upto):
+        async for record in self._stored(app, after, upto):
             self.cluster_stats["filled_events"] += len(record.items or ())
             await self._route_records(seq.offer(record, self.clock.monotonic()))
 
-    async def _resync(self, upto: int | None) -> None:
-        """Route committed positions after ``fanned_pos`` (up to ``upto``, or all) that
-        were never routed: a commit reported as failed may have landed (one node)."""
-        if upto is None:
-            upto = await self.db.read(self.store.last_pos_tx)
-        async for record in self._stored(self.fanned_pos, upto):
-            n = len(record.items or ())
-            self.stats["resynced_events"] += n
-            log.warning(
-                "routing %d events of positions %d-%d from storage", n, record.first, record.last
-            )
-            await self._route_records([record])
+    async def _resync(self, app: str | None, upto: int | None = None) -> None:
+        """Route committed positions of ``app`` (None: of every app) after its
+        ``fanned_pos`` (up to ``upto``, or all) that were never routed: a commit reported
+        as failed may have landed (one node)."""
+        if app is None:
+            committed = await self.db.read(self.store.last_positions_tx)
+        else:
+            committed = {
+                app: upto
+                if upto is not None
+                else await self.db.read(functools.partial(self.store.last_pos_tx, app=app))
+            }
+        for one, last in sorted(committed.items()):
+            async for record in self._stored(one, self.fanned_pos(one), last):
+                n = len(record.items or ())
+                self.stats["resynced_events"] += n
+                log.warning(
+                    "routing %d events of positions %d-%d of app %s from storage",
+                    n,
+                    record.first,
+                    record.last,
+                    one,
+                )
+                await self._route_records([record])
 
     async def _route_records(self, records: list[CommitRecord]) -> None:
         if not records:
@@ -549,31 +588,35 @@ class Hub:
                 rows = await self.db.read(
                     functools.partial(
                         events_range_tx,
+                        app=record.app,
                         after=record.first - 1,
                         upto=record.last,
                         limit=record.last - record.first + 1,
                     )
                 )
                 items = tuple(Item(app, audience, event) for app, audience, event in rows)
-                await self._load_members([CommitRecord("", record.first, record.last, items)])
+                await self._load_members(
+                    [CommitRecord("", record.app, record.first, record.last, items)]
+                )
             if record.node != self.node:
                 self.cluster_stats["remote_events"] += len(items)
             for item in items:
                 self._route(item.app, item.event, item.audience)
-            self.fanned_pos = record.last
+            self._fanned[record.app] = record.last
         waiters = self._fanned_waiters
         if waiters:
             keep = []
-            for last, fut in waiters:
-                if last <= self.fanned_pos:
+            for app, last, fut in waiters:
+                if last <= self.fanned_pos(app):
                     if not fut.done():
                         fut.set_result(None)
                 else:
-                    keep.append((last, fut))
+                    keep.append((app, last, fut))
             self._fanned_waiters = keep
 
     async def _load_members(self, records: list[CommitRecord]) -> None:
-        """Cache the membership, as of ``fanned_pos``, of channels these records touch."""
+        """Cache the membership, as of its app's ``fanned_pos``, of channels these records
+        touch."""
         want = {
             (item.app, item.event.conv)
             for record in records
@@ -584,10 +627,10 @@ class Hub:
         }
         if not want:
             return
-        at = self.fanned_pos
+        at = {key: self.fanned_pos(key[0]) for key in want}
 
         def read(tx: Tx) -> dict[tuple[str, str], dict[str, str]]:
-            return {key: members_as_of_tx(tx, key[0], key[1], at) for key in want}
+            return {key: members_as_of_tx(tx, key[0], key[1], at[key]) for key in want}
 
         self._remember_members(await self.db.read(read))
 
@@ -665,29 +708,41 @@ class Hub:
 
     async def _warm_recent(self) -> None:
         """Hold the newest events at start-up: after a restart every device resumes
-        near the end, and one read then serves them all."""
-        rows = await self.db.read(
-            functools.partial(
-                self.store.newest_events_tx, upto=self.fanned_pos, limit=RECENT_EVENTS_MAX
-            )
-        )
-        floor = rows[0][2].pos - 1 if len(rows) == RECENT_EVENTS_MAX else 0
-        self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX, floor)
-        for app, audience, event in rows:
-            self.recent.add(app, audience, event, {})
+        near the end, and one read then serves them all.
+
+        Positions are per app, so there is no "newest N" across apps: each app gets an
+        equal share of the bound, read as its newest events (the apps with the highest
+        positions first, at most ``WARM_APPS_MAX`` of them; the others start with
+        nothing held, complete above their current position)."""
+        apps = sorted(self._fanned.items(), key=lambda item: (-item[1], item[0]))
+        warm, cold = apps[:WARM_APPS_MAX], apps[WARM_APPS_MAX:]
+        share = max(RECENT_EVENTS_MAX // max(len(warm), 1), 1)
+        floors = {app: last for app, last in cold}
+
+        def read(tx: Tx) -> dict[str, list[tuple[str | None, Event]]]:
+            return {app: self.store.newest_events_tx(tx, app, last, share) for app, last in warm}
+
+        loaded = await self.db.read(read)
+        for app, rows in loaded.items():
+            floors[app] = rows[0][1].pos - 1 if len(rows) == share else 0
+        self.recent = RecentEvents(RECENT_EVENTS_MAX, RECENT_BYTES_MAX, floors)
+        for app, rows in loaded.items():
+            for audience, event in rows:
+                self.recent.add(app, audience, event, {})
 
     async def catchup(
         self, app: str, user: str, after: int, upto: int, limit: int
     ) -> list[tuple[Event, dict[str, bytes]]]:
         """A catch-up page of the user's feed, ``after < pos <= upto`` (``upto`` at most
-        ``fanned_pos``), each event with its shared encodings (filled in by callers)."""
+        the app's ``fanned_pos``), each event with its shared encodings (filled in by
+        callers)."""
         recent = self.recent
-        if recent.covers(after):
+        if recent.covers(app, after):
             # Membership read after upto was fanned out: the windows feed_tx would use.
             windows = await self.db.read(
                 functools.partial(self.store.memberships_tx, app=app, user=user)
             )
-            if recent.covers(after):  # (nothing it needs was evicted meanwhile)
+            if recent.covers(app, after):  # (nothing it needs was evicted meanwhile)
                 self.stats["catchup_reads"] += 1
                 return recent.feed(app, user, windows, after, upto, limit)
         self.stats["catchup_storage_reads"] += 1

@@ -10,13 +10,15 @@ live delivery.  Instead the hub keeps the newest events it fanned out, in positi
 order, indexed by conversation, each with the encodings the fan-out made (one
 encoding per codec, shared with every connection):
 
-* **Complete above ``floor``.**  Every event with ``floor < pos <= last`` is held
-  (``add`` is called for every routed event, in position order; the hub also
-  loads the newest stored events when it starts, so that devices reconnecting
-  after a restart find them held).  A reader whose range starts at or above
-  ``floor`` is served from here; below it, from storage, one read per device.
-* **Bounded.**  At most ``max_events`` events and about ``max_bytes`` bytes; the
-  oldest are evicted first, raising ``floor``.
+* **Complete above each app's ``floor``.**  Positions are per app (docs/protocol.md
+  §4), so floor and last are too: every event of an app with ``floor(app) < pos <=
+  last(app)`` is held (``add`` is called for every routed event, in each app's
+  position order; the hub also loads the newest stored events of each app when it
+  starts, so that devices reconnecting after a restart find them held).  A reader
+  whose range starts at or above its app's floor is served from here; below it,
+  from storage, one read per device.
+* **Bounded.**  At most ``max_events`` events and about ``max_bytes`` bytes over
+  every app; the oldest held are evicted first, raising their app's floor.
 * **Same answer as storage.**  ``feed`` applies the rule of
   ``MessageStore.feed_tx`` — events of the user's conversations within their
   membership windows (``joined_pos <= pos <= left_pos``), addressed to everyone or
@@ -35,7 +37,7 @@ import bisect
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from relaydesk.protocol.frames import Event
 
@@ -69,11 +71,15 @@ class _Conv:
 class RecentEvents:
     """The newest fanned-out events of every app (see the module docstring)."""
 
-    def __init__(self, max_events: int, max_bytes: int, floor: int) -> None:
+    def __init__(
+        self, max_events: int, max_bytes: int, floors: Mapping[str, int] | None = None
+    ) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.floor = floor  # every event with floor < pos <= last is held
-        self.last = floor
+        # app -> floor: every event of the app with floor < pos <= last is held.  An app
+        # missing here has floor 0: it had no events when this started.
+        self._floor: dict[str, int] = dict(floors or {})
+        self._last: dict[str, int] = dict(self._floor)
         self._convs: dict[tuple[str, str], _Conv] = {}
         self._order: deque[tuple[tuple[str, str], int]] = deque()  # (key, size), by pos
         self._bytes = 0
@@ -86,13 +92,21 @@ class RecentEvents:
     def _size(event: Event) -> int:
         return len(event.body) + EVENT_OVERHEAD
 
-    def covers(self, after: int) -> bool:
-        """Whether every event after ``after`` (up to ``last``) is held."""
-        return after >= self.floor
+    def floor(self, app: str) -> int:
+        """Every event of ``app`` after this position (up to ``last(app)``) is held."""
+        return self._floor.get(app, 0)
+
+    def last(self, app: str) -> int:
+        """The position of the newest event of ``app`` held (or its floor)."""
+        return self._last.get(app, 0)
+
+    def covers(self, app: str, after: int) -> bool:
+        """Whether every event of ``app`` after ``after`` (up to ``last(app)``) is held."""
+        return after >= self._floor.get(app, 0)
 
     def add(self, app: str, audience: str | None, event: Event, encodings: Encodings) -> None:
-        """Hold ``event``; called for every fanned-out event in position order."""
-        if event.pos <= self.last:
+        """Hold ``event``; called for every fanned-out event in its app's position order."""
+        if event.pos <= self._last.get(app, 0):
             return  # routed again after a failed commit report: already held
         key = (app, event.conv)
         conv = self._convs.get(key)
@@ -105,7 +119,7 @@ class RecentEvents:
         size = self._size(event)
         self._order.append((key, size))
         self._bytes += size
-        self.last = event.pos
+        self._last[app] = event.pos
         if event.kind == "del":
             self._blank(key, event.seq)
         while self._order and (len(self._order) > self.max_events or self._bytes > self.max_bytes):
@@ -115,7 +129,7 @@ class RecentEvents:
         key, size = self._order.popleft()
         self._bytes -= size
         conv = self._convs[key]
-        self.floor = conv.pos[conv.head]
+        self._floor[key[0]] = conv.pos[conv.head]
         conv.head += 1
         self.stats["evicted"] += 1
         if conv.head == len(conv.pos):
@@ -148,7 +162,7 @@ class RecentEvents:
         limit: int,
     ) -> list[tuple[Event, Encodings]]:
         """The user's feed with ``after < pos <= upto``, first ``limit`` events, from
-        memory (``covers(after)`` must hold); ``windows`` as ``memberships_tx`` reads
+        memory (``covers(app, after)`` must hold); ``windows`` as ``memberships_tx`` reads
         them, at or after the time ``upto`` was fanned out."""
         runs: list[Iterator[tuple[int, Event, Encodings]]] = []
         for conv_id, joined, left in windows:
