@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -88,6 +87,44 @@ __all__ = ["CLOSE_DRAIN_S", "Connection", "Mode", "Sink"]
 class Connection:
     """State and sender task of one WebSocket connection."""
 
+    # Slots: thousands of mostly idle connections (docs/benchmarks.md, memory).
+    __slots__ = (
+        "_close_sent",
+        "_close_wait",
+        "_closing",
+        "_control",
+        "_control_bytes",
+        "_drained",
+        "_fault_drop_device",
+        "_feed_started",
+        "_limit_bytes",
+        "_page",
+        "_send",
+        "_sink",
+        "_slow_reader",
+        "_wake",
+        "active",
+        "app",
+        "attached",
+        "backlog_timer",
+        "catchup_s",
+        "client_addr",
+        "closing_since",
+        "codec",
+        "device",
+        "end_reason",
+        "feed",
+        "hub",
+        "login_ms",
+        "net",
+        "region",
+        "sdk",
+        "session",
+        "stats",
+        "tel",
+        "user",
+    )
+
     def __init__(
         self,
         hub: Hub,
@@ -116,7 +153,8 @@ class Connection:
         self.net = ""
         self.sdk = ""
         self.feed = FeedSwitch(queue_items, queue_bytes)
-        self._control: deque[bytes] = deque()
+        # Control frames not yet written (a list: idle connections hold an empty one).
+        self._control: list[bytes] = []
         self._control_bytes = 0  # bytes in _control, counted against the byte budget
         self._limit_bytes = queue_bytes
         self._slow_reader = False  # closed for SLOW_READER: replies are dropped
@@ -319,10 +357,14 @@ class Connection:
         if control and sink.writable:
             backlogged = self.replies_backlogged
             binary = self.codec.binary
-            while control and sink.writable:
-                data = control.popleft()
+            written = 0
+            for data in control:
+                if not sink.writable:
+                    break
+                written += 1
                 self._control_bytes -= len(data)
                 sink.write(data, binary)
+            del control[:written]
             if backlogged and not self.replies_backlogged:
                 sink.replies_drained(self)
         if control or not sink.writable:
@@ -406,7 +448,7 @@ class Connection:
         while True:
             if self._control:
                 while self._control:
-                    data = self._control.popleft()
+                    data = self._control.pop(0)
                     self._control_bytes -= len(data)
                     drained.set()
                     await self._write(data)

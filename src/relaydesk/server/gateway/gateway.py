@@ -126,6 +126,9 @@ class Gateway:
         # The native path (wire.py): one write pass per loop turn for every connection,
         # and the clean-up tasks of connections that ended.
         self.flusher = Flusher()
+        # One codec per subprotocol, shared by every connection (msgspec encoders and
+        # decoders keep no state between calls): not two decoders per connection.
+        self._codecs = {p: server_codec(p) for p in SUBPROTOCOLS}
         self._endings: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -231,7 +234,7 @@ class Gateway:
     def _open(self, chosen: str, client_addr: str, send: Any, sink: Sink | None) -> Connection:
         """A new connection speaking subprotocol ``chosen`` (either path)."""
         g = self.settings.gateway
-        codec = server_codec(chosen)
+        codec = self._codecs[chosen]
         session = ServerSession(
             self.limits,
             self.clock.monotonic(),

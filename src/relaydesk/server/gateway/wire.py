@@ -215,6 +215,9 @@ class WireProtocol(asyncio.Protocol):
         if response.status_code != 101:
             return
         ws.chosen = chosen
+        # The parser's generator keeps the request alive for the whole connection:
+        # drop its headers (~2.5 KiB per idle connection; nothing reads them again).
+        request.headers = Headers()
         transport = self.transport
         assert transport is not None
         peer = transport.get_extra_info("peername") or ("?", 0)
