@@ -200,3 +200,18 @@ async def test_the_asgi_engine_is_still_selectable(make_server: Callable[..., An
     assert (await bob.events_until(1))[-1].body == b"old path"
     await alice.aclose()
     await bob.aclose()
+
+
+async def test_deflate_is_not_negotiated_unless_enabled(node: Any) -> None:
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+    offer = [ClientPerMessageDeflateFactory()]
+    async with connect(
+        node.ws_url,
+        subprotocols=[SUBPROTOCOL_MSGPACK],  # type: ignore[list-item]
+        extensions=offer,
+        compression=None,
+    ) as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert ws.protocol.extensions == []

@@ -26,7 +26,7 @@ from relaydesk.client.events import (
     SendError,
     SendReceipt,
 )
-from relaydesk.client.transport import Link, LinkClosed, TokenProvider
+from relaydesk.client.transport import Link, LinkClosed, TokenProvider, websocket_opener
 from relaydesk.protocol.client_session import ConnectionState, ReconnectPolicy, SessionStats
 
 __all__ = [
@@ -55,4 +55,5 @@ __all__ = [
     "SessionStats",
     "TokenProvider",
     "connect",
+    "websocket_opener",
 ]

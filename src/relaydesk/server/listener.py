@@ -33,6 +33,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 from relaydesk.config import HttpSettings, Settings
 from relaydesk.server.gateway.websocket import GatewayWebSocketProtocol
@@ -228,6 +230,23 @@ def guarded_protocols(
     return GuardedHttp, GuardedWebSocket
 
 
+def deflate_extensions(settings: Settings) -> list[ServerExtensionFactory] | None:
+    """The WebSocket extensions the node offers: permessage-deflate when enabled,
+    without context takeover unless that is enabled too (docs/protocol.md §1)."""
+    g = settings.gateway
+    if not g.permessage_deflate:
+        return None
+    no_takeover = not g.deflate_context_takeover
+    return [
+        ServerPerMessageDeflateFactory(
+            server_no_context_takeover=no_takeover,
+            client_no_context_takeover=no_takeover,
+            # zlib's memLevel 5 (of 9): a smaller compressor, as websockets defaults.
+            compress_settings={"memLevel": 5},
+        )
+    ]
+
+
 def listener_config(
     app: Any, settings: Settings, *, log_level: str = "info", ws_max_size: int | None = None
 ) -> uvicorn.Config:
@@ -237,6 +256,7 @@ def listener_config(
     max_size = ws_max_size or settings.gateway.max_frame
     wire: Callable[[], WireProtocol] | None = None
     gateway = getattr(app, "gateway", None)
+    extensions = deflate_extensions(settings)
     if settings.gateway.ws_engine == "native" and gateway is not None:
 
         class GuardedWire(WireProtocol):
@@ -247,7 +267,7 @@ def listener_config(
                 super().connection_lost(exc)
 
         def wire() -> WireProtocol:
-            return GuardedWire(gateway, max_size)
+            return GuardedWire(gateway, max_size, extensions)
 
     http, ws = guarded_protocols(limits, ledger, wire)
     return uvicorn.Config(
@@ -262,6 +282,8 @@ def listener_config(
         # is buffered, and drops a peer that does not read the close.
         ws_max_size=max_size,
         ws_ping_interval=None,  # liveness is the protocol's own heartbeat
+        # The ASGI path negotiates deflate as the native one does: only when enabled.
+        ws_per_message_deflate=settings.gateway.permessage_deflate,
         timeout_keep_alive=limits.idle_timeout_s,
         lifespan="on",
         log_level=log_level,
