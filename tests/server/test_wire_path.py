@@ -49,6 +49,9 @@ class RecordingSink:
     def write(self, data: bytes, binary: bool) -> None:
         self.writes.append(data)
 
+    def write_batch(self, codec: Any, items: list[bytes]) -> None:
+        self.writes.append(codec.encode_batch(items))
+
     def write_close(self, code: int, reason: str) -> None:
         self.closes.append(code)
 

@@ -69,6 +69,10 @@ class Sink(Protocol):
 
     def write(self, data: bytes, binary: bool) -> None: ...
 
+    def write_batch(self, codec: Codec[ClientFrame], items: list[bytes]) -> None:
+        """Write one ``msgs`` frame of ``items`` (encoded events), encoded by ``codec``
+        (the transport may share the encoding with connections given the same batch)."""
+
     def write_close(self, code: int, reason: str) -> None: ...
 
     def schedule(self, conn: Connection) -> None:
@@ -390,12 +394,11 @@ class Connection:
             items = feed.take_batch()
             self.stats["batches"] += 1
             self.stats["events"] += len(items)
-            data = self.codec.encode_batch(items)
             if self.tel is not None:
                 # Stamped before the write: an ack can only follow the bytes.
                 self.tel.written_live(self.taken, len(items))
             if not self._fault_drops_writes():
-                sink.write(data, self.codec.binary)
+                sink.write_batch(self.codec, items)
 
     def transport_gone(self) -> None:
         """Native: the transport closed; nothing more is written or waited for."""

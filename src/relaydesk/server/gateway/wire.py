@@ -43,7 +43,8 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from relaydesk.protocol.frames import SUBPROTOCOLS
+from relaydesk.protocol.codec import Codec
+from relaydesk.protocol.frames import SUBPROTOCOLS, ClientFrame
 from relaydesk.server.gateway.websocket import CLOSE_GRACE_S, _LimitedServerProtocol
 
 if TYPE_CHECKING:
@@ -73,10 +74,14 @@ class Flusher:
     have queued their events: writes coalesce per turn, and an idle loop runs the
     pass at once."""
 
-    __slots__ = ("_dirty", "_loop", "_scheduled", "passes")
+    __slots__ = ("_dirty", "_loop", "_scheduled", "frames", "passes")
 
     def __init__(self) -> None:
         self._dirty: dict[Connection, None] = {}  # insertion-ordered set
+        # WebSocket frames of the batches written in this pass, by (codec, items):
+        # connections given the same events share one encoding and one framing.
+        # Emptied after every pass.
+        self.frames: dict[tuple[object, ...], bytes] = {}
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
@@ -94,11 +99,14 @@ class Flusher:
         self._scheduled = False
         self.passes += 1
         dirty, self._dirty = self._dirty, {}
-        for conn in dirty:
-            try:
-                conn.pump()
-            except Exception:  # one broken connection must not stop the others
-                log.exception("writing to %s failed", conn.client_addr)
+        try:
+            for conn in dirty:
+                try:
+                    conn.pump()
+                except Exception:  # one broken connection must not stop the others
+                    log.exception("writing to %s failed", conn.client_addr)
+        finally:
+            self.frames.clear()
 
 
 class WireProtocol(asyncio.Protocol):
@@ -338,6 +346,24 @@ class WireProtocol(asyncio.Protocol):
         else:
             ws.send_text(data)
         self._flush_ws()
+
+    def write_batch(self, codec: Codec[ClientFrame], items: list[bytes]) -> None:
+        ws = self.ws
+        transport = self.transport
+        if ws.extensions or ws.state is not State.OPEN or transport is None:
+            # Compressed (per connection), or closing: the protocol object frames it.
+            self.write(codec.encode_batch(items), codec.binary)
+            return
+        # Server frames are not masked: without extensions the bytes of a frame depend
+        # only on its payload, so one framing serves every connection of this pass.
+        frames = self._gateway.flusher.frames
+        key = (codec, *items)
+        frame = frames.get(key)
+        if frame is None:
+            opcode = Opcode.BINARY if codec.binary else Opcode.TEXT
+            frame = Frame(opcode, codec.encode_batch(items)).serialize(mask=False, extensions=[])
+            frames[key] = frame
+        transport.write(frame)
 
     def write_close(self, code: int, reason: str) -> None:
         ws = self.ws
