@@ -113,6 +113,7 @@ class WireProtocol(asyncio.Protocol):
     """One upgraded ``/v1/ws`` connection (see the module docstring)."""
 
     __slots__ = (
+        "_catchup",
         "_close_timer",
         "_ended",
         "_gateway",
@@ -144,7 +145,8 @@ class WireProtocol(asyncio.Protocol):
         self._paused = False  # the transport's buffer is over its high-water mark
         self._reading_paused = False
         self._pending: list[Frame] | None = None  # frames waiting for an I/O action
-        self._task: asyncio.Task[None] | None = None  # the I/O action or catch-up
+        self._task: asyncio.Task[None] | None = None  # a frame's I/O action
+        self._catchup: asyncio.Task[None] | None = None  # only while catching up
         self._writable_waiter: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._ended = False  # the gateway was told (wire_ended)
@@ -181,8 +183,9 @@ class WireProtocol(asyncio.Protocol):
         waiter = self._writable_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("connection lost"))
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        for task in (self._task, self._catchup):
+            if task is not None and not task.done():
+                task.cancel()
         self._end(lost=self.ws.close_rcvd is None and self.ws.close_sent is None)
 
     def _end(self, *, lost: bool) -> None:
@@ -382,10 +385,20 @@ class WireProtocol(asyncio.Protocol):
         self._gateway.flusher.schedule(conn)
 
     def start_catchup(self, conn: Connection) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                conn.run_catchup(self._until_writable)
-            )
+        if self._catchup is None or self._catchup.done():
+            self._catchup = asyncio.get_running_loop().create_task(self._run_catchup(conn))
+
+    async def _run_catchup(self, conn: Connection) -> None:
+        try:
+            await conn.run_catchup(self._until_writable)
+        except (OSError, ConnectionError):
+            pass  # the transport went away; connection_lost cleans up
+        except Exception:
+            # A storage failure while reading the feed: this connection cannot go on
+            # in order; the client reconnects and resumes from its cursor.
+            log.exception("catch-up of %s failed", conn.client_addr)
+            conn.end_reason = conn.end_reason or "transport_error"
+            conn.close(1011, "internal error")
 
     async def _until_writable(self) -> None:
         if not self._paused:
