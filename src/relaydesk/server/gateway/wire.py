@@ -81,7 +81,7 @@ class Flusher:
         # WebSocket frames of the batches written in this pass, by (codec, items):
         # connections given the same events share one encoding and one framing.
         # Emptied after every pass.
-        self.frames: dict[tuple[object, ...], bytes] = {}
+        self.frames: dict[object, bytes] = {}
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
@@ -360,7 +360,10 @@ class WireProtocol(asyncio.Protocol):
         # Server frames are not masked: without extensions the bytes of a frame depend
         # only on its payload, so one framing serves every connection of this pass.
         frames = self._gateway.flusher.frames
-        key = (codec, *items)
+        # One event (the usual batch below peak): its bytes are the key (an item's
+        # encoding differs per codec; bytes are not tracked by the cyclic GC, a tuple
+        # per connection per pass would be).
+        key: object = items[0] if len(items) == 1 else (codec, *items)
         frame = frames.get(key)
         if frame is None:
             opcode = Opcode.BINARY if codec.binary else Opcode.TEXT
