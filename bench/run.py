@@ -33,6 +33,9 @@ Scenarios (docs/benchmarks.md explains every figure):
   publisher goes on at 450/s; time to ``synced``, server CPU, exactly-once check.
   Alone: ``python -m bench.run --only storm``.
 
+``--ws-engine asgi`` runs relaydesk on the previous WebSocket path (uvicorn's ASGI
+protocol) to compare it with the native one (the default).
+
 Results go to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
 """
 
