@@ -61,8 +61,6 @@ _ws_log.setLevel(logging.WARNING)
 # TCP connection is closed anyway (RFC 6455 §7.1.1: the server closes TCP first).
 CLOSE_TIMEOUT_S = 10.0
 
-# Frames already received while a frame's I/O (login, history) runs: reading is
-# paused, so this holds at most what one read brought (bounded by the read size).
 __all__ = ["CLOSE_TIMEOUT_S", "Flusher", "WireProtocol"]
 
 
@@ -144,7 +142,9 @@ class WireProtocol(asyncio.Protocol):
         self.conn: Connection | None = None
         self._paused = False  # the transport's buffer is over its high-water mark
         self._reading_paused = False
-        self._pending: list[Frame] | None = None  # frames waiting for an I/O action
+        # Frames already parsed while a frame's I/O (login, history) runs: reading is
+        # paused meanwhile, so this holds at most what one read brought.
+        self._pending: list[Frame] | None = None
         self._task: asyncio.Task[None] | None = None  # a frame's I/O action
         self._catchup: asyncio.Task[None] | None = None  # only while catching up
         self._writable_waiter: asyncio.Future[None] | None = None
