@@ -40,6 +40,9 @@ Scenarios (docs/benchmarks.md explains every figure):
   publisher goes on at 450/s; time to ``synced``, server CPU, exactly-once check.
   Alone: ``python -m bench.run --only storm``.
 
+``--ws-engine asgi`` runs relaydesk on the previous WebSocket path (uvicorn's ASGI
+protocol) to compare it with the native one (the default).
+
 Results go to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
 """
 
@@ -635,7 +638,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the relaydesk server during its peak runs"
     )
+    parser.add_argument(
+        "--ws-engine",
+        choices=("native", "asgi"),
+        default="native",
+        help="relaydesk's WebSocket path ([gateway] ws_engine); asgi: the previous one",
+    )
     args = parser.parse_args(argv)
+    servers.RelaydeskServer.ws_engine = args.ws_engine
     _raise_nofile()
     plan = Plan(args.quick)
     started = dt.datetime.now(dt.UTC)
@@ -753,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(time.monotonic() - t_start, 1),
         "quick": args.quick,
         "only": args.only,
+        "ws_engine": args.ws_engine,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

@@ -168,6 +168,9 @@ class Server:
 class RelaydeskServer(Server):
     name = "relaydesk"
     src_dir: Path | None = None  # another source tree to run (a baseline); None: ours
+    # The WebSocket path (bench.run --ws-engine): "native" (the default) or "asgi",
+    # the previous path, kept to compare the two on the same tree.
+    ws_engine = "native"
 
     def __init__(self) -> None:
         super().__init__()
@@ -177,7 +180,9 @@ class RelaydeskServer(Server):
 
     def config_text(self) -> str:
         """The node's TOML settings (subclasses add sections)."""
-        return RELAYDESK_TOML
+        if self.ws_engine == "native":
+            return RELAYDESK_TOML
+        return RELAYDESK_TOML.replace("[gateway]\n", f'[gateway]\nws_engine = "{self.ws_engine}"\n')
 
     def start(self, timeout: float = 60) -> None:
         conf = self.workdir / "relaydesk.toml"

@@ -96,6 +96,16 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # requests are read from it; if they do not drain within this time the client is
     # not reading and is closed with SLOW_READER (docs/protocol.md §8.1).
     reply_drain_timeout_ms: PosInt = 10_000
+    # The WebSocket path of /v1/ws: "native" (websockets' sans-I/O protocol on the raw
+    # transport, writes coalesced per loop turn; server/gateway/wire.py) or "asgi"
+    # (uvicorn's one-ASGI-message-per-frame path, kept for comparison in bench/).
+    ws_engine: Literal["native", "asgi"] = "native"
+    # permessage-deflate (RFC 7692) on /v1/ws, for clients that offer it: off unless
+    # enabled (it costs CPU per frame, and with context takeover ~300 KiB of zlib
+    # state per connection).  Context takeover (compression across messages) stays
+    # off in both directions unless deflate_context_takeover is set too.
+    permessage_deflate: bool = False
+    deflate_context_takeover: bool = False
     # TEST ONLY (diagnosis scenario 1, tests/integration/test_diagnosis_scenarios.py):
     # connections of this device id silently skip the socket write of every feed batch
     # (live and catch-up) while all bookkeeping proceeds as if written, which is what a

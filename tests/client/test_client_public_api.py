@@ -42,6 +42,7 @@ def test_client_exports() -> None:
         "SessionStats",
         "TokenProvider",
         "connect",
+        "websocket_opener",
     ]
     for name in relaydesk.client.__all__:
         assert getattr(relaydesk.client, name) is not None

@@ -27,7 +27,7 @@ from relaydesk.client.events import (
     SendError,
     SendReceipt,
 )
-from relaydesk.client.transport import Link, LinkClosed, TokenProvider
+from relaydesk.client.transport import Link, LinkClosed, TokenProvider, websocket_opener
 from relaydesk.protocol.client_session import ConnectionState, ReconnectPolicy, SessionStats
 
 __all__ = [
@@ -58,4 +58,5 @@ __all__ = [
     "SessionStats",
     "TokenProvider",
     "connect",
+    "websocket_opener",
 ]

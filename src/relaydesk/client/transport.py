@@ -40,6 +40,8 @@ import jwt
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
+from websockets.extensions.base import ClientExtensionFactory
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.typing import Subprotocol
 
 from relaydesk.client.connlog import ConnectionLog
@@ -103,6 +105,11 @@ class WebSocketLink:
         self._text = ws.subprotocol is not None and ws.subprotocol.endswith(".json")
 
     @property
+    def extensions(self) -> list[str]:
+        """The WebSocket extensions negotiated (``permessage-deflate`` or none)."""
+        return [ext.name for ext in self._ws.protocol.extensions]
+
+    @property
     def subprotocol(self) -> str:
         return str(self._ws.subprotocol or "")
 
@@ -125,12 +132,44 @@ class WebSocketLink:
 
 async def open_websocket(url: str, subprotocols: Sequence[str], open_timeout: float) -> Link:
     """Open a WebSocket to ``url`` offering ``subprotocols`` (docs/protocol.md §1)."""
+    return await _open(url, subprotocols, open_timeout, None)
+
+
+def websocket_opener(*, deflate: bool = False, context_takeover: bool = False) -> Opener:
+    """An ``opener`` for ``connect``: with ``deflate`` it offers permessage-deflate
+    (RFC 7692), which the server accepts only if its operator enabled it, else the
+    connection goes on uncompressed.  Context takeover is off in both directions
+    unless ``context_takeover`` (then the server decides, per its own setting)."""
+    if not deflate:
+        return open_websocket
+    no_takeover = not context_takeover
+    extensions = [
+        ClientPerMessageDeflateFactory(
+            server_no_context_takeover=no_takeover,
+            client_no_context_takeover=no_takeover,
+            compress_settings={"memLevel": 5},
+        )
+    ]
+
+    async def open_deflate(url: str, subprotocols: Sequence[str], open_timeout: float) -> Link:
+        return await _open(url, subprotocols, open_timeout, extensions)
+
+    return open_deflate
+
+
+async def _open(
+    url: str,
+    subprotocols: Sequence[str],
+    open_timeout: float,
+    extensions: Sequence[ClientExtensionFactory] | None,
+) -> WebSocketLink:
     ws = await ws_connect(
         url,
         subprotocols=[Subprotocol(p) for p in subprotocols],
         open_timeout=open_timeout,
         ping_interval=None,  # the protocol has its own heartbeat (§6)
         compression=None,
+        extensions=extensions,
         max_size=MAX_INBOUND_FRAME,
         close_timeout=2,
         proxy=None,

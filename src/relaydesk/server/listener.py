@@ -27,15 +27,22 @@ because it must answer ``413`` in each API's own error shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 from relaydesk.config import HttpSettings, Settings
 from relaydesk.server.gateway.websocket import GatewayWebSocketProtocol
+from relaydesk.server.gateway.wire import WireProtocol
+
+# The path whose upgrades take the native WebSocket path (server/gateway/wire.py).
+WS_PATH = "/v1/ws"
+WS_PATH_BYTES = WS_PATH.encode()
 
 
 class AddressLedger:
@@ -93,9 +100,11 @@ def _plain_response(status: int, reason: str, message: str) -> bytes:
 
 
 def guarded_protocols(
-    limits: HttpSettings, ledger: AddressLedger
+    limits: HttpSettings, ledger: AddressLedger, wire: Callable[[], WireProtocol] | None = None
 ) -> tuple[type[HttpToolsProtocol], type[WebSocketsSansIOProtocol]]:
-    """uvicorn protocol classes that enforce ``limits`` and count in ``ledger``."""
+    """uvicorn protocol classes that enforce ``limits`` and count in ``ledger``;
+    with ``wire``, an upgrade on ``/v1/ws`` is handed to the protocol it makes (the
+    native path) and every other upgrade to uvicorn's ASGI WebSocket protocol."""
 
     class GuardedWebSocket(GatewayWebSocketProtocol):
         def connection_lost(self, exc: Exception | None) -> None:
@@ -165,7 +174,22 @@ def guarded_protocols(
         def handle_websocket_upgrade(self) -> None:
             self._disarm()
             self._done = True
-            super().handle_websocket_upgrade()
+            path = self.url.partition(b"?")[0]
+            if wire is None or path != WS_PATH_BYTES:
+                super().handle_websocket_upgrade()
+                return
+            # The native path: the raw transport goes to websockets' sans-I/O protocol
+            # (server/gateway/wire.py), fed the request as uvicorn parsed it.
+            self.connections.discard(self)
+            head = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+            for name, value in self.headers:
+                head += [name, b": ", value, b"\r\n"]
+            head.append(b"\r\n")
+            protocol = wire()
+            transport = self.transport
+            protocol.connection_made(transport)
+            transport.set_protocol(protocol)
+            protocol.data_received(b"".join(head))
 
         # -- helpers ----------------------------------------------------------------------
 
@@ -206,13 +230,46 @@ def guarded_protocols(
     return GuardedHttp, GuardedWebSocket
 
 
+def deflate_extensions(settings: Settings) -> list[ServerExtensionFactory] | None:
+    """The WebSocket extensions the node offers: permessage-deflate when enabled,
+    without context takeover unless that is enabled too (docs/protocol.md §1)."""
+    g = settings.gateway
+    if not g.permessage_deflate:
+        return None
+    no_takeover = not g.deflate_context_takeover
+    return [
+        ServerPerMessageDeflateFactory(
+            server_no_context_takeover=no_takeover,
+            client_no_context_takeover=no_takeover,
+            # zlib's memLevel 5 (of 9): a smaller compressor, as websockets defaults.
+            compress_settings={"memLevel": 5},
+        )
+    ]
+
+
 def listener_config(
     app: Any, settings: Settings, *, log_level: str = "info", ws_max_size: int | None = None
 ) -> uvicorn.Config:
     """The uvicorn configuration of a node: one port for HTTP and WebSocket, with limits."""
     limits = settings.http
     ledger = AddressLedger(limits.max_connections_per_address, limits.unlimited_addresses)
-    http, ws = guarded_protocols(limits, ledger)
+    max_size = ws_max_size or settings.gateway.max_frame
+    wire: Callable[[], WireProtocol] | None = None
+    gateway = getattr(app, "gateway", None)
+    extensions = deflate_extensions(settings)
+    if settings.gateway.ws_engine == "native" and gateway is not None:
+
+        class GuardedWire(WireProtocol):
+            __slots__ = ()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                ledger.release(self.transport)
+                super().connection_lost(exc)
+
+        def wire() -> WireProtocol:
+            return GuardedWire(gateway, max_size, extensions)
+
+    http, ws = guarded_protocols(limits, ledger, wire)
     return uvicorn.Config(
         app,
         host=settings.server.host,
@@ -223,8 +280,10 @@ def listener_config(
         # The gateway's WebSocket protocol answers a frame over max_frame with
         # FRAME_TOO_LARGE (4031), measured in bytes from the frame header before it
         # is buffered, and drops a peer that does not read the close.
-        ws_max_size=ws_max_size or settings.gateway.max_frame,
+        ws_max_size=max_size,
         ws_ping_interval=None,  # liveness is the protocol's own heartbeat
+        # The ASGI path negotiates deflate as the native one does: only when enabled.
+        ws_per_message_deflate=settings.gateway.permessage_deflate,
         timeout_keep_alive=limits.idle_timeout_s,
         lifespan="on",
         log_level=log_level,

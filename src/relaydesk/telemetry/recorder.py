@@ -362,10 +362,12 @@ class ConnTelemetry:
         # GC run its full collection every few seconds (docs/telemetry.md §cost).
         self.window = array("d")
         self.whead = 0
-        self.trace_acks: deque[tuple[int, Trace, float]] = deque()
+        # Allocated on first use, as _expired: most connections never carry a sampled
+        # trace, and an empty deque is ~600 bytes (docs/benchmarks.md, memory).
+        self.trace_acks: deque[tuple[int, Trace, float]] | None = None
         # (pos, written) of sampled events resolved "unacked" at the deadline: an ack
         # covering one later is a slow reader, recorded as a ``late_ack`` trace row.
-        self._expired: deque[tuple[int, Trace, float]] = deque(maxlen=64)
+        self._expired: deque[tuple[int, Trace, float]] | None = None  # maxlen 64
         # The catch-up in progress (from login or from a resync) and what it served.
         self.catchup_since: float | None = self._mono()
         self.catchup_events = 0
@@ -429,8 +431,11 @@ class ConnTelemetry:
         window.append(now)
         window.append(n)
         if self._traced:
+            acks = self.trace_acks
+            if acks is None:
+                acks = self.trace_acks = deque()
             for trace in self._traced:
-                self.trace_acks.append((trace.pos, trace, now))
+                acks.append((trace.pos, trace, now))
             self._traced.clear()
             rec.unacked.add(self)
 
@@ -574,6 +579,8 @@ class ConnTelemetry:
         while trace_acks and trace_acks[0][2] < limit:
             entry = trace_acks.popleft()
             self.rec.resolve(entry[1], self, entry[2], now, "unacked")
+            if self._expired is None:
+                self._expired = deque(maxlen=64)
             self._expired.append(entry)
 
     def close(self, now: float) -> None:
@@ -590,9 +597,9 @@ class ConnTelemetry:
         if pending:
             self.rec.agg(self.key).undelivered += pending
             self.undelivered += pending
-        for _, trace, written in self.trace_acks:
+        for _, trace, written in self.trace_acks or ():
             self.rec.resolve(trace, self, written, now, "closed")
-        self.trace_acks.clear()
+        self.trace_acks = None
         for trace in self._traced:
             self.rec.resolve(trace, self, None, now, "closed")
         self._traced.clear()

@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relaydesk.protocol.codec import Codec
 from relaydesk.protocol.errors import ErrorCode
@@ -57,11 +56,78 @@ CLOSE_DRAIN_S = 2.0
 SendFn = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-__all__ = ["CLOSE_DRAIN_S", "Connection", "Mode"]
+class Sink(Protocol):
+    """Where a connection on a synchronous transport writes (server/gateway/wire.py).
+
+    ``write`` never blocks: the bytes go to the transport's buffer.  ``writable`` is
+    False while that buffer is over its high-water mark (the peer is not keeping up):
+    the connection then keeps its output in its own bounded queues, counted against
+    the output budget, until the transport asks for more (``Connection.pump``)."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    def write(self, data: bytes, binary: bool) -> None: ...
+
+    def write_batch(self, codec: Codec[ClientFrame], items: list[bytes]) -> None:
+        """Write one ``msgs`` frame of ``items`` (encoded events), encoded by ``codec``
+        (the transport may share the encoding with connections given the same batch)."""
+
+    def write_close(self, code: int, reason: str) -> None: ...
+
+    def schedule(self, conn: Connection) -> None:
+        """Call ``conn.pump()`` soon (once per event-loop turn, however often asked)."""
+
+    def start_catchup(self, conn: Connection) -> None:
+        """Run ``conn.run_catchup()`` (a task that lives only while catching up)."""
+
+    def replies_drained(self, conn: Connection) -> None:
+        """The reply backlog fell under half the budget: reading may resume."""
+
+
+__all__ = ["CLOSE_DRAIN_S", "Connection", "Mode", "Sink"]
 
 
 class Connection:
     """State and sender task of one WebSocket connection."""
+
+    # Slots: thousands of mostly idle connections (docs/benchmarks.md, memory).
+    __slots__ = (
+        "_close_sent",
+        "_close_wait",
+        "_closing",
+        "_control",
+        "_control_bytes",
+        "_drained",
+        "_fault_drop_device",
+        "_feed_started",
+        "_limit_bytes",
+        "_page",
+        "_send",
+        "_sink",
+        "_slow_reader",
+        "_wake",
+        "active",
+        "app",
+        "attached",
+        "backlog_timer",
+        "catchup_s",
+        "client_addr",
+        "closing_since",
+        "codec",
+        "device",
+        "end_reason",
+        "feed",
+        "hub",
+        "login_ms",
+        "net",
+        "region",
+        "sdk",
+        "session",
+        "stats",
+        "tel",
+        "user",
+    )
 
     def __init__(
         self,
@@ -75,9 +141,12 @@ class Connection:
         page: int,
         client_addr: str,
         fault_drop_device: str = "",
+        sink: Sink | None = None,
     ) -> None:
         self.hub = hub
         self._send = send
+        # A synchronous transport (the native path): no sender task, ``pump`` writes.
+        self._sink = sink
         self.codec = codec
         self.session = session
         self.client_addr = client_addr
@@ -88,12 +157,17 @@ class Connection:
         self.net = ""
         self.sdk = ""
         self.feed = FeedSwitch(queue_items, queue_bytes)
-        self._control: deque[bytes] = deque()
+        # Control frames not yet written (a list: idle connections hold an empty one).
+        self._control: list[bytes] = []
         self._control_bytes = 0  # bytes in _control, counted against the byte budget
         self._limit_bytes = queue_bytes
         self._slow_reader = False  # closed for SLOW_READER: replies are dropped
-        self._drained = asyncio.Event()  # set by the sender as the reply backlog shrinks
-        self._wake = asyncio.Event()
+        # ASGI path only: the sender task's wake-ups (the native path has no task).
+        self._drained = asyncio.Event() if sink is None else None
+        self._wake = asyncio.Event() if sink is None else None
+        self._close_wait: asyncio.TimerHandle | None = None  # native: pubacks' grace
+        # Native: reading paused for a reply backlog; fires SLOW_READER if it stays.
+        self.backlog_timer: asyncio.TimerHandle | None = None
         self._closing: tuple[int, str] | None = None
         self.closing_since = 0.0  # loop time of close()
         self._close_sent = False
@@ -112,6 +186,15 @@ class Connection:
         # Seconds from the start of the feed to the handover to live (None: not yet).
         self.catchup_s: float | None = None
         self._feed_started = 0.0
+
+    def _notify(self) -> None:
+        """Something is due to be written: wake the sender, or schedule a pump."""
+        sink = self._sink
+        if sink is not None:
+            sink.schedule(self)
+        else:
+            assert self._wake is not None
+            self._wake.set()
 
     @property
     def taken(self) -> int:
@@ -140,7 +223,7 @@ class Connection:
         resyncs = feed.resyncs
         if feed.offer(event.pos, data, self._control_bytes):
             # The sender sleeps only on an empty queue: wake it on the first event.
-            self._wake.set()
+            self._notify()
         tel = self.tel
         if tel is not None:
             if feed.mode is Mode.LIVE and tel.first_gen < 0:
@@ -168,7 +251,7 @@ class Connection:
         data = self.codec.encode(frame)
         self._control.append(data)
         self._control_bytes += len(data)
-        self._wake.set()
+        self._notify()
         if self._control_bytes + self.feed.queued_bytes > self._limit_bytes:
             self._over_budget()
 
@@ -197,10 +280,12 @@ class Connection:
         """Wait until the reply backlog is under half the budget; False after ``within_s``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
+        drained = self._drained
+        assert drained is not None, "ASGI path only"
         while self.replies_backlogged and not self.closing:
-            self._drained.clear()
+            drained.clear()
             try:
-                await asyncio.wait_for(self._drained.wait(), max(0.0, deadline - loop.time()))
+                await asyncio.wait_for(drained.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 return not self.replies_backlogged
         return True
@@ -214,12 +299,15 @@ class Connection:
         self._closing = None  # SLOW_READER overrides a close still waiting to be sent
         self.end_reason = self.end_reason or "protocol_error"
         self.close(int(code), code.name, Error(code=int(code), msg=msg))
+        if self._sink is not None:
+            # Not reading: the close cannot wait for the buffer to drain (it will not).
+            self._close_now()
 
     def start_feed(self, cursor: int) -> None:
         """Begin delivering the feed after ``cursor`` (catch-up first)."""
         self._feed_started = self.hub.clock.monotonic()
         self.feed.start(cursor, self.hub.fanned_pos(self.app))
-        self._wake.set()
+        self._notify()
 
     def close(self, code: int, reason: str, final: Frame | None = None) -> None:
         """Send ``final`` (if any) after pending control frames, then close."""
@@ -231,7 +319,7 @@ class Connection:
             self._control_bytes += len(data)
         self._closing = (code, reason[:120])
         self.closing_since = asyncio.get_running_loop().time()
-        self._wake.set()
+        self._notify()
 
     async def force_close(self) -> None:
         """Write the close frame now, past a sender stuck on a peer that is not reading
@@ -240,6 +328,9 @@ class Connection:
             return
         code, reason = self._closing
         self._close_sent = True
+        if self._sink is not None:
+            self._sink.write_close(code, reason)
+            return
         with contextlib.suppress(OSError, RuntimeError):
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
@@ -252,30 +343,125 @@ class Connection:
     def closing(self) -> bool:
         return self._closing is not None
 
+    # -- the native path: no task, the transport's flusher pumps ----------------------
+
+    def pump(self) -> None:
+        """Write what is due now, never waiting (called once per loop turn at most).
+
+        The same order as ``run_sender``: control frames first, then the close (after
+        the pubacks of publishes already submitted, at most CLOSE_DRAIN_S), then the
+        live batch.  Nothing is written while the transport is not writable: the
+        output stays in the connection's queues, counted against the budget, and the
+        transport's ``resume_writing`` pumps again."""
+        sink = self._sink
+        assert sink is not None, "native path only"
+        if self._close_sent:
+            return
+        control = self._control
+        if control and sink.writable:
+            backlogged = self.replies_backlogged
+            binary = self.codec.binary
+            written = 0
+            for data in control:
+                if not sink.writable:
+                    break
+                written += 1
+                self._control_bytes -= len(data)
+                sink.write(data, binary)
+            del control[:written]
+            if backlogged and not self.replies_backlogged:
+                sink.replies_drained(self)
+        if control or not sink.writable:
+            return
+        if self._closing is not None:
+            if self.inflight > 0 and self._close_wait is None:
+                # Answer publishes already submitted before closing (bounded): each
+                # answer pumps again; the timer closes if they do not all come.
+                loop = asyncio.get_running_loop()
+                self._close_wait = loop.call_later(CLOSE_DRAIN_S, self._close_now)
+                return
+            if self.inflight > 0 and self._close_wait is not None:
+                return
+            self._close_now()
+            return
+        if not self.active:
+            return
+        feed = self.feed
+        if feed.mode is Mode.CATCHUP:
+            sink.start_catchup(self)
+            return
+        if feed.queue:
+            items = feed.take_batch()
+            self.stats["batches"] += 1
+            self.stats["events"] += len(items)
+            if self.tel is not None:
+                # Stamped before the write: an ack can only follow the bytes.
+                self.tel.written_live(self.taken, len(items))
+            if not self._fault_drops_writes():
+                sink.write_batch(self.codec, items)
+
+    def transport_gone(self) -> None:
+        """Native: the transport closed; nothing more is written or waited for."""
+        self._close_sent = True
+        if self._closing is None:
+            self._closing = (1006, "")
+        if self._close_wait is not None:
+            self._close_wait.cancel()
+            self._close_wait = None
+        self._control.clear()
+        self._control_bytes = 0
+
+    def _close_now(self) -> None:
+        if self._close_wait is not None:
+            self._close_wait.cancel()
+            self._close_wait = None
+        if self._closing is None or self._close_sent:
+            return
+        assert self._sink is not None
+        code, reason = self._closing
+        self._close_sent = True
+        self._sink.write_close(code, reason)
+
+    async def run_catchup(self, writable: Callable[[], Awaitable[None]]) -> None:
+        """Read the feed from the hub page by page until live (native path); each
+        page waits until the transport is writable, so a slow reader paces it."""
+        while self.feed.mode is Mode.CATCHUP and self._closing is None and self.active:
+            await writable()
+            if self._closing is not None:
+                break
+            await self._catchup_step()
+        self._notify()  # live: the queue may hold events already
+
     # -- the sender task -----------------------------------------------------------
 
     async def _write(self, data: bytes) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.write(data, self.codec.binary)
+            return
         if self.codec.binary:
             await self._send({"type": "websocket.send", "bytes": data})
         else:
             await self._send({"type": "websocket.send", "text": data.decode()})
 
     async def run_sender(self) -> None:
-        """Write control frames, catch-up pages and live batches until closed."""
+        """Write control frames, catch-up pages and live batches until closed (ASGI)."""
+        wake, drained = self._wake, self._drained
+        assert wake is not None and drained is not None, "ASGI path only"
         while True:
             if self._control:
                 while self._control:
-                    data = self._control.popleft()
+                    data = self._control.pop(0)
                     self._control_bytes -= len(data)
-                    self._drained.set()
+                    drained.set()
                     await self._write(data)
                 continue
             if self._closing is not None:
                 if self.inflight > 0:
                     # Answer publishes already submitted before closing (bounded).
-                    self._wake.clear()
+                    wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), CLOSE_DRAIN_S)
+                        await asyncio.wait_for(wake.wait(), CLOSE_DRAIN_S)
                     if self._control:
                         continue
                 code, reason = self._closing
@@ -283,8 +469,8 @@ class Connection:
                 await self._send({"type": "websocket.close", "code": code, "reason": reason})
                 return
             if not self.active:
-                self._wake.clear()
-                await self._wake.wait()
+                wake.clear()
+                await wake.wait()
                 continue
             feed = self.feed
             if feed.mode is Mode.CATCHUP:
@@ -301,8 +487,8 @@ class Connection:
                 if not self._fault_drops_writes():
                     await self._write(data)
                 continue
-            self._wake.clear()
-            await self._wake.wait()
+            wake.clear()
+            await wake.wait()
 
     def _fault_drops_writes(self) -> bool:
         """TEST ONLY: this feed batch is lost on the way to the socket (the injected

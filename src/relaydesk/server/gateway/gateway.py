@@ -44,7 +44,8 @@ from relaydesk.protocol.server_session import (
 )
 from relaydesk.server.cluster import DeviceClaim
 from relaydesk.server.gateway._telemetry import LoginObserver, TelemetryObserver
-from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection
+from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection, Sink
+from relaydesk.server.gateway.wire import Flusher
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Op, Outcome, PublishOp, ReadOp
 from relaydesk.telemetry.recorder import Recorder
@@ -122,6 +123,13 @@ class Gateway:
         self._drain_reason = ""
         self._drain_hints: list[str] = []
         self._drainer: asyncio.Task[None] | None = None
+        # The native path (wire.py): one write pass per loop turn for every connection,
+        # and the clean-up tasks of connections that ended.
+        self.flusher = Flusher()
+        # One codec per subprotocol, shared by every connection (msgspec encoders and
+        # decoders keep no state between calls): not two decoders per connection.
+        self._codecs = {p: server_codec(p) for p in SUBPROTOCOLS}
+        self._endings: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="gateway-reaper")
@@ -170,6 +178,8 @@ class Gateway:
             if not self.connections:
                 break
             await asyncio.sleep(0.02)
+        if self._endings:
+            await asyncio.wait(list(self._endings), timeout=2.0)
 
     async def _reap(self) -> None:
         while True:
@@ -201,29 +211,8 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1002})
             return
         await send({"type": "websocket.accept", "subprotocol": chosen})
-        g = self.settings.gateway
         client = scope.get("client") or ("?", 0)
-        codec = server_codec(chosen)
-        session = ServerSession(
-            self.limits,
-            self.clock.monotonic(),
-            codec,
-            self.hub.token_secrets,
-            LoginObserver(self.recorder, self.hub.token_secrets),
-        )
-        conn = Connection(
-            self.hub,
-            send,
-            codec,
-            session,
-            queue_items=g.send_queue_items,
-            queue_bytes=g.send_queue_bytes,
-            page=g.catchup_page,
-            client_addr=f"{client[0]}:{client[1]}",
-            fault_drop_device=g.fault_drop_writes_device,
-        )
-        self.connections.add(conn)
-        self.stats["accepted"] += 1
+        conn = self._open(chosen, f"{client[0]}:{client[1]}", send, None)
         try:
             async with asyncio.TaskGroup() as tg:
                 sender = tg.create_task(conn.run_sender())
@@ -240,21 +229,103 @@ class Gateway:
             conn.end_reason = conn.end_reason or "transport_error"
             log.debug("connection %s ended: %s", conn.client_addr, group.exceptions)
         finally:
-            self.connections.discard(conn)
-            key = (conn.app, conn.user, conn.device)
-            if self._devices.get(key) is conn:
-                del self._devices[key]
-            conn.session.closed()
-            if conn.tel is not None and self.recorder is not None:
-                self.recorder.detach(conn.tel, conn.end_reason or "client_close")
-            conn.active = False
-            if conn.attached:
-                conn.attached = False
-                await self.hub.detach(conn)
+            await self._ended(conn)
+
+    def _open(self, chosen: str, client_addr: str, send: Any, sink: Sink | None) -> Connection:
+        """A new connection speaking subprotocol ``chosen`` (either path)."""
+        g = self.settings.gateway
+        codec = self._codecs[chosen]
+        session = ServerSession(
+            self.limits,
+            self.clock.monotonic(),
+            codec,
+            self.hub.token_secrets,
+            LoginObserver(self.recorder, self.hub.token_secrets),
+        )
+        conn = Connection(
+            self.hub,
+            send,
+            codec,
+            session,
+            queue_items=g.send_queue_items,
+            queue_bytes=g.send_queue_bytes,
+            page=g.catchup_page,
+            client_addr=client_addr,
+            fault_drop_device=g.fault_drop_writes_device,
+            sink=sink,
+        )
+        self.connections.add(conn)
+        self.stats["accepted"] += 1
+        return conn
+
+    async def _ended(self, conn: Connection) -> None:
+        """The connection is gone (either path): forget it, detach it from the hub."""
+        self.connections.discard(conn)
+        key = (conn.app, conn.user, conn.device)
+        if self._devices.get(key) is conn:
+            del self._devices[key]
+        conn.session.closed()
+        if conn.tel is not None and self.recorder is not None:
+            self.recorder.detach(conn.tel, conn.end_reason or "client_close")
+        conn.active = False
+        if conn.attached:
+            conn.attached = False
+            await self.hub.detach(conn)
+
+    # -- the native path (server/gateway/wire.py): called by WireProtocol ---------------
+
+    def wire_opened(self, chosen: str, client_addr: str, sink: Sink) -> Connection:
+        return self._open(chosen, client_addr, None, sink)
+
+    def wire_frame(self, conn: Connection, data: bytes | str) -> Action | None:
+        """Handle one message synchronously; returns an action that needs I/O (the
+        caller awaits ``wire_action`` on it before the next frame), else None."""
+        if conn.closing:
+            return None
+        return self._frame(conn, data)
+
+    async def wire_action(self, conn: Connection, action: Any) -> None:
+        try:
+            await self._run(conn, action)
+        except Exception:
+            self._log_defect(action)
+            self._internal(conn, action)
+
+    def wire_failed(self, conn: Connection, code: int) -> None:
+        """The WebSocket layer closed the connection for a protocol error (4031, 1002...)."""
+        self.stats["protocol_errors"] += 1
+        conn.end_reason = conn.end_reason or "protocol_error"
+        conn.close(code or 1002, "protocol error")
+
+    def wire_backlogged(self, conn: Connection) -> None:
+        """Reading paused for unwritten replies: not drained in time means not reading."""
+        if conn.backlog_timer is not None:
+            return
+        drain_s = self.settings.gateway.reply_drain_timeout_ms / 1000
+
+        def expired() -> None:
+            conn.backlog_timer = None
+            if conn.replies_backlogged and not conn.closing:
+                self.stats["protocol_errors"] += 1
+                conn.slow_reader(f"replies unread for {drain_s:g}s; read your socket")
+
+        conn.backlog_timer = asyncio.get_running_loop().call_later(drain_s, expired)
+
+    def wire_drained(self, conn: Connection) -> None:
+        if conn.backlog_timer is not None:
+            conn.backlog_timer.cancel()
+            conn.backlog_timer = None
+
+    def wire_ended(self, conn: Connection, *, lost: bool) -> None:
+        """The transport is gone: clean up in a task the gateway owns (hub.detach awaits)."""
+        self.wire_drained(conn)
+        conn.end_reason = conn.end_reason or ("transport_error" if lost else "client_close")
+        conn.transport_gone()
+        task = asyncio.get_running_loop().create_task(self._ended(conn))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
 
     async def _receive_loop(self, conn: Connection, receive: Any) -> None:
-        session = conn.session
-        clock = self.clock
         drain_s = self.settings.gateway.reply_drain_timeout_ms / 1000
         while not conn.closing:
             if conn.replies_backlogged and not await conn.replies_drained(drain_s):
@@ -278,21 +349,36 @@ class Gateway:
             data = message.get("bytes")
             if data is None:
                 data = message.get("text") or ""
-            action: Action | None = None
-            try:
-                action = session.receive(data, clock.monotonic(), millis(clock), conn.taken)
-                # The hot kinds (publish, replies) are carried out without a coroutine.
-                if action.__class__ is Commit:
-                    self._commit(conn, action)
-                elif isinstance(action, Frame):
-                    self._apply(conn, action)
-                elif action is not None:
+            action = self._frame(conn, data)
+            if action is not None:
+                try:
                     await self._run(conn, action)
-            except Exception:
-                # A defect or a storage failure: report INTERNAL for this request
-                # (nothing was applied) and keep the connection.
-                self._log_defect(action)
-                self._internal(conn, action)
+                except Exception:
+                    self._log_defect(action)
+                    self._internal(conn, action)
+
+    def _frame(self, conn: Connection, data: bytes | str) -> Action | None:
+        """Run the session on one message and carry out what needs no I/O; returns the
+        action that does (login, history, presence...), else None."""
+        clock = self.clock
+        action: Action | None = None
+        try:
+            action = conn.session.receive(data, clock.monotonic(), millis(clock), conn.taken)
+            # The hot kinds (publish, replies) are carried out without a coroutine.
+            if action.__class__ is Commit:
+                self._commit(conn, action)
+            elif isinstance(action, Frame | Close) or action is None:
+                self._apply(conn, action)
+            elif isinstance(action, NoteAck):
+                self.hub.note_ack(conn.app, conn.user, conn.device, action.pos)
+            else:
+                return action
+        except Exception:
+            # A defect or a storage failure: report INTERNAL for this request
+            # (nothing was applied) and keep the connection.
+            self._log_defect(action)
+            self._internal(conn, action)
+        return None
 
     async def _run(self, conn: Connection, action: Action) -> None:
         """Carry out what the session decided (the only I/O a frame causes)."""

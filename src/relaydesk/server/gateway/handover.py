@@ -40,7 +40,6 @@ over, since the queue it was meant to meet may have been dropped meanwhile.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
 
@@ -97,7 +96,9 @@ class FeedSwitch:
         self.mode = Mode.CATCHUP
         self.taken = 0
         self.queued = 0
-        self.queue: deque[bytes] = deque()
+        # A list, not a deque: an empty list is 56 bytes, an empty deque ~600 (its
+        # first block), and most connections are idle (docs/benchmarks.md memory).
+        self.queue: list[bytes] = []
         self.last = 0  # position of the newest queued event
         self._bytes = 0
         self.armed_at: int | None = None
@@ -188,8 +189,9 @@ class FeedSwitch:
 
     def take_batch(self) -> list[bytes]:
         """Everything queued, for one ``msgs`` frame (live mode)."""
-        items = list(self.queue)
-        self._drop()
+        items = self.queue
+        self.queue = []
+        self._bytes = 0
         self.taken = self.last
         return items
 
