@@ -39,12 +39,12 @@ from relaydesk.client.events import (
     from_event,
     message_from,
 )
+from relaydesk.client.streaming import TransportName, opener_for
 from relaydesk.client.transport import (
     Opener,
     SessionRunner,
     TokenProvider,
     fetch_edges,
-    open_websocket,
 )
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.edges.urls import ws_url
@@ -562,7 +562,8 @@ def connect(
     directory: str | None = None,
     open_timeout: float = 5.0,
     clock: Clock | None = None,
-    opener: Opener = open_websocket,
+    opener: Opener | None = None,
+    transport: TransportName = "auto",
 ) -> _Connecting:
     """Connect to a relaydesk gateway and log in.
 
@@ -592,8 +593,13 @@ def connect(
     on at once when a node is drained (``moved``, 4061) and on failure, and remembers a
     working fallback for ten minutes (docs/scaling.md).  ``Client.node_url`` and
     ``Client.endpoints`` say where it is.
+
+    ``transport`` is ``"auto"`` (a WebSocket, or the HTTP-streaming fallback when the
+    upgrade is refused or stalls, docs/protocol.md §9), ``"websocket"`` or ``"stream"``;
+    ``opener``, when given, replaces that choice.
     """
     store = cursor_store or MemoryCursorStore()
+    chosen = opener or opener_for(transport, clock)
 
     def factory(start: int | None) -> Client:
         return Client(
@@ -615,7 +621,7 @@ def connect(
             net=net,
             open_timeout=open_timeout,
             clock=clock or SystemClock(),
-            opener=opener,
+            opener=chosen,
             probe_interval_s=probe_interval_s,
             probe_timeout_s=probe_timeout_s,
             directory=directory,

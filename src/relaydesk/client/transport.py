@@ -238,6 +238,9 @@ class SessionRunner:
                 s.connection_lost(None, self._clock.monotonic())
                 self._publish()
             else:
+                if link.subprotocol != self._codec.name:
+                    # The fallback stream carries JSON only (docs/protocol.md §9).
+                    self._codec = client_codec(link.subprotocol)
                 self.endpoints.connected(url, self._clock.monotonic())
                 s.moved = None
                 s.connection_opened(token, self._clock.monotonic())
