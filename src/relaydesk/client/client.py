@@ -345,6 +345,15 @@ class Client:
         self._runner.wake()
         return await asyncio.shield(fut)
 
+    def network_changed(self) -> None:
+        """Tell the SDK the device changed networks (Wi-Fi to cellular, a new address,
+        back from radio sleep): the connection is dropped and made again at once,
+        resuming from the cursor, instead of waiting for a dead TCP connection to
+        time out (docs/protocol.md §6.1).  Mobile apps call it from their OS's
+        connectivity callback."""
+        self._check_open()
+        self._runner.network_changed()
+
     def mark_read(self, conv: str, seq: int) -> None:
         """Mark ``conv`` read up to ``seq``; reaches all your devices (§5.5).
 

@@ -177,6 +177,7 @@ class SessionRunner:
         self._save_cursor = save_cursor
         self._opener = opener
         self._wake = asyncio.Event()
+        self._retry_now = asyncio.Event()  # a network change ends a back-off wait early
         self._refreshed = asyncio.Event()  # set when ``auth_ok`` moved the expiry
         self._exp = session.exp
         self._link: Link | None = None
@@ -189,6 +190,12 @@ class SessionRunner:
         """The session has something to send or a new deadline: let the writer look."""
         self._wake.set()
         self._publish()
+
+    def network_changed(self) -> None:
+        """The device changed networks: drop the link and reconnect at once (§6.1)."""
+        self.session.network_changed(self._clock.monotonic())
+        self._retry_now.set()
+        self.wake()
 
     async def aclose(self) -> None:
         """Send a last ack, close the link (the owner then cancels the supervisor task)."""
@@ -266,7 +273,12 @@ class SessionRunner:
             elif self._directory is not None and code is None:
                 await self._ask_directory()  # every node failed: nodes may have moved
             log.info("reconnecting in %.2fs (attempt %d)", delay, s.attempt)
-            await asyncio.sleep(delay)
+            self._retry_now.clear()
+            try:
+                await asyncio.wait_for(self._retry_now.wait(), delay)
+                s.reconnect_delay(self._policy)  # consumed: the retry is now
+            except TimeoutError:
+                pass
 
     async def _ask_directory(self) -> None:
         """A fresh ranking from the edge directory; on any failure keep the list we have."""
