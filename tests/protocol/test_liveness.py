@@ -1,4 +1,4 @@
-"""Mobile liveness (docs/protocol.md §6.1), pure, under a fake clock.
+"""Mobile liveness (docs/protocol.md §6.2), pure, under a fake clock.
 
 The client session asks for a heartbeat interval, the server clamps it; a ping left
 unanswered drops the link long before the silence timeout; a network change drops

@@ -349,7 +349,7 @@ class Client:
         """Tell the SDK the device changed networks (Wi-Fi to cellular, a new address,
         back from radio sleep): the connection is dropped and made again at once,
         resuming from the cursor, instead of waiting for a dead TCP connection to
-        time out (docs/protocol.md §6.1).  Mobile apps call it from their OS's
+        time out (docs/protocol.md §6.2).  Mobile apps call it from their OS's
         connectivity callback."""
         self._check_open()
         self._runner.network_changed()

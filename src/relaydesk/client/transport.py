@@ -192,7 +192,7 @@ class SessionRunner:
         self._publish()
 
     def network_changed(self) -> None:
-        """The device changed networks: drop the link and reconnect at once (§6.1)."""
+        """The device changed networks: drop the link and reconnect at once (§6.2)."""
         self.session.network_changed(self._clock.monotonic())
         self._retry_now.set()
         self.wake()

@@ -322,7 +322,7 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     heartbeat_s: float | None = None  # None: the server's heartbeat_ms
     timeout_s: float | None = None  # None: the server's timeout_ms
-    # Mobile liveness (docs/protocol.md §6.1).  ``heartbeat_s`` is also asked of the
+    # Mobile liveness (docs/protocol.md §6.2).  ``heartbeat_s`` is also asked of the
     # server (``hello.hb``), which clamps it and times out after three intervals.
     # A ping unanswered for ``pong_wait_s`` (None: four RTTs, at least
     # PONG_WAIT_MIN_S, at most the timeout) with nothing else heard means a dead link:
@@ -372,7 +372,7 @@ class SessionStats:
     rate_limited: int
     connects: int
     paced: int  # times the outbox waited for the publish rate
-    network_changes: int = 0  # network_changed() calls (docs/protocol.md §6.1)
+    network_changes: int = 0  # network_changed() calls (docs/protocol.md §6.2)
     missed_pongs: int = 0  # links dropped because a ping went unanswered
 
 
@@ -882,7 +882,7 @@ class ClientSession:
     def network_changed(self, now: float) -> None:
         """The device changed networks (Wi-Fi to cellular, a new address): the link's
         TCP connection is most likely dead; drop it and reconnect at once, resuming
-        from the cursor (docs/protocol.md §6.1).  Down already: retry without waiting."""
+        from the cursor (docs/protocol.md §6.2).  Down already: retry without waiting."""
         if self.terminal:
             return
         self._counters.network_changes += 1

@@ -124,7 +124,7 @@ ALLOWED: dict[Phase, frozenset[type[Frame]]] = {
 }
 
 
-# Bounds of a client-requested heartbeat interval (docs/protocol.md §6.1): below
+# Bounds of a client-requested heartbeat interval (docs/protocol.md §6.2): below
 # 2 s pings cost more than they tell; above 120 s a mobile carrier's NAT (30-120 s
 # idle timeouts) has forgotten the connection before the next ping refreshes it.
 HEARTBEAT_MIN_MS = 2_000
