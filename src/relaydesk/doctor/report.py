@@ -16,11 +16,13 @@ CHECKS: Final = (
     "dns",
     "tcp",
     "tls",
+    "proxy",
     "websocket",
     "login",
     "clock_skew",
     "rtt_loss",
     "round_trip",
+    "fallback",
     "sdk_config",
 )
 """Every check, in the order it runs (later ones depend on earlier ones)."""
@@ -29,11 +31,13 @@ TITLES: Final = {
     "dns": "DNS resolution",
     "tcp": "TCP reachability",
     "tls": "TLS handshake",
+    "proxy": "Proxy in the path",
     "websocket": "WebSocket upgrade",
     "login": "Login",
     "clock_skew": "Clock skew",
     "rtt_loss": "RTT and loss",
     "round_trip": "Message round trip",
+    "fallback": "HTTP-streaming fallback",
     "sdk_config": "SDK configuration",
 }
 
