@@ -117,7 +117,9 @@ async def probe_fallback(
                 try:
                     if status != 200:
                         body = await response.aread()
-                        with contextlib.suppress(msgspec.DecodeError, AttributeError, TypeError):
+                        with contextlib.suppress(
+                            msgspec.DecodeError, AttributeError, TypeError, KeyError
+                        ):
                             error = str(msgspec.json.decode(body)["error"]["message"])
                         error = error or body[:120].decode(errors="replace")
                     else:
