@@ -95,6 +95,8 @@ class StreamLink:
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing filed and no POST in flight
+        self._idle.set()
         self._poster: asyncio.Task[None] | None = None
         self._closed: LinkClosed | None = None
         self.posts = 0
@@ -123,6 +125,7 @@ class StreamLink:
         if self._closed is not None:
             raise self._closed
         self._pending.append(data)
+        self._idle.clear()
         self._wake.set()
 
     async def _open(self, hello: bytes) -> None:
@@ -148,6 +151,7 @@ class StreamLink:
         headers = {"content-type": "application/x-ndjson"}
         while self._closed is None:
             if not self._pending:
+                self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -214,6 +218,12 @@ class StreamLink:
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         leaving = self._closed is None and self.sid and code == 1000
+        if leaving:
+            # What was filed last (the closing ack) still goes out, as a WebSocket
+            # writes it before its close frame.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._idle.wait()
         self._end(LinkClosed(code, reason))
         if self._poster is not None:
             self._poster.cancel()
