@@ -14,7 +14,7 @@ import relaydesk
 from relaydesk.client import Client, MemoryCursorStore, Message, ReconnectPolicy, SendReceipt
 from relaydesk.client.streaming import StreamLink
 
-N = 1_500
+N = 600
 FAST = ReconnectPolicy(base_s=0.05, max_s=0.5)
 
 
