@@ -280,3 +280,30 @@ async def test_a_stream_nobody_reads_is_closed_and_dropped(node: Any) -> None:
         assert "Traceback" not in log
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "stream"])
+async def test_a_network_change_reconnects_at_once_and_resumes(node: Any, transport: str) -> None:
+    """``Client.network_changed`` (docs/protocol.md §6.2): the link is dropped and made
+    again without a back-off wait, and nothing sent meanwhile is lost or repeated."""
+    slow = ReconnectPolicy(base_s=30.0, max_s=60.0)  # a back-off wait would show
+    async with (
+        relaydesk.connect(
+            node.ws_url, node.token(f"nc{transport}"), device="n1", transport=transport
+        ) as sender,
+        relaydesk.connect(
+            node.ws_url, node.token(f"nr{transport}"), device="r1", reconnect=slow,
+            transport=transport,
+        ) as mobile,
+    ):  # fmt: skip
+        events = mobile.events()
+        await sender.send(f"user:nr{transport}", "before")
+        assert [m.text for m in await messages(events, 1)] == ["before"]
+        mobile.network_changed()
+        await sender.send(f"user:nr{transport}", "during")
+        async with asyncio.timeout(10):  # far below the 30 s back-off
+            while mobile.statistics().connects < 2 or mobile.state.name != "SYNCED":
+                await asyncio.sleep(0.02)
+        await sender.send(f"user:nr{transport}", "after")
+        assert [m.text for m in await messages(events, 2)] == ["during", "after"]
+        assert mobile.statistics().network_changes == 1

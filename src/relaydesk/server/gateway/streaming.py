@@ -110,13 +110,13 @@ class _Inbox:
         self._writable.set()
 
     async def get(self) -> dict[str, Any]:
+        # Frames already accepted (answered 204) are handed over before the end, as a
+        # WebSocket's frames before its close frame are: the closing ack counts.
         while not self._items:
             if self.ended is not None:
                 return {"type": "websocket.disconnect", "code": self.ended}
             self._readable.clear()
             await self._readable.wait()
-        if self.ended is not None:
-            return {"type": "websocket.disconnect", "code": self.ended}
         text = self._items.popleft()
         self._writable.set()
         return {"type": "websocket.receive", "text": text}
