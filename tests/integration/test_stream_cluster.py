@@ -12,7 +12,7 @@ import pytest
 from cluster_kit import cluster_config
 
 import relaydesk
-from relaydesk.client import Client, Message, ReconnectPolicy
+from relaydesk.client import Client, MemoryCursorStore, Message, ReconnectPolicy
 from relaydesk.client.streaming import StreamLink
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -37,9 +37,17 @@ async def test_stream_and_websocket_users_on_two_nodes(
     a = make_server(cluster_config(pg_url, nats_url, "node-a", leader=True), name="a")
     b = make_server(cluster_config(pg_url, nats_url, "node-b", leader=False), name="b")
     a.add_members(["alice", "bob"])
+    # The app keeps alice's cursor (§4.2): the node she comes back to need not have
+    # flushed the device's stored cursor yet.
+    store = MemoryCursorStore()
     async with (
         relaydesk.connect(
-            a.ws_url, a.token("alice"), device="a1", reconnect=FAST, transport="stream"
+            a.ws_url,
+            a.token("alice"),
+            device="a1",
+            reconnect=FAST,
+            transport="stream",
+            cursor_store=store,
         ) as alice,
         relaydesk.connect(b.ws_url, b.token("bob"), device="b1", reconnect=FAST) as bob,
     ):
@@ -53,6 +61,11 @@ async def test_stream_and_websocket_users_on_two_nodes(
     async with relaydesk.connect(b.ws_url, b.token("bob"), device="b1", reconnect=FAST) as bob:
         await bob.send("user:alice", "while you were away")
     async with relaydesk.connect(
-        b.ws_url, b.token("alice"), device="a1", reconnect=FAST, transport="stream"
+        b.ws_url,
+        b.token("alice"),
+        device="a1",
+        reconnect=FAST,
+        transport="stream",
+        cursor_store=store,
     ) as alice_b:
         assert await _take(alice_b, "bob", 1) == ["while you were away"]
