@@ -586,7 +586,8 @@ def connect(
     ``reconnect`` sets the jittered back-off; ``heartbeat_s``/``timeout_s``
     override the server's heartbeat (``heartbeat_s`` is also asked of the server,
     which clamps it to 2-120 s and times out after three intervals, docs/protocol.md
-    §6.2).  ``outbox_limit`` bounds unconfirmed messages, ``buffer_limit`` the feed items waiting for ``events()``,
+    §6.2).  ``outbox_limit`` bounds unconfirmed messages, ``buffer_limit`` the feed
+    items waiting for ``events()``,
     ``window`` the publishes in flight.  ``receive=False`` makes a send-only
     client that acknowledges the feed without buffering it.  ``probe_interval_s``
     turns on network-quality probes (RTT, loss, jitter reported to the server with
