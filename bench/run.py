@@ -42,6 +42,10 @@ Scenarios (docs/benchmarks.md explains every figure):
 
 ``--ws-engine asgi`` runs relaydesk on the previous WebSocket path (uvicorn's ASGI
 protocol) to compare it with the native one (the default).
+* ``weaknet`` (``bench/weaknet.py``): clients in a network namespace behind nftables
+  random drop and netsim delay/bandwidth; relaydesk over WebSocket and over the
+  HTTP-streaming fallback against Mosquitto QoS 1 and the plain WebSocket peer:
+  p50/p99, lost, reconnects, bytes per message.  Root only.  Alone: ``--only weaknet``.
 
 Results go to ``bench/results/<UTC timestamp>.json`` and ``bench/results/latest.json``.
 """
@@ -93,6 +97,7 @@ SCENARIOS = (
     "drain",
     "e2ee",
     "autodrain",
+    "weaknet",
 )
 FIXED_RATE = 50_000  # deliveries/s for the common-rate latency run
 GEN_BOUND_CORES = 0.9  # generator CPU at peak above which the peak is marked '*'
@@ -630,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="scenario (fanout100, fanout1000, idle, desk, telemetry, stall, scenarios, "
-        "storage, storm, drain, e2ee, autodrain), "
+        "storage, storm, drain, e2ee, autodrain, weaknet), "
         "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
         "repeatable",
@@ -751,6 +756,20 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             autodrain = {"error": f"{type(exc).__name__}: {exc}"}
             failures.append(f"autodrain: {autodrain['error']}"[:2000])
+    weaknet = None
+    if _selected(args.only, "weaknet", "weaknet"):
+        from bench import weaknet as weaknet_step
+
+        print(f"[{time.monotonic() - t_start:6.1f}s] weaknet ...", flush=True)
+        try:
+            weaknet = weaknet_step.run(args.quick)
+        except (RuntimeError, OSError) as exc:
+            weaknet = {"error": f"{type(exc).__name__}: {exc}"}
+        if "error" in weaknet:
+            failures.append(f"weaknet: {weaknet['error']}"[:2000])
+        else:
+            failures.extend(f"weaknet: {m}" for m in weaknet["relaydesk_lost"])
+            print(weaknet_step.table(weaknet), flush=True)
     if diagnosis is not None:
         if "error" in diagnosis:
             failures.append(f"scenarios: {diagnosis['error']}"[:2000])
@@ -794,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         "drain": drain,
         "e2ee": e2ee,
         "autodrain": autodrain,
+        "weaknet": weaknet,
         "failures": failures,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

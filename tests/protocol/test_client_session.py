@@ -195,17 +195,24 @@ def test_reconnect_policy_validates() -> None:
         ReconnectPolicy(base_s=2, max_s=1)
 
 
-def test_attempts_reset_once_synced() -> None:
-    s = ClientSession(SessionConfig(user=ME, device=DEV), rand=lambda: 1.0)
+def test_attempts_reset_after_a_stable_connection() -> None:
+    s = ClientSession(SessionConfig(user=ME, device=DEV, stable_s=10.0), rand=lambda: 1.0)
     p = ReconnectPolicy(base_s=1.0, max_s=100.0)
     for _ in range(3):
         s.connection_opened("t", 0.0)
         s.connection_lost(None, 0.0)
     assert s.reconnect_delay(p) == 4.0
+    # Synced, then lost at once (a flapping link): the back-off keeps growing.
     s.connection_opened("t", 0.0)
     s.receive(welcome(), 0.0)
     s.receive(Synced(pos=0), 0.0)
-    s.connection_lost(1006, 0.0)
+    s.connection_lost(1006, 5.0)
+    assert s.reconnect_delay(p) == 8.0
+    # Synced and up for stable_s: the next loss starts the back-off over.
+    s.connection_opened("t", 20.0)
+    s.receive(welcome(), 20.0)
+    s.receive(Synced(pos=0), 20.0)
+    s.connection_lost(1006, 30.0)
     assert s.reconnect_delay(p) == 1.0
 
 

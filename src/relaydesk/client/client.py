@@ -40,12 +40,12 @@ from relaydesk.client.events import (
     from_event,
     message_from,
 )
+from relaydesk.client.streaming import TransportName, opener_for
 from relaydesk.client.transport import (
     Opener,
     SessionRunner,
     TokenProvider,
     fetch_edges,
-    open_websocket,
 )
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.edges.urls import ws_url
@@ -366,6 +366,15 @@ class Client:
         self._runner.wake()
         return await asyncio.shield(fut)
 
+    def network_changed(self) -> None:
+        """Tell the SDK the device changed networks (Wi-Fi to cellular, a new address,
+        back from radio sleep): the connection is dropped and made again at once,
+        resuming from the cursor, instead of waiting for a dead TCP connection to
+        time out (docs/protocol.md §6.2).  Mobile apps call it from their OS's
+        connectivity callback."""
+        self._check_open()
+        self._runner.network_changed()
+
     def mark_read(self, conv: str, seq: int) -> None:
         """Mark ``conv`` read up to ``seq``; reaches all your devices (§5.5).
 
@@ -583,7 +592,8 @@ def connect(
     directory: str | None = None,
     open_timeout: float = 5.0,
     clock: Clock | None = None,
-    opener: Opener = open_websocket,
+    opener: Opener | None = None,
+    transport: TransportName = "auto",
     log_limit: int = 256,
 ) -> _Connecting:
     """Connect to a relaydesk gateway and log in.
@@ -596,8 +606,10 @@ def connect(
     ``cursor`` (or ``cursor_store``) resumes the feed after a position; by
     default the server resumes after the device's last acknowledged position.
     ``reconnect`` sets the jittered back-off; ``heartbeat_s``/``timeout_s``
-    override the server's heartbeat.  ``outbox_limit`` bounds unconfirmed
-    messages, ``buffer_limit`` the feed items waiting for ``events()``,
+    override the server's heartbeat (``heartbeat_s`` is also asked of the server,
+    which clamps it to 2-120 s and times out after three intervals, docs/protocol.md
+    §6.2).  ``outbox_limit`` bounds unconfirmed messages, ``buffer_limit`` the feed
+    items waiting for ``events()``,
     ``window`` the publishes in flight.  ``receive=False`` makes a send-only
     client that acknowledges the feed without buffering it.  ``probe_interval_s``
     turns on network-quality probes (RTT, loss, jitter reported to the server with
@@ -618,8 +630,12 @@ def connect(
     ``Client.connection_log`` keeps the last ``log_limit`` connection events (connects,
     failed attempts, closes with codes, reconnect waits, RTT samples, server errors)
     for a support ticket (``relaydesk.doctor.check_client``).
+    ``transport`` is ``"auto"`` (a WebSocket, or the HTTP-streaming fallback when the
+    upgrade is refused or stalls, docs/protocol.md §9), ``"websocket"`` or ``"stream"``;
+    ``opener``, when given, replaces that choice.
     """
     store = cursor_store or MemoryCursorStore()
+    chosen = opener or opener_for(transport, clock)
 
     def factory(start: int | None) -> Client:
         return Client(
@@ -641,7 +657,7 @@ def connect(
             net=net,
             open_timeout=open_timeout,
             clock=clock or SystemClock(),
-            opener=opener,
+            opener=chosen,
             probe_interval_s=probe_interval_s,
             probe_timeout_s=probe_timeout_s,
             directory=directory,

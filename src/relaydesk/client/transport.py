@@ -221,6 +221,7 @@ class SessionRunner:
         self._save_cursor = save_cursor
         self._opener = opener
         self._wake = asyncio.Event()
+        self._retry_now = asyncio.Event()  # a network change ends a back-off wait early
         self._refreshed = asyncio.Event()  # set when ``auth_ok`` moved the expiry
         self._exp = session.exp
         self._link: Link | None = None
@@ -234,6 +235,12 @@ class SessionRunner:
         """The session has something to send or a new deadline: let the writer look."""
         self._wake.set()
         self._publish()
+
+    def network_changed(self) -> None:
+        """The device changed networks: drop the link and reconnect at once (§6.2)."""
+        self.session.network_changed(self._clock.monotonic())
+        self._retry_now.set()
+        self.wake()
 
     async def aclose(self) -> None:
         """Send a last ack, close the link (the owner then cancels the supervisor task)."""
@@ -285,6 +292,9 @@ class SessionRunner:
                 s.connection_lost(None, self._clock.monotonic())
                 self._publish()
             else:
+                if link.subprotocol != self._codec.name:
+                    # The fallback stream carries JSON only (docs/protocol.md §9).
+                    self._codec = client_codec(link.subprotocol)
                 self.endpoints.connected(url, self._clock.monotonic())
                 self.log.connected(self._ms(), self._clock.monotonic(), url)
                 s.moved = None
@@ -314,7 +324,12 @@ class SessionRunner:
                 await self._ask_directory()  # every node failed: nodes may have moved
             log.info("reconnecting in %.2fs (attempt %d)", delay, s.attempt)
             self.log.waiting(self._ms(), delay)
-            await asyncio.sleep(delay)
+            self._retry_now.clear()
+            try:
+                await asyncio.wait_for(self._retry_now.wait(), delay)
+                s.reconnect_delay(self._policy)  # consumed: the retry is now
+            except TimeoutError:
+                pass
 
     async def _ask_directory(self) -> None:
         """A fresh ranking from the edge directory; on any failure keep the list we have."""

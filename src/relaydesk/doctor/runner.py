@@ -57,6 +57,7 @@ from relaydesk.doctor.analysis import (
     skew_status,
     summarise_probes,
 )
+from relaydesk.doctor.fallback import probe_fallback, probe_proxy
 from relaydesk.doctor.report import CHECKS, CheckResult, DoctorReport, overall_status
 from relaydesk.protocol.codec import Codec, client_codec
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
@@ -205,10 +206,12 @@ class _Run:
             for name, prerequisite in (("tcp", "dns"), ("tls", "tcp")):
                 if name not in self.results:
                     self.skip(name, f"skipped: {prerequisite} did not pass")
+            await self.proxy()
             await self.session()
         finally:
             if self.ws is not None:
                 await self.ws.close()
+        await self.fallback()
         self.sdk_config()
         await self.edges()
         checks = [self.results[name] for name in CHECKS if name in self.results]
@@ -336,6 +339,46 @@ class _Run:
         else:
             self.record("tls", "pass", text, data)
 
+    def _http_ready(self) -> str:
+        why = self.blocker("tcp")
+        if self.secure and not why:
+            why = self.blocker("tls")
+        return why
+
+    async def proxy(self) -> None:
+        why = self._http_ready()
+        if why:
+            self.skip("proxy", why)
+            return
+        self.begin("proxy")
+        status, reason, data = await probe_proxy(self.url, self.options.connect_timeout_s)
+        self.record("proxy", status, reason, data)
+
+    async def fallback(self) -> None:
+        """Whether the session works over plain HTTP (docs/protocol.md §9); a refused or
+        stalled upgrade with a working fallback is a warning, not a failure."""
+        why = self._http_ready()
+        if why:
+            self.skip("fallback", why)
+            return
+        self.begin("fallback")
+        claims = _unverified_claims(self.token)
+        device = claims.get("dev") or self.options.device or "doctor"
+        hello = msgspec.json.encode(
+            Hello(token=self.token, device=device, cursor=LIVE_CURSOR, sdk=SDK_LABEL)
+        )
+        status, reason, data = await probe_fallback(
+            self.url, hello, self.token, self.options.connect_timeout_s, self.clock.monotonic
+        )
+        self.record("fallback", status, reason, data)
+        upgrade = self.results.get("websocket")
+        if upgrade is not None and upgrade.data.get("blocked") and status == "pass":
+            self.results["websocket"] = msgspec.structs.replace(
+                upgrade,
+                status="warn",
+                reason=upgrade.reason + "; the HTTP-streaming fallback works, clients use it",
+            )
+
     async def session(self) -> None:
         why = self.blocker("tcp")
         if self.secure and not why:
@@ -388,10 +431,19 @@ class _Run:
                 "websocket",
                 "fail",
                 f"upgrade refused with HTTP {status}{hint}",
-                {"http_status": status},
+                {"http_status": status, "blocked": status != 404},
             )
             return
-        except (InvalidHandshake, OSError, TimeoutError) as exc:
+        except TimeoutError:
+            self.record(
+                "websocket",
+                "fail",
+                f"upgrade stalled: no answer within {self.options.connect_timeout_s:g}s "
+                "(a proxy holding WebSocket upgrades?)",
+                {"blocked": True, "stalled": True},
+            )
+            return
+        except (InvalidHandshake, OSError) as exc:
             self.record("websocket", "fail", f"upgrade failed: {exc or 'timed out'}")
             return
         chosen = self.ws.subprotocol

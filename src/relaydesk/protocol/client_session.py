@@ -146,6 +146,10 @@ RATE_LIMIT_BACKOFF = ReconnectPolicy(base_s=0.05, max_s=2.0)
 """Back-off of the outbox after ``RATE_LIMITED`` (docs/protocol.md §7)."""
 
 DEFAULT_PUBLISH_RATE = 500.0
+# Least time a ping may stay unanswered before the link counts as dead: over a lossy
+# mobile link TCP retransmits (RTO at least 200 ms, doubling) can hold a pong for
+# seconds on a live connection; a reconnect costs more than waiting this long.
+PONG_WAIT_MIN_S = 5.0
 """Publishes/s per connection a server accepts by default (docs/protocol.md §8.1)."""
 # The session paces a little under the server's rate (its bucket refills by the
 # frames' arrival times, which jitter) and spends at most half a second's worth at
@@ -318,6 +322,16 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     heartbeat_s: float | None = None  # None: the server's heartbeat_ms
     timeout_s: float | None = None  # None: the server's timeout_ms
+    # Mobile liveness (docs/protocol.md §6.2).  ``heartbeat_s`` is also asked of the
+    # server (``hello.hb``), which clamps it and times out after three intervals.
+    # A ping unanswered for ``pong_wait_s`` (None: four RTTs, at least
+    # PONG_WAIT_MIN_S, at most the timeout) with nothing else heard means a dead link:
+    # reconnect at once instead of waiting out the whole silence timeout.
+    pong_wait_s: float | None = None
+    # A connection that stayed synced this long was stable: the back-off starts over.
+    # Shorter-lived ones keep backing off, so a flapping link does not reconnect in a
+    # tight loop just because each attempt reached ``synced``.
+    stable_s: float = 10.0
     has_token_provider: bool = False
     # Publishes per second to pace to when the server does not advertise its rate in
     # ``welcome.publish_rate``; None: the documented default (DEFAULT_PUBLISH_RATE).
@@ -358,6 +372,8 @@ class SessionStats:
     rate_limited: int
     connects: int
     paced: int  # times the outbox waited for the publish rate
+    network_changes: int = 0  # network_changed() calls (docs/protocol.md §6.2)
+    missed_pongs: int = 0  # links dropped because a ping went unanswered
 
 
 @dataclass(slots=True)
@@ -369,6 +385,8 @@ class _Counters:
     rate_limited: int = 0
     connects: int = 0
     paced: int = 0
+    network_changes: int = 0
+    missed_pongs: int = 0
 
 
 @dataclass(slots=True)
@@ -381,6 +399,8 @@ class _Link:
     pings: dict[int, float] = field(default_factory=dict)  # ping ts -> monotonic send time
     inflight: int = 0
     close_code: int | None = None
+    synced_at: float | None = None  # when the feed was first synced on this link
+    dead: bool = False  # the shell must drop it (network change, missed pong)
 
 
 # --------------------------------------------------------------------------- session
@@ -433,6 +453,7 @@ class ClientSession:
         self.attempt = 0  # consecutive failed connection attempts
         self.moved: Moved | None = None  # the last drain notice (where to go)
         self._move_now = False  # moved off a draining node: reconnect without waiting
+        self._reconnect_now = False  # a network change or a missed pong: no back-off
         self.last_error: Error | None = None
         self._counters = _Counters()
         # Probe round: ping ts -> send time, RTT samples, pings left to send.
@@ -490,6 +511,8 @@ class ClientSession:
             rate_limited=c.rate_limited,
             connects=c.connects,
             paced=c.paced,
+            network_changes=c.network_changes,
+            missed_pongs=c.missed_pongs,
         )
 
     # -- outputs -----------------------------------------------------------------
@@ -562,6 +585,7 @@ class ClientSession:
                 sdk=self.config.sdk,
                 region=self.config.region,
                 net=self.config.net,
+                hb=round(self.config.heartbeat_s * 1000) if self.config.heartbeat_s else None,
             )
         )
 
@@ -581,12 +605,17 @@ class ClientSession:
             self._fail_everything(code or ErrorCode.TOKEN_INVALID, "connection refused for good")
             return
         self._go(Input.LOST)
+        link = self._link
+        if link.synced_at is not None and now - link.synced_at >= self.config.stable_s:
+            self.attempt = 0  # it was a stable connection: the back-off starts over
+        if link.dead:
+            self._reconnect_now = True
         if code == ErrorCode.SERVER_DRAINING:
             # Moved off a draining node: reconnect at once, to another node, without
             # counting it as a failure (docs/protocol.md §3.5).
             self._move_now = True
         else:
-            self.attempt += 1  # back to 0 on ``synced``: a flapping link still backs off
+            self.attempt += 1  # back to 0 after a stable connection (``stable_s``)
         self.overflowed = False
         # Everything in flight goes back in line, in filing order.
         self._ready = [(e.n, i) for i, e in self._outbox.items()]
@@ -604,8 +633,8 @@ class ClientSession:
     def reconnect_delay(self, policy: ReconnectPolicy) -> float:
         """Seconds to wait before the next connection attempt (jittered even the first);
         none after a drain notice."""
-        if self._move_now:
-            self._move_now = False
+        if self._move_now or self._reconnect_now:
+            self._move_now = self._reconnect_now = False
             return 0.0
         return backoff_delay(max(0, self.attempt - 1), policy, self._rand)
 
@@ -714,7 +743,8 @@ class ClientSession:
         elif isinstance(frame, Synced):
             if self.phase is Phase.CATCHING_UP or self.phase is Phase.LIVE:
                 self._go(Input.SYNCED)
-                self.attempt = 0
+                if self._link.synced_at is None:
+                    self._link.synced_at = now
         elif isinstance(frame, Welcome):
             self._welcome(frame, now)
         elif isinstance(frame, Moved):
@@ -843,6 +873,24 @@ class ClientSession:
             return self.config.timeout_s
         return self.welcome.timeout_ms / 1000.0 if self.welcome else 30.0
 
+    def _pong_wait_s(self) -> float:
+        if self.config.pong_wait_s is not None:
+            return self.config.pong_wait_s
+        rtt = self.rtt if self.rtt is not None else 0.0
+        return min(self._timeout_s(), max(PONG_WAIT_MIN_S, 4 * rtt))
+
+    def network_changed(self, now: float) -> None:
+        """The device changed networks (Wi-Fi to cellular, a new address): the link's
+        TCP connection is most likely dead; drop it and reconnect at once, resuming
+        from the cursor (docs/protocol.md §6.2).  Down already: retry without waiting."""
+        if self.terminal:
+            return
+        self._counters.network_changes += 1
+        if self.phase is Phase.DOWN:
+            self._reconnect_now = True
+            return
+        self._link.dead = True
+
     # -- probes ---------------------------------------------------------------------
 
     def _probe_step(self, now: float, wall_ms: int) -> None:
@@ -922,10 +970,18 @@ class ClientSession:
         link = self._link
         if self.phase is Phase.HELLO_SENT:
             return now - link.opened_at <= self.config.handshake_timeout
+        if link.dead:
+            return False
         if not self.logged_in:
             return True
         if now - link.last_heard > self._timeout_s():
             return False
+        if link.pings:
+            sent = min(link.pings.values())
+            if link.last_heard < sent and now - sent > self._pong_wait_s():
+                link.dead = True  # the ping went out and nothing came back: dead link
+                self._counters.missed_pongs += 1
+                return False
         if now - link.last_ping >= self._heartbeat_s():
             link.last_ping = now
             ts = wall_ms
@@ -957,7 +1013,13 @@ class ClientSession:
             return link.opened_at + self.config.handshake_timeout
         if not self.logged_in:
             return now + 3600.0
+        if link.dead:
+            return now
         d = min(link.last_ping + self._heartbeat_s(), link.last_heard + self._timeout_s())
+        if link.pings:
+            sent = min(link.pings.values())
+            if link.last_heard < sent:
+                d = min(d, sent + self._pong_wait_s() + 1e-6)
         probe_due = self._probe_due()
         if probe_due is not None:
             d = min(d, probe_due)

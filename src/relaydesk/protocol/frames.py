@@ -76,6 +76,9 @@ class Hello(Frame, frozen=True, tag="hello"):
     sdk: Label = ""
     region: Label = ""
     net: Label = ""
+    # The heartbeat interval the client asks for, in ms (§6.2); the server clamps it
+    # to its bounds and answers the agreed interval in ``welcome.heartbeat_ms``.
+    hb: Annotated[int, Meta(ge=0, le=3_600_000)] | None = None
 
 
 class Ping(Frame, frozen=True, tag="ping"):

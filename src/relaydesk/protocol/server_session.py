@@ -124,6 +124,25 @@ ALLOWED: dict[Phase, frozenset[type[Frame]]] = {
 }
 
 
+# Bounds of a client-requested heartbeat interval (docs/protocol.md §6.2): below
+# 2 s pings cost more than they tell; above 120 s a mobile carrier's NAT (30-120 s
+# idle timeouts) has forgotten the connection before the next ping refreshes it.
+HEARTBEAT_MIN_MS = 2_000
+HEARTBEAT_MAX_MS = 120_000
+# The server's silence timeout is at least this many agreed heartbeat intervals.
+HEARTBEAT_TIMEOUT_BEATS = 3
+
+
+def negotiate_heartbeat(
+    requested_ms: int | None, default_ms: int, timeout_s: float
+) -> tuple[int, float]:
+    """The agreed heartbeat interval (ms) and the server's silence timeout (s)."""
+    if requested_ms is None:
+        return default_ms, timeout_s
+    agreed = min(HEARTBEAT_MAX_MS, max(HEARTBEAT_MIN_MS, requested_ms))
+    return agreed, max(timeout_s, HEARTBEAT_TIMEOUT_BEATS * agreed / 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     auth_timeout_s: float
@@ -326,6 +345,7 @@ class ServerSession:
         "claims",
         "codec",
         "exp",
+        "heartbeat_timeout_s",
         "inflight",
         "last_heard",
         "limits",
@@ -351,6 +371,7 @@ class ServerSession:
         self.phase = Phase.AWAIT_HELLO
         self.opened = now
         self.last_heard = now
+        self.heartbeat_timeout_s = 0.0  # agreed at login (negotiate_heartbeat); 0: the limit
         self.exp: float | None = None  # token expiry, wall seconds
         self.claims: Claims | None = None
         self.inflight = 0  # publishes submitted, not yet answered
@@ -560,14 +581,17 @@ class ServerSession:
         self.logged_in(claims.exp)
         self.claims = claims
         lim = self.limits
+        heartbeat_ms, self.heartbeat_timeout_s = negotiate_heartbeat(
+            hello.hb, lim.heartbeat_ms, lim.heartbeat_timeout_s
+        )
         return Welcome(
             user=claims.sub,
             device=hello.device,
             session=session_id,
             node=lim.node,
             region=lim.region,
-            heartbeat_ms=lim.heartbeat_ms,
-            timeout_ms=round(lim.heartbeat_timeout_s * 1000),
+            heartbeat_ms=heartbeat_ms,
+            timeout_ms=round(self.heartbeat_timeout_s * 1000),
             server_ts=wall_ms,
             cursor=cursor,
             max_body=lim.max_body,
@@ -655,10 +679,11 @@ class ServerSession:
                 return ProtocolError(ErrorCode.AUTH_TIMEOUT, "no hello within the login deadline")
             return None
         if self.phase is Phase.ACTIVE:
-            if mono_now - self.last_heard > self.limits.heartbeat_timeout_s:
+            timeout_s = self.heartbeat_timeout_s or self.limits.heartbeat_timeout_s
+            if mono_now - self.last_heard > timeout_s:
                 return ProtocolError(
                     ErrorCode.HEARTBEAT_TIMEOUT,
-                    f"nothing heard for {self.limits.heartbeat_timeout_s:g}s",
+                    f"nothing heard for {timeout_s:g}s",
                 )
             if self.exp is not None and wall_now > self.exp:
                 return ProtocolError(ErrorCode.TOKEN_EXPIRED, "token expired; refresh in time")

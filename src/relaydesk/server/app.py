@@ -35,6 +35,7 @@ from relaydesk.server.cluster.lease import LeaderLease
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.server.directory import AutoDrainer, Directory
 from relaydesk.server.gateway.gateway import Gateway
+from relaydesk.server.gateway.streaming import StreamGateway
 from relaydesk.server.http import BoundedRequest, messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
 from relaydesk.server.routing.hub import Hub
@@ -75,6 +76,7 @@ class RelaydeskServer:
         bus = open_bus(cluster.bus, cluster.name, settings.server.node_id) if cluster.bus else None
         self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder, bus)
         self.gateway = Gateway(self.hub, settings, self.clock, self.telemetry.recorder)
+        self.streams = StreamGateway(self.gateway)  # the fallback transport (§9)
         self.registry = NodeRegistry(
             self.db, settings, self.clock, lambda: len(self.gateway.connections)
         )
@@ -238,5 +240,7 @@ class RelaydeskServer:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
             await self.gateway.handle(scope, receive, send)
+        elif StreamGateway.handles(scope):
+            await self.streams(scope, receive, send)
         else:
             await self.http(scope, receive, send)

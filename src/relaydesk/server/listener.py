@@ -164,6 +164,12 @@ def guarded_protocols(
             self._disarm()
             self._in_headers = False
             super().on_headers_complete()
+            if self.cycle is not None and self.scope.get("type") == "http":
+                # The fallback stream (server/gateway/streaming.py) drops a client that
+                # does not read its response; the app task starts after this returns.
+                extensions: dict[str, Any] = dict(self.scope.get("extensions") or {})
+                extensions["relaydesk.abort"] = self.transport.abort
+                self.scope["extensions"] = extensions
             if not (self.parser.should_upgrade() and self._should_upgrade()):
                 self._deadline = self.loop.call_later(limits.body_timeout_s, self._body_late)
 

@@ -39,6 +39,135 @@
     return Array.from(a, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
+  // The HTTP-streaming fallback (§9) behind the few WebSocket members this client uses:
+  // the hello opens POST /v1/stream, whose response is a server-sent-event stream of
+  // frames; later frames go as newline-separated POST batches, one in flight at a time,
+  // with the token of the hello (or of the last refresh) as bearer credentials.
+  function streamUrl(wsUrl) {
+    return wsUrl.replace(/^ws/, "http").replace(/\/v1\/ws$/, "") + "/v1/stream";
+  }
+
+  class StreamSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = WebSocket.OPEN;
+      this.sid = null;
+      this.token = "";
+      this.queue = [];
+      this.posting = false;
+      this.closed = false;
+      this.abort = new AbortController();
+      this.onopen = () => {};
+      this.onmessage = () => {};
+      this.onclose = () => {};
+      setTimeout(() => this.onopen(), 0);
+    }
+
+    send(text) {
+      if (this.closed) return;
+      const frame = JSON.parse(text);
+      if (frame.token) this.token = frame.token;
+      if (frame.t === "hello" && this.sid === null && !this.opening) {
+        this.opening = true;
+        this.openStream(text);
+        return;
+      }
+      this.queue.push(text);
+      this.flush();
+    }
+
+    async openStream(hello) {
+      let response;
+      try {
+        response = await fetch(this.url, { method: "POST", body: hello, signal: this.abort.signal });
+      } catch (err) {
+        return this.end(1006);
+      }
+      if (!response.ok) {
+        let code = 1006;
+        try {
+          code = (await response.json()).error.code;
+        } catch (err) {
+          /* not our error shape: a lost link */
+        }
+        return this.end(code === 4021 ? 1006 : code);
+      }
+      this.sid = response.headers.get("x-relaydesk-stream");
+      this.flush();
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      let event = "";
+      let data = "";
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let nl;
+          while ((nl = buffer.indexOf("\n")) >= 0) {
+            const line = buffer.slice(0, nl);
+            buffer = buffer.slice(nl + 1);
+            if (line.startsWith(":")) continue;
+            if (line.startsWith("event:")) event = line.slice(6).trim();
+            else if (line.startsWith("data:")) data = line.slice(5).trimStart();
+            else if (line === "") {
+              if (event === "close") return this.end(JSON.parse(data).code);
+              if (event === "" && data) this.onmessage({ data });
+              event = "";
+              data = "";
+            }
+          }
+        }
+      } catch (err) {
+        /* aborted or lost */
+      }
+      return this.end(1006);
+    }
+
+    async flush() {
+      if (this.posting || this.sid === null || this.closed || !this.queue.length) return;
+      this.posting = true;
+      const batch = this.queue.splice(0, 256);
+      try {
+        const r = await fetch(`${this.url}/${this.sid}`, {
+          method: "POST",
+          body: batch.join("\n"),
+          headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/x-ndjson" },
+          signal: this.abort.signal,
+        });
+        if (r.status !== 204) return this.end(1006);
+      } catch (err) {
+        return this.end(1006);
+      } finally {
+        this.posting = false;
+      }
+      return this.flush();
+    }
+
+    close(code) {
+      if (code === 1000 && this.sid !== null && !this.closed) {
+        fetch(`${this.url}/${this.sid}`, {
+          method: "DELETE",
+          headers: { Authorization: `Bearer ${this.token}` },
+          keepalive: true,
+        }).catch(() => {});
+      }
+      this.end(code || 1000);
+    }
+
+    end(code) {
+      if (this.closed) return;
+      this.closed = true;
+      this.readyState = WebSocket.CLOSED;
+      this.abort.abort();
+      this.onclose({ code });
+    }
+  }
+
+  // An upgrade with no answer within this long counts as stalled (§9): use the stream.
+  const UPGRADE_STALL_MS = 5000;
+
   class RelaydeskClient {
     // options.url: ws(s)://host/v1/ws; options.token: async () => JWT (fresh per login);
     // options.device: device id (a Name, §2.1); options.cursor: "live" to start at the
@@ -48,6 +177,10 @@
       this.tokenSource = options.token;
       this.device = options.device;
       this.startCursor = options.cursor === undefined ? "live" : options.cursor;
+      // "auto": a WebSocket, or the stream after a refused or stalled upgrade (§9);
+      // "websocket" or "stream" to force one.
+      this.transport = options.transport || "auto";
+      this.useStream = this.transport === "stream";
       this.onEvent = () => {};
       this.onState = () => {};
       this.onError = () => {};
@@ -106,9 +239,15 @@
         return undefined;
       }
       return new Promise((resolve) => {
-        const ws = new WebSocket(this.url, [SUBPROTOCOL]);
+        const stream = this.useStream;
+        const ws = stream ? new StreamSocket(streamUrl(this.url)) : new WebSocket(this.url, [SUBPROTOCOL]);
         this.ws = ws;
         let welcomed = false;
+        if (!stream && this.transport === "auto") {
+          this.timers.stall = setTimeout(() => {
+            if (ws.readyState === WebSocket.CONNECTING) ws.close();
+          }, UPGRADE_STALL_MS);
+        }
         ws.onopen = () => {
           const cursor = this.lastPos !== null ? this.lastPos : this.startCursor === "live" ? MAX_SAFE : this.startCursor;
           this.send({ t: "hello", token, device: this.device, cursor, sdk: "relaydesk-js/0.1" });
@@ -135,6 +274,13 @@
           if (this.closedByUser) return;
           if (FATAL.has(ev.code)) {
             this.setState("FAILED");
+            return;
+          }
+          if (!welcomed && !stream && this.transport === "auto") {
+            // Refused, stalled, or closed before the login could finish: a proxy in
+            // the way of WebSockets.  Use the stream from now on (§9).
+            this.useStream = true;
+            this.timers.retry = setTimeout(() => this.open(), 0);
             return;
           }
           this.retry();
