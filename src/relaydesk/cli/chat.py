@@ -22,6 +22,7 @@ from relaydesk.client import (
     Deletion,
     MembershipChange,
     Message,
+    MetadataChange,
     PresenceEvent,
     ReadMarker,
     RelaydeskError,
@@ -128,6 +129,19 @@ def event_json(event: ClientEvent) -> dict[str, Any]:
             "role": event.role,
             "ts": event.ts,
         }
+    if isinstance(event, MetadataChange):
+        return {
+            "type": "metadata",
+            "scope": event.scope,
+            "target": event.target,
+            "op": event.op,
+            "major": event.major,
+            "pos": event.pos,
+            "actor": event.actor,
+            "items": {k: i.value for k, i in event.items.items()},
+            "removed": list(event.removed),
+            "ts": event.ts,
+        }
     return {
         "type": "presence",
         "user": event.user,
@@ -148,6 +162,14 @@ def event_line(event: ClientEvent) -> str:
     if isinstance(event, MembershipChange):
         verb = "joined" if event.kind == "join" else "left"
         return f"{_clock(event.ts)}  {event.conv}  {event.user} {verb} ({event.role})"
+    if isinstance(event, MetadataChange):
+        what = ", ".join(f"{k}={i.value!r}" for k, i in event.items.items())
+        gone = ", ".join(f"-{k}" for k in event.removed)
+        detail = "; ".join(x for x in (what, gone) if x)
+        return (
+            f"{_clock(event.ts)}  metadata {event.scope}:{event.target}  rev {event.major}"
+            f"  {event.actor}: {event.op} {detail}"
+        )
     assert isinstance(event, PresenceEvent)
     state = f"online ({event.devices} devices)" if event.online else "offline"
     return f"{_clock(event.ts)}  presence  {event.user} {state}"

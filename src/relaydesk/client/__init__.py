@@ -18,16 +18,21 @@ from relaydesk.client.events import (
     History,
     MembershipChange,
     Message,
+    Metadata,
+    MetadataChange,
+    MetadataItem,
     Presence,
     PresenceEvent,
     ReadMarker,
     RelaydeskError,
     RequestError,
+    RevisionConflict,
     SendError,
     SendReceipt,
 )
 from relaydesk.client.transport import Link, LinkClosed, TokenProvider
 from relaydesk.protocol.client_session import ConnectionState, ReconnectPolicy, SessionStats
+from relaydesk.protocol.frames import MetaEntry as MetadataEntry
 
 __all__ = [
     "ChannelMembership",
@@ -44,12 +49,17 @@ __all__ = [
     "MembershipChange",
     "MemoryCursorStore",
     "Message",
+    "Metadata",
+    "MetadataChange",
+    "MetadataEntry",
+    "MetadataItem",
     "Presence",
     "PresenceEvent",
     "ReadMarker",
     "ReconnectPolicy",
     "RelaydeskError",
     "RequestError",
+    "RevisionConflict",
     "SendError",
     "SendReceipt",
     "SessionStats",

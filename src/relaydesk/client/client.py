@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -32,12 +32,15 @@ from relaydesk.client.events import (
     ClientEvent,
     ConnectError,
     History,
+    Metadata,
     Presence,
     RequestError,
+    RevisionConflict,
     SendError,
     SendReceipt,
     from_event,
     message_from,
+    metadata_item,
 )
 from relaydesk.client.transport import (
     Opener,
@@ -71,6 +74,11 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    MetaEntry,
+    MetaGet,
+    MetaOk,
+    MetaSet,
+    MetaState,
     PresenceQuery,
     PresenceState,
     Publish,
@@ -420,6 +428,90 @@ class Client:
             for u in state.users
         ]
 
+    # -- metadata (docs/protocol.md §5.11) -------------------------------------------
+
+    async def _meta_set(
+        self,
+        op: Literal["set", "update", "remove"],
+        scope: Literal["channel", "user"],
+        target: str,
+        entries: list[MetaEntry],
+        major: int,
+        lock: str,
+    ) -> int:
+        reply: MetaOk = await self._request(
+            lambda rid: MetaSet(
+                rid=rid,
+                scope=scope,
+                target=target,
+                op=op,
+                items=entries,
+                major=major,
+                lock=lock,
+            )
+        )
+        return reply.major
+
+    @staticmethod
+    def _entries(items: Mapping[str, str] | Sequence[MetaEntry]) -> list[MetaEntry]:
+        if isinstance(items, Mapping):
+            return [MetaEntry(key=k, value=v) for k, v in items.items()]
+        return list(items)
+
+    async def set_metadata(
+        self,
+        scope: Literal["channel", "user"],
+        target: str,
+        items: Mapping[str, str] | Sequence[MetaEntry],
+        *,
+        major: int = -1,
+        lock: str = "",
+    ) -> int:
+        """Add or overwrite items of ``channel``/``user`` ``target``; the new revision.
+
+        ``items``: a mapping, or ``MetadataEntry(key, value, rev)`` for per-item
+        compare-and-set (``rev`` 0: must not exist yet).  ``major`` >= 0: the whole
+        object must still be at that revision.  A lost race raises
+        ``RevisionConflict`` carrying the current revision."""
+        return await self._meta_set("set", scope, target, self._entries(items), major, lock)
+
+    async def update_metadata(
+        self,
+        scope: Literal["channel", "user"],
+        target: str,
+        items: Mapping[str, str] | Sequence[MetaEntry],
+        *,
+        major: int = -1,
+        lock: str = "",
+    ) -> int:
+        """Overwrite existing items only (NOT_FOUND if one is missing); the new revision."""
+        return await self._meta_set("update", scope, target, self._entries(items), major, lock)
+
+    async def remove_metadata(
+        self,
+        scope: Literal["channel", "user"],
+        target: str,
+        keys: Sequence[str | MetaEntry] = (),
+        *,
+        major: int = -1,
+        lock: str = "",
+    ) -> int:
+        """Remove the items named (every item if ``keys`` is empty); the new revision."""
+        entries = [k if isinstance(k, MetaEntry) else MetaEntry(key=k) for k in keys]
+        return await self._meta_set("remove", scope, target, entries, major, lock)
+
+    async def get_metadata(self, scope: Literal["channel", "user"], target: str) -> Metadata:
+        """The whole object as committed now (a channel's: members only)."""
+        state: MetaState = await self._request(
+            lambda rid: MetaGet(rid=rid, scope=scope, target=target)
+        )
+        return Metadata(
+            scope=scope,
+            target=state.target,
+            major=state.major,
+            items={i.key: metadata_item(i) for i in state.items},
+        )
+
     # -- receiving -------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[ClientEvent]:
@@ -468,11 +560,12 @@ class Client:
             elif isinstance(c, RequestFailed):
                 rfut = self._requests.get(c.rid)
                 if rfut is not None and not rfut.done():
-                    rfut.set_exception(
-                        ClientClosed(c.msg)
-                        if self._session.terminal
-                        else RequestError(c.code, c.msg)
-                    )
+                    if self._session.terminal:
+                        rfut.set_exception(ClientClosed(c.msg))
+                    elif c.code == ErrorCode.REVISION_CONFLICT and c.rev is not None:
+                        rfut.set_exception(RevisionConflict(c.code, c.msg, c.rev))
+                    else:
+                        rfut.set_exception(RequestError(c.code, c.msg))
         if not self._session.outbox_full:
             self._room.set()
 

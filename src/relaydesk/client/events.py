@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
+
 from relaydesk.protocol.errors import ErrorCode
-from relaydesk.protocol.frames import Event, PresenceChange
+from relaydesk.protocol.frames import Event, MetaItem, PresenceChange
+from relaydesk.protocol.metadata import decode_change
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,44 @@ class PresenceEvent:
     ts: int
 
 
-ClientEvent = Message | ReadMarker | Deletion | MembershipChange | PresenceEvent
+@dataclass(frozen=True, slots=True)
+class MetadataItem:
+    """One metadata item: written at object revision ``rev`` by ``by`` at ``ts``."""
+
+    key: str
+    value: str
+    rev: int
+    by: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """A whole metadata object at revision ``major`` (0: never written)."""
+
+    scope: Literal["channel", "user"]
+    target: str
+    major: int
+    items: dict[str, MetadataItem]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataChange:
+    """The metadata of ``scope``:``target`` changed to revision ``major`` (in feed order):
+    ``items`` were written (``op`` set/update), ``removed`` keys were deleted."""
+
+    scope: str
+    target: str
+    op: str
+    major: int
+    pos: int
+    actor: str
+    ts: int
+    items: dict[str, MetadataItem]
+    removed: tuple[str, ...]
+
+
+ClientEvent = Message | ReadMarker | Deletion | MembershipChange | PresenceEvent | MetadataChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +186,14 @@ class RequestError(RelaydeskError):
     """A request (join, history, presence...) failed."""
 
 
+class RevisionConflict(RequestError):
+    """A metadata compare-and-set lost: ``revision`` is the current one (§5.11)."""
+
+    def __init__(self, code: int, message: str, revision: int) -> None:
+        super().__init__(code, message)
+        self.revision = revision
+
+
 class ConnectError(RelaydeskError):
     """The client could not log in (bad token, timeout, attempts exhausted)."""
 
@@ -168,6 +216,30 @@ def message_from(event: Event) -> Message:
         ts=event.ts,
         body=event.body,
         enc=event.enc,
+    )
+
+
+def metadata_item(item: MetaItem) -> MetadataItem:
+    return MetadataItem(key=item.key, value=item.value, rev=item.rev, by=item.by, ts=item.ts)
+
+
+def _metadata_change(event: Event) -> MetadataChange:
+    try:
+        body = decode_change(event.body)
+    except msgspec.DecodeError:  # a server defect; surface what the event itself says
+        return MetadataChange(
+            "", event.subject, "", event.seq, event.pos, event.sender, event.ts, {}, ()
+        )
+    return MetadataChange(
+        scope=body.scope,
+        target=body.target,
+        op=body.op,
+        major=body.major,
+        pos=event.pos,
+        actor=event.sender,
+        ts=event.ts,
+        items={i.key: metadata_item(i) for i in body.items},
+        removed=tuple(body.removed),
     )
 
 
@@ -195,6 +267,8 @@ def from_event(item: Event | PresenceChange) -> ClientEvent:
             device=item.dev,
             ts=item.ts,
         )
+    if item.kind == "meta":
+        return _metadata_change(item)
     return MembershipChange(
         conv=item.conv,
         pos=item.pos,

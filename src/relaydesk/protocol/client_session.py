@@ -92,6 +92,10 @@ from relaydesk.protocol.frames import (
     Joined,
     Leave,
     Messages,
+    MetaGet,
+    MetaOk,
+    MetaSet,
+    MetaState,
     Moved,
     Ok,
     Ping,
@@ -280,7 +284,7 @@ class ReplyReceived:
     """The reply to request ``rid``."""
 
     rid: int
-    frame: Ok | Joined | HistoryPage | PresenceState | AuthOk
+    frame: Ok | Joined | HistoryPage | PresenceState | AuthOk | MetaState | MetaOk
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,11 +292,14 @@ class RequestFailed:
     rid: int
     code: int
     msg: str
+    rev: int | None = None  # REVISION_CONFLICT: the current revision
 
 
 Completion = SendDone | SendFailed | ReplyReceived | RequestFailed
 FeedItem = Event | PresenceChange
-Request = Delete | Join | Leave | Invite | HistoryQuery | PresenceQuery | Refresh
+Request = (
+    Delete | Join | Leave | Invite | HistoryQuery | PresenceQuery | Refresh | MetaSet | MetaGet
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -699,7 +706,9 @@ class ClientSession:
             if sent is not None:
                 self.rtt = max(0.0, now - sent)
                 self.clock_skew_ms = frame.server_ts - (frame.ts + self.rtt * 500.0)
-        elif isinstance(frame, Ok | Joined | HistoryPage | PresenceState | AuthOk):
+        elif isinstance(
+            frame, Ok | Joined | HistoryPage | PresenceState | AuthOk | MetaState | MetaOk
+        ):
             if self._pending.pop(frame.rid, None) is not None:
                 if isinstance(frame, AuthOk):
                     self.exp = frame.exp
@@ -774,7 +783,7 @@ class ClientSession:
             return
         if frame.rid is not None and frame.rid in self._pending:
             del self._pending[frame.rid]
-            self._done.append(RequestFailed(frame.rid, frame.code, frame.msg))
+            self._done.append(RequestFailed(frame.rid, frame.code, frame.msg, frame.rev))
             return
         # A connection-level error: a close follows when ``code.closes`` (§7).
         self.last_error = frame

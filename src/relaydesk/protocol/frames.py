@@ -32,7 +32,15 @@ Millis = Annotated[int, Meta(ge=0, le=2**53)]
 Label = Annotated[str, Meta(max_length=64)]
 Token = Annotated[str, Meta(min_length=1, max_length=4096)]
 Role = Literal["owner", "member"]
-EventKind = Literal["msg", "read", "del", "join", "leave"]
+EventKind = Literal["msg", "read", "del", "join", "leave", "meta"]
+MetaScope = Literal["channel", "user"]
+MetaOpName = Literal["set", "update", "remove"]
+# Metadata keys: printable, no control characters (docs/protocol.md §5.11).
+MetaKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# A value's UTF-8 size is checked against its limit when applied (METADATA_TOO_LARGE,
+# an error only); the schema bound only keeps absurd strings out of the decoder.
+MetaValue = Annotated[str, Meta(max_length=65536)]
+Revision = Annotated[int, Meta(ge=-1, le=2**53)]
 
 
 class Frame(msgspec.Struct, frozen=True, tag_field="t", omit_defaults=True):
@@ -172,6 +180,41 @@ class Probe(Frame, frozen=True, tag="probe"):
     ts: int = 0
 
 
+# ------------------------------------------------------------ metadata (§5.11)
+
+
+class MetaEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One item of a metadata write: ``rev`` -1 = no check, 0 = must not exist,
+    N = must still be at revision N (compare-and-set)."""
+
+    key: MetaKey
+    value: MetaValue = ""
+    rev: Revision = -1
+
+
+class MetaSet(Frame, frozen=True, tag="meta_set"):
+    """Change the metadata of ``channel:<target>`` or ``user:<target>``.
+
+    ``op``: ``set`` adds or overwrites items, ``update`` overwrites existing items
+    only, ``remove`` deletes the items named (all items when ``items`` is empty).
+    ``major`` -1 = no check; otherwise the object's revision must still be ``major``.
+    ``lock``: if given, the writer must hold that lock of the channel (§5.12)."""
+
+    rid: Rid
+    scope: MetaScope
+    target: Name
+    op: MetaOpName
+    items: Annotated[list[MetaEntry], Meta(max_length=128)] = []
+    major: Revision = -1
+    lock: Annotated[str, Meta(max_length=64)] = ""
+
+
+class MetaGet(Frame, frozen=True, tag="meta_get"):
+    rid: Rid
+    scope: MetaScope
+    target: Name
+
+
 ClientFrame = (
     Hello
     | Ping
@@ -186,6 +229,8 @@ ClientFrame = (
     | PresenceQuery
     | Refresh
     | Probe
+    | MetaSet
+    | MetaGet
 )
 
 # ------------------------------------------------------------- server -> client
@@ -274,6 +319,36 @@ class PresenceChange(Frame, frozen=True, tag="presence"):
     ts: int
 
 
+class MetaItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One stored metadata item: ``rev`` is the object's revision that last wrote it,
+    ``by`` the user who did (empty for a backend), ``ts`` when (Unix ms)."""
+
+    key: str
+    value: str = ""
+    rev: int = 0
+    by: str = ""
+    ts: int = 0
+
+
+class MetaState(Frame, frozen=True, tag="meta"):
+    """Reply to ``meta_get``: the whole object at revision ``major`` (0: never written)."""
+
+    rid: int
+    scope: str
+    target: str
+    major: int
+    items: list[MetaItem] = []
+
+
+class MetaOk(Frame, frozen=True, tag="meta_ok"):
+    """Reply to ``meta_set``: committed as revision ``major`` (every written item has
+    ``rev`` = ``major``); ``pos`` is the change event's feed position."""
+
+    rid: int
+    major: int
+    pos: int
+
+
 class AuthOk(Frame, frozen=True, tag="auth_ok"):
     rid: int
     exp: int
@@ -286,6 +361,7 @@ class Error(Frame, frozen=True, tag="error"):
     msg: str
     rid: int | None = None
     id: str | None = None
+    rev: int | None = None  # REVISION_CONFLICT: the current revision
 
 
 class Moved(Frame, frozen=True, tag="moved"):
@@ -311,6 +387,8 @@ ServerFrame = (
     | PresenceChange
     | AuthOk
     | Moved
+    | MetaState
+    | MetaOk
     | Error
 )
 
@@ -329,6 +407,8 @@ CLIENT_TAGS = frozenset(
         "presence_q",
         "auth",
         "probe",
+        "meta_set",
+        "meta_get",
     }
 )
 SERVER_TAGS = frozenset(
@@ -345,6 +425,8 @@ SERVER_TAGS = frozenset(
         "presence",
         "auth_ok",
         "moved",
+        "meta",
+        "meta_ok",
         "error",
     }
 )

@@ -19,6 +19,7 @@ a ``Frame``        queues that frame on the connection's reply queue
 ``QueryHistory``   reads the page from storage, then ``history_page(...)``
 ``QueryPresence``  reads the hub's presence table, then ``presence_state(...)``
 ``NoteAck``        stores the device cursor (coalesced by the hub)
+``QueryMeta``      reads a metadata object (membership checked), then ``meta_state``
 =================  ====================================================================
 
 ``ALLOWED`` is the whole phase table: which frame types each phase accepts.  Deadlines
@@ -73,6 +74,12 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    MetaEntry,
+    MetaGet,
+    MetaItem,
+    MetaOk,
+    MetaSet,
+    MetaState,
     Ok,
     Ping,
     Pong,
@@ -115,6 +122,8 @@ _ACTIVE_FRAMES: frozenset[type[Frame]] = frozenset(
         PresenceQuery,
         Refresh,
         Probe,
+        MetaSet,
+        MetaGet,
     }
 )
 ALLOWED: dict[Phase, frozenset[type[Frame]]] = {
@@ -238,7 +247,20 @@ class LeaveIntent(msgspec.Struct, frozen=True):
     ts: int
 
 
-Intent = PublishIntent | ReadIntent | DeleteIntent | JoinIntent | LeaveIntent
+class MetaIntent(msgspec.Struct, frozen=True):
+    """Change metadata (§5.11); ``conv`` is where its change event goes."""
+
+    conv: Conversation
+    scope: str
+    target: str
+    op: str
+    items: tuple[MetaEntry, ...]
+    major: int
+    lock: str
+    ts: int
+
+
+Intent = PublishIntent | ReadIntent | DeleteIntent | JoinIntent | LeaveIntent | MetaIntent
 
 
 class Answer(enum.Enum):
@@ -247,6 +269,7 @@ class Answer(enum.Enum):
     PUBACK = "puback"
     OK = "ok"
     JOINED = "joined"
+    META = "meta_ok"
     NONE = "none"  # read markers: no reply, errors still reported
 
 
@@ -294,8 +317,18 @@ class NoteAck(msgspec.Struct, frozen=True):
     pos: int
 
 
+class QueryMeta(msgspec.Struct, frozen=True):
+    """Read ``scope``:``target``; ``member_of`` (a channel conversation) must hold the
+    user, or is "" when anyone of the app may read (user metadata)."""
+
+    rid: int
+    scope: str
+    target: str
+    member_of: str
+
+
 # A frame is itself the action "send this frame" (on the connection's reply queue).
-Action = Frame | Close | Attach | Commit | QueryHistory | QueryPresence | NoteAck
+Action = Frame | Close | Attach | Commit | QueryHistory | QueryPresence | NoteAck | QueryMeta
 
 
 def _event_size(event: Event) -> int:
@@ -313,7 +346,7 @@ def _event_size(event: Event) -> int:
 
 def failure(exc: ProtocolError, rid: int | None = None, mid: str | None = None) -> Error | Close:
     """The action that reports ``exc``: an ``error`` frame, and a close if the code closes."""
-    err = Error(code=int(exc.code), msg=exc.message, rid=rid, id=mid)
+    err = Error(code=int(exc.code), msg=exc.message, rid=rid, id=mid, rev=exc.rev)
     return Close(exc.code, err) if exc.code.closes else err
 
 
@@ -504,6 +537,23 @@ class ServerSession:
             return QueryPresence(frame.rid, frame.users)
         if isinstance(frame, Refresh):
             return self._refresh(frame, wall_ms)
+        if isinstance(frame, MetaSet):
+            conv = self._meta_conversation(frame.scope, frame.target, write=True)
+            intent = MetaIntent(
+                conv,
+                frame.scope,
+                frame.target,
+                frame.op,
+                tuple(frame.items),
+                frame.major,
+                frame.lock,
+                wall_ms,
+            )
+            return Commit(intent, Answer.META, frame.rid)
+        if isinstance(frame, MetaGet):
+            conv = self._meta_conversation(frame.scope, frame.target, write=False)
+            member_of = conv.id if frame.scope == "channel" else ""
+            return QueryMeta(frame.rid, frame.scope, frame.target, member_of)
         raise AssertionError(f"unhandled frame {type(frame).__name__}")  # pragma: no cover
 
     def _publish(self, frame: Publish, now: float, wall_ms: int) -> Commit:
@@ -523,6 +573,18 @@ class ServerSession:
             frame.id,
             recv=now,
         )
+
+    def _meta_conversation(self, scope: str, target: str, *, write: bool) -> Conversation:
+        """Where changes of ``scope``:``target`` go, if this session may address it:
+        the channel's conversation, or the user's own ``dm:U:U`` (§5.11)."""
+        if scope == "channel":
+            return self._scoped(channel_conversation(target))
+        if write and target != self.user:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "users write only their own metadata")
+        claims = self.claims
+        if claims is not None and claims.confined and not claims.may_see(target):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"this token may not see user {target!r}")
+        return resolve(f"user:{target}", target)
 
     def _scoped(self, conv: Conversation) -> Conversation:
         """``conv`` if this session's token may address it (FORBIDDEN otherwise)."""
@@ -602,7 +664,7 @@ class ServerSession:
                 dup=duplicate,
             )
         if error is not None:
-            return Error(code=int(error.code), msg=error.message, rid=commit.rid)
+            return Error(code=int(error.code), msg=error.message, rid=commit.rid, rev=error.rev)
         rid = commit.rid
         if answer is Answer.OK:
             assert rid is not None
@@ -610,6 +672,9 @@ class ServerSession:
         if answer is Answer.JOINED:
             assert rid is not None
             return Joined(rid=rid, channel=commit.channel, conv=commit.conv, role=role)
+        if answer is Answer.META:
+            assert rid is not None and event is not None
+            return MetaOk(rid=rid, major=event.seq, pos=event.pos)
         return None
 
     def history_page(self, query: QueryHistory, items: list[Event], more: bool) -> HistoryPage:
@@ -635,6 +700,11 @@ class ServerSession:
 
     def presence_state(self, query: QueryPresence, users: list[UserPresence]) -> PresenceState:
         return PresenceState(rid=query.rid, users=users)
+
+    def meta_state(self, query: QueryMeta, major: int, items: list[MetaItem]) -> MetaState:
+        return MetaState(
+            rid=query.rid, scope=query.scope, target=query.target, major=major, items=items
+        )
 
     # -- phases and deadlines --------------------------------------------------------
 

@@ -33,6 +33,7 @@ from relaydesk.server.cluster import open_bus
 from relaydesk.server.cluster.lease import LeaderLease
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.server.directory import AutoDrainer, Directory
+from relaydesk.server.features.http import features_router
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.http import BoundedRequest, messaging_router, ops_router
 from relaydesk.server.routing.desk_messaging import HubMessaging
@@ -104,6 +105,7 @@ class RelaydeskServer:
             route_handlers=[
                 ops_router(self),
                 messaging_router(self.hub, self.store, settings.gateway.max_body),
+                features_router(self.hub, self.gateway.metadata),
                 self.desk.router,
                 quality_router(
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock

@@ -6,6 +6,7 @@ from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
 from relaydesk.storage import Database, open_database
 from relaydesk.storage.messages import MessageStore, messaging_migrations
+from relaydesk.storage.metadata import METADATA_MIGRATIONS
 
 DEMO_APP = "demo"
 DEMO_SECRET = "demo-secret-change-me-0123456789"  # printed by `make run`; never use outside a demo
@@ -16,6 +17,7 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
         settings.storage_url, sync=settings.storage.sync, readers=settings.storage.readers
     )
     db.migrate("messaging", messaging_migrations(db.dialect))
+    db.migrate("metadata", METADATA_MIGRATIONS)
     r = settings.retention
     store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
     now = millis(clock)

@@ -37,6 +37,7 @@ from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.metadata import MetaOp, apply_meta_tx
 
 _SCHEMA_V1 = """
     CREATE TABLE apps (
@@ -191,7 +192,7 @@ class DeleteOp(msgspec.Struct, frozen=True):
     ts: int
 
 
-Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp
+Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp | MetaOp
 
 
 @dataclass(slots=True)
@@ -348,6 +349,11 @@ def _prefetch(tx: Tx, ops: Sequence[Op]) -> _Prefetch:
         elif isinstance(op, LeaveOp):
             if op.channel.kind == "ch":
                 role_keys.add((op.app, op.channel.id, op.user))
+        elif isinstance(op, MetaOp):  # metadata (storage/metadata.py)
+            if op.conv.kind == "ch":
+                role_keys.add((op.app, op.conv.id, op.actor))
+            else:
+                conv_keys.add((op.app, op.conv.id))
         elif op.conv.kind == "ch":  # ReadOp, DeleteOp
             role_keys.add((op.app, op.conv.id, op.user))
     dups = {
@@ -600,6 +606,13 @@ class MessageStore:
                         dev=op.device,
                         ts=op.ts,
                     )
+                    rows.append(_row(op.app, event))
+                    outcomes.append(Outcome(event=event))
+                elif isinstance(op, MetaOp):
+                    event = apply_meta_tx(tx, op, pos + 1, role_of)
+                    if op.conv.kind == "dm" and convs.get((op.app, op.conv.id)) is None:
+                        create_conversation(op.app, op.conv, op.ts)  # the user's own feed
+                    pos += 1
                     rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))
             except ProtocolError as exc:

@@ -34,19 +34,23 @@ from relaydesk.protocol.server_session import (
     Intent,
     JoinIntent,
     LeaveIntent,
+    MetaIntent,
     NoteAck,
     PublishIntent,
     QueryHistory,
+    QueryMeta,
     QueryPresence,
     ReadIntent,
     ServerSession,
     SessionLimits,
 )
 from relaydesk.server.cluster import DeviceClaim
+from relaydesk.server.features import MetadataService
 from relaydesk.server.gateway._telemetry import LoginObserver, TelemetryObserver
 from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Op, Outcome, PublishOp, ReadOp
+from relaydesk.storage.metadata import MetaOp
 from relaydesk.telemetry.recorder import Recorder
 
 log = logging.getLogger("relaydesk.gateway")
@@ -88,6 +92,7 @@ class Gateway:
         self, hub: Hub, settings: Settings, clock: Clock, recorder: Recorder | None = None
     ) -> None:
         self.hub = hub
+        self.metadata = MetadataService(hub)  # §5.11
         self.recorder = recorder  # telemetry; None: off
         self.settings = settings
         self.clock = clock
@@ -313,6 +318,15 @@ class Gateway:
         elif isinstance(action, QueryPresence):
             users = self.hub.presence(conn.app, action.users)
             self._apply(conn, session.presence_state(action, users))
+        elif isinstance(action, QueryMeta):
+            try:
+                major, found = await self.metadata.read(
+                    conn.app, conn.user, action.scope, action.target
+                )
+            except ProtocolError as exc:
+                self._apply(conn, session.fail(exc, action))
+                return
+            self._apply(conn, session.meta_state(action, major, found))
         elif isinstance(action, Attach):
             await self._login(conn, action)
         else:
@@ -408,6 +422,20 @@ class Gateway:
             )
         if isinstance(intent, LeaveIntent):
             return LeaveOp(app=app, user=user, device=device, channel=intent.channel, ts=intent.ts)
+        if isinstance(intent, MetaIntent):
+            return MetaOp(
+                app=app,
+                actor=user,
+                device=device,
+                conv=intent.conv,
+                scope=intent.scope,
+                target=intent.target,
+                op=intent.op,
+                items=intent.items,
+                major=intent.major,
+                ts=intent.ts,
+                lock=intent.lock,
+            )
         if isinstance(intent, ReadIntent):
             return ReadOp(
                 app=app, user=user, device=device, conv=intent.conv, seq=intent.seq, ts=intent.ts

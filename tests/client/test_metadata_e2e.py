@@ -1,0 +1,180 @@
+"""Channel and user metadata through the SDK and the HTTP API against a real node
+(docs/protocol.md §5.11): CAS races, change events in feed order, resume, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+import relaydesk
+from relaydesk.client import (
+    Client,
+    ClientEvent,
+    MemoryCursorStore,
+    Message,
+    MetadataChange,
+    MetadataEntry,
+    ReconnectPolicy,
+    RequestError,
+    RevisionConflict,
+)
+from relaydesk.protocol.errors import ErrorCode
+from relaydesk.protocol.metadata import MAX_VALUE_BYTES
+
+FAST = ReconnectPolicy(base_s=0.05, max_s=0.5)
+OWNER = {"room": "owner"}
+
+
+def sdk(server: Any, user: str, device: str, **kw: Any) -> Any:
+    channels = kw.pop("channels", None)
+    return relaydesk.connect(
+        server.ws_url, server.token(user, channels=channels), device=device, reconnect=FAST, **kw
+    )
+
+
+async def changes(client: Client, n: int) -> list[ClientEvent]:
+    """The next ``n`` metadata changes and messages, in feed order."""
+    out: list[ClientEvent] = []
+    it = client.events()
+    async with asyncio.timeout(10):
+        while len(out) < n:
+            ev = await anext(it)
+            if isinstance(ev, MetadataChange | Message):
+                out.append(ev)
+    return out
+
+
+async def race(writers: list[Client], major: int) -> tuple[list[int], list[RevisionConflict]]:
+    async def one(i: int, client: Client) -> int:
+        return await client.set_metadata("channel", "room", {"turn": f"w{i}"}, major=major)
+
+    results = await asyncio.gather(
+        *(one(i, c) for i, c in enumerate(writers)), return_exceptions=True
+    )
+    won = [r for r in results if isinstance(r, int)]
+    lost = [r for r in results if isinstance(r, RevisionConflict)]
+    assert len(won) + len(lost) == len(writers), results
+    return won, lost
+
+
+async def test_channel_metadata_cas_race_events_in_order_and_resume(running_server: Any) -> None:
+    srv = running_server
+    srv.add_members(["watcher"])
+    writers = [sdk(srv, f"w{i}", "d", channels=OWNER) for i in range(6)]
+    clients = [await w for w in writers]
+    try:
+        for c in clients:
+            await c.join("room")
+        async with sdk(srv, "watcher", "phone") as watcher:
+            first = await clients[0].set_metadata("channel", "room", {"topic": "hello"})
+            # Six owners write with the same revision at once: exactly one wins.
+            won, lost = await race(clients, first)
+            assert won == [first + 1]
+            assert {e.revision for e in lost} == {first + 1}
+            assert all(e.code == ErrorCode.REVISION_CONFLICT for e in lost)
+            # Per-item CAS: rev 0 = create only.
+            with pytest.raises(RevisionConflict) as info:
+                await clients[1].set_metadata("channel", "room", [MetadataEntry("topic", "x", 0)])
+            assert info.value.revision == first
+            await clients[1].send("channel:room", "between")
+            third = await clients[1].update_metadata(
+                "channel", "room", [MetadataEntry("topic", "bye", first)]
+            )
+            got = await changes(watcher, 4)
+            assert [type(e).__name__ for e in got] == [
+                "MetadataChange",
+                "MetadataChange",
+                "Message",
+                "MetadataChange",
+            ]
+            assert [e.major for e in got if isinstance(e, MetadataChange)] == [
+                first,
+                first + 1,
+                third,
+            ]
+            last = got[-1]
+            assert isinstance(last, MetadataChange) and last.items["topic"].value == "bye"
+            assert last.actor == "w1" and last.items["topic"].rev == third
+            snapshot = await watcher.get_metadata("channel", "room")
+            assert snapshot.major == third
+            assert {k: i.value for k, i in snapshot.items.items()} == {
+                "topic": "bye",
+                "turn": next(
+                    e.items["turn"].value
+                    for e in got
+                    if isinstance(e, MetadataChange) and "turn" in e.items
+                ),
+            }
+            # Members read but only owners write; a non-member reads nothing.
+            with pytest.raises(RequestError) as denied:
+                await watcher.set_metadata("channel", "room", {"x": "y"})
+            assert denied.value.code == ErrorCode.FORBIDDEN
+            cursor = watcher.cursor
+        # A device that resumes from its cursor replays the changes it missed, in order.
+        removed = await clients[0].remove_metadata("channel", "room", ["turn"])
+        async with sdk(srv, "watcher", "phone", cursor_store=MemoryCursorStore(cursor)) as back:
+            [change] = await changes(back, 1)
+            assert isinstance(change, MetadataChange)
+            assert (change.major, change.removed, change.op) == (removed, ("turn",), "remove")
+            again = await back.get_metadata("channel", "room")
+            assert set(again.items) == {"topic"} and again.major == removed
+        async with sdk(srv, "stranger", "x") as stranger:
+            with pytest.raises(RequestError) as info2:
+                await stranger.get_metadata("channel", "room")
+            assert info2.value.code == ErrorCode.FORBIDDEN
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_user_metadata_limits_and_the_http_api(running_server: Any) -> None:
+    srv = running_server
+    async with sdk(srv, "alice", "laptop") as laptop, sdk(srv, "alice", "phone") as phone:
+        major = await laptop.set_metadata("user", "alice", {"mood": "busy"})
+        [change] = await changes(phone, 1)  # every device of the user hears it
+        assert isinstance(change, MetadataChange) and change.items["mood"].value == "busy"
+        with pytest.raises(RequestError) as info:
+            await laptop.set_metadata("user", "bob", {"mood": "hacked"})
+        assert info.value.code == ErrorCode.FORBIDDEN
+        with pytest.raises(RequestError) as info:
+            await laptop.set_metadata("user", "alice", {"big": "x" * (MAX_VALUE_BYTES + 1)})
+        assert info.value.code == ErrorCode.METADATA_TOO_LARGE
+        with pytest.raises(RequestError) as info:
+            await laptop.update_metadata("user", "alice", {"missing": "v"})
+        assert info.value.code == ErrorCode.NOT_FOUND
+        # Nothing half-applied; the connection goes on.
+        assert (await laptop.get_metadata("user", "alice")).major == major
+        async with sdk(srv, "bob", "b") as bob:  # anyone of the app reads a user's metadata
+            assert (await bob.get_metadata("user", "alice")).items["mood"].value == "busy"
+
+        with srv.admin() as api:
+            url = f"/apps/{srv.app}/users/alice/metadata"
+            r = api.post(
+                url, json={"op": "set", "items": [{"key": "plan", "value": "pro"}], "major": major}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["major"] == major + 1
+            r = api.post(url, json={"op": "set", "items": [{"key": "plan"}], "major": major})
+            assert r.status_code == 409
+            assert r.json()["error"] == {
+                "code": 4024,
+                "name": "REVISION_CONFLICT",
+                "message": r.json()["error"]["message"],
+                "rev": major + 1,
+            }
+            got = api.get(url).json()
+            assert got["major"] == major + 1 and {i["key"] for i in got["items"]} == {
+                "mood",
+                "plan",
+            }
+            as_user = httpx.get(
+                srv.http_url + "/v1" + url,
+                headers={"Authorization": f"Bearer {srv.token('carol')}"},
+            )
+            assert as_user.status_code == 200 and as_user.json()["major"] == major + 1
+        [change] = await changes(phone, 1)
+        assert isinstance(change, MetadataChange)
+        assert change.actor == "" and change.items["plan"].value == "pro"
