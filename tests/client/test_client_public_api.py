@@ -26,6 +26,8 @@ def test_client_exports() -> None:
         "History",
         "Link",
         "LinkClosed",
+        "Lock",
+        "LockEvent",
         "MembershipChange",
         "MemoryCursorStore",
         "Message",

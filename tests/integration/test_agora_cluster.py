@@ -25,7 +25,7 @@ def sdk(server: Any, user: str, device: str = "d") -> Any:
     )
 
 
-async def test_metadata_cas_race_across_two_nodes(
+async def test_metadata_cas_and_lock_races_across_two_nodes(
     make_server: Callable[..., Any], pg_url: str, nats_url: str
 ) -> None:
     a = make_server(cluster_config(pg_url, nats_url, "node-a", leader=True), name="a")
@@ -63,6 +63,22 @@ async def test_metadata_cas_race_across_two_nodes(
         snap_a = await clients[1].get_metadata("channel", "room")
         snap_b = await clients[0].get_metadata("channel", "room")
         assert snap_a == snap_b and snap_a.major == base
+
+        # Locks: eight acquirers on two nodes at once; one holds, seven queue, and the
+        # lock passes down the queue in its order, one holder at a time.
+        await clients[0].set_lock("room", "mic", ttl_s=30)
+        held = await asyncio.gather(*(c.acquire_lock("room", "mic", wait=True) for c in clients))
+        assert held.count(True) == 1
+        [lock] = await clients[1].locks("room")
+        assert len(lock.waiters) == 7 and lock.holder not in lock.waiters
+        by_user = {c.user: c for c in clients}
+        order = [lock.holder, *lock.waiters]
+        for i, user in enumerate(order):
+            [now] = await by_user[user].locks("room")
+            assert now.holder == user and list(now.waiters) == order[i + 1 :]
+            await by_user[user].release_lock("room", "mic")
+        [last] = await clients[0].locks("room")
+        assert last.holder == "" and last.waiters == ()
     finally:
         for c in clients:
             await c.aclose()

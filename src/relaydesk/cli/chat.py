@@ -20,6 +20,7 @@ from relaydesk.client import (
     ClientEvent,
     ConnectError,
     Deletion,
+    LockEvent,
     MembershipChange,
     Message,
     MetadataChange,
@@ -142,6 +143,18 @@ def event_json(event: ClientEvent) -> dict[str, Any]:
             "removed": list(event.removed),
             "ts": event.ts,
         }
+    if isinstance(event, LockEvent):
+        return {
+            "type": "lock",
+            "conv": event.conv,
+            "pos": event.pos,
+            "op": event.op,
+            "name": event.name,
+            "holder": event.holder,
+            "waiters": list(event.waiters),
+            "by": event.by,
+            "ts": event.ts,
+        }
     return {
         "type": "presence",
         "user": event.user,
@@ -170,6 +183,9 @@ def event_line(event: ClientEvent) -> str:
             f"{_clock(event.ts)}  metadata {event.scope}:{event.target}  rev {event.major}"
             f"  {event.actor}: {event.op} {detail}"
         )
+    if isinstance(event, LockEvent):
+        held = f"held by {event.holder}" if event.holder else "free"
+        return f"{_clock(event.ts)}  {event.conv}  lock {event.name} {event.op}: {held}"
     assert isinstance(event, PresenceEvent)
     state = f"online ({event.devices} devices)" if event.online else "offline"
     return f"{_clock(event.ts)}  presence  {event.user} {state}"

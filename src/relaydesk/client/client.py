@@ -32,6 +32,7 @@ from relaydesk.client.events import (
     ClientEvent,
     ConnectError,
     History,
+    Lock,
     Metadata,
     Presence,
     RequestError,
@@ -74,6 +75,10 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    LockOk,
+    LockQuery,
+    LockRequest,
+    Locks,
     MetaEntry,
     MetaGet,
     MetaOk,
@@ -511,6 +516,60 @@ class Client:
             major=state.major,
             items={i.key: metadata_item(i) for i in state.items},
         )
+
+    # -- locks (docs/protocol.md §5.12) -----------------------------------------------
+
+    async def _lock(
+        self,
+        channel: str,
+        op: Literal["set", "remove", "acquire", "release", "revoke"],
+        name: str,
+        ttl_s: int = 10,
+        wait: bool = False,
+    ) -> LockOk:
+        reply: LockOk = await self._request(
+            lambda rid: LockRequest(
+                rid=rid, channel=channel, op=op, name=name, ttl_s=ttl_s, wait=wait
+            )
+        )
+        return reply
+
+    async def set_lock(self, channel: str, name: str, ttl_s: int = 10) -> None:
+        """Create lock ``name`` of ``channel`` (or change its TTL); owners only.
+
+        The TTL is how long the lock stays held after its holder's last device
+        disconnected."""
+        await self._lock(channel, "set", name, ttl_s)
+
+    async def remove_lock(self, channel: str, name: str) -> None:
+        """Delete the lock (owners only)."""
+        await self._lock(channel, "remove", name)
+
+    async def acquire_lock(self, channel: str, name: str, *, wait: bool = False) -> bool:
+        """Take the lock: True if you hold it now.  Held by another: LOCK_HELD
+        (``RequestError``), or with ``wait`` False and you join its fair queue; the
+        ``LockEvent`` naming you ``holder`` then says when it is yours."""
+        reply = await self._lock(channel, "acquire", name, wait=wait)
+        return reply.holder == self.user
+
+    async def release_lock(self, channel: str, name: str) -> None:
+        """Let the lock go (the first waiter gets it), or stop waiting for it;
+        LOCK_NOT_HELD if neither."""
+        await self._lock(channel, "release", name)
+
+    async def revoke_lock(self, channel: str, name: str) -> None:
+        """Take the lock from its holder (owners only); the first waiter gets it."""
+        await self._lock(channel, "revoke", name)
+
+    async def locks(self, channel: str) -> list[Lock]:
+        """The channel's locks, holders and queues (members only)."""
+        reply: Locks = await self._request(lambda rid: LockQuery(rid=rid, channel=channel))
+        return [
+            Lock(
+                name=i.name, ttl_s=i.ttl_s, holder=i.holder, since=i.since, waiters=tuple(i.waiters)
+            )
+            for i in reply.items
+        ]
 
     # -- receiving -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import msgspec
 
 from relaydesk.protocol.errors import ErrorCode
 from relaydesk.protocol.frames import Event, MetaItem, PresenceChange
+from relaydesk.protocol.locks import decode_lock_change
 from relaydesk.protocol.metadata import decode_change
 
 
@@ -122,7 +123,39 @@ class MetadataChange:
     removed: tuple[str, ...]
 
 
-ClientEvent = Message | ReadMarker | Deletion | MembershipChange | PresenceEvent | MetadataChange
+@dataclass(frozen=True, slots=True)
+class LockEvent:
+    """Lock ``name`` of channel conversation ``conv`` changed (in feed order).
+
+    ``op``: set, removed, acquired, queued, dequeued, released, revoked, expired;
+    ``holder`` holds it now ("" = free), ``waiters`` queue for it in order; ``by``
+    made the change ("" for a TTL expiry or a backend)."""
+
+    conv: str
+    pos: int
+    op: str
+    name: str
+    holder: str
+    waiters: tuple[str, ...]
+    ttl_s: int
+    by: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A lock of a channel as listed by ``Client.locks``."""
+
+    name: str
+    ttl_s: int
+    holder: str
+    since: int
+    waiters: tuple[str, ...]
+
+
+ClientEvent = (
+    Message | ReadMarker | Deletion | MembershipChange | PresenceEvent | MetadataChange | LockEvent
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +276,24 @@ def _metadata_change(event: Event) -> MetadataChange:
     )
 
 
+def _lock_event(event: Event) -> LockEvent:
+    try:
+        change = decode_lock_change(event.body)
+    except msgspec.DecodeError:  # a server defect; surface what the event itself says
+        return LockEvent(event.conv, event.pos, "", event.subject, "", (), 0, "", event.ts)
+    return LockEvent(
+        conv=event.conv,
+        pos=event.pos,
+        op=change.op,
+        name=change.name,
+        holder=change.holder,
+        waiters=tuple(change.waiters),
+        ttl_s=change.ttl_s,
+        by=change.by,
+        ts=event.ts,
+    )
+
+
 def from_event(item: Event | PresenceChange) -> ClientEvent:
     """The public event for one feed item."""
     if isinstance(item, PresenceChange):
@@ -269,10 +320,12 @@ def from_event(item: Event | PresenceChange) -> ClientEvent:
         )
     if item.kind == "meta":
         return _metadata_change(item)
+    if item.kind == "lock":
+        return _lock_event(item)
     return MembershipChange(
         conv=item.conv,
         pos=item.pos,
-        kind=item.kind,
+        kind="join" if item.kind == "join" else "leave",
         user=item.subject,
         actor=item.sender,
         role=item.role,

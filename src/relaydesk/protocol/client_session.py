@@ -91,6 +91,10 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    LockOk,
+    LockQuery,
+    LockRequest,
+    Locks,
     Messages,
     MetaGet,
     MetaOk,
@@ -284,7 +288,7 @@ class ReplyReceived:
     """The reply to request ``rid``."""
 
     rid: int
-    frame: Ok | Joined | HistoryPage | PresenceState | AuthOk | MetaState | MetaOk
+    frame: Ok | Joined | HistoryPage | PresenceState | AuthOk | MetaState | MetaOk | LockOk | Locks
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,9 +300,21 @@ class RequestFailed:
 
 
 Completion = SendDone | SendFailed | ReplyReceived | RequestFailed
+# Frames that answer a request (by ``rid``).
+_REPLIES = (Ok, Joined, HistoryPage, PresenceState, AuthOk, MetaState, MetaOk, LockOk, Locks)
 FeedItem = Event | PresenceChange
 Request = (
-    Delete | Join | Leave | Invite | HistoryQuery | PresenceQuery | Refresh | MetaSet | MetaGet
+    Delete
+    | Join
+    | Leave
+    | Invite
+    | HistoryQuery
+    | PresenceQuery
+    | Refresh
+    | MetaSet
+    | MetaGet
+    | LockRequest
+    | LockQuery
 )
 
 
@@ -706,9 +722,7 @@ class ClientSession:
             if sent is not None:
                 self.rtt = max(0.0, now - sent)
                 self.clock_skew_ms = frame.server_ts - (frame.ts + self.rtt * 500.0)
-        elif isinstance(
-            frame, Ok | Joined | HistoryPage | PresenceState | AuthOk | MetaState | MetaOk
-        ):
+        elif isinstance(frame, _REPLIES):
             if self._pending.pop(frame.rid, None) is not None:
                 if isinstance(frame, AuthOk):
                     self.exp = frame.exp

@@ -32,7 +32,7 @@ Millis = Annotated[int, Meta(ge=0, le=2**53)]
 Label = Annotated[str, Meta(max_length=64)]
 Token = Annotated[str, Meta(min_length=1, max_length=4096)]
 Role = Literal["owner", "member"]
-EventKind = Literal["msg", "read", "del", "join", "leave", "meta"]
+EventKind = Literal["msg", "read", "del", "join", "leave", "meta", "lock"]
 MetaScope = Literal["channel", "user"]
 MetaOpName = Literal["set", "update", "remove"]
 # Metadata keys: printable, no control characters (docs/protocol.md §5.11).
@@ -215,6 +215,27 @@ class MetaGet(Frame, frozen=True, tag="meta_get"):
     target: Name
 
 
+class LockRequest(Frame, frozen=True, tag="lock"):
+    """A lock operation on lock ``name`` of ``channel`` (§5.12): ``set`` (create, or
+    change its TTL; owners), ``remove`` (owners), ``acquire`` (``wait``: join the
+    fair queue instead of failing with LOCK_HELD), ``release`` (or stop waiting),
+    ``revoke`` (owners: take it from its holder)."""
+
+    rid: Rid
+    channel: Name
+    op: Literal["set", "remove", "acquire", "release", "revoke"]
+    name: Name
+    ttl_s: Annotated[int, Meta(ge=0, le=2**31)] = 10
+    wait: bool = False
+
+
+class LockQuery(Frame, frozen=True, tag="lock_q"):
+    """List the locks of ``channel`` (members)."""
+
+    rid: Rid
+    channel: Name
+
+
 ClientFrame = (
     Hello
     | Ping
@@ -231,6 +252,8 @@ ClientFrame = (
     | Probe
     | MetaSet
     | MetaGet
+    | LockRequest
+    | LockQuery
 )
 
 # ------------------------------------------------------------- server -> client
@@ -349,6 +372,33 @@ class MetaOk(Frame, frozen=True, tag="meta_ok"):
     pos: int
 
 
+class LockOk(Frame, frozen=True, tag="lock_ok"):
+    """Reply to ``lock``: the lock after the operation; ``queued``: you wait in its
+    queue (a ``lock`` event with you as ``holder`` says when you have it)."""
+
+    rid: int
+    name: str
+    holder: str = ""
+    queued: bool = False
+    pos: int = 0
+
+
+class LockInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    ttl_s: int
+    holder: str = ""
+    since: int = 0
+    waiters: list[str] = []
+
+
+class Locks(Frame, frozen=True, tag="locks"):
+    """Reply to ``lock_q``."""
+
+    rid: int
+    channel: str
+    items: list[LockInfo] = []
+
+
 class AuthOk(Frame, frozen=True, tag="auth_ok"):
     rid: int
     exp: int
@@ -389,6 +439,8 @@ ServerFrame = (
     | Moved
     | MetaState
     | MetaOk
+    | LockOk
+    | Locks
     | Error
 )
 
@@ -409,6 +461,8 @@ CLIENT_TAGS = frozenset(
         "probe",
         "meta_set",
         "meta_get",
+        "lock",
+        "lock_q",
     }
 )
 SERVER_TAGS = frozenset(
@@ -427,6 +481,8 @@ SERVER_TAGS = frozenset(
         "moved",
         "meta",
         "meta_ok",
+        "lock_ok",
+        "locks",
         "error",
     }
 )

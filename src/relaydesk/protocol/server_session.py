@@ -20,6 +20,7 @@ a ``Frame``        queues that frame on the connection's reply queue
 ``QueryPresence``  reads the hub's presence table, then ``presence_state(...)``
 ``NoteAck``        stores the device cursor (coalesced by the hub)
 ``QueryMeta``      reads a metadata object (membership checked), then ``meta_state``
+``QueryLocks``     reads a channel's locks (membership checked), then ``locks``
 =================  ====================================================================
 
 ``ALLOWED`` is the whole phase table: which frame types each phase accepts.  Deadlines
@@ -74,6 +75,11 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    LockInfo,
+    LockOk,
+    LockQuery,
+    LockRequest,
+    Locks,
     MetaEntry,
     MetaGet,
     MetaItem,
@@ -93,6 +99,7 @@ from relaydesk.protocol.frames import (
     UserPresence,
     Welcome,
 )
+from relaydesk.protocol.locks import decode_lock_change
 from relaydesk.protocol.tokens import Claims, verify_token
 
 # Per-session cache of resolved publish addresses (a client writing to many
@@ -124,6 +131,8 @@ _ACTIVE_FRAMES: frozenset[type[Frame]] = frozenset(
         Probe,
         MetaSet,
         MetaGet,
+        LockRequest,
+        LockQuery,
     }
 )
 ALLOWED: dict[Phase, frozenset[type[Frame]]] = {
@@ -260,7 +269,20 @@ class MetaIntent(msgspec.Struct, frozen=True):
     ts: int
 
 
-Intent = PublishIntent | ReadIntent | DeleteIntent | JoinIntent | LeaveIntent | MetaIntent
+class LockIntent(msgspec.Struct, frozen=True):
+    """A lock operation (§5.12)."""
+
+    channel: Conversation
+    op: str
+    name: str
+    ttl_s: int
+    wait: bool
+    ts: int
+
+
+Intent = (
+    PublishIntent | ReadIntent | DeleteIntent | JoinIntent | LeaveIntent | MetaIntent | LockIntent
+)
 
 
 class Answer(enum.Enum):
@@ -270,6 +292,7 @@ class Answer(enum.Enum):
     OK = "ok"
     JOINED = "joined"
     META = "meta_ok"
+    LOCK = "lock_ok"
     NONE = "none"  # read markers: no reply, errors still reported
 
 
@@ -327,8 +350,23 @@ class QueryMeta(msgspec.Struct, frozen=True):
     member_of: str
 
 
+class QueryLocks(msgspec.Struct, frozen=True):
+    rid: int
+    channel: Conversation
+
+
 # A frame is itself the action "send this frame" (on the connection's reply queue).
-Action = Frame | Close | Attach | Commit | QueryHistory | QueryPresence | NoteAck | QueryMeta
+Action = (
+    Frame
+    | Close
+    | Attach
+    | Commit
+    | QueryHistory
+    | QueryPresence
+    | NoteAck
+    | QueryMeta
+    | QueryLocks
+)
 
 
 def _event_size(event: Event) -> int:
@@ -550,6 +588,12 @@ class ServerSession:
                 wall_ms,
             )
             return Commit(intent, Answer.META, frame.rid)
+        if isinstance(frame, LockRequest):
+            conv = self._scoped(channel_conversation(frame.channel))
+            lock = LockIntent(conv, frame.op, frame.name, frame.ttl_s, frame.wait, wall_ms)
+            return Commit(lock, Answer.LOCK, frame.rid)
+        if isinstance(frame, LockQuery):
+            return QueryLocks(frame.rid, self._scoped(channel_conversation(frame.channel)))
         if isinstance(frame, MetaGet):
             conv = self._meta_conversation(frame.scope, frame.target, write=False)
             member_of = conv.id if frame.scope == "channel" else ""
@@ -675,6 +719,16 @@ class ServerSession:
         if answer is Answer.META:
             assert rid is not None and event is not None
             return MetaOk(rid=rid, major=event.seq, pos=event.pos)
+        if answer is Answer.LOCK:
+            assert rid is not None and event is not None
+            change = decode_lock_change(event.body)
+            return LockOk(
+                rid=rid,
+                name=change.name,
+                holder=change.holder,
+                queued=change.op == "queued" or self.user in change.waiters,
+                pos=event.pos,
+            )
         return None
 
     def history_page(self, query: QueryHistory, items: list[Event], more: bool) -> HistoryPage:
@@ -700,6 +754,9 @@ class ServerSession:
 
     def presence_state(self, query: QueryPresence, users: list[UserPresence]) -> PresenceState:
         return PresenceState(rid=query.rid, users=users)
+
+    def locks(self, query: QueryLocks, items: list[LockInfo]) -> Locks:
+        return Locks(rid=query.rid, channel=query.channel.channel, items=items)
 
     def meta_state(self, query: QueryMeta, major: int, items: list[MetaItem]) -> MetaState:
         return MetaState(

@@ -190,6 +190,7 @@ class RelaydeskServer:
         await self.desk.admin.start(self.settings.admin.apps_refresh_s)
         await self.telemetry.start()
         await self.gateway.start()
+        self.gateway.locks.start()  # the lock TTL sweeper (server/features/locks.py)
         await self.registry.start()
         if self.settings.demo:
             await self._seed_demo()
@@ -209,6 +210,7 @@ class RelaydeskServer:
             await self.autodrain.aclose()
             await self.registry.aclose()
             await self.lease.aclose()
+            await self.gateway.locks.aclose()
             await self.gateway.aclose()
             await self.desk.admin.aclose()
             await self.autoack.aclose()

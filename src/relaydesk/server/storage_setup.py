@@ -5,6 +5,7 @@ from __future__ import annotations
 from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
 from relaydesk.storage import Database, open_database
+from relaydesk.storage.locks import LOCK_MIGRATIONS
 from relaydesk.storage.messages import MessageStore, messaging_migrations
 from relaydesk.storage.metadata import METADATA_MIGRATIONS
 
@@ -18,6 +19,7 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
     )
     db.migrate("messaging", messaging_migrations(db.dialect))
     db.migrate("metadata", METADATA_MIGRATIONS)
+    db.migrate("locks", LOCK_MIGRATIONS)
     r = settings.retention
     store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
     now = millis(clock)

@@ -37,6 +37,7 @@ from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.locks import LockOp, apply_lock_tx, lock_holder_tx
 from relaydesk.storage.metadata import MetaOp, apply_meta_tx
 
 _SCHEMA_V1 = """
@@ -192,7 +193,7 @@ class DeleteOp(msgspec.Struct, frozen=True):
     ts: int
 
 
-Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp | MetaOp
+Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp | MetaOp | LockOp
 
 
 @dataclass(slots=True)
@@ -354,6 +355,8 @@ def _prefetch(tx: Tx, ops: Sequence[Op]) -> _Prefetch:
                 role_keys.add((op.app, op.conv.id, op.actor))
             else:
                 conv_keys.add((op.app, op.conv.id))
+        elif isinstance(op, LockOp):  # locks (storage/locks.py)
+            role_keys.add((op.app, op.conv.id, op.actor))
         elif op.conv.kind == "ch":  # ReadOp, DeleteOp
             role_keys.add((op.app, op.conv.id, op.user))
     dups = {
@@ -609,9 +612,14 @@ class MessageStore:
                     rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))
                 elif isinstance(op, MetaOp):
-                    event = apply_meta_tx(tx, op, pos + 1, role_of)
+                    event = apply_meta_tx(tx, op, pos + 1, role_of, lock_holder_tx)
                     if op.conv.kind == "dm" and convs.get((op.app, op.conv.id)) is None:
                         create_conversation(op.app, op.conv, op.ts)  # the user's own feed
+                    pos += 1
+                    rows.append(_row(op.app, event))
+                    outcomes.append(Outcome(event=event))
+                elif isinstance(op, LockOp):
+                    event = apply_lock_tx(tx, op, pos + 1, role_of)
                     pos += 1
                     rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))

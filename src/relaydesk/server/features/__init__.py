@@ -3,6 +3,7 @@ channel and user metadata, channel locks, presence state.  Each service validate
 authorises, then commits through the hub or reads through the database; the rules
 are pure functions in ``relaydesk.protocol``."""
 
+from relaydesk.server.features.locks import LockService
 from relaydesk.server.features.metadata import MetadataService
 
-__all__ = ["MetadataService"]
+__all__ = ["LockService", "MetadataService"]

@@ -34,10 +34,12 @@ from relaydesk.protocol.server_session import (
     Intent,
     JoinIntent,
     LeaveIntent,
+    LockIntent,
     MetaIntent,
     NoteAck,
     PublishIntent,
     QueryHistory,
+    QueryLocks,
     QueryMeta,
     QueryPresence,
     ReadIntent,
@@ -45,10 +47,11 @@ from relaydesk.protocol.server_session import (
     SessionLimits,
 )
 from relaydesk.server.cluster import DeviceClaim
-from relaydesk.server.features import MetadataService
+from relaydesk.server.features import LockService, MetadataService
 from relaydesk.server.gateway._telemetry import LoginObserver, TelemetryObserver
 from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection
 from relaydesk.server.routing.hub import Hub
+from relaydesk.storage.locks import LockOp
 from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Op, Outcome, PublishOp, ReadOp
 from relaydesk.storage.metadata import MetaOp
 from relaydesk.telemetry.recorder import Recorder
@@ -93,6 +96,9 @@ class Gateway:
     ) -> None:
         self.hub = hub
         self.metadata = MetadataService(hub)  # §5.11
+        # §5.12; in a cluster, TTL clocks start only once other nodes' presence is heard.
+        settle_s = 3 * settings.cluster.presence_interval_ms / 1000 if hub.bus else 0.0
+        self.locks = LockService(hub, settle_s=settle_s)
         self.recorder = recorder  # telemetry; None: off
         self.settings = settings
         self.clock = clock
@@ -327,6 +333,13 @@ class Gateway:
                 self._apply(conn, session.fail(exc, action))
                 return
             self._apply(conn, session.meta_state(action, major, found))
+        elif isinstance(action, QueryLocks):
+            try:
+                locks = await self.locks.list(conn.app, conn.user, action.channel.channel)
+            except ProtocolError as exc:
+                self._apply(conn, session.fail(exc, action))
+                return
+            self._apply(conn, session.locks(action, locks))
         elif isinstance(action, Attach):
             await self._login(conn, action)
         else:
@@ -435,6 +448,18 @@ class Gateway:
                 major=intent.major,
                 ts=intent.ts,
                 lock=intent.lock,
+            )
+        if isinstance(intent, LockIntent):
+            return LockOp(
+                app=app,
+                actor=user,
+                device=device,
+                conv=intent.channel,
+                op=intent.op,
+                name=intent.name,
+                ts=intent.ts,
+                ttl_s=intent.ttl_s,
+                wait=intent.wait,
             )
         if isinstance(intent, ReadIntent):
             return ReadOp(

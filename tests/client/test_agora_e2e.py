@@ -1,9 +1,17 @@
-"""Channel and user metadata through the SDK and the HTTP API against a real node
-(docs/protocol.md §5.11): CAS races, change events in feed order, resume, limits."""
+"""Agora-style features through the SDK and the HTTP API against one real node
+(docs/protocol.md §5.11-§5.12): metadata CAS races, change events in feed order,
+resume, limits; locks with roles, the fair queue, metadata under a lock, and TTL
+release after the holder's process is killed with SIGKILL.
+
+One node serves the whole module (each test uses its own channel or users)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +21,7 @@ import relaydesk
 from relaydesk.client import (
     Client,
     ClientEvent,
+    LockEvent,
     MemoryCursorStore,
     Message,
     MetadataChange,
@@ -26,6 +35,20 @@ from relaydesk.protocol.metadata import MAX_VALUE_BYTES
 
 FAST = ReconnectPolicy(base_s=0.05, max_s=0.5)
 OWNER = {"room": "owner"}
+HOLDER = Path(__file__).with_name("lock_holder.py")
+
+
+@pytest.fixture(scope="module")
+def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The ``make_server`` node of tests/conftest.py, shared by the module (the
+    conftest is reached as the plugin it is: two conftest modules share its name)."""
+    conftest = request.config.pluginmanager.get_plugin(
+        str(Path(__file__).resolve().parent.parent / "conftest.py")
+    )
+    server = conftest.ServerProcess(tmp_path_factory.mktemp("agora"))
+    server.start()
+    yield server
+    server.stop()
 
 
 def sdk(server: Any, user: str, device: str, **kw: Any) -> Any:
@@ -60,8 +83,8 @@ async def race(writers: list[Client], major: int) -> tuple[list[int], list[Revis
     return won, lost
 
 
-async def test_channel_metadata_cas_race_events_in_order_and_resume(running_server: Any) -> None:
-    srv = running_server
+async def test_channel_metadata_cas_race_events_in_order_and_resume(node: Any) -> None:
+    srv = node
     srv.add_members(["watcher"])
     writers = [sdk(srv, f"w{i}", "d", channels=OWNER) for i in range(6)]
     clients = [await w for w in writers]
@@ -130,8 +153,8 @@ async def test_channel_metadata_cas_race_events_in_order_and_resume(running_serv
             await c.aclose()
 
 
-async def test_user_metadata_limits_and_the_http_api(running_server: Any) -> None:
-    srv = running_server
+async def test_user_metadata_limits_and_the_http_api(node: Any) -> None:
+    srv = node
     async with sdk(srv, "alice", "laptop") as laptop, sdk(srv, "alice", "phone") as phone:
         major = await laptop.set_metadata("user", "alice", {"mood": "busy"})
         [change] = await changes(phone, 1)  # every device of the user hears it
@@ -178,3 +201,103 @@ async def test_user_metadata_limits_and_the_http_api(running_server: Any) -> Non
         [change] = await changes(phone, 1)
         assert isinstance(change, MetadataChange)
         assert change.actor == "" and change.items["plan"].value == "pro"
+
+
+def member(server: Any, user: str, channel: str, role: str = "member") -> Any:
+    token = server.token(user, channels={channel: role})
+    return relaydesk.connect(server.ws_url, token, device="d", reconnect=FAST)
+
+
+async def lock_events(client: Client, until: Any, timeout: float = 15) -> list[LockEvent]:
+    """Lock events in feed order until ``until(event)`` holds for one."""
+    out: list[LockEvent] = []
+    it = client.events()
+    async with asyncio.timeout(timeout):
+        while not out or not until(out[-1]):
+            ev = await anext(it)
+            if isinstance(ev, LockEvent):
+                out.append(ev)
+    return out
+
+
+async def refused(code: ErrorCode, call: Any) -> None:
+    with pytest.raises(RequestError) as info:
+        await call
+    assert info.value.code == code, info.value
+
+
+async def test_lock_roles_fair_queue_and_metadata_under_a_lock(node: Any) -> None:
+    srv = node
+    async with (
+        member(srv, "owner", "stage", "owner") as owner,
+        member(srv, "a", "stage") as a,
+        member(srv, "b", "stage") as b,
+        member(srv, "c", "stage") as c,
+    ):
+        for client in (owner, a, b, c):
+            await client.join("stage")
+        await refused(ErrorCode.FORBIDDEN, a.set_lock("stage", "mic"))
+        await owner.set_lock("stage", "mic", ttl_s=30)
+        assert await a.acquire_lock("stage", "mic")
+        await refused(ErrorCode.LOCK_HELD, b.acquire_lock("stage", "mic"))
+        assert not await b.acquire_lock("stage", "mic", wait=True)
+        assert not await c.acquire_lock("stage", "mic", wait=True)
+        await refused(ErrorCode.LOCK_NOT_HELD, owner.release_lock("stage", "mic"))
+        [listed] = await c.locks("stage")
+        assert (listed.holder, listed.waiters, listed.ttl_s) == ("a", ("b", "c"), 30)
+        # Metadata under a lock: only its holder writes.
+        await refused(
+            ErrorCode.LOCK_NOT_HELD, owner.set_metadata("channel", "stage", {"k": "v"}, lock="mic")
+        )
+        await a.release_lock("stage", "mic")  # b is first in the queue
+        await owner.revoke_lock("stage", "mic")  # taken from b: c is next
+        await refused(ErrorCode.FORBIDDEN, b.revoke_lock("stage", "mic"))
+        seen = await lock_events(c, lambda e: e.op == "revoked")
+        assert [(e.op, e.holder, e.waiters) for e in seen] == [
+            ("set", "", ()),
+            ("acquired", "a", ()),
+            ("queued", "a", ("b",)),
+            ("queued", "a", ("b", "c")),
+            ("released", "b", ("c",)),
+            ("revoked", "c", ()),
+        ]
+        assert seen[-1].by == "owner"
+        await owner.remove_lock("stage", "mic")
+        assert await c.locks("stage") == []
+        await refused(ErrorCode.NOT_FOUND, c.acquire_lock("stage", "mic"))
+
+
+async def test_a_killed_holder_loses_the_lock_after_the_ttl(node: Any) -> None:
+    srv = node
+    async with (
+        member(srv, "owner", "studio", "owner") as owner,
+        member(srv, "next", "studio") as waiter,
+    ):
+        await owner.join("studio")
+        await waiter.join("studio")
+        await owner.set_lock("studio", "mic", ttl_s=1)
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                str(HOLDER),
+                srv.ws_url,
+                srv.token("gone", channels={"studio": "member"}),
+                "studio",
+                "mic",
+            ],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert holder.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 20)
+            assert line.strip() == b"held"
+            assert not await waiter.acquire_lock("studio", "mic", wait=True)
+            holder.kill()  # SIGKILL: the connection drops without a goodbye
+            holder.wait(10)
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+        seen = await lock_events(waiter, lambda e: e.op == "expired")
+        assert (seen[-1].holder, seen[-1].by) == ("next", "")
+        [listed] = await owner.locks("studio")
+        assert listed.holder == "next"
