@@ -29,6 +29,7 @@ from relaydesk.client import (
     ReconnectPolicy,
     RequestError,
     RevisionConflict,
+    StateEvent,
 )
 from relaydesk.protocol.errors import ErrorCode
 from relaydesk.protocol.metadata import MAX_VALUE_BYTES
@@ -301,3 +302,36 @@ async def test_a_killed_holder_loses_the_lock_after_the_ttl(node: Any) -> None:
         assert (seen[-1].holder, seen[-1].by) == ("next", "")
         [listed] = await owner.locks("studio")
         assert listed.holder == "next"
+
+
+async def test_presence_state_who_now_where_now_and_clearing_on_going_offline(node: Any) -> None:
+    srv = node
+    async with (
+        member(srv, "host", "lobby", "owner") as host,
+        member(srv, "guest", "lobby") as guest,
+    ):
+        await host.join("lobby")
+        await guest.join("lobby")
+        await guest.set_state("lobby", {"mood": "typing", "seat": "3"})
+        who = {m.user: m for m in await host.who_now("lobby")}
+        assert set(who) == {"host", "guest"}
+        assert who["guest"].state == {"mood": "typing", "seat": "3"} and who["host"].state == {}
+        assert await host.where_now("guest") == {"lobby": {"mood": "typing", "seat": "3"}}
+        assert await host.where_now("nobody") is None
+        await refused(ErrorCode.FORBIDDEN, guest.set_state("elsewhere", {"a": "b"}))
+        await refused(ErrorCode.METADATA_TOO_LARGE, guest.set_state("lobby", {"k": "v" * 8192}))
+        async with member(srv, "outsider", "lobby") as outsider:
+            await refused(ErrorCode.FORBIDDEN, outsider.who_now("lobby"))
+        await guest.aclose()  # offline now: the sweeper clears the state
+        seen: list[StateEvent] = []
+        it = host.events()
+        async with asyncio.timeout(15):
+            while len(seen) < 2:
+                ev = await anext(it)
+                if isinstance(ev, StateEvent):
+                    seen.append(ev)
+        assert [(e.user, e.state) for e in seen] == [
+            ("guest", {"mood": "typing", "seat": "3"}),
+            ("guest", {}),
+        ]
+        assert [m.user for m in await host.who_now("lobby")] == ["host"]

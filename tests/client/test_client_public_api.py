@@ -35,6 +35,7 @@ def test_client_exports() -> None:
         "MetadataChange",
         "MetadataEntry",
         "MetadataItem",
+        "OnlineMember",
         "Presence",
         "PresenceEvent",
         "ReadMarker",
@@ -45,6 +46,7 @@ def test_client_exports() -> None:
         "SendError",
         "SendReceipt",
         "SessionStats",
+        "StateEvent",
         "TokenProvider",
         "connect",
     ]

@@ -28,6 +28,7 @@ from relaydesk.client import (
     ReadMarker,
     RelaydeskError,
     SendReceipt,
+    StateEvent,
     connect,
 )
 from relaydesk.protocol.tokens import mint_token
@@ -143,6 +144,15 @@ def event_json(event: ClientEvent) -> dict[str, Any]:
             "removed": list(event.removed),
             "ts": event.ts,
         }
+    if isinstance(event, StateEvent):
+        return {
+            "type": "state",
+            "conv": event.conv,
+            "pos": event.pos,
+            "user": event.user,
+            "state": event.state,
+            "ts": event.ts,
+        }
     if isinstance(event, LockEvent):
         return {
             "type": "lock",
@@ -183,6 +193,9 @@ def event_line(event: ClientEvent) -> str:
             f"{_clock(event.ts)}  metadata {event.scope}:{event.target}  rev {event.major}"
             f"  {event.actor}: {event.op} {detail}"
         )
+    if isinstance(event, StateEvent):
+        shown = ", ".join(f"{k}={v}" for k, v in event.state.items()) or "(cleared)"
+        return f"{_clock(event.ts)}  {event.conv}  {event.user} state {shown}"
     if isinstance(event, LockEvent):
         held = f"held by {event.holder}" if event.holder else "free"
         return f"{_clock(event.ts)}  {event.conv}  lock {event.name} {event.op}: {held}"

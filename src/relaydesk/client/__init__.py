@@ -23,6 +23,7 @@ from relaydesk.client.events import (
     Metadata,
     MetadataChange,
     MetadataItem,
+    OnlineMember,
     Presence,
     PresenceEvent,
     ReadMarker,
@@ -31,6 +32,7 @@ from relaydesk.client.events import (
     RevisionConflict,
     SendError,
     SendReceipt,
+    StateEvent,
 )
 from relaydesk.client.transport import Link, LinkClosed, TokenProvider
 from relaydesk.protocol.client_session import ConnectionState, ReconnectPolicy, SessionStats
@@ -57,6 +59,7 @@ __all__ = [
     "MetadataChange",
     "MetadataEntry",
     "MetadataItem",
+    "OnlineMember",
     "Presence",
     "PresenceEvent",
     "ReadMarker",
@@ -67,6 +70,7 @@ __all__ = [
     "SendError",
     "SendReceipt",
     "SessionStats",
+    "StateEvent",
     "TokenProvider",
     "connect",
 ]

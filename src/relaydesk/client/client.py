@@ -34,6 +34,7 @@ from relaydesk.client.events import (
     History,
     Lock,
     Metadata,
+    OnlineMember,
     Presence,
     RequestError,
     RevisionConflict,
@@ -87,6 +88,11 @@ from relaydesk.protocol.frames import (
     PresenceQuery,
     PresenceState,
     Publish,
+    StateSet,
+    Where,
+    WhereNow,
+    Who,
+    WhoNow,
 )
 
 SDK_LABEL = "relaydesk-python/0.1.0"
@@ -570,6 +576,29 @@ class Client:
             )
             for i in reply.items
         ]
+
+    # -- presence state (docs/protocol.md §5.13) ---------------------------------------
+
+    async def set_state(self, channel: str, state: Mapping[str, str]) -> None:
+        """Publish your presence state in ``channel`` (replaces the previous one; an
+        empty mapping clears it).  Members see it in ``who_now`` and as a
+        ``StateEvent``; it is cleared when you have no connected device left."""
+        await self._request(lambda rid: StateSet(rid=rid, channel=channel, state=dict(state)))
+
+    async def who_now(self, channel: str) -> list[OnlineMember]:
+        """The channel's members online now, with their states (members only)."""
+        reply: Who = await self._request(lambda rid: WhoNow(rid=rid, channel=channel))
+        return [
+            OnlineMember(user=u.user, devices=u.devices, since=u.since, state=dict(u.state))
+            for u in reply.users
+        ]
+
+    async def where_now(self, user: str) -> dict[str, dict[str, str]] | None:
+        """``user``'s channels with their state there, or None while offline."""
+        reply: Where = await self._request(lambda rid: WhereNow(rid=rid, user=user))
+        if not reply.online:
+            return None
+        return {c.channel: dict(c.state) for c in reply.channels}
 
     # -- receiving -------------------------------------------------------------------
 

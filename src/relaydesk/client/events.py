@@ -17,6 +17,7 @@ from relaydesk.protocol.errors import ErrorCode
 from relaydesk.protocol.frames import Event, MetaItem, PresenceChange
 from relaydesk.protocol.locks import decode_lock_change
 from relaydesk.protocol.metadata import decode_change
+from relaydesk.protocol.presence_state import decode_state_change
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +154,37 @@ class Lock:
     waiters: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StateEvent:
+    """``user``'s presence state in channel conversation ``conv`` is now ``state``
+    (empty: cleared, also when the user went offline); in feed order."""
+
+    conv: str
+    pos: int
+    user: str
+    state: dict[str, str]
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineMember:
+    """A channel member online now (``who_now``), with their state there."""
+
+    user: str
+    devices: int
+    since: int
+    state: dict[str, str]
+
+
 ClientEvent = (
-    Message | ReadMarker | Deletion | MembershipChange | PresenceEvent | MetadataChange | LockEvent
+    Message
+    | ReadMarker
+    | Deletion
+    | MembershipChange
+    | PresenceEvent
+    | MetadataChange
+    | LockEvent
+    | StateEvent
 )
 
 
@@ -322,6 +352,12 @@ def from_event(item: Event | PresenceChange) -> ClientEvent:
         return _metadata_change(item)
     if item.kind == "lock":
         return _lock_event(item)
+    if item.kind == "state":
+        try:
+            change = decode_state_change(item.body)
+        except msgspec.DecodeError:  # a server defect; surface what the event itself says
+            return StateEvent(item.conv, item.pos, item.subject, {}, item.ts)
+        return StateEvent(item.conv, item.pos, change.user, dict(change.state), item.ts)
     return MembershipChange(
         conv=item.conv,
         pos=item.pos,

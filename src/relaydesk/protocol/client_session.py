@@ -113,8 +113,13 @@ from relaydesk.protocol.frames import (
     Read,
     Refresh,
     ServerFrame,
+    StateSet,
     Synced,
     Welcome,
+    Where,
+    WhereNow,
+    Who,
+    WhoNow,
 )
 
 # --------------------------------------------------------------------------- policy
@@ -288,7 +293,19 @@ class ReplyReceived:
     """The reply to request ``rid``."""
 
     rid: int
-    frame: Ok | Joined | HistoryPage | PresenceState | AuthOk | MetaState | MetaOk | LockOk | Locks
+    frame: (
+        Ok
+        | Joined
+        | HistoryPage
+        | PresenceState
+        | AuthOk
+        | MetaState
+        | MetaOk
+        | LockOk
+        | Locks
+        | Who
+        | Where
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +318,19 @@ class RequestFailed:
 
 Completion = SendDone | SendFailed | ReplyReceived | RequestFailed
 # Frames that answer a request (by ``rid``).
-_REPLIES = (Ok, Joined, HistoryPage, PresenceState, AuthOk, MetaState, MetaOk, LockOk, Locks)
+_REPLIES = (
+    Ok,
+    Joined,
+    HistoryPage,
+    PresenceState,
+    AuthOk,
+    MetaState,
+    MetaOk,
+    LockOk,
+    Locks,
+    Who,
+    Where,
+)
 FeedItem = Event | PresenceChange
 Request = (
     Delete
@@ -315,6 +344,9 @@ Request = (
     | MetaGet
     | LockRequest
     | LockQuery
+    | StateSet
+    | WhoNow
+    | WhereNow
 )
 
 

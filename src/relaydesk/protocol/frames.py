@@ -32,7 +32,7 @@ Millis = Annotated[int, Meta(ge=0, le=2**53)]
 Label = Annotated[str, Meta(max_length=64)]
 Token = Annotated[str, Meta(min_length=1, max_length=4096)]
 Role = Literal["owner", "member"]
-EventKind = Literal["msg", "read", "del", "join", "leave", "meta", "lock"]
+EventKind = Literal["msg", "read", "del", "join", "leave", "meta", "lock", "state"]
 MetaScope = Literal["channel", "user"]
 MetaOpName = Literal["set", "update", "remove"]
 # Metadata keys: printable, no control characters (docs/protocol.md §5.11).
@@ -236,6 +236,31 @@ class LockQuery(Frame, frozen=True, tag="lock_q"):
     channel: Name
 
 
+StateKey = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class StateSet(Frame, frozen=True, tag="state_set"):
+    """Your presence state in ``channel`` (§5.13); an empty ``state`` clears it."""
+
+    rid: Rid
+    channel: Name
+    state: Annotated[dict[StateKey, Annotated[str, Meta(max_length=8192)]], Meta(max_length=32)]
+
+
+class WhoNow(Frame, frozen=True, tag="who_now"):
+    """Who is online in ``channel``, with their states (members only)."""
+
+    rid: Rid
+    channel: Name
+
+
+class WhereNow(Frame, frozen=True, tag="where_now"):
+    """The channels ``user`` is in while online, with their states there."""
+
+    rid: Rid
+    user: Name
+
+
 ClientFrame = (
     Hello
     | Ping
@@ -254,6 +279,9 @@ ClientFrame = (
     | MetaGet
     | LockRequest
     | LockQuery
+    | StateSet
+    | WhoNow
+    | WhereNow
 )
 
 # ------------------------------------------------------------- server -> client
@@ -399,6 +427,35 @@ class Locks(Frame, frozen=True, tag="locks"):
     items: list[LockInfo] = []
 
 
+class OnlineMember(msgspec.Struct, frozen=True, omit_defaults=True):
+    user: str
+    devices: int = 0
+    since: int = 0
+    state: dict[str, str] = {}
+
+
+class Who(Frame, frozen=True, tag="who"):
+    """Reply to ``who_now``: the channel's online members."""
+
+    rid: int
+    channel: str
+    users: list[OnlineMember] = []
+
+
+class ChannelState(msgspec.Struct, frozen=True, omit_defaults=True):
+    channel: str
+    state: dict[str, str] = {}
+
+
+class Where(Frame, frozen=True, tag="where"):
+    """Reply to ``where_now``: ``user``'s channels (none while offline)."""
+
+    rid: int
+    user: str
+    online: bool
+    channels: list[ChannelState] = []
+
+
 class AuthOk(Frame, frozen=True, tag="auth_ok"):
     rid: int
     exp: int
@@ -441,6 +498,8 @@ ServerFrame = (
     | MetaOk
     | LockOk
     | Locks
+    | Who
+    | Where
     | Error
 )
 
@@ -463,6 +522,9 @@ CLIENT_TAGS = frozenset(
         "meta_get",
         "lock",
         "lock_q",
+        "state_set",
+        "who_now",
+        "where_now",
     }
 )
 SERVER_TAGS = frozenset(
@@ -483,6 +545,8 @@ SERVER_TAGS = frozenset(
         "meta_ok",
         "lock_ok",
         "locks",
+        "who",
+        "where",
         "error",
     }
 )

@@ -21,6 +21,8 @@ a ``Frame``        queues that frame on the connection's reply queue
 ``NoteAck``        stores the device cursor (coalesced by the hub)
 ``QueryMeta``      reads a metadata object (membership checked), then ``meta_state``
 ``QueryLocks``     reads a channel's locks (membership checked), then ``locks``
+``QueryWho``       reads a channel's online members and states, then ``who``
+``QueryWhere``     reads a user's channels and states (the shell builds ``where``)
 =================  ====================================================================
 
 ``ALLOWED`` is the whole phase table: which frame types each phase accepts.  Deadlines
@@ -87,6 +89,7 @@ from relaydesk.protocol.frames import (
     MetaSet,
     MetaState,
     Ok,
+    OnlineMember,
     Ping,
     Pong,
     PresenceQuery,
@@ -96,8 +99,12 @@ from relaydesk.protocol.frames import (
     Publish,
     Read,
     Refresh,
+    StateSet,
     UserPresence,
     Welcome,
+    WhereNow,
+    Who,
+    WhoNow,
 )
 from relaydesk.protocol.locks import decode_lock_change
 from relaydesk.protocol.tokens import Claims, verify_token
@@ -133,6 +140,9 @@ _ACTIVE_FRAMES: frozenset[type[Frame]] = frozenset(
         MetaGet,
         LockRequest,
         LockQuery,
+        StateSet,
+        WhoNow,
+        WhereNow,
     }
 )
 ALLOWED: dict[Phase, frozenset[type[Frame]]] = {
@@ -280,8 +290,23 @@ class LockIntent(msgspec.Struct, frozen=True):
     ts: int
 
 
+class StateIntent(msgspec.Struct, frozen=True):
+    """Set (empty: clear) the session user's presence state in a channel (§5.13)."""
+
+    channel: Conversation
+    state: tuple[tuple[str, str], ...]
+    ts: int
+
+
 Intent = (
-    PublishIntent | ReadIntent | DeleteIntent | JoinIntent | LeaveIntent | MetaIntent | LockIntent
+    PublishIntent
+    | ReadIntent
+    | DeleteIntent
+    | JoinIntent
+    | LeaveIntent
+    | MetaIntent
+    | LockIntent
+    | StateIntent
 )
 
 
@@ -355,6 +380,16 @@ class QueryLocks(msgspec.Struct, frozen=True):
     channel: Conversation
 
 
+class QueryWho(msgspec.Struct, frozen=True):
+    rid: int
+    channel: Conversation
+
+
+class QueryWhere(msgspec.Struct, frozen=True):
+    rid: int
+    user: str
+
+
 # A frame is itself the action "send this frame" (on the connection's reply queue).
 Action = (
     Frame
@@ -366,6 +401,8 @@ Action = (
     | NoteAck
     | QueryMeta
     | QueryLocks
+    | QueryWho
+    | QueryWhere
 )
 
 
@@ -594,6 +631,17 @@ class ServerSession:
             return Commit(lock, Answer.LOCK, frame.rid)
         if isinstance(frame, LockQuery):
             return QueryLocks(frame.rid, self._scoped(channel_conversation(frame.channel)))
+        if isinstance(frame, StateSet):
+            conv = self._scoped(channel_conversation(frame.channel))
+            state = StateIntent(conv, tuple(sorted(frame.state.items())), wall_ms)
+            return Commit(state, Answer.OK, frame.rid)
+        if isinstance(frame, WhoNow):
+            return QueryWho(frame.rid, self._scoped(channel_conversation(frame.channel)))
+        if isinstance(frame, WhereNow):
+            claims = self.claims
+            if claims is not None and claims.confined and not claims.may_see(frame.user):
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"this token may not see {frame.user!r}")
+            return QueryWhere(frame.rid, frame.user)
         if isinstance(frame, MetaGet):
             conv = self._meta_conversation(frame.scope, frame.target, write=False)
             member_of = conv.id if frame.scope == "channel" else ""
@@ -754,6 +802,9 @@ class ServerSession:
 
     def presence_state(self, query: QueryPresence, users: list[UserPresence]) -> PresenceState:
         return PresenceState(rid=query.rid, users=users)
+
+    def who(self, query: QueryWho, users: list[OnlineMember]) -> Who:
+        return Who(rid=query.rid, channel=query.channel.channel, users=users)
 
     def locks(self, query: QueryLocks, items: list[LockInfo]) -> Locks:
         return Locks(rid=query.rid, channel=query.channel.channel, items=items)

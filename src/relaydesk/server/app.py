@@ -191,6 +191,7 @@ class RelaydeskServer:
         await self.telemetry.start()
         await self.gateway.start()
         self.gateway.locks.start()  # the lock TTL sweeper (server/features/locks.py)
+        self.gateway.states.start()  # clears states of users gone offline
         await self.registry.start()
         if self.settings.demo:
             await self._seed_demo()
@@ -211,6 +212,7 @@ class RelaydeskServer:
             await self.registry.aclose()
             await self.lease.aclose()
             await self.gateway.locks.aclose()
+            await self.gateway.states.aclose()
             await self.gateway.aclose()
             await self.desk.admin.aclose()
             await self.autoack.aclose()

@@ -8,6 +8,7 @@ from relaydesk.storage import Database, open_database
 from relaydesk.storage.locks import LOCK_MIGRATIONS
 from relaydesk.storage.messages import MessageStore, messaging_migrations
 from relaydesk.storage.metadata import METADATA_MIGRATIONS
+from relaydesk.storage.presence_state import PRESENCE_STATE_MIGRATIONS
 
 DEMO_APP = "demo"
 DEMO_SECRET = "demo-secret-change-me-0123456789"  # printed by `make run`; never use outside a demo
@@ -20,6 +21,7 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
     db.migrate("messaging", messaging_migrations(db.dialect))
     db.migrate("metadata", METADATA_MIGRATIONS)
     db.migrate("locks", LOCK_MIGRATIONS)
+    db.migrate("presence_state", PRESENCE_STATE_MIGRATIONS)
     r = settings.retention
     store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
     now = millis(clock)

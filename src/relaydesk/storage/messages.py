@@ -39,6 +39,7 @@ from relaydesk.protocol.frames import Event
 from relaydesk.storage.engine import Tx
 from relaydesk.storage.locks import LockOp, apply_lock_tx, lock_holder_tx
 from relaydesk.storage.metadata import MetaOp, apply_meta_tx
+from relaydesk.storage.presence_state import StateOp, apply_state_tx
 
 _SCHEMA_V1 = """
     CREATE TABLE apps (
@@ -193,7 +194,7 @@ class DeleteOp(msgspec.Struct, frozen=True):
     ts: int
 
 
-Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp | MetaOp | LockOp
+Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp | MetaOp | LockOp | StateOp
 
 
 @dataclass(slots=True)
@@ -355,7 +356,7 @@ def _prefetch(tx: Tx, ops: Sequence[Op]) -> _Prefetch:
                 role_keys.add((op.app, op.conv.id, op.actor))
             else:
                 conv_keys.add((op.app, op.conv.id))
-        elif isinstance(op, LockOp):  # locks (storage/locks.py)
+        elif isinstance(op, LockOp | StateOp):  # locks, presence state
             role_keys.add((op.app, op.conv.id, op.actor))
         elif op.conv.kind == "ch":  # ReadOp, DeleteOp
             role_keys.add((op.app, op.conv.id, op.user))
@@ -620,6 +621,11 @@ class MessageStore:
                     outcomes.append(Outcome(event=event))
                 elif isinstance(op, LockOp):
                     event = apply_lock_tx(tx, op, pos + 1, role_of)
+                    pos += 1
+                    rows.append(_row(op.app, event))
+                    outcomes.append(Outcome(event=event))
+                elif isinstance(op, StateOp):
+                    event = apply_state_tx(tx, op, pos + 1, role_of)
                     pos += 1
                     rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))

@@ -5,5 +5,6 @@ are pure functions in ``relaydesk.protocol``."""
 
 from relaydesk.server.features.locks import LockService
 from relaydesk.server.features.metadata import MetadataService
+from relaydesk.server.features.presence_state import PresenceStateService
 
-__all__ = ["LockService", "MetadataService"]
+__all__ = ["LockService", "MetadataService", "PresenceStateService"]

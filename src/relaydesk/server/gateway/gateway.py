@@ -42,18 +42,22 @@ from relaydesk.protocol.server_session import (
     QueryLocks,
     QueryMeta,
     QueryPresence,
+    QueryWhere,
+    QueryWho,
     ReadIntent,
     ServerSession,
     SessionLimits,
+    StateIntent,
 )
 from relaydesk.server.cluster import DeviceClaim
-from relaydesk.server.features import LockService, MetadataService
+from relaydesk.server.features import LockService, MetadataService, PresenceStateService
 from relaydesk.server.gateway._telemetry import LoginObserver, TelemetryObserver
 from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.locks import LockOp
 from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Op, Outcome, PublishOp, ReadOp
 from relaydesk.storage.metadata import MetaOp
+from relaydesk.storage.presence_state import StateOp
 from relaydesk.telemetry.recorder import Recorder
 
 log = logging.getLogger("relaydesk.gateway")
@@ -99,6 +103,7 @@ class Gateway:
         # §5.12; in a cluster, TTL clocks start only once other nodes' presence is heard.
         settle_s = 3 * settings.cluster.presence_interval_ms / 1000 if hub.bus else 0.0
         self.locks = LockService(hub, settle_s=settle_s)
+        self.states = PresenceStateService(hub, settle_s=settle_s)  # §5.13
         self.recorder = recorder  # telemetry; None: off
         self.settings = settings
         self.clock = clock
@@ -340,6 +345,15 @@ class Gateway:
                 self._apply(conn, session.fail(exc, action))
                 return
             self._apply(conn, session.locks(action, locks))
+        elif isinstance(action, QueryWho):
+            try:
+                who = await self.states.who_now(conn.app, conn.user, action.channel.channel)
+            except ProtocolError as exc:
+                self._apply(conn, session.fail(exc, action))
+                return
+            self._apply(conn, session.who(action, who))
+        elif isinstance(action, QueryWhere):
+            self._apply(conn, await self.states.where_now(action.rid, conn.app, action.user))
         elif isinstance(action, Attach):
             await self._login(conn, action)
         else:
@@ -460,6 +474,16 @@ class Gateway:
                 ts=intent.ts,
                 ttl_s=intent.ttl_s,
                 wait=intent.wait,
+            )
+        if isinstance(intent, StateIntent):
+            return StateOp(
+                app=app,
+                actor=user,
+                device=device,
+                conv=intent.channel,
+                user=user,
+                state=intent.state,
+                ts=intent.ts,
             )
         if isinstance(intent, ReadIntent):
             return ReadOp(
