@@ -439,6 +439,17 @@ class MessageStore:
         outcomes: list[Outcome] = []
         rows: list[tuple[Any, ...]] = []
 
+        # Positions for the operations of other stores (metadata, locks, presence state):
+        # ``peek_pos`` is the position the next event of ``app`` gets, ``take_pos``
+        # allocates it once the operation has succeeded (a refused one leaves no gap).
+        def peek_pos(app: str) -> int:
+            return pos + 1
+
+        def take_pos(app: str) -> int:
+            nonlocal pos
+            pos += 1
+            return pos
+
         def role_of(app: str, conv: str, user: str) -> str | None:
             key = (app, conv, user)
             if key not in roles:
@@ -612,21 +623,11 @@ class MessageStore:
                     )
                     rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))
-                elif isinstance(op, MetaOp):
-                    event = apply_meta_tx(tx, op, pos + 1, role_of, lock_holder_tx)
+                elif isinstance(op, MetaOp | LockOp | StateOp):
+                    event = self._apply_feature(tx, op, peek_pos(op.app), role_of)
                     if op.conv.kind == "dm" and convs.get((op.app, op.conv.id)) is None:
-                        create_conversation(op.app, op.conv, op.ts)  # the user's own feed
-                    pos += 1
-                    rows.append(_row(op.app, event))
-                    outcomes.append(Outcome(event=event))
-                elif isinstance(op, LockOp):
-                    event = apply_lock_tx(tx, op, pos + 1, role_of)
-                    pos += 1
-                    rows.append(_row(op.app, event))
-                    outcomes.append(Outcome(event=event))
-                elif isinstance(op, StateOp):
-                    event = apply_state_tx(tx, op, pos + 1, role_of)
-                    pos += 1
+                        create_conversation(op.app, op.conv, op.ts)  # user metadata's feed
+                    take_pos(op.app)
                     rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))
             except ProtocolError as exc:
@@ -643,6 +644,16 @@ class MessageStore:
                 (pos,),
             )
         return BatchResult(outcomes, members, pos)
+
+    @staticmethod
+    def _apply_feature(tx: Tx, op: MetaOp | LockOp | StateOp, pos: int, role_of: Any) -> Event:
+        """Metadata, lock and presence-state operations (their own stores), as the event
+        at ``pos``; each raises ``ProtocolError`` with nothing written."""
+        if isinstance(op, MetaOp):
+            return apply_meta_tx(tx, op, pos, role_of, lock_holder_tx)
+        if isinstance(op, LockOp):
+            return apply_lock_tx(tx, op, pos, role_of)
+        return apply_state_tx(tx, op, pos, role_of)
 
     @staticmethod
     def _check_member(app: str, conv: Conversation, user: str, role_of: Any) -> None:
