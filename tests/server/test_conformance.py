@@ -162,6 +162,28 @@ async def test_a_client_built_from_the_document_alone(running_server: Any) -> No
     await alice.send(t="del", rid=7, conv="dm:alice:bob", seq=ack["seq"])
     assert (await alice.next("ok"))["rid"] == 7
 
+    # §5.11: metadata compare-and-set; the loser's error carries the current revision;
+    # the change reaches members as a `meta` event whose body is JSON (§4.1).
+    item = {"key": "topic", "value": "hi", "rev": 0}
+    await alice.send(
+        t="meta_set", rid=70, scope="channel", target="conf-room", op="set", items=[item], major=0
+    )
+    meta_ok = await alice.next("meta_ok")
+    assert (meta_ok["rid"], meta_ok["major"]) == (70, 1)
+    await alice.send(
+        t="meta_set", rid=71, scope="channel", target="conf-room", op="set", items=[item]
+    )
+    err = await alice.next("error")
+    assert (err["code"], err["rid"], err["rev"]) == (4024, 71, 1)
+    await bob.send(t="meta_get", rid=72, scope="channel", target="conf-room")
+    meta = await bob.next("meta")
+    assert meta["major"] == 1 and meta["items"][0]["value"] == "hi"
+    while not any(e["kind"] == "meta" for e in bob.feed):
+        await bob.next("msgs")
+    [change] = [e for e in bob.feed if e["kind"] == "meta"]
+    assert (change["seq"], change["subject"]) == (1, "conf-room")
+    assert json.loads(base64.b64decode(change["body"]))["items"][0]["rev"] == 1
+
     # §1: unknown t is an error only; a bad address is INVALID_ARGUMENT; both continue.
     await bob.send(t="teleport")
     assert (await bob.next("error"))["code"] == 4001

@@ -22,12 +22,15 @@ from relaydesk.client import (
     ClientEvent,
     ConnectError,
     Deletion,
+    LockEvent,
     MembershipChange,
     Message,
+    MetadataChange,
     PresenceEvent,
     ReadMarker,
     RelaydeskError,
     SendReceipt,
+    StateEvent,
     connect,
 )
 from relaydesk.protocol.errors import ErrorCode
@@ -139,6 +142,40 @@ def event_json(event: ClientEvent) -> dict[str, Any]:
             "role": event.role,
             "ts": event.ts,
         }
+    if isinstance(event, MetadataChange):
+        return {
+            "type": "metadata",
+            "scope": event.scope,
+            "target": event.target,
+            "op": event.op,
+            "major": event.major,
+            "pos": event.pos,
+            "actor": event.actor,
+            "items": {k: i.value for k, i in event.items.items()},
+            "removed": list(event.removed),
+            "ts": event.ts,
+        }
+    if isinstance(event, StateEvent):
+        return {
+            "type": "state",
+            "conv": event.conv,
+            "pos": event.pos,
+            "user": event.user,
+            "state": event.state,
+            "ts": event.ts,
+        }
+    if isinstance(event, LockEvent):
+        return {
+            "type": "lock",
+            "conv": event.conv,
+            "pos": event.pos,
+            "op": event.op,
+            "name": event.name,
+            "holder": event.holder,
+            "waiters": list(event.waiters),
+            "by": event.by,
+            "ts": event.ts,
+        }
     return {
         "type": "presence",
         "user": event.user,
@@ -159,6 +196,20 @@ def event_line(event: ClientEvent) -> str:
     if isinstance(event, MembershipChange):
         verb = "joined" if event.kind == "join" else "left"
         return f"{_clock(event.ts)}  {event.conv}  {event.user} {verb} ({event.role})"
+    if isinstance(event, MetadataChange):
+        what = ", ".join(f"{k}={i.value!r}" for k, i in event.items.items())
+        gone = ", ".join(f"-{k}" for k in event.removed)
+        detail = "; ".join(x for x in (what, gone) if x)
+        return (
+            f"{_clock(event.ts)}  metadata {event.scope}:{event.target}  rev {event.major}"
+            f"  {event.actor}: {event.op} {detail}"
+        )
+    if isinstance(event, StateEvent):
+        shown = ", ".join(f"{k}={v}" for k, v in event.state.items()) or "(cleared)"
+        return f"{_clock(event.ts)}  {event.conv}  {event.user} state {shown}"
+    if isinstance(event, LockEvent):
+        held = f"held by {event.holder}" if event.holder else "free"
+        return f"{_clock(event.ts)}  {event.conv}  lock {event.name} {event.op}: {held}"
     assert isinstance(event, PresenceEvent)
     state = f"online ({event.devices} devices)" if event.online else "offline"
     return f"{_clock(event.ts)}  presence  {event.user} {state}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -33,12 +33,17 @@ from relaydesk.client.events import (
     ClientEvent,
     ConnectError,
     History,
+    Lock,
+    Metadata,
+    OnlineMember,
     Presence,
     RequestError,
+    RevisionConflict,
     SendError,
     SendReceipt,
     from_event,
     message_from,
+    metadata_item,
 )
 from relaydesk.client.streaming import TransportName, opener_for
 from relaydesk.client.transport import (
@@ -72,9 +77,23 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    LockOk,
+    LockQuery,
+    LockRequest,
+    Locks,
+    MetaEntry,
+    MetaGet,
+    MetaOk,
+    MetaSet,
+    MetaState,
     PresenceQuery,
     PresenceState,
     Publish,
+    StateSet,
+    Where,
+    WhereNow,
+    Who,
+    WhoNow,
 )
 
 SDK_LABEL = "relaydesk-python/0.1.0"
@@ -450,6 +469,167 @@ class Client:
             for u in state.users
         ]
 
+    # -- metadata (docs/protocol.md §5.11) -------------------------------------------
+
+    async def _meta_set(
+        self,
+        op: Literal["set", "update", "remove"],
+        scope: Literal["channel", "user"],
+        target: str,
+        entries: list[MetaEntry],
+        major: int,
+        lock: str,
+    ) -> int:
+        reply: MetaOk = await self._request(
+            lambda rid: MetaSet(
+                rid=rid,
+                scope=scope,
+                target=target,
+                op=op,
+                items=entries,
+                major=major,
+                lock=lock,
+            )
+        )
+        return reply.major
+
+    @staticmethod
+    def _entries(items: Mapping[str, str] | Sequence[MetaEntry]) -> list[MetaEntry]:
+        if isinstance(items, Mapping):
+            return [MetaEntry(key=k, value=v) for k, v in items.items()]
+        return list(items)
+
+    async def set_metadata(
+        self,
+        scope: Literal["channel", "user"],
+        target: str,
+        items: Mapping[str, str] | Sequence[MetaEntry],
+        *,
+        major: int = -1,
+        lock: str = "",
+    ) -> int:
+        """Add or overwrite items of ``channel``/``user`` ``target``; the new revision.
+
+        ``items``: a mapping, or ``MetadataEntry(key, value, rev)`` for per-item
+        compare-and-set (``rev`` 0: must not exist yet).  ``major`` >= 0: the whole
+        object must still be at that revision.  A lost race raises
+        ``RevisionConflict`` carrying the current revision."""
+        return await self._meta_set("set", scope, target, self._entries(items), major, lock)
+
+    async def update_metadata(
+        self,
+        scope: Literal["channel", "user"],
+        target: str,
+        items: Mapping[str, str] | Sequence[MetaEntry],
+        *,
+        major: int = -1,
+        lock: str = "",
+    ) -> int:
+        """Overwrite existing items only (NOT_FOUND if one is missing); the new revision."""
+        return await self._meta_set("update", scope, target, self._entries(items), major, lock)
+
+    async def remove_metadata(
+        self,
+        scope: Literal["channel", "user"],
+        target: str,
+        keys: Sequence[str | MetaEntry] = (),
+        *,
+        major: int = -1,
+        lock: str = "",
+    ) -> int:
+        """Remove the items named (every item if ``keys`` is empty); the new revision."""
+        entries = [k if isinstance(k, MetaEntry) else MetaEntry(key=k) for k in keys]
+        return await self._meta_set("remove", scope, target, entries, major, lock)
+
+    async def get_metadata(self, scope: Literal["channel", "user"], target: str) -> Metadata:
+        """The whole object as committed now (a channel's: members only)."""
+        state: MetaState = await self._request(
+            lambda rid: MetaGet(rid=rid, scope=scope, target=target)
+        )
+        return Metadata(
+            scope=scope,
+            target=state.target,
+            major=state.major,
+            items={i.key: metadata_item(i) for i in state.items},
+        )
+
+    # -- locks (docs/protocol.md §5.12) -----------------------------------------------
+
+    async def _lock(
+        self,
+        channel: str,
+        op: Literal["set", "remove", "acquire", "release", "revoke"],
+        name: str,
+        ttl_s: int = 10,
+        wait: bool = False,
+    ) -> LockOk:
+        reply: LockOk = await self._request(
+            lambda rid: LockRequest(
+                rid=rid, channel=channel, op=op, name=name, ttl_s=ttl_s, wait=wait
+            )
+        )
+        return reply
+
+    async def set_lock(self, channel: str, name: str, ttl_s: int = 10) -> None:
+        """Create lock ``name`` of ``channel`` (or change its TTL); owners only.
+
+        The TTL is how long the lock stays held after its holder's last device
+        disconnected."""
+        await self._lock(channel, "set", name, ttl_s)
+
+    async def remove_lock(self, channel: str, name: str) -> None:
+        """Delete the lock (owners only)."""
+        await self._lock(channel, "remove", name)
+
+    async def acquire_lock(self, channel: str, name: str, *, wait: bool = False) -> bool:
+        """Take the lock: True if you hold it now.  Held by another: LOCK_HELD
+        (``RequestError``), or with ``wait`` False and you join its fair queue; the
+        ``LockEvent`` naming you ``holder`` then says when it is yours."""
+        reply = await self._lock(channel, "acquire", name, wait=wait)
+        return reply.holder == self.user
+
+    async def release_lock(self, channel: str, name: str) -> None:
+        """Let the lock go (the first waiter gets it), or stop waiting for it;
+        LOCK_NOT_HELD if neither."""
+        await self._lock(channel, "release", name)
+
+    async def revoke_lock(self, channel: str, name: str) -> None:
+        """Take the lock from its holder (owners only); the first waiter gets it."""
+        await self._lock(channel, "revoke", name)
+
+    async def locks(self, channel: str) -> list[Lock]:
+        """The channel's locks, holders and queues (members only)."""
+        reply: Locks = await self._request(lambda rid: LockQuery(rid=rid, channel=channel))
+        return [
+            Lock(
+                name=i.name, ttl_s=i.ttl_s, holder=i.holder, since=i.since, waiters=tuple(i.waiters)
+            )
+            for i in reply.items
+        ]
+
+    # -- presence state (docs/protocol.md §5.13) ---------------------------------------
+
+    async def set_state(self, channel: str, state: Mapping[str, str]) -> None:
+        """Publish your presence state in ``channel`` (replaces the previous one; an
+        empty mapping clears it).  Members see it in ``who_now`` and as a
+        ``StateEvent``; it is cleared when you have no connected device left."""
+        await self._request(lambda rid: StateSet(rid=rid, channel=channel, state=dict(state)))
+
+    async def who_now(self, channel: str) -> list[OnlineMember]:
+        """The channel's members online now, with their states (members only)."""
+        reply: Who = await self._request(lambda rid: WhoNow(rid=rid, channel=channel))
+        return [
+            OnlineMember(user=u.user, devices=u.devices, since=u.since, state=dict(u.state))
+            for u in reply.users
+        ]
+
+    async def where_now(self, user: str) -> dict[str, dict[str, str]] | None:
+        """``user``'s channels with their state there, or None while offline."""
+        reply: Where = await self._request(lambda rid: WhereNow(rid=rid, user=user))
+        if not reply.online:
+            return None
+        return {c.channel: dict(c.state) for c in reply.channels}
+
     # -- receiving -------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[ClientEvent]:
@@ -498,11 +678,12 @@ class Client:
             elif isinstance(c, RequestFailed):
                 rfut = self._requests.get(c.rid)
                 if rfut is not None and not rfut.done():
-                    rfut.set_exception(
-                        ClientClosed(c.msg)
-                        if self._session.terminal
-                        else RequestError(c.code, c.msg)
-                    )
+                    if self._session.terminal:
+                        rfut.set_exception(ClientClosed(c.msg))
+                    elif c.code == ErrorCode.REVISION_CONFLICT and c.rev is not None:
+                        rfut.set_exception(RevisionConflict(c.code, c.msg, c.rev))
+                    else:
+                        rfut.set_exception(RequestError(c.code, c.msg))
         if not self._session.outbox_full:
             self._room.set()
 

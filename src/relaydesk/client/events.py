@@ -11,8 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
+
 from relaydesk.protocol.errors import ErrorCode
-from relaydesk.protocol.frames import Event, PresenceChange
+from relaydesk.protocol.frames import Event, MetaItem, PresenceChange
+from relaydesk.protocol.locks import decode_lock_change
+from relaydesk.protocol.metadata import decode_change
+from relaydesk.protocol.presence_state import decode_state_change
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,105 @@ class PresenceEvent:
     ts: int
 
 
-ClientEvent = Message | ReadMarker | Deletion | MembershipChange | PresenceEvent
+@dataclass(frozen=True, slots=True)
+class MetadataItem:
+    """One metadata item: written at object revision ``rev`` by ``by`` at ``ts``."""
+
+    key: str
+    value: str
+    rev: int
+    by: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """A whole metadata object at revision ``major`` (0: never written)."""
+
+    scope: Literal["channel", "user"]
+    target: str
+    major: int
+    items: dict[str, MetadataItem]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataChange:
+    """The metadata of ``scope``:``target`` changed to revision ``major`` (in feed order):
+    ``items`` were written (``op`` set/update), ``removed`` keys were deleted."""
+
+    scope: str
+    target: str
+    op: str
+    major: int
+    pos: int
+    actor: str
+    ts: int
+    items: dict[str, MetadataItem]
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LockEvent:
+    """Lock ``name`` of channel conversation ``conv`` changed (in feed order).
+
+    ``op``: set, removed, acquired, queued, dequeued, released, revoked, expired;
+    ``holder`` holds it now ("" = free), ``waiters`` queue for it in order; ``by``
+    made the change ("" for a TTL expiry or a backend)."""
+
+    conv: str
+    pos: int
+    op: str
+    name: str
+    holder: str
+    waiters: tuple[str, ...]
+    ttl_s: int
+    by: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A lock of a channel as listed by ``Client.locks``."""
+
+    name: str
+    ttl_s: int
+    holder: str
+    since: int
+    waiters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateEvent:
+    """``user``'s presence state in channel conversation ``conv`` is now ``state``
+    (empty: cleared, also when the user went offline); in feed order."""
+
+    conv: str
+    pos: int
+    user: str
+    state: dict[str, str]
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineMember:
+    """A channel member online now (``who_now``), with their state there."""
+
+    user: str
+    devices: int
+    since: int
+    state: dict[str, str]
+
+
+ClientEvent = (
+    Message
+    | ReadMarker
+    | Deletion
+    | MembershipChange
+    | PresenceEvent
+    | MetadataChange
+    | LockEvent
+    | StateEvent
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +249,14 @@ class RequestError(RelaydeskError):
     """A request (join, history, presence...) failed."""
 
 
+class RevisionConflict(RequestError):
+    """A metadata compare-and-set lost: ``revision`` is the current one (§5.11)."""
+
+    def __init__(self, code: int, message: str, revision: int) -> None:
+        super().__init__(code, message)
+        self.revision = revision
+
+
 class ConnectError(RelaydeskError):
     """The client could not log in (bad token, timeout, attempts exhausted)."""
 
@@ -168,6 +279,48 @@ def message_from(event: Event) -> Message:
         ts=event.ts,
         body=event.body,
         enc=event.enc,
+    )
+
+
+def metadata_item(item: MetaItem) -> MetadataItem:
+    return MetadataItem(key=item.key, value=item.value, rev=item.rev, by=item.by, ts=item.ts)
+
+
+def _metadata_change(event: Event) -> MetadataChange:
+    try:
+        body = decode_change(event.body)
+    except msgspec.DecodeError:  # a server defect; surface what the event itself says
+        return MetadataChange(
+            "", event.subject, "", event.seq, event.pos, event.sender, event.ts, {}, ()
+        )
+    return MetadataChange(
+        scope=body.scope,
+        target=body.target,
+        op=body.op,
+        major=body.major,
+        pos=event.pos,
+        actor=event.sender,
+        ts=event.ts,
+        items={i.key: metadata_item(i) for i in body.items},
+        removed=tuple(body.removed),
+    )
+
+
+def _lock_event(event: Event) -> LockEvent:
+    try:
+        change = decode_lock_change(event.body)
+    except msgspec.DecodeError:  # a server defect; surface what the event itself says
+        return LockEvent(event.conv, event.pos, "", event.subject, "", (), 0, "", event.ts)
+    return LockEvent(
+        conv=event.conv,
+        pos=event.pos,
+        op=change.op,
+        name=change.name,
+        holder=change.holder,
+        waiters=tuple(change.waiters),
+        ttl_s=change.ttl_s,
+        by=change.by,
+        ts=event.ts,
     )
 
 
@@ -195,10 +348,20 @@ def from_event(item: Event | PresenceChange) -> ClientEvent:
             device=item.dev,
             ts=item.ts,
         )
+    if item.kind == "meta":
+        return _metadata_change(item)
+    if item.kind == "lock":
+        return _lock_event(item)
+    if item.kind == "state":
+        try:
+            change = decode_state_change(item.body)
+        except msgspec.DecodeError:  # a server defect; surface what the event itself says
+            return StateEvent(item.conv, item.pos, item.subject, {}, item.ts)
+        return StateEvent(item.conv, item.pos, change.user, dict(change.state), item.ts)
     return MembershipChange(
         conv=item.conv,
         pos=item.pos,
-        kind=item.kind,
+        kind="join" if item.kind == "join" else "leave",
         user=item.subject,
         actor=item.sender,
         role=item.role,

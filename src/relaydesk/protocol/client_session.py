@@ -91,7 +91,15 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    LockOk,
+    LockQuery,
+    LockRequest,
+    Locks,
     Messages,
+    MetaGet,
+    MetaOk,
+    MetaSet,
+    MetaState,
     Moved,
     Ok,
     Ping,
@@ -105,8 +113,13 @@ from relaydesk.protocol.frames import (
     Read,
     Refresh,
     ServerFrame,
+    StateSet,
     Synced,
     Welcome,
+    Where,
+    WhereNow,
+    Who,
+    WhoNow,
 )
 
 # --------------------------------------------------------------------------- policy
@@ -284,7 +297,19 @@ class ReplyReceived:
     """The reply to request ``rid``."""
 
     rid: int
-    frame: Ok | Joined | HistoryPage | PresenceState | AuthOk
+    frame: (
+        Ok
+        | Joined
+        | HistoryPage
+        | PresenceState
+        | AuthOk
+        | MetaState
+        | MetaOk
+        | LockOk
+        | Locks
+        | Who
+        | Where
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,11 +317,41 @@ class RequestFailed:
     rid: int
     code: int
     msg: str
+    rev: int | None = None  # REVISION_CONFLICT: the current revision
 
 
 Completion = SendDone | SendFailed | ReplyReceived | RequestFailed
+# Frames that answer a request (by ``rid``).
+_REPLIES = (
+    Ok,
+    Joined,
+    HistoryPage,
+    PresenceState,
+    AuthOk,
+    MetaState,
+    MetaOk,
+    LockOk,
+    Locks,
+    Who,
+    Where,
+)
 FeedItem = Event | PresenceChange
-Request = Delete | Join | Leave | Invite | HistoryQuery | PresenceQuery | Refresh
+Request = (
+    Delete
+    | Join
+    | Leave
+    | Invite
+    | HistoryQuery
+    | PresenceQuery
+    | Refresh
+    | MetaSet
+    | MetaGet
+    | LockRequest
+    | LockQuery
+    | StateSet
+    | WhoNow
+    | WhereNow
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,7 +783,7 @@ class ClientSession:
             if sent is not None:
                 self.rtt = max(0.0, now - sent)
                 self.clock_skew_ms = frame.server_ts - (frame.ts + self.rtt * 500.0)
-        elif isinstance(frame, Ok | Joined | HistoryPage | PresenceState | AuthOk):
+        elif isinstance(frame, _REPLIES):
             if self._pending.pop(frame.rid, None) is not None:
                 if isinstance(frame, AuthOk):
                     self.exp = frame.exp
@@ -804,7 +859,7 @@ class ClientSession:
             return
         if frame.rid is not None and frame.rid in self._pending:
             del self._pending[frame.rid]
-            self._done.append(RequestFailed(frame.rid, frame.code, frame.msg))
+            self._done.append(RequestFailed(frame.rid, frame.code, frame.msg, frame.rev))
             return
         # A connection-level error: a close follows when ``code.closes`` (§7).
         self.last_error = frame

@@ -26,8 +26,12 @@ class ErrorCode(enum.IntEnum):
     NOT_FOUND = 4021  # unknown conversation, channel or user
     INVALID_ARGUMENT = 4022  # a field has a bad value (id syntax, limits...)
     DUPLICATE_ID_MISMATCH = 4023  # client message id reused with another payload
+    REVISION_CONFLICT = 4024  # metadata compare-and-set lost; ``error.rev`` is the current one
+    LOCK_HELD = 4025  # the lock is held by another user
+    LOCK_NOT_HELD = 4026  # releasing (or writing under) a lock one does not hold
     MESSAGE_TOO_LARGE = 4030  # body over the app's message size limit; error only
     FRAME_TOO_LARGE = 4031  # WebSocket message over the frame limit; closes
+    METADATA_TOO_LARGE = 4032  # a metadata value, item count or lock count over its limit
     RATE_LIMITED = 4040  # over the per-connection publish rate; error only, retry later
     FLOODING = 4041  # far over the rate limit; closes
     SLOW_READER = 4042  # unread replies passed the connection's output budget; closes
@@ -82,7 +86,9 @@ _RETRYABLE = frozenset(
 class ProtocolError(Exception):
     """A violation detected while decoding or handling a frame."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, rev: int | None = None) -> None:
         super().__init__(f"{code.name} ({int(code)}): {message}")
         self.code = code
         self.message = message
+        # REVISION_CONFLICT: the current revision, so the client can retry from it.
+        self.rev = rev

@@ -32,7 +32,15 @@ Millis = Annotated[int, Meta(ge=0, le=2**53)]
 Label = Annotated[str, Meta(max_length=64)]
 Token = Annotated[str, Meta(min_length=1, max_length=4096)]
 Role = Literal["owner", "member"]
-EventKind = Literal["msg", "read", "del", "join", "leave"]
+EventKind = Literal["msg", "read", "del", "join", "leave", "meta", "lock", "state"]
+MetaScope = Literal["channel", "user"]
+MetaOpName = Literal["set", "update", "remove"]
+# Metadata keys: printable, no control characters (docs/protocol.md §5.11).
+MetaKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# A value's UTF-8 size is checked against its limit when applied (METADATA_TOO_LARGE,
+# an error only); the schema bound only keeps absurd strings out of the decoder.
+MetaValue = Annotated[str, Meta(max_length=65536)]
+Revision = Annotated[int, Meta(ge=-1, le=2**53)]
 
 
 class Frame(msgspec.Struct, frozen=True, tag_field="t", omit_defaults=True):
@@ -175,6 +183,87 @@ class Probe(Frame, frozen=True, tag="probe"):
     ts: int = 0
 
 
+# ------------------------------------------------------------ metadata (§5.11)
+
+
+class MetaEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One item of a metadata write: ``rev`` -1 = no check, 0 = must not exist,
+    N = must still be at revision N (compare-and-set)."""
+
+    key: MetaKey
+    value: MetaValue = ""
+    rev: Revision = -1
+
+
+class MetaSet(Frame, frozen=True, tag="meta_set"):
+    """Change the metadata of ``channel:<target>`` or ``user:<target>``.
+
+    ``op``: ``set`` adds or overwrites items, ``update`` overwrites existing items
+    only, ``remove`` deletes the items named (all items when ``items`` is empty).
+    ``major`` -1 = no check; otherwise the object's revision must still be ``major``.
+    ``lock``: if given, the writer must hold that lock of the channel (§5.12)."""
+
+    rid: Rid
+    scope: MetaScope
+    target: Name
+    op: MetaOpName
+    items: Annotated[list[MetaEntry], Meta(max_length=128)] = []
+    major: Revision = -1
+    lock: Annotated[str, Meta(max_length=64)] = ""
+
+
+class MetaGet(Frame, frozen=True, tag="meta_get"):
+    rid: Rid
+    scope: MetaScope
+    target: Name
+
+
+class LockRequest(Frame, frozen=True, tag="lock"):
+    """A lock operation on lock ``name`` of ``channel`` (§5.12): ``set`` (create, or
+    change its TTL; owners), ``remove`` (owners), ``acquire`` (``wait``: join the
+    fair queue instead of failing with LOCK_HELD), ``release`` (or stop waiting),
+    ``revoke`` (owners: take it from its holder)."""
+
+    rid: Rid
+    channel: Name
+    op: Literal["set", "remove", "acquire", "release", "revoke"]
+    name: Name
+    ttl_s: Annotated[int, Meta(ge=0, le=2**31)] = 10
+    wait: bool = False
+
+
+class LockQuery(Frame, frozen=True, tag="lock_q"):
+    """List the locks of ``channel`` (members)."""
+
+    rid: Rid
+    channel: Name
+
+
+StateKey = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class StateSet(Frame, frozen=True, tag="state_set"):
+    """Your presence state in ``channel`` (§5.13); an empty ``state`` clears it."""
+
+    rid: Rid
+    channel: Name
+    state: Annotated[dict[StateKey, Annotated[str, Meta(max_length=8192)]], Meta(max_length=32)]
+
+
+class WhoNow(Frame, frozen=True, tag="who_now"):
+    """Who is online in ``channel``, with their states (members only)."""
+
+    rid: Rid
+    channel: Name
+
+
+class WhereNow(Frame, frozen=True, tag="where_now"):
+    """The channels ``user`` is in while online, with their states there."""
+
+    rid: Rid
+    user: Name
+
+
 ClientFrame = (
     Hello
     | Ping
@@ -189,6 +278,13 @@ ClientFrame = (
     | PresenceQuery
     | Refresh
     | Probe
+    | MetaSet
+    | MetaGet
+    | LockRequest
+    | LockQuery
+    | StateSet
+    | WhoNow
+    | WhereNow
 )
 
 # ------------------------------------------------------------- server -> client
@@ -277,6 +373,92 @@ class PresenceChange(Frame, frozen=True, tag="presence"):
     ts: int
 
 
+class MetaItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One stored metadata item: ``rev`` is the object's revision that last wrote it,
+    ``by`` the user who did (empty for a backend), ``ts`` when (Unix ms)."""
+
+    key: str
+    value: str = ""
+    rev: int = 0
+    by: str = ""
+    ts: int = 0
+
+
+class MetaState(Frame, frozen=True, tag="meta"):
+    """Reply to ``meta_get``: the whole object at revision ``major`` (0: never written)."""
+
+    rid: int
+    scope: str
+    target: str
+    major: int
+    items: list[MetaItem] = []
+
+
+class MetaOk(Frame, frozen=True, tag="meta_ok"):
+    """Reply to ``meta_set``: committed as revision ``major`` (every written item has
+    ``rev`` = ``major``); ``pos`` is the change event's feed position."""
+
+    rid: int
+    major: int
+    pos: int
+
+
+class LockOk(Frame, frozen=True, tag="lock_ok"):
+    """Reply to ``lock``: the lock after the operation; ``queued``: you wait in its
+    queue (a ``lock`` event with you as ``holder`` says when you have it)."""
+
+    rid: int
+    name: str
+    holder: str = ""
+    queued: bool = False
+    pos: int = 0
+
+
+class LockInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    ttl_s: int
+    holder: str = ""
+    since: int = 0
+    waiters: list[str] = []
+
+
+class Locks(Frame, frozen=True, tag="locks"):
+    """Reply to ``lock_q``."""
+
+    rid: int
+    channel: str
+    items: list[LockInfo] = []
+
+
+class OnlineMember(msgspec.Struct, frozen=True, omit_defaults=True):
+    user: str
+    devices: int = 0
+    since: int = 0
+    state: dict[str, str] = {}
+
+
+class Who(Frame, frozen=True, tag="who"):
+    """Reply to ``who_now``: the channel's online members."""
+
+    rid: int
+    channel: str
+    users: list[OnlineMember] = []
+
+
+class ChannelState(msgspec.Struct, frozen=True, omit_defaults=True):
+    channel: str
+    state: dict[str, str] = {}
+
+
+class Where(Frame, frozen=True, tag="where"):
+    """Reply to ``where_now``: ``user``'s channels (none while offline)."""
+
+    rid: int
+    user: str
+    online: bool
+    channels: list[ChannelState] = []
+
+
 class AuthOk(Frame, frozen=True, tag="auth_ok"):
     rid: int
     exp: int
@@ -289,6 +471,7 @@ class Error(Frame, frozen=True, tag="error"):
     msg: str
     rid: int | None = None
     id: str | None = None
+    rev: int | None = None  # REVISION_CONFLICT: the current revision
 
 
 class Moved(Frame, frozen=True, tag="moved"):
@@ -314,6 +497,12 @@ ServerFrame = (
     | PresenceChange
     | AuthOk
     | Moved
+    | MetaState
+    | MetaOk
+    | LockOk
+    | Locks
+    | Who
+    | Where
     | Error
 )
 
@@ -332,6 +521,13 @@ CLIENT_TAGS = frozenset(
         "presence_q",
         "auth",
         "probe",
+        "meta_set",
+        "meta_get",
+        "lock",
+        "lock_q",
+        "state_set",
+        "who_now",
+        "where_now",
     }
 )
 SERVER_TAGS = frozenset(
@@ -348,6 +544,12 @@ SERVER_TAGS = frozenset(
         "presence",
         "auth_ok",
         "moved",
+        "meta",
+        "meta_ok",
+        "lock_ok",
+        "locks",
+        "who",
+        "where",
         "error",
     }
 )

@@ -19,6 +19,10 @@ a ``Frame``        queues that frame on the connection's reply queue
 ``QueryHistory``   reads the page from storage, then ``history_page(...)``
 ``QueryPresence``  reads the hub's presence table, then ``presence_state(...)``
 ``NoteAck``        stores the device cursor (coalesced by the hub)
+``QueryMeta``      reads a metadata object (membership checked), then ``meta_state``
+``QueryLocks``     reads a channel's locks (membership checked), then ``locks``
+``QueryWho``       reads a channel's online members and states, then ``who``
+``QueryWhere``     reads a user's channels and states (the shell builds ``where``)
 =================  ====================================================================
 
 ``ALLOWED`` is the whole phase table: which frame types each phase accepts.  Deadlines
@@ -73,7 +77,19 @@ from relaydesk.protocol.frames import (
     Join,
     Joined,
     Leave,
+    LockInfo,
+    LockOk,
+    LockQuery,
+    LockRequest,
+    Locks,
+    MetaEntry,
+    MetaGet,
+    MetaItem,
+    MetaOk,
+    MetaSet,
+    MetaState,
     Ok,
+    OnlineMember,
     Ping,
     Pong,
     PresenceQuery,
@@ -83,9 +99,14 @@ from relaydesk.protocol.frames import (
     Publish,
     Read,
     Refresh,
+    StateSet,
     UserPresence,
     Welcome,
+    WhereNow,
+    Who,
+    WhoNow,
 )
+from relaydesk.protocol.locks import decode_lock_change
 from relaydesk.protocol.tokens import Claims, verify_token
 
 # Per-session cache of resolved publish addresses (a client writing to many
@@ -115,6 +136,13 @@ _ACTIVE_FRAMES: frozenset[type[Frame]] = frozenset(
         PresenceQuery,
         Refresh,
         Probe,
+        MetaSet,
+        MetaGet,
+        LockRequest,
+        LockQuery,
+        StateSet,
+        WhoNow,
+        WhereNow,
     }
 )
 ALLOWED: dict[Phase, frozenset[type[Frame]]] = {
@@ -257,7 +285,48 @@ class LeaveIntent(msgspec.Struct, frozen=True):
     ts: int
 
 
-Intent = PublishIntent | ReadIntent | DeleteIntent | JoinIntent | LeaveIntent
+class MetaIntent(msgspec.Struct, frozen=True):
+    """Change metadata (§5.11); ``conv`` is where its change event goes."""
+
+    conv: Conversation
+    scope: str
+    target: str
+    op: str
+    items: tuple[MetaEntry, ...]
+    major: int
+    lock: str
+    ts: int
+
+
+class LockIntent(msgspec.Struct, frozen=True):
+    """A lock operation (§5.12)."""
+
+    channel: Conversation
+    op: str
+    name: str
+    ttl_s: int
+    wait: bool
+    ts: int
+
+
+class StateIntent(msgspec.Struct, frozen=True):
+    """Set (empty: clear) the session user's presence state in a channel (§5.13)."""
+
+    channel: Conversation
+    state: tuple[tuple[str, str], ...]
+    ts: int
+
+
+Intent = (
+    PublishIntent
+    | ReadIntent
+    | DeleteIntent
+    | JoinIntent
+    | LeaveIntent
+    | MetaIntent
+    | LockIntent
+    | StateIntent
+)
 
 
 class Answer(enum.Enum):
@@ -266,6 +335,8 @@ class Answer(enum.Enum):
     PUBACK = "puback"
     OK = "ok"
     JOINED = "joined"
+    META = "meta_ok"
+    LOCK = "lock_ok"
     NONE = "none"  # read markers: no reply, errors still reported
 
 
@@ -313,8 +384,45 @@ class NoteAck(msgspec.Struct, frozen=True):
     pos: int
 
 
+class QueryMeta(msgspec.Struct, frozen=True):
+    """Read ``scope``:``target``; ``member_of`` (a channel conversation) must hold the
+    user, or is "" when anyone of the app may read (user metadata)."""
+
+    rid: int
+    scope: str
+    target: str
+    member_of: str
+
+
+class QueryLocks(msgspec.Struct, frozen=True):
+    rid: int
+    channel: Conversation
+
+
+class QueryWho(msgspec.Struct, frozen=True):
+    rid: int
+    channel: Conversation
+
+
+class QueryWhere(msgspec.Struct, frozen=True):
+    rid: int
+    user: str
+
+
 # A frame is itself the action "send this frame" (on the connection's reply queue).
-Action = Frame | Close | Attach | Commit | QueryHistory | QueryPresence | NoteAck
+Action = (
+    Frame
+    | Close
+    | Attach
+    | Commit
+    | QueryHistory
+    | QueryPresence
+    | NoteAck
+    | QueryMeta
+    | QueryLocks
+    | QueryWho
+    | QueryWhere
+)
 
 
 def _event_size(event: Event) -> int:
@@ -332,7 +440,7 @@ def _event_size(event: Event) -> int:
 
 def failure(exc: ProtocolError, rid: int | None = None, mid: str | None = None) -> Error | Close:
     """The action that reports ``exc``: an ``error`` frame, and a close if the code closes."""
-    err = Error(code=int(exc.code), msg=exc.message, rid=rid, id=mid)
+    err = Error(code=int(exc.code), msg=exc.message, rid=rid, id=mid, rev=exc.rev)
     return Close(exc.code, err) if exc.code.closes else err
 
 
@@ -525,6 +633,40 @@ class ServerSession:
             return QueryPresence(frame.rid, frame.users)
         if isinstance(frame, Refresh):
             return self._refresh(frame, wall_ms)
+        if isinstance(frame, MetaSet):
+            conv = self._meta_conversation(frame.scope, frame.target, write=True)
+            intent = MetaIntent(
+                conv,
+                frame.scope,
+                frame.target,
+                frame.op,
+                tuple(frame.items),
+                frame.major,
+                frame.lock,
+                wall_ms,
+            )
+            return Commit(intent, Answer.META, frame.rid)
+        if isinstance(frame, LockRequest):
+            conv = self._scoped(channel_conversation(frame.channel))
+            lock = LockIntent(conv, frame.op, frame.name, frame.ttl_s, frame.wait, wall_ms)
+            return Commit(lock, Answer.LOCK, frame.rid)
+        if isinstance(frame, LockQuery):
+            return QueryLocks(frame.rid, self._scoped(channel_conversation(frame.channel)))
+        if isinstance(frame, StateSet):
+            conv = self._scoped(channel_conversation(frame.channel))
+            state = StateIntent(conv, tuple(sorted(frame.state.items())), wall_ms)
+            return Commit(state, Answer.OK, frame.rid)
+        if isinstance(frame, WhoNow):
+            return QueryWho(frame.rid, self._scoped(channel_conversation(frame.channel)))
+        if isinstance(frame, WhereNow):
+            claims = self.claims
+            if claims is not None and claims.confined and not claims.may_see(frame.user):
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"this token may not see {frame.user!r}")
+            return QueryWhere(frame.rid, frame.user)
+        if isinstance(frame, MetaGet):
+            conv = self._meta_conversation(frame.scope, frame.target, write=False)
+            member_of = conv.id if frame.scope == "channel" else ""
+            return QueryMeta(frame.rid, frame.scope, frame.target, member_of)
         raise AssertionError(f"unhandled frame {type(frame).__name__}")  # pragma: no cover
 
     def _publish(self, frame: Publish, now: float, wall_ms: int) -> Commit:
@@ -544,6 +686,18 @@ class ServerSession:
             frame.id,
             recv=now,
         )
+
+    def _meta_conversation(self, scope: str, target: str, *, write: bool) -> Conversation:
+        """Where changes of ``scope``:``target`` go, if this session may address it:
+        the channel's conversation, or the user's own ``dm:U:U`` (§5.11)."""
+        if scope == "channel":
+            return self._scoped(channel_conversation(target))
+        if write and target != self.user:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "users write only their own metadata")
+        claims = self.claims
+        if claims is not None and claims.confined and not claims.may_see(target):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"this token may not see user {target!r}")
+        return resolve(f"user:{target}", target)
 
     def _scoped(self, conv: Conversation) -> Conversation:
         """``conv`` if this session's token may address it (FORBIDDEN otherwise)."""
@@ -626,7 +780,7 @@ class ServerSession:
                 dup=duplicate,
             )
         if error is not None:
-            return Error(code=int(error.code), msg=error.message, rid=commit.rid)
+            return Error(code=int(error.code), msg=error.message, rid=commit.rid, rev=error.rev)
         rid = commit.rid
         if answer is Answer.OK:
             assert rid is not None
@@ -634,6 +788,19 @@ class ServerSession:
         if answer is Answer.JOINED:
             assert rid is not None
             return Joined(rid=rid, channel=commit.channel, conv=commit.conv, role=role)
+        if answer is Answer.META:
+            assert rid is not None and event is not None
+            return MetaOk(rid=rid, major=event.seq, pos=event.pos)
+        if answer is Answer.LOCK:
+            assert rid is not None and event is not None
+            change = decode_lock_change(event.body)
+            return LockOk(
+                rid=rid,
+                name=change.name,
+                holder=change.holder,
+                queued=change.op == "queued" or self.user in change.waiters,
+                pos=event.pos,
+            )
         return None
 
     def history_page(self, query: QueryHistory, items: list[Event], more: bool) -> HistoryPage:
@@ -659,6 +826,17 @@ class ServerSession:
 
     def presence_state(self, query: QueryPresence, users: list[UserPresence]) -> PresenceState:
         return PresenceState(rid=query.rid, users=users)
+
+    def who(self, query: QueryWho, users: list[OnlineMember]) -> Who:
+        return Who(rid=query.rid, channel=query.channel.channel, users=users)
+
+    def locks(self, query: QueryLocks, items: list[LockInfo]) -> Locks:
+        return Locks(rid=query.rid, channel=query.channel.channel, items=items)
+
+    def meta_state(self, query: QueryMeta, major: int, items: list[MetaItem]) -> MetaState:
+        return MetaState(
+            rid=query.rid, scope=query.scope, target=query.target, major=major, items=items
+        )
 
     # -- phases and deadlines --------------------------------------------------------
 

@@ -34,6 +34,7 @@ from relaydesk.server.cluster import open_bus
 from relaydesk.server.cluster.lease import LeaderLease
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.server.directory import AutoDrainer, Directory
+from relaydesk.server.features.http import features_router
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.gateway.streaming import StreamGateway
 from relaydesk.server.http import BoundedRequest, messaging_router, ops_router
@@ -115,6 +116,7 @@ class RelaydeskServer:
             route_handlers=[
                 ops_router(self),
                 messaging_router(self.hub, self.store, settings.gateway.max_body),
+                features_router(self.hub, self.gateway.metadata),
                 self.desk.router,
                 quality_router(
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
@@ -200,6 +202,8 @@ class RelaydeskServer:
         await self.desk.admin.start(self.settings.admin.apps_refresh_s)
         await self.telemetry.start()
         await self.gateway.start()
+        self.gateway.locks.start()  # the lock TTL sweeper (server/features/locks.py)
+        self.gateway.states.start()  # clears states of users gone offline
         await self.registry.start()
         if self.settings.demo:
             await self._seed_demo()
@@ -219,6 +223,8 @@ class RelaydeskServer:
             await self.autodrain.aclose()
             await self.registry.aclose()
             await self.lease.aclose()
+            await self.gateway.locks.aclose()
+            await self.gateway.states.aclose()
             await self.gateway.aclose()
             await self.desk.admin.aclose()
             await self.autoack.aclose()

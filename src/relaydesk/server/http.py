@@ -41,16 +41,22 @@ _STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.MESSAGE_TOO_LARGE: 413,
     ErrorCode.DUPLICATE_ID_MISMATCH: 409,
+    ErrorCode.REVISION_CONFLICT: 409,
+    ErrorCode.LOCK_HELD: 409,
+    ErrorCode.LOCK_NOT_HELD: 409,
+    ErrorCode.METADATA_TOO_LARGE: 413,
     ErrorCode.INTERNAL: 500,
 }
 
 
-class ApiError(msgspec.Struct, frozen=True):
-    """A protocol error code (docs/protocol.md §7), its name and a readable message."""
+class ApiError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A protocol error code (docs/protocol.md §7), its name and a readable message;
+    ``rev``: the current revision, with REVISION_CONFLICT only."""
 
     code: int
     name: str
     message: str
+    rev: int | None = None
 
 
 class ApiErrorBody(msgspec.Struct, frozen=True):
@@ -79,14 +85,15 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-def error_response(code: ErrorCode, message: str) -> Response[ApiErrorBody]:
+def error_response(code: ErrorCode, message: str, rev: int | None = None) -> Response[ApiErrorBody]:
     return Response(
-        ApiErrorBody(ApiError(int(code), code.name, message)), status_code=_STATUS.get(code, 400)
+        ApiErrorBody(ApiError(int(code), code.name, message, rev)),
+        status_code=_STATUS.get(code, 400),
     )
 
 
 def protocol_error_handler(_: Request[Any, Any, Any], exc: ProtocolError) -> Response[ApiErrorBody]:
-    return error_response(exc.code, exc.message)
+    return error_response(exc.code, exc.message, exc.rev)
 
 
 def validation_error_handler(

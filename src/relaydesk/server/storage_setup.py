@@ -6,7 +6,10 @@ from relaydesk.clock import Clock, millis
 from relaydesk.config import Settings
 from relaydesk.storage import Database, Tx, open_database
 from relaydesk.storage.keys import key_migrations, set_mode_tx
+from relaydesk.storage.locks import LOCK_MIGRATIONS
 from relaydesk.storage.messages import MessageStore, messaging_migrations
+from relaydesk.storage.metadata import METADATA_MIGRATIONS
+from relaydesk.storage.presence_state import PRESENCE_STATE_MIGRATIONS
 
 DEMO_APP = "demo"
 DEMO_SECRET = "demo-secret-change-me-0123456789"  # printed by `make run`; never use outside a demo
@@ -18,6 +21,9 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
     )
     db.migrate("messaging", messaging_migrations(db.dialect))
     db.migrate("e2ee_keys", key_migrations())  # app compliance modes are set at app creation
+    db.migrate("metadata", METADATA_MIGRATIONS)
+    db.migrate("locks", LOCK_MIGRATIONS)
+    db.migrate("presence_state", PRESENCE_STATE_MIGRATIONS)
     r = settings.retention
     store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
     now = millis(clock)

@@ -44,6 +44,9 @@ from relaydesk.protocol.addresses import Conversation
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.locks import LockOp, apply_lock_tx, lock_holder_tx
+from relaydesk.storage.metadata import MetaOp, apply_meta_tx
+from relaydesk.storage.presence_state import StateOp, apply_state_tx
 
 _SCHEMA_V1 = """
     CREATE TABLE apps (
@@ -249,7 +252,7 @@ class DeleteOp(msgspec.Struct, frozen=True):
     ts: int
 
 
-Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp
+Op = PublishOp | JoinOp | LeaveOp | ReadOp | DeleteOp | MetaOp | LockOp | StateOp
 
 
 @dataclass(slots=True)
@@ -407,6 +410,13 @@ def _prefetch(tx: Tx, ops: Sequence[Op]) -> _Prefetch:
         elif isinstance(op, LeaveOp):
             if op.channel.kind == "ch":
                 role_keys.add((op.app, op.channel.id, op.user))
+        elif isinstance(op, MetaOp):  # metadata (storage/metadata.py)
+            if op.conv.kind == "ch":
+                role_keys.add((op.app, op.conv.id, op.actor))
+            else:
+                conv_keys.add((op.app, op.conv.id))
+        elif isinstance(op, LockOp | StateOp):  # locks, presence state
+            role_keys.add((op.app, op.conv.id, op.actor))
         elif op.conv.kind == "ch":  # ReadOp, DeleteOp
             role_keys.add((op.app, op.conv.id, op.user))
     dups = {
@@ -519,6 +529,14 @@ class MessageStore:
         seen_ids: dict[tuple[str, str, str], Outcome] = {}
         outcomes: list[Outcome] = []
         rows: list[tuple[Any, ...]] = []
+
+        # Positions for the operations of other stores (metadata, locks, presence state):
+        # ``peek_pos`` is the position the next event of ``app`` gets, ``take_pos``
+        # allocates it once the operation has succeeded (a refused one leaves no gap).
+        def peek_pos(app: str) -> int:
+            return at[app] + 1
+
+        take_pos = next_pos
 
         def role_of(app: str, conv: str, user: str) -> str | None:
             key = (app, conv, user)
@@ -693,6 +711,13 @@ class MessageStore:
                     )
                     rows.append(_row(op.app, event))
                     outcomes.append(Outcome(event=event))
+                elif isinstance(op, MetaOp | LockOp | StateOp):
+                    event = self._apply_feature(tx, op, peek_pos(op.app), role_of)
+                    if op.conv.kind == "dm" and convs.get((op.app, op.conv.id)) is None:
+                        create_conversation(op.app, op.conv, op.ts)  # user metadata's feed
+                    take_pos(op.app)
+                    rows.append(_row(op.app, event))
+                    outcomes.append(Outcome(event=event))
             except ProtocolError as exc:
                 outcomes.append(Outcome(error=exc))
         self._flush(tx, rows)
@@ -708,6 +733,16 @@ class MessageStore:
                 moved,
             )
         return BatchResult(outcomes, members, at)
+
+    @staticmethod
+    def _apply_feature(tx: Tx, op: MetaOp | LockOp | StateOp, pos: int, role_of: Any) -> Event:
+        """Metadata, lock and presence-state operations (their own stores), as the event
+        at ``pos``; each raises ``ProtocolError`` with nothing written."""
+        if isinstance(op, MetaOp):
+            return apply_meta_tx(tx, op, pos, role_of, lock_holder_tx)
+        if isinstance(op, LockOp):
+            return apply_lock_tx(tx, op, pos, role_of)
+        return apply_state_tx(tx, op, pos, role_of)
 
     @staticmethod
     def _check_member(app: str, conv: Conversation, user: str, role_of: Any) -> None:

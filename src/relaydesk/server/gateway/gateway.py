@@ -34,20 +34,31 @@ from relaydesk.protocol.server_session import (
     Intent,
     JoinIntent,
     LeaveIntent,
+    LockIntent,
+    MetaIntent,
     NoteAck,
     PublishIntent,
     QueryHistory,
+    QueryLocks,
+    QueryMeta,
     QueryPresence,
+    QueryWhere,
+    QueryWho,
     ReadIntent,
     ServerSession,
     SessionLimits,
+    StateIntent,
 )
 from relaydesk.server.cluster import DeviceClaim
+from relaydesk.server.features import LockService, MetadataService, PresenceStateService
 from relaydesk.server.gateway._telemetry import LoginObserver, TelemetryObserver
 from relaydesk.server.gateway.connection import CLOSE_DRAIN_S, Connection, Sink
 from relaydesk.server.gateway.wire import Flusher
 from relaydesk.server.routing.hub import Hub
+from relaydesk.storage.locks import LockOp
 from relaydesk.storage.messages import DeleteOp, JoinOp, LeaveOp, Op, Outcome, PublishOp, ReadOp
+from relaydesk.storage.metadata import MetaOp
+from relaydesk.storage.presence_state import StateOp
 from relaydesk.telemetry.recorder import Recorder
 
 log = logging.getLogger("relaydesk.gateway")
@@ -89,6 +100,11 @@ class Gateway:
         self, hub: Hub, settings: Settings, clock: Clock, recorder: Recorder | None = None
     ) -> None:
         self.hub = hub
+        self.metadata = MetadataService(hub)  # §5.11
+        # §5.12; in a cluster, TTL clocks start only once other nodes' presence is heard.
+        settle_s = 3 * settings.cluster.presence_interval_ms / 1000 if hub.bus else 0.0
+        self.locks = LockService(hub, settle_s=settle_s)
+        self.states = PresenceStateService(hub, settle_s=settle_s)  # §5.13
         self.recorder = recorder  # telemetry; None: off
         self.settings = settings
         self.clock = clock
@@ -399,6 +415,31 @@ class Gateway:
         elif isinstance(action, QueryPresence):
             users = self.hub.presence(conn.app, action.users)
             self._apply(conn, session.presence_state(action, users))
+        elif isinstance(action, QueryMeta):
+            try:
+                major, found = await self.metadata.read(
+                    conn.app, conn.user, action.scope, action.target
+                )
+            except ProtocolError as exc:
+                self._apply(conn, session.fail(exc, action))
+                return
+            self._apply(conn, session.meta_state(action, major, found))
+        elif isinstance(action, QueryLocks):
+            try:
+                locks = await self.locks.list(conn.app, conn.user, action.channel.channel)
+            except ProtocolError as exc:
+                self._apply(conn, session.fail(exc, action))
+                return
+            self._apply(conn, session.locks(action, locks))
+        elif isinstance(action, QueryWho):
+            try:
+                who = await self.states.who_now(conn.app, conn.user, action.channel.channel)
+            except ProtocolError as exc:
+                self._apply(conn, session.fail(exc, action))
+                return
+            self._apply(conn, session.who(action, who))
+        elif isinstance(action, QueryWhere):
+            self._apply(conn, await self.states.where_now(action.rid, conn.app, action.user))
         elif isinstance(action, Attach):
             await self._login(conn, action)
         else:
@@ -494,6 +535,42 @@ class Gateway:
             )
         if isinstance(intent, LeaveIntent):
             return LeaveOp(app=app, user=user, device=device, channel=intent.channel, ts=intent.ts)
+        if isinstance(intent, MetaIntent):
+            return MetaOp(
+                app=app,
+                actor=user,
+                device=device,
+                conv=intent.conv,
+                scope=intent.scope,
+                target=intent.target,
+                op=intent.op,
+                items=intent.items,
+                major=intent.major,
+                ts=intent.ts,
+                lock=intent.lock,
+            )
+        if isinstance(intent, LockIntent):
+            return LockOp(
+                app=app,
+                actor=user,
+                device=device,
+                conv=intent.channel,
+                op=intent.op,
+                name=intent.name,
+                ts=intent.ts,
+                ttl_s=intent.ttl_s,
+                wait=intent.wait,
+            )
+        if isinstance(intent, StateIntent):
+            return StateOp(
+                app=app,
+                actor=user,
+                device=device,
+                conv=intent.channel,
+                user=user,
+                state=intent.state,
+                ts=intent.ts,
+            )
         if isinstance(intent, ReadIntent):
             return ReadOp(
                 app=app, user=user, device=device, conv=intent.conv, seq=intent.seq, ts=intent.ts
