@@ -167,6 +167,27 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def make_module_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ServerProcess]]:
+    """``make_server`` for one module: the nodes are shared by the module's tests (a node
+    takes seconds to start on a busy machine), so those tests must not depend on each
+    other's state.  A fixture rather than ``from conftest import ServerProcess``: that bare
+    name is whichever folder's conftest pytest imported first."""
+    started: list[ServerProcess] = []
+
+    def make(config: dict[str, Any] | None = None, name: str = "node") -> ServerProcess:
+        server = ServerProcess(tmp_path_factory.mktemp(name), config)
+        started.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture
 def running_server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     return make_server()

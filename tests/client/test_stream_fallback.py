@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import socket
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -34,17 +32,10 @@ CONFIG = {"gateway": {"send_queue_bytes": BUDGET, "reply_drain_timeout_ms": 1000
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def node(make_module_server: Callable[..., Any]) -> Iterator[Any]:
     """One node for the module (a node takes seconds to start on a busy machine);
     each test uses its own users."""
-    spec = importlib.util.spec_from_file_location(
-        "relaydesk_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
-    server = root_conftest.ServerProcess(tmp_path_factory.mktemp("stream"), CONFIG)
-    server.start()
+    server = make_module_server(CONFIG, name="stream")
     yield server
     server.stop()
 

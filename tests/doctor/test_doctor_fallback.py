@@ -3,9 +3,7 @@ it names the refused or stalled upgrade and the proxy, and says the fallback wor
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,15 +16,8 @@ FAST = DoctorOptions(probes=5, probe_interval_s=0.02, probe_timeout_s=2.0, conne
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    spec = importlib.util.spec_from_file_location(
-        "relaydesk_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
-    server = root_conftest.ServerProcess(tmp_path_factory.mktemp("doctor-fallback"))
-    server.start()
+def node(make_module_server: Callable[..., Any]) -> Iterator[Any]:
+    server = make_module_server(name="doctor-fallback")
     yield server
     server.stop()
 

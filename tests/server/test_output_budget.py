@@ -11,7 +11,6 @@ be closed with 4042 (docs/protocol.md §8.1), and the node must serve others aft
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,18 +54,9 @@ def rss(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def seeded(make_module_server: Callable[..., Any]) -> Any:
     """One node with 60 messages of 30 KB in dm:alice:bob (history pages are big)."""
-    # tests/conftest.py by its path: the bare name "conftest" is whichever folder's
-    # conftest pytest imported first when several folders are collected together.
-    spec = importlib.util.spec_from_file_location(
-        "relaydesk_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
-    server = root_conftest.ServerProcess(tmp_path_factory.mktemp("budget"), CONFIG)
-    server.start()
+    server = make_module_server(CONFIG, name="budget")
 
     async def seed() -> None:
         alice = await Raw.login(server.ws_url, server.token("alice"))

@@ -9,6 +9,7 @@ test_wire_path.py (``test_deflate_is_not_negotiated_unless_enabled``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,15 +25,8 @@ from relaydesk.protocol.frames import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Hel
 
 
 @pytest.fixture(scope="module")
-def deflating(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import ServerProcess
-
-    server = ServerProcess(
-        tmp_path_factory.mktemp("deflate"), {"gateway": {"permessage_deflate": True}}
-    )
-    server.start()
-    yield server
-    server.stop()
+def deflating(make_module_server: Callable[..., Any]) -> Any:
+    return make_module_server({"gateway": {"permessage_deflate": True}}, name="deflate")
 
 
 @pytest.mark.parametrize("subprotocol", [SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON])

@@ -145,13 +145,8 @@ async def test_nothing_is_written_while_the_transport_pushes_back() -> None:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import ServerProcess
-
-    server = ServerProcess(tmp_path_factory.mktemp("wire"))
-    server.start()
-    yield server
-    server.stop()
+def node(make_module_server: Callable[..., Any]) -> Any:
+    return make_module_server(name="wire")
 
 
 async def test_the_first_subprotocol_the_client_offers_and_the_server_speaks_wins(
