@@ -105,6 +105,7 @@ class RelaydeskServer:
                 ops_router(self),
                 messaging_router(self.hub, self.store, settings.gateway.max_body),
                 self.desk.router,
+                self.desk.workspace_router,
                 quality_router(
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),

@@ -172,7 +172,9 @@ _ERROR_DESCRIPTIONS: Final = {
     403: "The key's principal may not do this (`auth.forbidden`)",
     404: "Not found, or not visible to this principal",
     409: "The ticket's state does not allow it",
-    413: "The body is over `[http] max_body_bytes` (`http.413`)",
+    413: "The body is over `[http] max_body_bytes` (`http.413`), or an attachment over"
+    " `[desk] attachment_max_bytes` (`attachment.too_large`)",
+    415: "The attachment's type is not accepted (`attachment.type_not_allowed`)",
     422: "A parameter or field fails validation; `code` names the rule",
     503: "No SLA worker slot free, or no answer within the budget (`sla.busy`, `sla.timeout`)",
 }

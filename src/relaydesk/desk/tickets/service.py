@@ -102,6 +102,10 @@ class TicketChange(msgspec.Struct, frozen=True):
 
     ticket: Ticket
     kind: ChangeKind
+    #: The comment or note a ``comment``/``note`` change added (mentions, notifications).
+    comment: Comment | None = None
+    #: Who made the change (``None``: the desk itself).
+    actor: Principal | None = None
 
 
 class TicketListener(Protocol):
@@ -146,14 +150,20 @@ class TicketService:
         """Tell ``listener`` about every later committed change (composition root only)."""
         self._listeners.append(listener)
 
-    async def _changed(self, ticket_id: int, kind: ChangeKind) -> None:
+    async def _changed(
+        self,
+        ticket_id: int,
+        kind: ChangeKind,
+        comment: Comment | None = None,
+        actor: Principal | None = None,
+    ) -> None:
         """Notify listeners after a commit; a failing listener never fails the caller."""
         if not self._listeners:
             return
         ticket = await self._db.read(lambda tx: self._store.ticket(tx, ticket_id))
         if ticket is None:  # pragma: no cover - tickets are never deleted
             return
-        change = TicketChange(ticket=ticket, kind=kind)
+        change = TicketChange(ticket=ticket, kind=kind, comment=comment, actor=actor)
         for listener in self._listeners:
             try:
                 await listener.ticket_changed(change)
@@ -651,7 +661,7 @@ class TicketService:
                 tx, principal, ticket_id, body, public=public, now=now, channel=channel
             )
         )
-        await self._changed(ticket_id, "comment" if public else "note")
+        await self._changed(ticket_id, "comment" if public else "note", comment, principal)
         return comment
 
     async def add_automation_comment(
@@ -667,7 +677,7 @@ class TicketService:
                 tx, None, ticket_id, body, public=public, now=now, author=(role, _AUTOMATION_ID)
             )
         )
-        await self._changed(ticket_id, "comment" if public else "note")
+        await self._changed(ticket_id, "comment" if public else "note", comment)
         return comment
 
     def _apply_status(
