@@ -16,7 +16,7 @@ import msgspec
 from litestar import Request, Router, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.params import FromQuery, JSONBody, Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import File
 from msgspec import Meta
 
@@ -184,7 +184,7 @@ def workspace_router(service: WorkspaceService) -> Router:
     )
     async def view(
         principal: NamedDependency[Principal],
-        view: ViewName,
+        view: FromPath[ViewName],
         organisation: FromQuery[Annotated[str, Meta(max_length=64)] | None] = None,
         status: FromQuery[Status | None] = None,
         priority: FromQuery[Priority | None] = None,
@@ -393,7 +393,7 @@ def workspace_router(service: WorkspaceService) -> Router:
     )
     async def csat(
         principal: NamedDependency[Principal],
-        from_: Annotated[str, QueryParameter(query="from", max_length=40)],
+        from_: Annotated[str, QueryParameter(name="from", max_length=40)],
         to: Annotated[str, QueryParameter(max_length=40)],
     ) -> CsatReport:
         if principal.kind != "agent":
