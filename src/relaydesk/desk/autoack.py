@@ -163,7 +163,7 @@ def internal_note(
                 + (f" — {e.note}" if e.note else "")
             )
         lines.append(f"   Action: {f.action}")
-        lines.append(f"   Article: /api/kb/articles/{f.article_slug}  (rule {f.rule})")
+        lines.append(f"   Article: /console/kb/{f.article_slug}  (rule {f.rule})")
     if d.rejected:
         lines.append("\nRejected hypotheses:")
         for r in d.rejected:

@@ -117,6 +117,7 @@ class RelaydeskServer:
                     self.clock,
                     telemetry=self.telemetry,
                     registry=self.registry,
+                    knowledge=self.knowledge,
                 ),
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),

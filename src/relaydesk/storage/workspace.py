@@ -194,6 +194,7 @@ class ViewQuery(msgspec.Struct, frozen=True):
     priority: str | None = None
     assignee_id: str | None = None
     tag: str | None = None
+    skill: str | None = None
     sort: str = "due"
     descending: bool = False
     limit: int = 25
@@ -418,9 +419,11 @@ class WorkspaceStore:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        if q.tag is not None:
-            where.append("t.tags LIKE ?")
-            params.append(f'%"{q.tag}"%')
+        # Tags and skills are JSON lists of quoted labels; labels cannot contain quotes.
+        for column, label in (("t.tags", q.tag), ("t.skills", q.skill)):
+            if label is not None:
+                where.append(f"{column} LIKE ?")
+                params.append(f'%"{label}"%')
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def view(self, tx: Tx, q: ViewQuery, now: int) -> tuple[list[Ticket], int]:
@@ -454,6 +457,14 @@ class WorkspaceStore:
             list(ids),
         )
         return {int(r[0]): int(r[1]) for r in rows}
+
+    def contact_choices(self, tx: Tx) -> list[tuple[str, str, str]]:
+        """``(contact id, name, organisation name)`` of every contact, by organisation."""
+        rows = tx.query(
+            "SELECT c.id, c.name, o.name FROM desk_contacts c"
+            " JOIN desk_organisations o ON o.id = c.organisation_id ORDER BY o.name, c.name, c.id"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
 
     # -- saved views --------------------------------------------------------------------------
 

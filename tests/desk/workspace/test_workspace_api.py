@@ -22,7 +22,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 @pytest.fixture
-def api(tmp_path: Path, desk_clock: FakeClock) -> Iterator[tuple[Client, dict[str, dict[str, str]], Path]]:
+def api(
+    tmp_path: Path, desk_clock: FakeClock
+) -> Iterator[tuple[Client, dict[str, dict[str, str]], Path]]:
     db = open_database(f"sqlite:///{tmp_path / 'd.db'}")
     settings = Settings(
         server=ServerSettings(data_dir=str(tmp_path / "data")),
@@ -81,8 +83,12 @@ def test_attachments_are_confined_to_their_organisation(
     other = client.get(url, headers=h["frank"])
     missing = client.get("/api/desk/attachments/999999", headers=h["frank"])
     assert other.status_code == missing.status_code == 404
-    assert other.json()["error"]["code"] == missing.json()["error"]["code"] == "attachment.not_found"
-    assert client.get(f"/api/desk/tickets/{acme}/attachments", headers=h["frank"]).status_code == 404
+    assert (
+        other.json()["error"]["code"] == missing.json()["error"]["code"] == "attachment.not_found"
+    )
+    assert (
+        client.get(f"/api/desk/tickets/{acme}/attachments", headers=h["frank"]).status_code == 404
+    )
     assert _upload(client, h["frank"], acme, "x.txt", b"hi").status_code == 404
     assert _upload(client, h["frank"], globex, "x.txt", b"hi").status_code == 201
 
@@ -98,7 +104,11 @@ def test_attachments_are_confined_to_their_organisation(
     # Images are shown inline; everything else downloads.
     r = _upload(client, h["dana"], acme, "shot.png", PNG)
     assert r.status_code == 201
-    assert client.get(r.json()["url"], headers=h["dana"]).headers["content-disposition"].startswith("inline;")
+    assert (
+        client.get(r.json()["url"], headers=h["dana"])
+        .headers["content-disposition"]
+        .startswith("inline;")
+    )
 
 
 def test_upload_limits_and_types(api: tuple[Client, dict[str, dict[str, str]], Path]) -> None:
@@ -119,7 +129,10 @@ def test_upload_limits_and_types(api: tuple[Client, dict[str, dict[str, str]], P
         ("fake.png", b"<html>not a png</html>"),
         ("bin.txt", b"\xff\xfe\x00bad"),
     ):
-        assert code(_upload(client, h["dana"], tid, name, data)) == (415, "attachment.type_not_allowed"), name
+        assert code(_upload(client, h["dana"], tid, name, data)) == (
+            415,
+            "attachment.type_not_allowed",
+        ), name
     assert code(_upload(client, h["dana"], tid, "noext", b"abc")) == (422, "attachment.bad_name")
     assert code(_upload(client, h["dana"], tid, "empty.txt", b"")) == (422, "attachment.empty")
     # Path parts and quotes never reach the stored name.
@@ -135,7 +148,11 @@ def test_search_views_bulk_over_http(api: tuple[Client, dict[str, dict[str, str]
     assert r.status_code == 200 and [x["ticket"]["id"] for x in r.json()["rows"]] == [a]
     r = client.get("/api/desk/search", params={"q": "push"}, headers=h["frank"])
     assert [x["ticket"]["id"] for x in r.json()["rows"]] == [b]
-    r = client.get("/api/desk/views/unassigned", params={"sort": "created", "order": "desc"}, headers=h["alice"])
+    r = client.get(
+        "/api/desk/views/unassigned",
+        params={"sort": "created", "order": "desc"},
+        headers=h["alice"],
+    )
     assert [x["ticket"]["id"] for x in r.json()["rows"]] == [b, a] and r.json()["total"] == 2
     assert client.get("/api/desk/views/unassigned", headers=h["dana"]).status_code == 403
     assert client.get("/api/desk/views/nope", headers=h["alice"]).status_code in (404, 422)
@@ -145,4 +162,9 @@ def test_search_views_bulk_over_http(api: tuple[Client, dict[str, dict[str, str]
         "/api/desk/bulk", json={"ticket_ids": [a, b], "assignee_id": "bob"}, headers=h["alice"]
     )
     assert r.status_code == 200 and all(x["ok"] for x in r.json()["results"])
-    assert client.post("/api/desk/bulk", json={"ticket_ids": [a], "status": "open"}, headers=h["dana"]).status_code == 403
+    assert (
+        client.post(
+            "/api/desk/bulk", json={"ticket_ids": [a], "status": "open"}, headers=h["dana"]
+        ).status_code
+        == 403
+    )

@@ -731,6 +731,35 @@ class TicketService:
         await self._changed(ticket_id, "status")
         return ticket
 
+    async def customer_status(
+        self, principal: Principal, ticket_id: int, action: Literal["solve", "reopen"]
+    ) -> Ticket:
+        """A customer marks their own organisation's active ticket solved, or re-opens a
+        solved one (the only status changes customers make; docs/desk.md)."""
+        now = self.now()
+
+        def run(tx: Tx) -> Ticket:
+            if principal.kind != "customer":
+                raise DeskError(DeskErrorCode.FORBIDDEN, "agents change the status directly")
+            ticket = self._visible(tx, principal, ticket_id, for_update=True)
+            if ticket.status == "closed":
+                raise DeskError(DeskErrorCode.TICKET_CLOSED, f"ticket {ticket_id} is closed")
+            if action == "solve" and ticket.status in ACTIVE_STATUSES:
+                target = "solved"
+            elif action == "reopen" and ticket.status == "solved":
+                target = "open"
+            else:
+                raise DeskError(
+                    DeskErrorCode.INVALID_TRANSITION, f"a {ticket.status} ticket cannot {action}"
+                )
+            self._apply_status(tx, ticket, target, now, (principal.actor_kind, principal.id))
+            self.recompute_tx(tx, ticket_id, now)
+            return self._reload(tx, ticket_id)
+
+        ticket = await self._db.write(run)
+        await self._changed(ticket_id, "status", actor=principal)
+        return ticket
+
     def change_priority_tx(
         self, tx: Tx, principal: Principal, ticket_id: int, priority: str, now: datetime
     ) -> Ticket:
