@@ -172,14 +172,21 @@ def test_live_token_grants_only_the_pages_channels(console_node: ConsoleNode) ->
         assert claims["ch"] == {
             "desk-queue": "member",
             "desk-t-1": "member",
+            "desk-ta-1": "member",  # agents only: who is viewing, who is typing
             "desk-war-1": "member",
         }
+        # Agents may ask for other agents' presence (collision detection), nobody else's.
+        assert claims["peers"] == ["agent.bob", "agent.carol"]
         assert claims["exp"] - claims["iat"] == 600
     customer, csrf = sign_in(console_node, "dana@acme.example")
     with closing(customer):
         body = customer.post("/console/live-token?ticket=3", headers={"X-CSRF-Token": csrf}).json()
         claims = jwt.decode(body["token"], options={"verify_signature": False})
         assert claims["sub"] == "customer.dana" and claims["ch"] == {"desk-t-3": "member"}
+        assert claims["peers"] == []
+        portal = customer.post("/console/live-token?portal=1", headers={"X-CSRF-Token": csrf})
+        claims = jwt.decode(portal.json()["token"], options={"verify_signature": False})
+        assert claims["ch"] == {"desk-org-acme": "member"}
 
 
 def test_sla_report_csv_download(console_node: ConsoleNode) -> None:

@@ -177,9 +177,13 @@ def _ticket(priority: str = "P0", status: str = "new") -> Ticket:
 async def test_live_notices_say_only_which_ticket_changed() -> None:
     fake = _Messaging()
     await LiveNotices(fake, "desk").ticket_changed(TicketChange(ticket=_ticket(), kind="note"))
-    assert [p[2] for p in fake.posts] == ["channel:desk-queue", "channel:desk-t-7"]
+    assert [p[2] for p in fake.posts] == [
+        "channel:desk-queue",
+        "channel:desk-t-7",
+        "channel:desk-org-acme",  # the organisation's portal list
+    ]
     assert json.loads(fake.posts[0][3]) == {"type": "desk.ticket", "ticket": 7}
-    assert fake.posts[0][4] != fake.posts[1][4]
+    assert len({p[4] for p in fake.posts}) == 3
 
 
 async def test_war_room_opens_once_for_urgent_active_tickets() -> None:

@@ -62,6 +62,8 @@ class Row(msgspec.Struct, frozen=True):
     badge: str
     time_to_breach_s: float | None
     snippet_html: str = ""
+    #: When the earliest running metric turns "at risk" (the policy's warn fraction).
+    warn_at: datetime | None = None
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -213,6 +215,7 @@ class WorkspaceService:
                     if t.due_at is None or t.status in ("solved", "closed")
                     else round((t.due_at - now).total_seconds(), 3),
                     snippet_html=marked_to_html(snippets[i]) if i < len(snippets) else "",
+                    warn_at=None if warn is None else from_ms(warn),
                 )
             )
         return rows
@@ -469,7 +472,9 @@ class WorkspaceService:
             )
         if s.status == "closed" or t.status == "closed":
             raise DeskError(DeskErrorCode.TICKET_CLOSED, "a closed ticket cannot be merged")
-        lines = [f"Merged from #{s.id}: {s.subject}", "", s.description]
+        lines = [f"Merged from #{s.id}: {s.subject}"]
+        if s.description.strip():
+            lines += ["", s.description]
         for c in source.comments:
             if c.public and c.channel == "ticket":
                 lines += [

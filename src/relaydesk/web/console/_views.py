@@ -161,7 +161,7 @@ def _value_text(value: Any) -> str:
 
 
 #: Fields never shown: internal ids, and values that say nothing (``None``).
-_HIDDEN_FIELDS = frozenset({"comment_id"})
+_HIDDEN_FIELDS = frozenset({"comment_id", "key"})
 
 
 def _data_text(kind: str, data: dict[str, Any], names: Mapping[str, str]) -> str:
@@ -175,6 +175,16 @@ def _data_text(kind: str, data: dict[str, Any], names: Mapping[str, str]) -> str
         return f"from {who(data['from'])} to {who(data['to'])}"
     if kind in ("status_changed", "priority_changed") and {"from", "to"} <= set(data):
         return f"from {_value_text(data['from'])} to {_value_text(data['to'])}"
+    if kind in ("sla_warning", "sla_breach", "page"):
+        # Escalation notices: which clock, why, who was paged and told; not the dedup key.
+        parts = [_LABELS.get(str(data.get("metric")), str(data.get("metric") or "SLA"))]
+        if data.get("reason"):
+            parts.append(_value_text(data["reason"]))
+        if data.get("agent_id"):
+            parts.append("paged " + names.get(f"agent:{data['agent_id']}", str(data["agent_id"])))
+        if data.get("notifiers"):
+            parts.append("via " + _value_text(data["notifiers"]))
+        return " · ".join(parts)
     if kind == "comment":
         visibility = "public" if data.get("public", True) else "internal note"
         return visibility + (" · war room" if data.get("channel") == "war_room" else "")

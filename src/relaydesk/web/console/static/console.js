@@ -61,6 +61,18 @@
       cell.textContent = fmt(left);
       cell.classList.toggle("overdue", left < 0);
     }
+    // A row turns "at risk" when its warning instant passes, and "breached" at its
+    // target, without waiting for the next live notice.
+    for (const row of document.querySelectorAll("tr[data-warn]")) {
+      const due = Number(row.querySelector("[data-due]")?.dataset.due || Infinity);
+      const state = now >= due ? "breached" : now >= Number(row.dataset.warn) ? "at_risk" : null;
+      const badge = row.querySelector(".badge");
+      if (!state || !badge || badge.dataset.slaState === state) continue;
+      row.className = row.className.replace(/\bsla-\S+/g, "").trim() + ` sla-${state}`;
+      badge.className = `badge sla-${state}`;
+      badge.dataset.slaState = state;
+      badge.textContent = state === "at_risk" ? "at risk" : "breached";
+    }
   }
 
   // -- live connection ------------------------------------------------------------------
