@@ -661,10 +661,17 @@ def console_router(
         session = await console.agent(request)
         lo, hi, errors = report_window(request)
         report = None if errors else await build_report(lo, hi)
+        csat = None
+        if not errors:
+            csat = await console.desk.workspace.csat(
+                datetime(lo.year, lo.month, lo.day, tzinfo=UTC),
+                datetime(hi.year, hi.month, hi.day, tzinfo=UTC),
+            )
         return console.render(
             "report.html",
             422 if errors else 200,
             session,
+            csat=csat,
             report=report,
             errors=errors,
             start=lo.isoformat(),
