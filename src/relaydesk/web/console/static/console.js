@@ -116,14 +116,31 @@
     };
   }
 
-  async function refreshInto(url, target) {
-    const r = await fetch(url, { credentials: "same-origin", headers: { "X-Console-Fragment": "1" } });
-    if (r.redirected && r.url.includes("/sign-in")) {
-      location.assign(r.url);
-      return;
+  // Fragments are fetched without following redirects: a signed-out fetch must not load
+  // the sign-in page in the background (that would replace its form token's cookie under
+  // the sign-in page the browser is about to show).
+  async function fetchPage(url) {
+    const r = await fetch(url, {
+      credentials: "same-origin",
+      headers: { "X-Console-Fragment": "1" },
+      redirect: "manual",
+    });
+    if (r.type === "opaqueredirect") {
+      location.assign(`${PREFIX}/sign-in?next=${encodeURIComponent(location.pathname + location.search)}&expired=1`);
+      return null;
     }
-    if (!r.ok) return;
-    target.innerHTML = await r.text();
+    return r.ok ? r.text() : null;
+  }
+
+  // Replace the target's content only when it changed, so that an element someone is
+  // using is not swapped for an identical copy.
+  async function refreshInto(url, target) {
+    const html = await fetchPage(url);
+    if (html === null) return;
+    const fresh = document.createElement("template");
+    fresh.innerHTML = html;
+    if (fresh.innerHTML === target.innerHTML) return;
+    target.innerHTML = html;
     target.dispatchEvent(new CustomEvent("rd:refreshed", { bubbles: true }));
   }
 
@@ -213,17 +230,13 @@
   // -- pages ----------------------------------------------------------------------------
   // Swap parts of the page with the same parts of a freshly fetched copy of it.
   async function refreshParts(url, ids) {
-    const r = await fetch(url, { credentials: "same-origin", headers: { "X-Console-Fragment": "1" } });
-    if (r.redirected && r.url.includes("/sign-in")) {
-      location.assign(r.url);
-      return;
-    }
-    if (!r.ok) return;
-    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+    const html = await fetchPage(url);
+    if (html === null) return;
+    const doc = new DOMParser().parseFromString(html, "text/html");
     for (const id of ids) {
       const fresh = doc.getElementById(id);
       const here = document.getElementById(id);
-      if (fresh && here) here.innerHTML = fresh.innerHTML;
+      if (fresh && here && fresh.innerHTML !== here.innerHTML) here.innerHTML = fresh.innerHTML;
     }
   }
 
