@@ -53,6 +53,8 @@ _INDEX_BATCH: Final = 500
 
 _COMMON: Final = """
 CREATE INDEX ws_tickets_updated ON desk_tickets (updated_at);
+CREATE INDEX ws_tickets_state ON desk_tickets (active, sla_state);
+CREATE INDEX ws_ticket_sla_warn ON desk_ticket_sla (warn_at) WHERE state = 'active';
 CREATE TABLE ws_search_state (id INTEGER PRIMARY KEY, watermark BIGINT NOT NULL);
 INSERT INTO ws_search_state (id, watermark) VALUES (1, 0);
 CREATE TABLE ws_saved_views (
@@ -397,14 +399,17 @@ class WorkspaceStore:
         elif view == "unassigned":
             where.append("t.assignee_id IS NULL")
         elif view == "breached":
-            where.append("(t.sla_state = 'breached' OR (t.due_at IS NOT NULL AND t.due_at <= ?))")
+            # queue_at is due_at with "none" folded to a far sentinel: "overdue" is an
+            # index range on (active, queue_at); a cached breach is (active, sla_state).
+            where.append("(t.queue_at <= ? OR t.sla_state = 'breached')")
             params.append(now)
         elif view == "at_risk":
+            # Driven from the partial warn_at index: only running metrics whose warning
+            # has passed are read, not every open ticket.
             where.append(
-                "t.sla_state <> 'breached' AND (t.due_at IS NULL OR t.due_at > ?) AND EXISTS"
-                " (SELECT 1 FROM desk_ticket_sla s WHERE s.ticket_id = t.id"
-                " AND s.state = 'active' AND s.warn_at IS NOT NULL AND s.warn_at <= ?"
-                " AND (s.target_at IS NULL OR s.target_at > ?))"
+                "t.sla_state <> 'breached' AND t.queue_at > ? AND t.id IN"
+                " (SELECT s.ticket_id FROM desk_ticket_sla s WHERE s.state = 'active'"
+                " AND s.warn_at <= ? AND (s.target_at IS NULL OR s.target_at > ?))"
             )
             params.extend((now, now, now))
         elif view == "mentions":
