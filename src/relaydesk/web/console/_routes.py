@@ -858,7 +858,8 @@ def console_router(
     async def security_headers(response: Response[Any]) -> Response[Any]:
         response.headers.update(
             {
-                "Content-Security-Policy": _CSP,
+                # Attachment downloads bring their own (``sandbox``); pages get the console's.
+                "Content-Security-Policy": response.headers.get("Content-Security-Policy", _CSP),
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "same-origin",
                 "X-Frame-Options": "DENY",
