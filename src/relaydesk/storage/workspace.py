@@ -13,10 +13,12 @@ stay in one place (``desk/tickets/service.py``).
 only the first, second and fourth columns, so an internal note can never make a
 customer's search find, rank or quote a ticket.  The index is brought up to date lazily,
 just before a search (:meth:`WorkspaceStore.refresh_index`): every ticket change moves the
-ticket's ``updated_at``, so the tickets with ``updated_at >= watermark`` (an index range
-scan) are exactly those to re-index; ``>=`` re-reads the last millisecond's tickets, which
-is cheap and covers two changes in one millisecond.  This needs no hook in the ticket
-service and no trigger (migrations run through ``Tx.script``, which cannot hold one).
+ticket's ``updated_at`` and appends to its log; ``ws_indexed`` keeps the ``updated_at`` and
+the log's last sequence number each ticket was indexed at (so two changes within one
+millisecond are told apart), and a watermark (every ticket changed before it is indexed)
+bounds the look-up to an index range scan on ``updated_at``.  Batches of 500, one write
+transaction each.  This needs no hook in the ticket service and no trigger (migrations
+run through ``Tx.script``, which cannot hold one).
 Renaming a contact or an organisation does not touch its tickets, so their ``people``
 text is refreshed only when the ticket next changes.
 
@@ -57,6 +59,11 @@ CREATE INDEX ws_tickets_state ON desk_tickets (active, sla_state);
 CREATE INDEX ws_ticket_sla_warn ON desk_ticket_sla (warn_at) WHERE state = 'active';
 CREATE TABLE ws_search_state (id INTEGER PRIMARY KEY, watermark BIGINT NOT NULL);
 INSERT INTO ws_search_state (id, watermark) VALUES (1, 0);
+CREATE TABLE ws_indexed (
+    ticket_id BIGINT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    seq BIGINT NOT NULL
+);
 CREATE TABLE ws_saved_views (
     id {autoid},
     agent_id TEXT NOT NULL,
@@ -256,27 +263,45 @@ class WorkspaceStore:
 
     # -- search index -------------------------------------------------------------------------
 
-    def refresh_index(self, tx: Tx) -> int:
-        """Re-index every ticket changed since the last refresh; return how many."""
-        done = 0
-        while True:
-            mark = int(tx.scalar("SELECT watermark FROM ws_search_state WHERE id = 1") or 0)
-            rows = tx.query(
-                "SELECT id, updated_at FROM desk_tickets WHERE updated_at >= ?"
-                " ORDER BY updated_at, id LIMIT ?",
-                (mark, _INDEX_BATCH + 1),
+    def refresh_index(self, tx: Tx) -> tuple[int, bool]:
+        """Re-index one batch of the tickets changed since they were last indexed; return
+        how many, and whether more are waiting (callers loop, one transaction per batch,
+        so a first index of a large desk never holds the single writer for long)."""
+        mark = int(tx.scalar("SELECT watermark FROM ws_search_state WHERE id = 1") or 0)
+        # A change moves updated_at and appends to the ticket's log; two changes in one
+        # millisecond differ only in the log's last sequence number.
+        rows = tx.query(
+            "SELECT t.id, t.updated_at, c.seq FROM desk_tickets t"
+            " LEFT JOIN ws_indexed i ON i.ticket_id = t.id"
+            " CROSS JOIN LATERAL (SELECT COALESCE(MAX(e.seq), 0) AS seq"
+            " FROM desk_ticket_events e WHERE e.ticket_id = t.id) c"
+            " WHERE t.updated_at >= ? AND (i.version IS NULL OR i.version < t.updated_at"
+            " OR i.seq < c.seq)"
+            " ORDER BY t.updated_at, t.id LIMIT ?"
+            if tx.dialect == "postgres"
+            else "SELECT t.id, t.updated_at, (SELECT COALESCE(MAX(e.seq), 0)"
+            " FROM desk_ticket_events e WHERE e.ticket_id = t.id) AS cur_seq FROM desk_tickets t"
+            " LEFT JOIN ws_indexed i ON i.ticket_id = t.id"
+            " WHERE t.updated_at >= ? AND (i.version IS NULL OR i.version < t.updated_at"
+            " OR i.seq < cur_seq)"
+            " ORDER BY t.updated_at, t.id LIMIT ?",
+            (mark, _INDEX_BATCH + 1),
+        )
+        batch = rows[:_INDEX_BATCH]
+        if batch:
+            self._index(tx, [int(r[0]) for r in batch])
+            tx.executemany(
+                "INSERT INTO ws_indexed (ticket_id, version, seq) VALUES (?, ?, ?)"
+                " ON CONFLICT (ticket_id) DO UPDATE SET version = excluded.version,"
+                " seq = excluded.seq",
+                [(int(r[0]), int(r[1]), int(r[2])) for r in batch],
             )
-            batch = rows[:_INDEX_BATCH]
-            ids = [int(r[0]) for r in batch]
-            if ids:
-                self._index(tx, ids)
-                done += len(ids)
-            top = int(batch[-1][1]) if batch else mark
-            more = len(rows) > _INDEX_BATCH and top > mark
-            if top != mark:
-                tx.execute("UPDATE ws_search_state SET watermark = ? WHERE id = 1", (top,))
-            if not more:
-                return done
+        more = len(rows) > _INDEX_BATCH
+        # Every ticket changed before the first one still waiting is indexed now.
+        top = int(rows[_INDEX_BATCH][1]) if more else (int(batch[-1][1]) if batch else mark)
+        if top != mark:
+            tx.execute("UPDATE ws_search_state SET watermark = ? WHERE id = 1", (top,))
+        return len(batch), more
 
     def _index(self, tx: Tx, ids: Sequence[int]) -> None:
         marks = ",".join("?" * len(ids))

@@ -13,6 +13,8 @@ from relaydesk.desk.component import DeskComponent
 from relaydesk.desk.tickets.errors import DeskError
 from relaydesk.desk.tickets.model import NewTicket
 from relaydesk.desk.workspace import Macro, Mention
+from relaydesk.storage.desk import TicketInsert, to_ms
+from relaydesk.storage.engine import Database
 from relaydesk.storage.workspace import ViewQuery
 
 
@@ -188,3 +190,34 @@ async def test_csat_only_after_solve_and_reported(
     now = desk.tickets.now()
     report = await ws.csat(now - timedelta(days=1), now + timedelta(days=1))
     assert report == {"good": 1, "bad": 0, "score_pct": 100.0}
+
+
+async def test_index_catches_up_in_batches_even_within_one_millisecond(
+    desk: DeskComponent, desk_db: Database
+) -> None:
+    at = to_ms(desk.tickets.now())
+    rows = [
+        TicketInsert(
+            organisation_id="acme",
+            requester_id="dana",
+            assignee_id=None,
+            subject=f"imported ticket {i}" + (" zebra" if i % 100 == 7 else ""),
+            description="",
+            priority="P3",
+            status="open",
+            skills=(),
+            tags=(),
+            app_id=None,
+            region=None,
+            window_start=None,
+            window_end=None,
+            policy_id="default",
+            policy_version=1,
+            created_at=at,  # all in one millisecond, more than one batch
+        )
+        for i in range(1_200)
+    ]
+    await desk_db.write(lambda tx: desk.store.bulk_insert_tickets(tx, rows))
+    assert await desk.workspace.refresh_index() == 1_200
+    assert (await desk.workspace.search(ALICE, "zebra")).total == 12
+    assert await desk.workspace.refresh_index() == 0  # nothing left, nothing repeated

@@ -222,6 +222,14 @@ class WorkspaceService:
 
     # -- search -------------------------------------------------------------------------------
 
+    async def refresh_index(self) -> int:
+        """Bring the search index up to date, one short write transaction per batch."""
+        total, more = 0, True
+        while more:
+            done, more = await self._db.write(self.store.refresh_index)
+            total += done
+        return total
+
     async def search(
         self, principal: Principal, text: str, *, limit: int = 25, offset: int = 0
     ) -> Page:
@@ -241,7 +249,7 @@ class WorkspaceService:
         terms = query_terms(text)
         if not terms:
             return Page(rows=[], total=0, offset=offset, limit=limit)
-        await self._db.write(self.store.refresh_index)
+        await self.refresh_index()
         match = match_expression(terms, any_term=False, prefix_last=False)
         customer = principal.kind == "customer"
 
