@@ -391,7 +391,7 @@ def desk_router(service: TicketService) -> Router:
 
     @put(
         "/tickets/{ticket_id:str}/status",
-        summary="Change the status (agents)",
+        summary="Change the status (agents; customers: solved, or open to re-open)",
         responses=error_responses(*_BODY, 403, 404, 409),
     )
     async def change_status(
@@ -399,6 +399,9 @@ def desk_router(service: TicketService) -> Router:
         ticket_id: TicketId,
         data: JSONBody[StatusRequest],
     ) -> Ticket:
+        if principal.kind == "customer" and data.status in ("solved", "open"):
+            action: Literal["solve", "reopen"] = "solve" if data.status == "solved" else "reopen"
+            return await service.customer_status(principal, ticket_id, action)
         return await service.change_status(principal, ticket_id, data.status)
 
     @put(
