@@ -427,7 +427,14 @@ test("customer portal: live list and acknowledgement, article page, attachment, 
   await Promise.all([page.waitForNavigation(), page.click("#file-ticket")]);
   const id = Number(page.url().match(/tickets\/(\d+)/)[1]);
   const ack = page.locator("#conversation .comment.author-automation, #conversation .comment.author-bot");
-  await ack.first().waitFor({ timeout: 15000 });
+  try {
+    // The acknowledger's diagnosis takes seconds; more on a loaded 2-core machine.
+    await ack.first().waitFor({ timeout: 30000 });
+  } catch (err) {
+    await page.reload();
+    const stored = await ack.count();
+    assert.fail(stored ? "the acknowledgement was stored but did not arrive live" : `no acknowledgement: ${err.message}`);
+  }
   const numbers = await page.$$eval("#event-log tbody tr td:first-child", (tds) => tds.map((td) => Number(td.textContent)));
   assert.deepEqual(numbers, numbers.map((_, i) => i + 1), "customers see continuous numbering");
   assert.equal(await page.locator(".clock").count(), 0, "no internal SLA badges for customers");

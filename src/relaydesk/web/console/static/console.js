@@ -153,17 +153,26 @@
       token: () => fetchToken(ticket, extra),
       cursor: "live",
     });
+    // Join on every welcome, not only after the first attempt: when the first attempt
+    // failed (a slow token, a busy node), connect() resolves without a welcome and the
+    // client's own reconnects would otherwise never join the page's channels. Each
+    // (re)join fires rd:live-ready, and the page fetches what it may have missed.
+    async function joinAll() {
+      try {
+        for (const channel of channels) await client.join(channel);
+      } catch (err) {
+        return; // the connection dropped meanwhile; the next welcome joins again
+      }
+      body.dataset.liveReady = "1";
+      body.dispatchEvent(new CustomEvent("rd:live-ready"));
+    }
     client.onState = (state) => {
       setLive(state);
       body.dataset.live = state;
+      if (state === "CONNECTED") joinAll();
     };
     client.onEvent = onEvent;
-    client.connect().then(async (welcome) => {
-      if (!welcome) return;
-      for (const channel of channels) await client.join(channel);
-      body.dataset.liveReady = "1";
-      body.dispatchEvent(new CustomEvent("rd:live-ready"));
-    });
+    client.connect();
     return client;
   }
 
@@ -289,6 +298,12 @@
     connectLive(null, ["desk-queue"], (ev) => {
       if (isNotice(ev, "desk-queue")) refresh();
     });
+    // After a reconnect, notices sent meanwhile are gone: fetch the rows once.
+    let joinedBefore = false;
+    body.addEventListener("rd:live-ready", () => {
+      if (joinedBefore) refresh();
+      joinedBefore = true;
+    });
     // Keyboard: "/" search, j/k move, o or Enter open, x tick the row.
     document.addEventListener("keydown", (e) => {
       const tag = (e.target.tagName || "").toLowerCase();
@@ -322,6 +337,7 @@
     connectLive(null, [channel], (ev) => {
       if (isNotice(ev, channel)) refresh();
     }, "portal=1");
+    body.addEventListener("rd:live-ready", () => refresh());
   }
 
   // -- collision detection: who else is on this ticket, and who is typing ----------------
@@ -387,8 +403,10 @@
         return;
       }
       announce("viewing");
-      setInterval(() => announce("viewing"), 20000);
-      setInterval(render, 2000);
+      if (!box.dataset.ready) {
+        setInterval(() => announce("viewing"), 20000);
+        setInterval(render, 2000);
+      }
       box.dataset.ready = "1";
     });
     let lastTyping = 0;
