@@ -118,7 +118,9 @@
 
   // Fragments are fetched without following redirects: a signed-out fetch must not load
   // the sign-in page in the background (that would replace its form token's cookie under
-  // the sign-in page the browser is about to show).
+  // the sign-in page the browser may be about to show), and a background refresh never
+  // takes the user off the page: the next thing they send goes through sign-in and back,
+  // with the draft kept.
   async function fetchPage(url) {
     const r = await fetch(url, {
       credentials: "same-origin",
@@ -126,7 +128,7 @@
       redirect: "manual",
     });
     if (r.type === "opaqueredirect") {
-      location.assign(`${PREFIX}/sign-in?next=${encodeURIComponent(location.pathname + location.search)}&expired=1`);
+      setLive("SIGNED-OUT");
       return null;
     }
     return r.ok ? r.text() : null;
