@@ -21,6 +21,7 @@ import nh3
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 from litestar.response import Redirect
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
@@ -452,7 +453,7 @@ def workspace_handlers(
         )
 
     @get(prefix + "/kb/{slug:str}", include_in_schema=False)
-    async def kb_article(request: Request[Any, Any, Any], slug: str) -> Response[str]:
+    async def kb_article(request: Request[Any, Any, Any], slug: FromPath[str]) -> Response[str]:
         session, who = await viewer(request)
         if knowledge is None or len(slug) > 64:
             raise page_error(404, "Not found", "No such article.")
@@ -469,7 +470,7 @@ def workspace_handlers(
         )
 
     @post(prefix + "/kb/{slug:str}/feedback", include_in_schema=False)
-    async def kb_feedback(request: Request[Any, Any, Any], slug: str) -> Response[Any]:
+    async def kb_feedback(request: Request[Any, Any, Any], slug: FromPath[str]) -> Response[Any]:
         session, who = await viewer(request)
         if session is None:
             # Anonymous readers answer too; fetch metadata stands in for the CSRF token
