@@ -37,12 +37,10 @@ CHECKS = [
     response_schema_conformance,
 ]
 FAMILIES = ("/api/desk", "/api/quality", "/api/diagnosis", "/api/kb", "/v1/")
-#: Cases per operation and generation mode; with ~50 operations and up to three
-#: credentials each, this keeps the whole run near a minute and a half on a busy 2-core
-#: machine.
+#: Cases per operation and generation mode; with ~30 operations and up to three
+#: credentials each, this keeps the whole run near a minute on a busy 2-core machine.
 EXAMPLES = {GenerationMode.POSITIVE: 40, GenerationMode.NEGATIVE: 25}
-#: Seconds per operation the run may take (94 s for 48 operations at load 11 on 2 cores).
-BUDGET_S_PER_OPERATION = 3.0
+BUDGET_S = 90.0
 
 
 def _desk_keys(log: str) -> dict[str, str]:
@@ -117,7 +115,6 @@ def contract_node(make_server: Callable[..., Any]) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_http_apis_match_their_openapi_document(contract_node: Any) -> None:
     schema = schemathesis.openapi.from_url(contract_node.http_url + "/api/docs/openapi.json")
     operations = [
@@ -137,5 +134,4 @@ def test_http_apis_match_their_openapi_document(contract_node: Any) -> None:
     # The credentials work: every family answered successfully, not only with refusals.
     print(sorted(seen.items()))
     assert all(seen[family, 200] > 0 for family in FAMILIES), seen
-    budget = BUDGET_S_PER_OPERATION * len(operations)
-    assert took < budget, f"the contract run took {took:.0f} s for {len(operations)} operations"
+    assert took < BUDGET_S, f"the contract run took {took:.0f} s"
