@@ -351,6 +351,9 @@ class AutoAcknowledger:
         done = await self._db.write(write)
         if done:
             self.stats["acknowledged"] += 1
+            # Written in this transaction, not through the async methods: tell the
+            # listeners, so the customer's open page shows the acknowledgement live.
+            await self._tickets.announce(ticket.id, "comment")
         return AckOutcome(
             ticket_id=ticket.id,
             acknowledged=done,

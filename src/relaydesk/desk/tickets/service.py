@@ -170,6 +170,13 @@ class TicketService:
             except Exception:
                 log.exception("ticket listener %r failed for ticket %s", listener, ticket_id)
 
+    async def announce(
+        self, ticket_id: int, kind: ChangeKind, comment: Comment | None = None
+    ) -> None:
+        """Tell the listeners about a change committed through the ``*_tx`` methods in a
+        caller's own transaction (the async methods do this themselves)."""
+        await self._changed(ticket_id, kind, comment)
+
     @property
     def store(self) -> DeskStore:
         """The store this service writes through."""
