@@ -131,6 +131,9 @@ class DeskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auto_assign: bool = True
     # Seconds one webhook delivery may take before it counts as failed (and is retried).
     webhook_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    # Largest ticket attachment (logs, screenshots, doctor reports); its upload route
+    # takes this much body whatever [http] max_body_bytes says (docs/desk.md).
+    attachment_max_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 10 * 1024 * 1024
 
 
 class MailSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -72,7 +72,7 @@ async def test_ticket_naming_an_app_is_acknowledged_once(
     assert not note.public and note.author_kind == "automation" and note.author_id == "diagnosis"
     assert "symptom loss" in note.body and "No findings." in note.body
     assert public.public and "automatic acknowledgement" in public.body
-    assert "/api/kb/articles/" in public.body
+    assert "/console/kb/" in public.body
     # Customers see only the public comment; a second poll writes nothing.
     assert [c.public for c in (await desk.tickets.detail(DANA, with_app)).comments] == [True]
     assert await acker.poll_once() == []

@@ -159,7 +159,7 @@ def test_customer_on_agent_endpoints_is_403(api: tuple[Client, dict[str, str]]) 
         "auth.forbidden",
     )
     _assert_error(
-        client.put(f"/api/desk/tickets/{tid}/status", json={"status": "solved"}, headers=dana),
+        client.put(f"/api/desk/tickets/{tid}/status", json={"status": "pending"}, headers=dana),
         403,
         "auth.forbidden",
     )
@@ -170,6 +170,28 @@ def test_customer_on_agent_endpoints_is_403(api: tuple[Client, dict[str, str]]) 
         403,
         "auth.forbidden",
     )
+
+
+def test_customer_solves_and_reopens_their_own_ticket(api: tuple[Client, dict[str, str]]) -> None:
+    client, auth = api
+    tid = _create(client, auth)["id"]
+    url = f"/api/desk/tickets/{tid}/status"
+    dana, frank = _h(auth, "dana"), _h(auth, "frank")
+    _assert_error(
+        client.put(url, json={"status": "solved"}, headers=frank), 404, "ticket.not_found"
+    )
+    _assert_error(
+        client.put(url, json={"status": "open"}, headers=dana), 409, "ticket.invalid_transition"
+    )
+    solved = client.put(url, json={"status": "solved"}, headers=dana)
+    assert solved.status_code == 200 and solved.json()["status"] == "solved"
+    reopened = client.put(url, json={"status": "open"}, headers=dana)
+    assert reopened.status_code == 200 and reopened.json()["status"] == "open"
+    log = client.get(f"/api/desk/tickets/{tid}", headers=_h(auth, "alice")).json()["events"]
+    assert [(e["kind"], e["actor_kind"]) for e in log][-2:] == [
+        ("status_changed", "customer"),
+        ("status_changed", "customer"),
+    ]
 
 
 @pytest.mark.parametrize(

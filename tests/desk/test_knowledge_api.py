@@ -34,7 +34,7 @@ def test_anonymous_search_suggest_and_read(api: tuple[Client, dict[str, str]]) -
     body = r.json()
     assert body["hits"][0]["slug"] == "message-delay"
     assert "<mark>" in body["hits"][0]["snippet_html"]
-    assert body["hits"][0]["url"] == "/api/kb/articles/message-delay"
+    assert body["hits"][0]["url"] == "/console/kb/message-delay"
     s = client.get("/api/kb/suggest", params={"q": "Reconnect loop after token exp"})
     assert s.status_code == 200 and s.json()["hits"][0]["slug"] == "tokens-and-auth"
     a = client.get("/api/kb/articles/capacity-settings")

@@ -158,7 +158,7 @@ _FINDING = re.compile(
     r"^\d+\. \[(?P<layer>[a-z_]+)\] (?P<title>.*)"
     r" — confidence (?P<conf>\d+\.\d+)(?P<hidden> \(below threshold.*)?$"
 )
-_ARTICLE = re.compile(r"^Article: /api/kb/articles/(?P<slug>\S+)\s+\(rule (?P<rule>[a-z_]+)\)$")
+_ARTICLE = re.compile(r"^Article: /console/kb/(?P<slug>\S+)\s+\(rule (?P<rule>[a-z_]+)\)$")
 
 
 def parse_note(note: str) -> tuple[NoteFinding, ...]:

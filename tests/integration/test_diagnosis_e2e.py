@@ -139,7 +139,7 @@ async def test_small_commit_batch_is_located_and_ticket_acknowledged(
     public = [c for c in ack.customer_view["comments"] if c["public"]]
     assert len(public) == 1 and public[0]["author_kind"] == "automation"
     assert "storage.commit_batch_max" in public[0]["body"]
-    assert "/api/kb/articles/capacity-settings" in public[0]["body"]
+    assert "/console/kb/capacity-settings" in public[0]["body"]
     assert not [c for c in ack.customer_view["comments"] if not c["public"]]  # no notes
 
 
@@ -179,7 +179,7 @@ async def test_clean_run_raises_no_alarm(make_server: Callable[..., Any]) -> Non
     assert ack.seconds < 10 and ack.waited_s < 10
     assert ack.top is None and shown == [], ack.note
     assert ack.ticket["priority"] == "P2" and not ack.note.startswith("Priority suggestion")
-    assert "/api/kb/articles/message-delay" in ack.public  # the symptom's checklist
+    assert "/console/kb/message-delay" in ack.public  # the symptom's checklist
 
     # `relaydesk diagnose`: exit 0 on a healthy window, 2 when the call fails, 3 no data.
     def cli(*args: str) -> Any:

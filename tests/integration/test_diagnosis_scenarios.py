@@ -214,7 +214,7 @@ async def test_writes_lost_to_one_device_is_a_server_defect(
     # A confident server defect on a P2 ticket: a P1 suggestion, the priority unchanged.
     assert ack.note.startswith("Priority suggestion: P1 (now P2)"), ack.note
     assert ack.ticket["priority"] == "P2"
-    assert "/api/kb/articles/message-loss" in ack.public
+    assert "/console/kb/message-loss" in ack.public
 
 
 # -- scenario 4: cross-region latency that is only distance (none) ----------------------------
@@ -308,7 +308,7 @@ async def test_latency_at_the_propagation_floor_is_nothing_wrong(
     assert found is not None and found.layer == "none" and found.rule == "distance", ack.note
     assert "singapore–london" in found.title and "propagation floor" in found.title
     assert [f for f in ack.findings if f.shown and f.layer != "none"] == [], ack.note
-    assert "/api/kb/articles/regional-quality" in ack.public
+    assert "/console/kb/regional-quality" in ack.public
 
 
 # -- scenario 5: client faults (client) -------------------------------------------------------
@@ -453,4 +453,4 @@ async def test_client_faults_are_located_on_the_client(make_server: Callable[...
     noted = {f.rule: f for f in ack.findings if f.shown}
     assert {f.layer for f in noted.values()} == {"client"}, ack.note
     assert {"old_sdk", "clock_skew"} <= set(noted), ack.note
-    assert "/api/kb/articles/tokens-and-auth" in ack.public
+    assert "/console/kb/tokens-and-auth" in ack.public

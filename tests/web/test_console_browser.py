@@ -9,6 +9,7 @@ committed ones; ``RELAYDESK_SCREENSHOTS=bench/screenshots`` refreshes those on p
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,6 +32,12 @@ def _missing() -> str | None:
     return None
 
 
+def _agent_key(node: ConsoleNode) -> str:
+    found = re.search(r"desk key\s+agent:alice\s+(rdk_\S+)", node.log.read_text())
+    assert found is not None, "the demo node prints its desk keys"
+    return found.group(1)
+
+
 @pytest.mark.slow
 def test_console_in_a_real_browser(console_node: ConsoleNode, tmp_path: Path) -> None:
     missing = _missing()
@@ -49,6 +56,8 @@ def test_console_in_a_real_browser(console_node: ConsoleNode, tmp_path: Path) ->
             "CONSOLE_URL": console_node.url,
             "SCREENSHOTS": str(shots),
             "CHROMIUM": CHROMIUM,
+            # The workspace scenarios set up a policy and a macro through the API.
+            "DESK_AGENT_KEY": _agent_key(console_node),
         },
         capture_output=True,
         text=True,

@@ -172,14 +172,21 @@ def test_live_token_grants_only_the_pages_channels(console_node: ConsoleNode) ->
         assert claims["ch"] == {
             "desk-queue": "member",
             "desk-t-1": "member",
+            "desk-ta-1": "member",  # agents only: who is viewing, who is typing
             "desk-war-1": "member",
         }
+        # Agents may ask for other agents' presence (collision detection), nobody else's.
+        assert claims["peers"] == ["agent.bob", "agent.carol"]
         assert claims["exp"] - claims["iat"] == 600
     customer, csrf = sign_in(console_node, "dana@acme.example")
     with closing(customer):
         body = customer.post("/console/live-token?ticket=3", headers={"X-CSRF-Token": csrf}).json()
         claims = jwt.decode(body["token"], options={"verify_signature": False})
         assert claims["sub"] == "customer.dana" and claims["ch"] == {"desk-t-3": "member"}
+        assert claims["peers"] == []
+        portal = customer.post("/console/live-token?portal=1", headers={"X-CSRF-Token": csrf})
+        claims = jwt.decode(portal.json()["token"], options={"verify_signature": False})
+        assert claims["ch"] == {"desk-org-acme": "member"}
 
 
 def test_sla_report_csv_download(console_node: ConsoleNode) -> None:
@@ -192,3 +199,41 @@ def test_sla_report_csv_download(console_node: ConsoleNode) -> None:
         csv = client.get("/console/reports/sla.csv?table=breaches")
         assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
         assert "attachment" in csv.headers["content-disposition"]
+
+
+def test_console_attachments_stay_in_their_organisation(console_node: ConsoleNode) -> None:
+    dana, csrf = sign_in(console_node, "dana@acme.example")
+    frank, _ = sign_in(console_node, "frank@globex.example")
+    with closing(dana), closing(frank):
+        r = dana.post(
+            "/console/tickets/2/attachments",
+            data={"csrf": csrf},
+            files={"file": ("client.log", b"reconnect 4011\n", "text/plain")},
+        )
+        assert r.status_code == 303, r.text
+        page = dana.get(r.headers["location"]).text
+        found = re.search(r'href="(/console/attachments/\d+)">client\.log<', page)
+        assert found is not None, page[-3000:]
+        got = dana.get(found.group(1))
+        assert got.status_code == 200 and got.content == b"reconnect 4011\n"
+        assert got.headers["content-disposition"].startswith("attachment;")
+        assert got.headers["content-security-policy"].startswith("sandbox")
+        assert frank.get(found.group(1)).status_code == 404
+        refused = dana.post(
+            "/console/tickets/2/attachments",
+            data={"csrf": csrf},
+            files={"file": ("page.html", b"<script>x</script>", "text/html")},
+        )
+        assert refused.status_code == 415 and "not accepted" in refused.text
+
+
+def test_article_pages_are_public_rendered_and_sanitised(console_node: ConsoleNode) -> None:
+    anonymous = httpx.Client(base_url=console_node.url, timeout=10)
+    with closing(anonymous):
+        page = anonymous.get("/console/kb/message-delay")
+        assert page.status_code == 200
+        assert "<h1>Messages arrive late</h1>" in page.text and "<script>alert" not in page.text
+        assert anonymous.get("/console/kb/no-such-article").status_code == 404
+        listing = anonymous.get("/console/kb?q=delayed")
+        assert listing.status_code == 200 and "/console/kb/message-delay" in listing.text
+        assert anonymous.get("/favicon.ico", follow_redirects=True).status_code == 200

@@ -192,7 +192,7 @@ def test_reapplying_a_version_on_a_ticket_logs_it_in_words(console_node: Console
         assert f"default v{latest}</small>" in page  # the SLA clocks now run under it
         log = page.split('id="event-log"', 1)[1].split("</table>", 1)[0]
         line = (
-            "<td>SLA policy applied</td><td>agent:alice</td>"
+            "<td>SLA policy applied</td><td>Alice Ng</td>"  # people by name
             f"<td>from default v{old} to default v{latest}</td>"
         )
         assert line in log

@@ -222,5 +222,5 @@ def test_policy_applied_event_reads_as_words_not_a_dict() -> None:
     ]
     lines = event_lines(events)
     assert (lines[0].kind, lines[0].detail) == ("SLA policy applied", "from default v1 to gold v3")
-    assert (lines[1].kind, lines[1].detail) == ("priority changed", "from: P2; to: P1")
+    assert (lines[1].kind, lines[1].detail) == ("priority changed", "from P2 to P1")
     assert all("{" not in line.detail for line in lines)

@@ -16,12 +16,13 @@ from relaydesk.desk.accounts import hash_password, verify_password
 from relaydesk.desk.component import open_desk
 from relaydesk.desk.live import LiveNotices, WarRooms, messaging_user
 from relaydesk.desk.sla import MetricStatus, TicketSla
-from relaydesk.desk.tickets.model import Agent, OnCallShift, Principal, Ticket
+from relaydesk.desk.tickets.model import Agent, OnCallShift, Principal, Ticket, TicketEvent
 from relaydesk.desk.tickets.service import TicketChange
 from relaydesk.storage import open_database
 from relaydesk.web.console._forms import parse_comment, parse_new_ticket, parse_properties
 from relaydesk.web.console._sessions import SessionStore, tokens_match
-from relaydesk.web.console._views import fmt_duration, sla_clocks
+from relaydesk.web.console._views import event_lines, fmt_duration, sla_clocks
+from relaydesk.web.console._workspace import linkify, render_markdown
 
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
 DANA = Principal(kind="customer", id="dana", organisation_id="acme")
@@ -177,9 +178,13 @@ def _ticket(priority: str = "P0", status: str = "new") -> Ticket:
 async def test_live_notices_say_only_which_ticket_changed() -> None:
     fake = _Messaging()
     await LiveNotices(fake, "desk").ticket_changed(TicketChange(ticket=_ticket(), kind="note"))
-    assert [p[2] for p in fake.posts] == ["channel:desk-queue", "channel:desk-t-7"]
+    assert [p[2] for p in fake.posts] == [
+        "channel:desk-queue",
+        "channel:desk-t-7",
+        "channel:desk-org-acme",  # the organisation's portal list
+    ]
     assert json.loads(fake.posts[0][3]) == {"type": "desk.ticket", "ticket": 7}
-    assert fake.posts[0][4] != fake.posts[1][4]
+    assert len({p[4] for p in fake.posts}) == 3
 
 
 async def test_war_room_opens_once_for_urgent_active_tickets() -> None:
@@ -229,3 +234,60 @@ async def test_password_change_and_disabling_end_sessions(tmp_path: Path) -> Non
     assert await table.get(d.id) is None
     await desk.aclose()
     db.close_sync()
+
+
+def test_event_lines_name_people_hide_empty_values_and_renumber() -> None:
+    at = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
+
+    def ev(seq: int, kind: str, actor: tuple[str, str], data: dict[str, object]) -> TicketEvent:
+        return TicketEvent(
+            ticket_id=1,
+            seq=seq,
+            at=at,
+            kind=kind,
+            actor_kind=actor[0],
+            actor_id=actor[1],
+            data=data,  # type: ignore[arg-type]
+        )
+
+    events = [
+        ev(1, "created", ("customer", "dana"), {"priority": "P2", "status": "new"}),
+        ev(3, "assignee_changed", ("agent", "alice"), {"from": None, "to": "bob"}),
+        ev(
+            6,
+            "sla_warning",
+            ("automation", "escalation"),
+            {
+                "key": "w:1",
+                "metric": "first_response",
+                "reason": None,
+                "agent_id": None,
+                "notifiers": [],
+            },
+        ),
+    ]
+    names = {"customer:dana": "Dana Ruiz", "agent:alice": "Alice Ng", "agent:bob": "Bob Okafor"}
+    lines = event_lines(events, names=names, renumber=True)
+    assert [line.seq for line in lines] == [1, 2, 3]
+    assert [line.actor for line in lines] == ["Dana Ruiz", "Alice Ng", "relaydesk"]
+    assert lines[1].detail == "from nobody to Bob Okafor"
+    assert lines[2].detail == "First response"
+    assert all("None" not in line.detail and "key" not in line.detail for line in lines)
+    assert [line.seq for line in event_lines(events)] == [1, 3, 6]
+
+
+def test_article_markdown_is_rendered_and_sanitised() -> None:
+    html = str(
+        render_markdown(
+            "# Title\n\n<script>alert(1)</script>\n\n[x](javascript:alert(1)) [ok](https://a.example)"
+            "\n\n| a | b |\n| --- | --- |\n| 1 | 2 |"
+        )
+    )
+    assert "<h1>Title</h1>" in html and "<table>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html  # shown as text
+    assert 'href="javascript' not in html
+    assert 'href="https://a.example"' in html and 'rel="noopener noreferrer"' in html
+    assert str(linkify("see /console/kb/message-delay <b>")) == (
+        'see <a href="/console/kb/message-delay" class="kb-link">'
+        "/console/kb/message-delay</a> &lt;b&gt;"
+    )

@@ -60,7 +60,7 @@ def render(body: dict[str, Any], console: Console) -> None:
             )
         console.print(table)
         console.print(f"action: {f['action']}")
-        console.print(f"article: /api/kb/articles/{f['article_slug']}")
+        console.print(f"article: /console/kb/{f['article_slug']}")
     if not any(f["confidence"] >= threshold for f in body["findings"]):
         console.print(f"no finding at or above the threshold {threshold:.2f}")
     rejected = body.get("rejected") or []

@@ -163,7 +163,7 @@ def internal_note(
                 + (f" — {e.note}" if e.note else "")
             )
         lines.append(f"   Action: {f.action}")
-        lines.append(f"   Article: /api/kb/articles/{f.article_slug}  (rule {f.rule})")
+        lines.append(f"   Article: /console/kb/{f.article_slug}  (rule {f.rule})")
     if d.rejected:
         lines.append("\nRejected hypotheses:")
         for r in d.rejected:
@@ -351,6 +351,9 @@ class AutoAcknowledger:
         done = await self._db.write(write)
         if done:
             self.stats["acknowledged"] += 1
+            # Written in this transaction, not through the async methods: tell the
+            # listeners, so the customer's open page shows the acknowledgement live.
+            await self._tickets.announce(ticket.id, "comment")
         return AckOutcome(
             ticket_id=ticket.id,
             acknowledged=done,

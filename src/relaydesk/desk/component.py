@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 import msgspec
@@ -43,9 +44,12 @@ from relaydesk.desk.tickets.model import (
     Weekday,
 )
 from relaydesk.desk.tickets.service import TicketService
+from relaydesk.desk.workspace import WorkspaceService
 from relaydesk.storage.desk import DeskStore, desk_migrations, to_ms
 from relaydesk.storage.engine import Database, Tx
+from relaydesk.storage.workspace import workspace_migrations
 from relaydesk.web.desk_api import desk_router
+from relaydesk.web.workspace_api import workspace_router
 
 _DEMO_ORG: Final = "acme"
 _DEMO_KEY_LABEL: Final = "demo:"
@@ -154,6 +158,18 @@ class DeskComponent:
             db, self.tickets, clock, notifiers, interval_s=settings.desk.escalation_interval_s
         )
         self.router: Router = desk_router(self.tickets)
+        # Agent workspace (desk/workspace): its own tables, reads the desk's.
+        db.migrate("workspace", workspace_migrations(db.dialect))
+        self.workspace = WorkspaceService(
+            db,
+            self.store,
+            self.tickets,
+            clock,
+            attachments_dir=Path(settings.server.data_dir) / "attachments",
+            max_attachment_bytes=settings.desk.attachment_max_bytes,
+        )
+        self.tickets.add_listener(self.workspace)
+        self.workspace_router: Router = workspace_router(self.workspace)
 
     def _install_defaults(self, tx: Tx) -> None:
         now = self.tickets.now()

@@ -7,10 +7,11 @@ change has committed (never inside the transaction: a listener cannot undo or bl
 listeners use the :class:`~relaydesk.desk.ports.Messaging` port:
 
 * :class:`LiveNotices` posts a small JSON notice, ``{"type": "desk.ticket", "ticket": N}``,
-  into channel ``desk-queue`` (agents' queue pages) and ``desk-t-<N>`` (pages showing
-  ticket N).  The notice says *that* the ticket changed, never *what*: a customer who
-  may watch ``desk-t-<N>`` learns nothing about internal notes from it; the page then
-  fetches its fresh HTML through the console, which applies the viewer's permissions.
+  into channel ``desk-queue`` (agents' queue pages), ``desk-t-<N>`` (pages showing
+  ticket N) and ``desk-org-<organisation>`` (that organisation's portal list).  The
+  notice says *that* the ticket changed, never *what*: a customer who may watch
+  ``desk-t-<N>`` learns nothing about internal notes from it; the page then fetches its
+  fresh HTML through the console, which applies the viewer's permissions.
 * :class:`WarRooms` opens channel ``desk-war-<N>`` when a ticket is created as, or raised
   to, P0/P1 while active, with the requester and the assigned and on-call agents as
   members, and posts one opening message.  War-room messages are channel messages, not
@@ -56,6 +57,18 @@ def war_room_channel(ticket_id: int) -> str:
     return f"desk-war-{ticket_id}"
 
 
+def organisation_channel(organisation_id: str) -> str | None:
+    """The channel that carries change notices of one organisation's tickets (the
+    customer portal's live list); ``None`` if the id cannot name a channel."""
+    name = f"desk-org-{organisation_id}"
+    return name if NAME_RE.match(name) else None
+
+
+def agents_channel(ticket_id: int) -> str:
+    """Agents-only channel of one ticket: who is viewing and who is replying."""
+    return f"desk-ta-{ticket_id}"
+
+
 def messaging_user(kind: Literal["agent", "customer"], principal_id: str) -> str | None:
     """The messaging user id of a desk principal (``None`` if not a valid name)."""
     name = f"{kind}.{principal_id}"
@@ -68,7 +81,8 @@ class _Notice(msgspec.Struct, frozen=True):
 
 
 class LiveNotices:
-    """Posts "ticket N changed" into ``desk-queue`` and ``desk-t-<N>``."""
+    """Posts "ticket N changed" into ``desk-queue``, ``desk-t-<N>`` and the
+    organisation's ``desk-org-<id>`` (customer portal lists)."""
 
     def __init__(self, messaging: Messaging, app: str) -> None:
         self._messaging = messaging
@@ -79,7 +93,8 @@ class LiveNotices:
         tid = change.ticket.id
         body = msgspec.json.encode(_Notice(type="desk.ticket", ticket=tid))
         nonce = secrets.token_hex(6)
-        for channel in (QUEUE_CHANNEL, ticket_channel(tid)):
+        org = organisation_channel(change.ticket.organisation_id)
+        for channel in (QUEUE_CHANNEL, ticket_channel(tid), *([org] if org else [])):
             await self._messaging.post(
                 self._app, DESK_SENDER, f"channel:{channel}", body, f"{channel}-{nonce}"
             )

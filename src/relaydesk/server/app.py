@@ -118,6 +118,7 @@ class RelaydeskServer:
                 messaging_router(self.hub, self.store, settings.gateway.max_body),
                 features_router(self.hub, self.gateway.metadata),
                 self.desk.router,
+                self.desk.workspace_router,
                 quality_router(
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),
@@ -129,6 +130,7 @@ class RelaydeskServer:
                     self.clock,
                     telemetry=self.telemetry,
                     registry=self.registry,
+                    knowledge=self.knowledge,
                 ),
                 knowledge_router(self.knowledge, self.desk.tickets.authenticate),
                 diagnosis_router(self.diagnosis, self.desk.tickets.authenticate),

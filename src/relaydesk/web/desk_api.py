@@ -172,7 +172,9 @@ _ERROR_DESCRIPTIONS: Final = {
     403: "The key's principal may not do this (`auth.forbidden`)",
     404: "Not found, or not visible to this principal",
     409: "The ticket's state does not allow it",
-    413: "The body is over `[http] max_body_bytes` (`http.413`)",
+    413: "The body is over `[http] max_body_bytes` (`http.413`), or an attachment over"
+    " `[desk] attachment_max_bytes` (`attachment.too_large`)",
+    415: "The attachment's type is not accepted (`attachment.type_not_allowed`)",
     422: "A parameter or field fails validation; `code` names the rule",
     503: "No SLA worker slot free, or no answer within the budget (`sla.busy`, `sla.timeout`)",
 }
@@ -389,7 +391,7 @@ def desk_router(service: TicketService) -> Router:
 
     @put(
         "/tickets/{ticket_id:str}/status",
-        summary="Change the status (agents)",
+        summary="Change the status (agents; customers: solved, or open to re-open)",
         responses=error_responses(*_BODY, 403, 404, 409),
     )
     async def change_status(
@@ -397,6 +399,9 @@ def desk_router(service: TicketService) -> Router:
         ticket_id: TicketId,
         data: JSONBody[StatusRequest],
     ) -> Ticket:
+        if principal.kind == "customer" and data.status in ("solved", "open"):
+            action: Literal["solve", "reopen"] = "solve" if data.status == "solved" else "reopen"
+            return await service.customer_status(principal, ticket_id, action)
         return await service.change_status(principal, ticket_id, data.status)
 
     @put(

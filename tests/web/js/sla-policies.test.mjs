@@ -3,45 +3,20 @@
 //   CONSOLE_URL=http://127.0.0.1:PORT SCREENSHOTS=bench/screenshots node --test sla-policies.test.mjs
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
-
-const BASE = process.env.CONSOLE_URL;
-const SHOTS = process.env.SCREENSHOTS || "bench/screenshots";
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const PASSWORD = "demo-password";
+import { BASE, SHOTS, launch, signIn } from "./browser.mjs";
 
 let browser;
 
 before(async () => {
-  assert.ok(BASE, "CONSOLE_URL is required");
-  mkdirSync(SHOTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
 });
 
-async function session(email) {
-  const context = await browser.newContext({ viewport: { width: 1360, height: 900 } });
-  const page = await context.newPage();
-  page.on("dialog", async (d) => {
-    await d.dismiss();
-    throw new Error(`unexpected dialog: ${d.message()}`);
-  });
-  await page.goto(`${BASE}/console/sign-in`);
-  await page.fill('input[name="email"]', email);
-  await page.fill('input[name="password"]', PASSWORD);
-  await Promise.all([page.waitForNavigation(), page.click('#sign-in-form button[type="submit"]')]);
-  return { context, page };
+function session(email) {
+  return signIn(browser, email);
 }
 
 async function cell(page, priority, metric, name) {

@@ -51,8 +51,9 @@ from relaydesk.storage.knowledge import (
     knowledge_migrations,
 )
 
-#: Where the API serves an article (the router's prefix is ``/api/kb``).
-ARTICLE_URL: Final = "/api/kb/articles/{slug}"
+#: The article's page in the console (readable by anyone for public articles); the
+#: Markdown itself is at ``/api/kb/articles/{slug}``.
+ARTICLE_URL: Final = "/console/kb/{slug}"
 SEED_SOURCE: Final = "seed"
 MAX_QUERY_CHARS: Final = 256
 MAX_TERMS: Final = 12

@@ -102,6 +102,10 @@ class TicketChange(msgspec.Struct, frozen=True):
 
     ticket: Ticket
     kind: ChangeKind
+    #: The comment or note a ``comment``/``note`` change added (mentions, notifications).
+    comment: Comment | None = None
+    #: Who made the change (``None``: the desk itself).
+    actor: Principal | None = None
 
 
 class TicketListener(Protocol):
@@ -146,19 +150,32 @@ class TicketService:
         """Tell ``listener`` about every later committed change (composition root only)."""
         self._listeners.append(listener)
 
-    async def _changed(self, ticket_id: int, kind: ChangeKind) -> None:
+    async def _changed(
+        self,
+        ticket_id: int,
+        kind: ChangeKind,
+        comment: Comment | None = None,
+        actor: Principal | None = None,
+    ) -> None:
         """Notify listeners after a commit; a failing listener never fails the caller."""
         if not self._listeners:
             return
         ticket = await self._db.read(lambda tx: self._store.ticket(tx, ticket_id))
         if ticket is None:  # pragma: no cover - tickets are never deleted
             return
-        change = TicketChange(ticket=ticket, kind=kind)
+        change = TicketChange(ticket=ticket, kind=kind, comment=comment, actor=actor)
         for listener in self._listeners:
             try:
                 await listener.ticket_changed(change)
             except Exception:
                 log.exception("ticket listener %r failed for ticket %s", listener, ticket_id)
+
+    async def announce(
+        self, ticket_id: int, kind: ChangeKind, comment: Comment | None = None
+    ) -> None:
+        """Tell the listeners about a change committed through the ``*_tx`` methods in a
+        caller's own transaction (the async methods do this themselves)."""
+        await self._changed(ticket_id, kind, comment)
 
     @property
     def store(self) -> DeskStore:
@@ -651,7 +668,7 @@ class TicketService:
                 tx, principal, ticket_id, body, public=public, now=now, channel=channel
             )
         )
-        await self._changed(ticket_id, "comment" if public else "note")
+        await self._changed(ticket_id, "comment" if public else "note", comment, principal)
         return comment
 
     async def add_automation_comment(
@@ -667,7 +684,7 @@ class TicketService:
                 tx, None, ticket_id, body, public=public, now=now, author=(role, _AUTOMATION_ID)
             )
         )
-        await self._changed(ticket_id, "comment" if public else "note")
+        await self._changed(ticket_id, "comment" if public else "note", comment)
         return comment
 
     def _apply_status(
@@ -719,6 +736,35 @@ class TicketService:
             lambda tx: self.change_status_tx(tx, principal, ticket_id, status, now)
         )
         await self._changed(ticket_id, "status")
+        return ticket
+
+    async def customer_status(
+        self, principal: Principal, ticket_id: int, action: Literal["solve", "reopen"]
+    ) -> Ticket:
+        """A customer marks their own organisation's active ticket solved, or re-opens a
+        solved one (the only status changes customers make; docs/desk.md)."""
+        now = self.now()
+
+        def run(tx: Tx) -> Ticket:
+            if principal.kind != "customer":
+                raise DeskError(DeskErrorCode.FORBIDDEN, "agents change the status directly")
+            ticket = self._visible(tx, principal, ticket_id, for_update=True)
+            if ticket.status == "closed":
+                raise DeskError(DeskErrorCode.TICKET_CLOSED, f"ticket {ticket_id} is closed")
+            if action == "solve" and ticket.status in ACTIVE_STATUSES:
+                target = "solved"
+            elif action == "reopen" and ticket.status == "solved":
+                target = "open"
+            else:
+                raise DeskError(
+                    DeskErrorCode.INVALID_TRANSITION, f"a {ticket.status} ticket cannot {action}"
+                )
+            self._apply_status(tx, ticket, target, now, (principal.actor_kind, principal.id))
+            self.recompute_tx(tx, ticket_id, now)
+            return self._reload(tx, ticket_id)
+
+        ticket = await self._db.write(run)
+        await self._changed(ticket_id, "status", actor=principal)
         return ticket
 
     def change_priority_tx(

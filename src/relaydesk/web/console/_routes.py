@@ -48,7 +48,15 @@ from relaydesk.desk.accounts import HasherBusy, normalise_email
 from relaydesk.desk.admin.throttle import Rule, SignInThrottle
 from relaydesk.desk.component import DeskComponent
 from relaydesk.desk.escalation.routing import on_call
-from relaydesk.desk.live import QUEUE_CHANNEL, messaging_user, ticket_channel, war_room_channel
+from relaydesk.desk.knowledge.service import KnowledgeService
+from relaydesk.desk.live import (
+    QUEUE_CHANNEL,
+    agents_channel,
+    messaging_user,
+    organisation_channel,
+    ticket_channel,
+    war_room_channel,
+)
 from relaydesk.desk.reports import REPORT_TABLES, SlaReport, report_csv, report_tx
 from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
 from relaydesk.desk.tickets.model import (
@@ -62,9 +70,8 @@ from relaydesk.desk.tickets.model import (
     Ticket,
     TicketFilter,
 )
-from relaydesk.desk.tickets.service import QueueEntry
 from relaydesk.desk.tickets.transitions import can_transition
-from relaydesk.protocol.tokens import mint_token
+from relaydesk.protocol.tokens import MAX_PEERS, mint_token
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage.engine import Tx
@@ -93,6 +100,13 @@ from relaydesk.web.console._sessions import (
     tokens_match,
 )
 from relaydesk.web.console._views import event_lines, fmt_duration, fmt_time, sla_clocks
+from relaydesk.web.console._workspace import (
+    linkify,
+    queue_lists,
+    queue_query,
+    ticket_extras,
+    workspace_handlers,
+)
 from relaydesk.web.desk_api import TicketId
 from relaydesk.web.static import PackageFiles
 
@@ -102,8 +116,6 @@ PREFIX: Final = "/console"
 _HERE: Final = Path(__file__).parent
 #: Live tokens are short: a page asks for a fresh one when it reconnects.
 LIVE_TOKEN_TTL_S: Final = 600
-#: Rows the queue page reads before filtering by priority, status and skill in memory.
-_QUEUE_READ: Final = 500
 _CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline';"
     " img-src 'self' data:;"
@@ -176,6 +188,7 @@ class Console:
             STATUSES=STATUSES,
             prefix=PREFIX,
         )
+        self.env.filters["linkify"] = linkify
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -294,20 +307,6 @@ class Console:
 # -- pages ---------------------------------------------------------------------------------------
 
 
-def _queue_rows(entries: list[QueueEntry], q: Mapping[str, str]) -> list[QueueEntry]:
-    out = []
-    for e in entries:
-        t = e.ticket
-        if q.get("priority") and t.priority != q["priority"]:
-            continue
-        if q.get("status") and t.status != q["status"]:
-            continue
-        if q.get("skill") and q["skill"] not in t.skills:
-            continue
-        out.append(e)
-    return out
-
-
 def console_router(
     desk: DeskComponent,
     hub: Hub,
@@ -317,13 +316,15 @@ def console_router(
     session_ttl_s: float | None = None,
     telemetry: Telemetry | None = None,
     registry: NodeRegistry | None = None,
+    knowledge: KnowledgeService | None = None,
 ) -> Router:
     """The console under ``/console`` (and ``/`` redirecting to it).
 
     Also switches on the desk's live notices and war rooms (``DeskComponent.enable_live``),
     which only the console consumes.  ``telemetry`` feeds the Network quality page
     (in-process queries; without it the page says telemetry is disabled); ``registry``
-    adds the node list with Drain / Undrain buttons to it.
+    adds the node list with Drain / Undrain buttons to it; ``knowledge`` serves the
+    article pages under ``/console/kb``.
     """
     console = Console(
         desk,
@@ -427,18 +428,12 @@ def console_router(
     async def queue_context(
         request: Request[Any, Any, Any], session: ConsoleSession
     ) -> dict[str, Any]:
-        q = {k: v for k, v in request.query_params.items() if isinstance(v, str) and v}
-        entries = await tickets.queue(
-            session.principal,
-            limit=_QUEUE_READ,
-            assignee_id=q.get("assignee"),
-            organisation_id=q.get("organisation"),
-        )
+        q = queue_query({k: v for k, v in request.query_params.items() if isinstance(v, str) and v})
         agents, orgs = await console.directory()
         now = console.now()
         skills = sorted({s for a in agents for s in a.skills})
         return {
-            "rows": _queue_rows(entries, q),
+            **(await queue_lists(console, session, q)),
             "filters": q,
             "agents": agents,
             "agent_names": {a.id: a.name for a in agents},
@@ -448,6 +443,9 @@ def console_router(
             "now": now,
             "now_ms": int(now.timestamp() * 1000),
             "query": urlencode(q),
+            "done": request.query_params.get("done", ""),
+            "changed": request.query_params.get("changed", ""),
+            "failed": request.query_params.get("failed", ""),
         }
 
     @get(PREFIX + "/queue", include_in_schema=False)
@@ -481,17 +479,22 @@ def console_router(
                 Principal(kind="customer", id=t.requester_id)
             )
         people["desk-bot"] = "relaydesk"
+        extras = await ticket_extras(console, session, t)
+        actor_names = {f"agent:{a.id}": a.name for a in agents}
+        actor_names[f"customer:{t.requester_id}"] = extras["requester_name"]
         return {
+            **extras,
             "t": t,
             "detail": detail,
             "comments": detail.comments,
-            "events": event_lines(detail.events),
+            "events": event_lines(detail.events, names=actor_names, renumber=not agent_view),
             "clocks": sla_clocks(sla, now),
             "sla": sla,
             "agent_view": agent_view,
             "agents": agents,
             "agent_names": names,
             "org_name": {o.id: o.name for o in orgs}.get(t.organisation_id, t.organisation_id),
+            "done": "",
             "statuses": statuses,
             "war_room": war_room_channel(t.id) if t.priority in URGENT_PRIORITIES else None,
             "war_room_open": t.status in ACTIVE_STATUSES,
@@ -518,8 +521,13 @@ def console_router(
     async def ticket_page(request: Request[Any, Any, Any], ticket_id: TicketId) -> Response[str]:
         session = await console.session(request)
         context = await ticket_context(session, ticket_id)
-        fragment = request.query_params.get("fragment") == "live"
-        return ticket_response(session, context, fragment=fragment)
+        fragment = request.query_params.get("fragment")
+        context["done"] = request.query_params.get("done", "")
+        if fragment == "side":
+            return console.render(
+                "_ticket_side.html", session=session, errors={}, values={}, **context
+            )
+        return ticket_response(session, context, fragment=fragment == "live")
 
     def back_to(ticket_id: int, done: str) -> Redirect:
         return Redirect(f"{PREFIX}/tickets/{ticket_id}?done={done}", status_code=303)
@@ -587,7 +595,16 @@ def console_router(
     async def portal(request: Request[Any, Any, Any]) -> Response[str]:
         session = await console.customer(request)
         rows = await tickets.list_tickets(session.principal, TicketFilter(limit=200))
-        return console.render("portal.html", session=session, rows=rows, now=console.now())
+        template = (
+            "_portal_rows.html" if request.query_params.get("fragment") == "rows" else "portal.html"
+        )
+        return console.render(
+            template,
+            session=session,
+            rows=rows,
+            now=console.now(),
+            org_channel=organisation_channel(session.principal.organisation_id or "") or "",
+        )
 
     @get(PREFIX + "/portal/new", include_in_schema=False)
     async def new_ticket_form(request: Request[Any, Any, Any]) -> Response[str]:
@@ -644,10 +661,17 @@ def console_router(
         session = await console.agent(request)
         lo, hi, errors = report_window(request)
         report = None if errors else await build_report(lo, hi)
+        csat = None
+        if not errors:
+            csat = await console.desk.workspace.csat(
+                datetime(lo.year, lo.month, lo.day, tzinfo=UTC),
+                datetime(hi.year, hi.month, hi.day, tzinfo=UTC),
+            )
         return console.render(
             "report.html",
             422 if errors else 200,
             session,
+            csat=csat,
             report=report,
             errors=errors,
             start=lo.isoformat(),
@@ -758,8 +782,13 @@ def console_router(
         if user is None:
             return Response({"error": "no_live_identity"}, status_code=409)
         channels: dict[str, str] = {}
+        peers: tuple[str, ...] = ()
         if principal.kind == "agent":
             channels[QUEUE_CHANNEL] = "member"
+        elif request.query_params.get("portal") == "1" and principal.organisation_id:
+            org = organisation_channel(principal.organisation_id)
+            if org is not None:
+                channels[org] = "member"
         ticket_param = request.query_params.get("ticket")
         if ticket_param:
             # ASCII digits only (str.isdigit takes '١٢٣'), and an id storage can hold.
@@ -775,6 +804,16 @@ def console_router(
             except DeskError:
                 return Response({"error": "not_found"}, status_code=404)
             channels[ticket_channel(t.id)] = "member"
+            if principal.kind == "agent":
+                # Collision detection: agents announce viewing/typing in an agents-only
+                # channel and may ask for each other's presence (never customers').
+                channels[agents_channel(t.id)] = "member"
+                agents, _ = await console.directory()
+                peers = tuple(
+                    u
+                    for a in agents
+                    if a.id != principal.id and (u := messaging_user("agent", a.id)) is not None
+                )[:MAX_PEERS]
             if t.priority in URGENT_PRIORITIES:
                 channels[war_room_channel(t.id)] = "member"
         app = settings.desk.messaging_app
@@ -786,8 +825,9 @@ def console_router(
             ttl_s=LIVE_TOKEN_TTL_S,
             channels=channels,
             # Confined (docs/protocol.md §2.2): only the channels granted above; no
-            # direct messages to, or presence of, anyone (agents or other tenants).
-            peers=(),
+            # direct messages to, or presence of, anyone but (for an agent on a ticket
+            # page) the other agents, whose presence shows who is really still there.
+            peers=peers,
         )
         return Response(
             {"token": token, "app": app, "user": user, "channels": sorted(channels)},
@@ -818,7 +858,8 @@ def console_router(
     async def security_headers(response: Response[Any]) -> Response[Any]:
         response.headers.update(
             {
-                "Content-Security-Policy": _CSP,
+                # Attachment downloads bring their own (``sandbox``); pages get the console's.
+                "Content-Security-Policy": response.headers.get("Content-Security-Policy", _CSP),
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "same-origin",
                 "X-Frame-Options": "DENY",
@@ -826,6 +867,10 @@ def console_router(
             }
         )
         return response
+
+    @get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Redirect:
+        return Redirect(PREFIX + "/static/favicon.svg", status_code=301)
 
     static = create_static_files_router(
         path=PREFIX + "/static",
@@ -854,6 +899,8 @@ def console_router(
             *policy_handlers(console, PREFIX, refused),
             *(node_handlers(console, registry, PREFIX) if registry is not None else []),
             live_token,
+            favicon,
+            *workspace_handlers(console, knowledge, _Page),
             *admin_handlers(console, _Page),
             static,
         ],

@@ -7,7 +7,7 @@ not in a browser.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -160,10 +160,39 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
-def _data_text(kind: str, data: dict[str, Any]) -> str:
+#: Fields never shown: internal ids, and values that say nothing (``None``).
+_HIDDEN_FIELDS = frozenset({"comment_id", "key"})
+
+
+def _data_text(kind: str, data: dict[str, Any], names: Mapping[str, str]) -> str:
     if kind == "sla_policy_applied" and {"from", "to"} <= set(data):
         return f"from {_value_text(data['from'])} to {_value_text(data['to'])}"
-    return "; ".join(f"{k}: {_value_text(v)}" for k, v in data.items() if k != "comment_id")
+    if kind == "assignee_changed" and {"from", "to"} <= set(data):
+
+        def who(v: Any) -> str:
+            return "nobody" if v is None else names.get(f"agent:{v}", str(v))
+
+        return f"from {who(data['from'])} to {who(data['to'])}"
+    if kind in ("status_changed", "priority_changed") and {"from", "to"} <= set(data):
+        return f"from {_value_text(data['from'])} to {_value_text(data['to'])}"
+    if kind in ("sla_warning", "sla_breach", "page"):
+        # Escalation notices: which clock, why, who was paged and told; not the dedup key.
+        parts = [_LABELS.get(str(data.get("metric")), str(data.get("metric") or "SLA"))]
+        if data.get("reason"):
+            parts.append(_value_text(data["reason"]))
+        if data.get("agent_id"):
+            parts.append("paged " + names.get(f"agent:{data['agent_id']}", str(data["agent_id"])))
+        if data.get("notifiers"):
+            parts.append("via " + _value_text(data["notifiers"]))
+        return " · ".join(parts)
+    if kind == "comment":
+        visibility = "public" if data.get("public", True) else "internal note"
+        return visibility + (" · war room" if data.get("channel") == "war_room" else "")
+    return "; ".join(
+        f"{k.replace('_', ' ')}: {_value_text(v)}"
+        for k, v in data.items()
+        if k not in _HIDDEN_FIELDS and v is not None
+    )
 
 
 _KINDS = {"sla_policy_applied": "SLA policy applied"}
@@ -179,15 +208,28 @@ class EventLine(msgspec.Struct, frozen=True):
     detail: str
 
 
-def event_lines(events: Sequence[TicketEvent]) -> list[EventLine]:
-    """The event log as the ticket page shows it (newest last)."""
+def event_lines(
+    events: Sequence[TicketEvent],
+    *,
+    names: Mapping[str, str] | None = None,
+    renumber: bool = False,
+) -> list[EventLine]:
+    """The event log as the ticket page shows it (newest last).  ``names`` maps
+    ``kind:id`` to a person's name; ``renumber`` numbers the lines 1, 2, 3... (customers
+    see a filtered log, whose own numbers would have gaps)."""
+    names = names or {}
     return [
         EventLine(
-            seq=e.seq,
+            seq=i if renumber else e.seq,
             at=fmt_time(e.at),
             kind=_KINDS.get(e.kind, e.kind.replace("_", " ")),
-            actor=f"{e.actor_kind}:{e.actor_id}",
-            detail=_data_text(e.kind, e.data),
+            actor=names.get(f"{e.actor_kind}:{e.actor_id}")
+            or (
+                "relaydesk"
+                if e.actor_kind in ("automation", "bot")
+                else f"{e.actor_kind}:{e.actor_id}"
+            ),
+            detail=_data_text(e.kind, e.data, names),
         )
-        for e in events
+        for i, e in enumerate(events, start=1)
     ]

@@ -7,6 +7,7 @@
 //
 //   const rd = new RelaydeskClient({url, device, token: async () => "...", cursor: "live"});
 //   rd.onEvent = (event) => {...};   // feed events (msgs items), in order, once each
+//   rd.onPresence = (p) => {...};    // presence pushes (§5.9): {user, online, devices, ts}
 //   rd.onState = (state) => {...};   // CONNECTING, CONNECTED, SYNCED, RECONNECTING, FAILED, CLOSED
 //   await rd.connect();
 //   await rd.join("room");  await rd.publish("channel:room", "hi");
@@ -184,6 +185,7 @@
       this.onEvent = () => {};
       this.onState = () => {};
       this.onError = () => {};
+      this.onPresence = () => {};
       this.state = "CLOSED";
       this.ws = null;
       this.lastPos = null; // highest feed position received (§5.4)
@@ -357,6 +359,13 @@
         case "puback":
           this.settle(f.id, f);
           break;
+        case "presence":
+          try {
+            this.onPresence(f);
+          } catch (err) {
+            this.onError(err);
+          }
+          break;
         case "history":
         case "joined":
         case "ok":
@@ -426,6 +435,11 @@
       const frame = { t: "history_q", conv, limit };
       if (before !== undefined) frame.before = before;
       return this.request(frame);
+    }
+
+    // Presence of users this token may ask about (docs/protocol.md §5.9).
+    presence(users) {
+      return this.request({ t: "presence_q", users });
     }
 
     publish(to, text) {
