@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "telemetry"))
 from netns import NetnsLink, require_netlab
 from quality_kit import OPERATOR_KEY, flush
 
+from relaydesk.desk.diagnosis.model import PUBLIC_CONFIDENCE as PUBLIC
 from relaydesk.netsim import LinkProfile, open_netsim
 
 pytestmark = [pytest.mark.services, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(480)]
@@ -309,7 +310,13 @@ async def _run(
     top = findings[0]
     assert top["rule"] == "node_outlier", [(f["rule"], f["layer"], f["title"]) for f in findings]
     assert top["layer"] == "network" and top["node"] == "edge-b" and top["region"] == REGION
-    assert not [f for f in findings if f.get("node") == "edge-a" and f["layer"] != "none"]
+    # Nothing public about the healthy sibling.  (A weak internal note may remain: on a
+    # busy test machine edge-a's commits really are slow for a while.)
+    assert not [
+        f
+        for f in findings
+        if f.get("node") == "edge-a" and f["layer"] != "none" and f["confidence"] >= PUBLIC
+    ]
     assert "Drain edge-b" in top["action"]
     # The time range lies within the impaired minutes (minute buckets, so rounded out).
     range_ev = next(e for e in top["evidence"] if e["metric"] == "bad minutes")

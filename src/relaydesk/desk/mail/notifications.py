@@ -259,12 +259,16 @@ class MailNotifications:
 
     async def _run(self) -> None:
         while True:
+            # Only the wait is timed: a send cut short by the check interval would lose
+            # its mail, and a cancel that lands as the interval ends must not be taken
+            # for the interval (the task would live on past ``aclose``).
             try:
                 async with asyncio.timeout(self._check_s):
                     who, item = await self._queue.get()
-                    await self._mail(who, item, retry=False)
             except TimeoutError:
                 pass
+            else:
+                await self._mail(who, item, retry=False)
             await self.flush(self._now())
 
     def _ensure_task(self) -> None:
@@ -279,9 +283,8 @@ class MailNotifications:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        while task is not None and not task.done():
+            task.cancel()  # again if a library swallowed the first one
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.warning("the mail task had failed", exc_info=task.exception())
