@@ -13,15 +13,13 @@ takes a holder connected elsewhere for gone.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import logging
 
 from relaydesk.clock import millis
 from relaydesk.protocol.addresses import channel_conversation
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Event, LockInfo
+from relaydesk.server.cluster.periodic import Periodic
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage import Tx
 from relaydesk.storage.locks import (
@@ -30,8 +28,6 @@ from relaydesk.storage.locks import (
     list_locks_tx,
     set_deadline_tx,
 )
-
-log = logging.getLogger("relaydesk.locks")
 
 # How often the sweeper looks at held locks: the TTL is honoured within about this.
 LOCK_SWEEP_S = 1.0
@@ -43,7 +39,8 @@ class LockService:
     def __init__(self, hub: Hub, *, settle_s: float = 0.0) -> None:
         self.hub = hub
         self._settle_s = settle_s
-        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self._sweeper = Periodic("lock-sweeper", LOCK_SWEEP_S, self._sweep_step)
         self.stats = {"expired": 0, "sweeps": 0}
 
     async def list(self, app: str, reader: str | None, channel: str) -> list[LockInfo]:
@@ -103,25 +100,15 @@ class LockService:
     # -- the TTL sweeper -----------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._sweep_forever(), name="lock-sweeper")
+        if not self._sweeper.running:
+            self._started = self.hub.clock.monotonic()
+        self._sweeper.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._sweeper.aclose()
 
-    async def _sweep_forever(self) -> None:
-        started = self.hub.clock.monotonic()
-        while True:
-            await asyncio.sleep(LOCK_SWEEP_S)
-            settled = self.hub.clock.monotonic() - started >= self._settle_s
-            try:
-                await self.sweep(settled)
-            except Exception:
-                log.exception("lock sweep failed; retrying")
+    async def _sweep_step(self) -> None:
+        await self.sweep(self.hub.clock.monotonic() - self._started >= self._settle_s)
 
     async def sweep(self, settled: bool = True) -> int:
         """One pass; returns how many locks expired."""

@@ -9,14 +9,11 @@ been heard), so a state lives while its user is online, as in Agora.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
 from relaydesk.clock import millis
 from relaydesk.protocol.addresses import channel_conversation, resolve
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import ChannelState, OnlineMember, Where
+from relaydesk.server.cluster.periodic import Periodic
 from relaydesk.server.routing.hub import Hub
 from relaydesk.storage import Tx
 from relaydesk.storage.presence_state import (
@@ -26,8 +23,6 @@ from relaydesk.storage.presence_state import (
     user_states_tx,
 )
 
-log = logging.getLogger("relaydesk.presence_state")
-
 STATE_SWEEP_S = 1.0
 
 
@@ -35,7 +30,8 @@ class PresenceStateService:
     def __init__(self, hub: Hub, *, settle_s: float = 0.0) -> None:
         self.hub = hub
         self._settle_s = settle_s
-        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self._sweeper = Periodic("state-sweeper", STATE_SWEEP_S, self._sweep_step)
 
     async def who_now(self, app: str, reader: str | None, channel: str) -> list[OnlineMember]:
         """The channel's online members with their states (``reader`` must be one)."""
@@ -93,26 +89,16 @@ class PresenceStateService:
     # -- the sweeper -------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._sweep_forever(), name="state-sweeper")
+        if not self._sweeper.running:
+            self._started = self.hub.clock.monotonic()
+        self._sweeper.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._sweeper.aclose()
 
-    async def _sweep_forever(self) -> None:
-        started = self.hub.clock.monotonic()
-        while True:
-            await asyncio.sleep(STATE_SWEEP_S)
-            if self.hub.clock.monotonic() - started < self._settle_s:
-                continue
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("presence state sweep failed; retrying")
+    async def _sweep_step(self) -> None:
+        if self.hub.clock.monotonic() - self._started >= self._settle_s:
+            await self.sweep()
 
     async def sweep(self) -> int:
         """Clear the states of users online nowhere; how many were cleared."""
