@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,20 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from browser_kit import CHROMIUM, JS, require_browser
 from console_kit import free_port
-
-JS = Path(__file__).parent / "js"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-
-
-def _missing() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not Path(CHROMIUM).exists():
-        return f"Chromium not found at {CHROMIUM}"
-    if not (JS / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core missing (cd tests/web/js && npm ci)"
-    return None
 
 
 class Node:
@@ -95,11 +82,7 @@ def _browser(*args: str) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_first_run_without_demo_data(tmp_path: Path) -> None:
-    missing = _missing()
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests must run under CI: {missing}")
-        pytest.skip(missing)
+    require_browser()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYDESK_")}
     env["RELAYDESK_SERVER_PORT"] = str(port)

@@ -5,25 +5,14 @@
 // attached to the ticket, and the automatic acknowledgement names the skewed clock.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { BASE, SHOTS, launch } from "./browser.mjs";
 
-const BASE = process.env.CONSOLE_URL;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const SHOTS = process.env.SCREENSHOTS || "";
 const AHEAD_MS = 20000;
 
 let browser;
 
 before(async () => {
-  assert.ok(BASE, "CONSOLE_URL is required");
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  browser = await launch();
 });
 
 after(async () => {
