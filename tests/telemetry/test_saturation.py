@@ -87,21 +87,23 @@ def test_send_queue_overflow_and_catchup_pages_become_episodes() -> None:
     assert "sat:gateway.send_queue_bytes" not in h
 
 
-def test_a_full_commit_batch_is_an_episode_for_each_of_its_publishes() -> None:
+def test_a_full_commit_batch_is_one_episode_however_many_publishes_rode_it() -> None:
     rec, clock = _recorder()
     tel = rec.attach("app", "u", "d", region="eu", net="", sdk="", resumed=False)
     recv = clock.monotonic()
     clock.advance(0.01)
     start = clock.monotonic()
     clock.advance(0.005)
-    rec.commit_window(start, clock.monotonic(), 40)  # the cap left 40 publishes queued
-    rec.published(tel, recv, pos=1, conv="ch:x", routed=False)
+    rec.commit_window(start, clock.monotonic(), 140)  # a full batch of 100 left 40 queued
+    for pos in (1, 2, 3):
+        rec.published(tel, recv, pos=pos, conv="ch:x", routed=False)
     rec.commit_window(start, clock.monotonic(), 0)  # a batch under the cap
-    rec.published(tel, recv, pos=2, conv="ch:x", routed=False)
+    rec.published(tel, recv, pos=4, conv="ch:x", routed=False)
     rows, _, _ = rec.drain()
     h = rows[0].hists
     assert h["sat:storage.commit_batch_max"].n == 1
-    assert h["satd:storage.commit_batch_max"].sum == pytest.approx(40.0)
+    assert h["sat:storage.commit_batch_max"].sum == pytest.approx(5.0)  # the commit, in ms
+    assert h["satd:storage.commit_batch_max"].sum == pytest.approx(140.0)
 
 
 def test_reader_pool_episodes_reach_the_active_apps() -> None:

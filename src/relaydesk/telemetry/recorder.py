@@ -789,11 +789,14 @@ class Recorder:
 
     # -- publishing (gateway completion callbacks, inside the hub writer) ---------
 
-    def commit_window(self, start: float, end: float, behind: int = 0) -> None:
+    def commit_window(self, start: float, end: float, demand: int = 0) -> None:
         """The hub's writer took a batch at ``start``; its transaction returned at ``end``.
-        ``behind``: publishes the batch cap left in the queue (0: the cap did not bind)."""
+        ``demand``: when the batch cap bound, the operations the writer had (the full
+        batch plus those the cap left queued); 0 when it did not.  A full batch is one
+        saturation episode, however many publishes rode it: counting one per publish
+        made a few full batches look like thousands of episodes and hours at the bound."""
         self._commit_start, self._commit_end = start, end
-        self._commit_behind = behind
+        self._commit_behind = demand
 
     def publish_failed(self, tel: ConnTelemetry | None, key: Key | None = None) -> None:
         """A publish was answered with an error (any code)."""
@@ -808,8 +811,9 @@ class Recorder:
         start, end = self._commit_start, self._commit_end
         agg.commit_wait.observe(max(start - recv, 0.0) * 1000.0)
         agg.commit.observe((end - start) * 1000.0)
-        if self._commit_behind:  # the batch cap bound: this publish rode a full batch
-            agg.episode(Episode(COMMIT_BATCH, (end - recv) * 1000.0, self._commit_behind))
+        if self._commit_behind:  # the batch cap bound: recorded with its first publish
+            agg.episode(Episode(COMMIT_BATCH, (end - start) * 1000.0, self._commit_behind))
+            self._commit_behind = 0
         if tel.rtt_ms is not None:
             agg.c2s_est.observe(tel.rtt_ms / 2.0)
         if not routed:

@@ -299,7 +299,10 @@ class Hub:
             batch = [await self._queue.get()]
             while len(batch) < limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            behind = self._queue.qsize() if len(batch) >= limit else 0  # cap bound
+            # The cap bound when it left operations queued: the writer's demand was the
+            # full batch plus those (a saturation episode, telemetry/saturation.py).
+            left = self._queue.qsize() if len(batch) >= limit else 0
+            demand = len(batch) + left if left else 0
             started = mono() if rec is not None else 0.0
             ops = [op for op, _ in batch]
             # In a cluster the sequencer loads membership as of its own position.
@@ -326,7 +329,7 @@ class Hub:
                 continue
             self._saving = {}
             if rec is not None:
-                rec.commit_window(started, mono(), behind)
+                rec.commit_window(started, mono(), demand)
             self.stats["commits"] += 1
             self.stats["ops"] += len(ops)
             if self.bus is not None:
