@@ -811,8 +811,9 @@ class Recorder:
         start, end = self._commit_start, self._commit_end
         agg.commit_wait.observe(max(start - recv, 0.0) * 1000.0)
         agg.commit.observe((end - start) * 1000.0)
-        if self._commit_behind:  # the batch cap bound: recorded with its first publish
-            agg.episode(Episode(COMMIT_BATCH, (end - start) * 1000.0, self._commit_behind))
+        if self._commit_behind:  # the batch cap bound: recorded with its first publish,
+            # lasting from that publish's arrival to the commit (what the cap made it wait)
+            agg.episode(Episode(COMMIT_BATCH, (end - recv) * 1000.0, self._commit_behind))
             self._commit_behind = 0
         if tel.rtt_ms is not None:
             agg.c2s_est.observe(tel.rtt_ms / 2.0)
