@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from raw_client import Raw
+from typer.testing import CliRunner
 
+from relaydesk.cli.admin import admin_app
 from relaydesk.protocol.frames import Publish
 from relaydesk.webhooks import SIGNATURE_HEADER, verify
 
@@ -218,6 +220,37 @@ def test_receiver_that_never_answers_ends_in_dead_letters(node: Any, silent_port
     assert "timed out" in letter["last_error"].lower() or "timeout" in letter["last_error"].lower()
     [note] = json.loads(letter["body"])["notifications"]
     assert note["seq"] == sent["seq"]
+    # The operator's CLI reads the same list from the node's database.
+    args = ["--data-dir", str(node.data_dir), "push", "dead-letters", node.app, "--limit", "1000"]
+    result = CliRunner().invoke(admin_app, args)
+    assert result.exit_code == 0, result.output
+    assert letter["id"] in {x["id"] for x in json.loads(result.stdout)}
+
+
+def test_push_configuration_from_the_cli(tmp_path: Any) -> None:
+    runner = CliRunner()
+
+    def admin(*args: str) -> Any:
+        return runner.invoke(admin_app, ["--data-dir", str(tmp_path), *args])
+
+    assert admin("app", "create", "chat").exit_code == 0
+    bad = admin("push", "set", "chat", "--url", "http://h/x", "--secret", "short")
+    assert bad.exit_code == 1 and "admin.invalid" in bad.stderr
+    unknown = admin("push", "set", "nope", "--url", "http://h/x", "--secret", PUSH_SECRET)
+    assert unknown.exit_code == 1 and "admin.unknown_app" in unknown.stderr
+    ok = admin("push", "set", "chat", "--url", "http://h/x", "--secret", PUSH_SECRET, "--preview")
+    assert ok.exit_code == 0, ok.output
+    shown = admin("push", "show", "chat")
+    assert json.loads(shown.stdout) == {
+        "app": "chat",
+        "url": "http://h/x",
+        "preview": True,
+        "batch_ms": 1000,
+    }
+    assert PUSH_SECRET not in shown.stdout
+    assert json.loads(admin("push", "dead-letters", "chat").stdout) == []
+    assert json.loads(admin("push", "off", "chat").stdout) == {"removed": True}
+    assert admin("push", "show", "chat").exit_code == 1
 
 
 async def test_a_hanging_receiver_does_not_delay_pubacks(node: Any) -> None:
