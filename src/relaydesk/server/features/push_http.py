@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, delete, get, put
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import Meta
 
 from relaydesk.clock import millis
@@ -19,7 +19,7 @@ from relaydesk.config import WebhookUrlSetting
 from relaydesk.protocol.errors import ErrorCode, ProtocolError
 from relaydesk.protocol.frames import Name
 from relaydesk.server.features.push import PushService
-from relaydesk.server.http import MESSAGING_ERROR_HANDLERS, bearer
+from relaydesk.server.http import MESSAGING_ERROR_HANDLERS, bearer, error_responses
 from relaydesk.server.security_schemes import APP_SECRET
 from relaydesk.storage.push import (
     DeadLetter,
@@ -49,12 +49,17 @@ class PushConfigView(msgspec.Struct, frozen=True):
     stats: dict[str, int]
 
 
+_NAME = r"[A-Za-z0-9_.@-]{1,64}"
+#: A conversation id as events carry it (docs/protocol.md §2.3).
+ConvId = Annotated[str, Meta(max_length=140, pattern=rf"^(dm:{_NAME}:{_NAME}|ch:{_NAME})$")]
+
+
 class MuteRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``muted``: no push for this user at all; ``dnd``: conversation ids (``dm:a:b``,
     ``ch:room``) with do-not-disturb.  Replaces the user's previous settings."""
 
     muted: bool = False
-    dnd: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=1000)] = []
+    dnd: Annotated[list[ConvId], Meta(max_length=1000)] = []
 
 
 class MuteView(msgspec.Struct, frozen=True):
@@ -80,7 +85,7 @@ def push_router(push: PushService) -> Router:
             stats=dict(push.stats),
         )
 
-    @put("/apps/{app:str}/push", status_code=200)
+    @put("/apps/{app:str}/push", status_code=200, responses=error_responses(400, 401, 403))
     async def set_push(
         request: Request[Any, Any, Any], app: FromPath[str], data: JSONBody[PushConfigRequest]
     ) -> PushConfigView:
@@ -92,7 +97,7 @@ def push_router(push: PushService) -> Router:
         await push.reload()
         return view(config)
 
-    @get("/apps/{app:str}/push")
+    @get("/apps/{app:str}/push", responses=error_responses(401, 403, 404))
     async def get_push(request: Request[Any, Any, Any], app: FromPath[str]) -> PushConfigView:
         """The app's push webhook (never its secret) and this node's push counters."""
         require_secret(request, app)
@@ -102,7 +107,7 @@ def push_router(push: PushService) -> Router:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"app {app!r} has no push webhook")
         return view(config)
 
-    @delete("/apps/{app:str}/push", status_code=200)
+    @delete("/apps/{app:str}/push", status_code=200, responses=error_responses(401, 403))
     async def delete_push(request: Request[Any, Any, Any], app: FromPath[str]) -> dict[str, bool]:
         """Turn the app's push webhook off."""
         require_secret(request, app)
@@ -110,17 +115,21 @@ def push_router(push: PushService) -> Router:
         await push.reload()
         return {"removed": removed}
 
-    @get("/apps/{app:str}/push/dead-letters")
+    @get("/apps/{app:str}/push/dead-letters", responses=error_responses(400, 401, 403))
     async def dead_letters(
-        request: Request[Any, Any, Any], app: FromPath[str], limit: int = 100
+        request: Request[Any, Any, Any],
+        app: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[DeadLetter]:
         """Batches that exhausted their retries, newest first (body as sent)."""
         require_secret(request, app)
-        if not 1 <= limit <= 1000:
-            raise ProtocolError(ErrorCode.INVALID_ARGUMENT, "limit must be 1..1000")
         return await hub.db.read(lambda tx: dead_letters_tx(tx, app, limit))
 
-    @put("/apps/{app:str}/users/{user:str}/push", status_code=200)
+    @put(
+        "/apps/{app:str}/users/{user:str}/push",
+        status_code=200,
+        responses=error_responses(400, 401, 403),
+    )
     async def set_mutes(
         request: Request[Any, Any, Any],
         app: FromPath[str],
