@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from raw_client import Raw
 from typer.testing import CliRunner
@@ -23,7 +24,11 @@ from relaydesk.protocol.frames import Publish
 from relaydesk.webhooks import SIGNATURE_HEADER, verify
 
 PUSH_SECRET = "push-secret-0123456789abcdef"
-NODE_CONFIG = {"push": {"timeout_s": 1.0, "base_s": 0.5, "max_backoff_s": 1.0, "max_attempts": 4}}
+SEALED_SECRET = "sealed-app-secret-0123456789abcdefgh"
+NODE_CONFIG: dict[str, Any] = {
+    "push": {"timeout_s": 1.0, "base_s": 0.5, "max_backoff_s": 1.0, "max_attempts": 4},
+    "apps": [{"id": "sealed", "secret": SEALED_SECRET, "compliance": "e2ee"}],
+}
 
 
 class Receiver:
@@ -154,6 +159,23 @@ async def test_preview_only_when_allowed_and_not_encrypted(node: Any, receiver: 
         await sender.aclose()
     [note] = receiver.notifications(lambda n: n["user"] == bob)
     assert "preview" not in note  # an encrypted body never becomes a preview
+
+
+def test_an_e2ee_app_never_gets_a_preview(node: Any, receiver: Receiver) -> None:
+    alice, bob = users(uuid.uuid4().hex[:6], "alice", "bob")
+    with httpx.Client(
+        base_url=node.http_url + "/v1/apps/sealed",
+        headers={"Authorization": f"Bearer {SEALED_SECRET}"},
+        timeout=10,
+    ) as sealed:
+        body = {"url": receiver.url, "secret": PUSH_SECRET, "preview": True, "batch_ms": 100}
+        assert sealed.put("/push", json=body).status_code == 200
+        sent = sealed.post(
+            "/publish", json={"sender": alice, "to": f"user:{bob}", "id": "s1", "text": "x"}
+        )
+        assert sent.status_code == 200, sent.text
+    [note] = receiver.notifications(lambda n: n["user"] == bob)
+    assert note["seq"] == sent.json()["seq"] and "preview" not in note
 
 
 def test_mute_and_do_not_disturb_are_honoured(node: Any, receiver: Receiver) -> None:
