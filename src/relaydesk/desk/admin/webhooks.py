@@ -54,7 +54,22 @@ log = logging.getLogger("relaydesk.desk.webhooks")
 
 # The signature and the retry schedule live in relaydesk.webhooks (the messaging
 # server's offline push uses them too); re-exported here for the desk's callers.
-__all__ = ["SIGNATURE_HEADER", "TOLERANCE_S", "sign", "verify"]
+__all__ = [
+    "EVENT_TYPES",
+    "SIGNATURE_HEADER",
+    "TOLERANCE_S",
+    "DeliveryView",
+    "EndpointSecret",
+    "EndpointView",
+    "EventType",
+    "NewEndpoint",
+    "SignedWebhookNotifier",
+    "TicketEvents",
+    "WebhookDispatcher",
+    "Webhooks",
+    "sign",
+    "verify",
+]
 
 EventType = Literal[
     "page",
