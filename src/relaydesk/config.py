@@ -231,11 +231,37 @@ class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hash_threads: Annotated[int, Meta(ge=0, le=64)] = 0
 
 
+class PushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Offline push webhook sending (docs/protocol.md "Offline push webhook")."""
+
+    # Seconds one POST may take before it counts as failed.
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    # Retry back-off: base_s * 2**(attempts-1), capped; after max_attempts the batch
+    # goes to the dead-letter list.
+    base_s: Annotated[float, Meta(gt=0, le=3600)] = 2.0
+    max_backoff_s: Annotated[float, Meta(gt=0, le=86_400)] = 300.0
+    max_attempts: Annotated[int, Meta(ge=1, le=50)] = 8
+    # Committed messages waiting for the push task; past it they are dropped (counted).
+    queue_max: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+
+
+WebhookUrlSetting = Annotated[str, Meta(max_length=2000, pattern=r"^(https?://[^\s]+)?$")]
+
+
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     secret: Annotated[str, Meta(min_length=32)]  # HS256 wants >= 256-bit keys
     # End-to-end encryption mode, set when the app is first created (docs/compliance.md).
     compliance: Annotated[str, Meta(pattern=r"^(plaintext|e2ee|e2ee_legal_hold)$")] = "plaintext"
+    # Offline push webhook (docs/protocol.md "Offline push webhook"); empty URL: off.
+    push_url: WebhookUrlSetting = ""
+    push_secret: str = ""
+    push_preview: bool = False
+    push_batch_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
+
+    def __post_init__(self) -> None:
+        if self.push_url and len(self.push_secret) < 16:
+            raise ValueError(f"app {self.id}: push_url needs a push_secret of 16+ characters")
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -249,6 +275,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
     admin: AdminSettings = AdminSettings()
+    push: PushSettings = PushSettings()
     apps: list[AppSettings] = []
     demo: bool = False
 

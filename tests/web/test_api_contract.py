@@ -127,9 +127,7 @@ def test_http_apis_match_their_openapi_document(contract_node: Any, family: str)
     the run; every documented operation of the family is fuzzed with every credential."""
     schema = schemathesis.openapi.from_url(contract_node.http_url + "/api/docs/openapi.json")
     operations = [
-        result.ok()
-        for result in schema.get_all_operations()
-        if result.ok().path.startswith(family)
+        result.ok() for result in schema.get_all_operations() if result.ok().path.startswith(family)
     ]
     assert operations, f"no documented operation under {family}"
     failures: list[str] = []

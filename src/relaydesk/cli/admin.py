@@ -42,6 +42,13 @@ from relaydesk.desk.admin.model import PersonKind
 from relaydesk.desk.admin.webhooks import EVENT_TYPES, NewEndpoint
 from relaydesk.desk.tickets.errors import DeskError
 from relaydesk.storage.engine import Tx
+from relaydesk.storage.push import (
+    PushConfig,
+    configs_tx,
+    dead_letters_tx,
+    delete_config_tx,
+    put_config_tx,
+)
 
 T = TypeVar("T")
 
@@ -57,7 +64,11 @@ person_app = typer.Typer(help="Disable, enable, reset links.", no_args_is_help=T
 key_app = typer.Typer(help="API keys.", no_args_is_help=True)
 apps_app = typer.Typer(help="Messaging apps and their secrets.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Signed webhooks and their delivery log.", no_args_is_help=True)
+push_app = typer.Typer(
+    help="Offline push webhook per app and its dead-letter list.", no_args_is_help=True
+)
 for sub, name in (
+    (push_app, "push"),
     (webhook_app, "webhook"),
     (org_app, "org"),
     (plan_app, "plan"),
@@ -548,6 +559,70 @@ def webhook_deliveries(
 ) -> None:
     """The delivery log, newest first, with the last status and answer."""
     _out(_run(lambda a, tx, _: a.webhook_deliveries(tx, endpoint, limit)))
+
+
+# -- offline push (docs/protocol.md "Offline push webhook") ----------------------------------
+
+
+def _push_view(config: PushConfig) -> dict[str, Any]:
+    return {
+        "app": config.app,
+        "url": config.url,
+        "preview": config.preview,
+        "batch_ms": config.batch_ms,
+    }
+
+
+def _known_app(a: AdminService, tx: Tx, app_id: str) -> None:
+    if app_id not in {view.id for view in a.apps(tx)}:
+        _fail("admin.unknown_app", f"no app {app_id!r}")
+
+
+@push_app.command("set")
+def push_set(
+    app_id: str,
+    url: Annotated[str, typer.Option(help="Where batches are POSTed.")],
+    secret: Annotated[str, typer.Option(help="The signing secret (16+ characters).")],
+    preview: Annotated[
+        bool, typer.Option(help="Send a preview of plaintext messages (never for E2EE).")
+    ] = False,
+    batch_ms: Annotated[int, typer.Option(help="Batching window in milliseconds.")] = 1000,
+) -> None:
+    """Configure an app's offline push webhook (running nodes adopt it within 5 s)."""
+    from relaydesk.server.features.push_http import PushConfigRequest
+
+    req = _build(PushConfigRequest, url=url, secret=secret, preview=preview, batch_ms=batch_ms)
+    config = PushConfig(app_id, req.url, req.secret, req.preview, req.batch_ms)
+
+    def run(a: AdminService, tx: Tx, _actor: Actor) -> None:
+        _known_app(a, tx, app_id)
+        put_config_tx(tx, config, int(SystemClock().time() * 1000))
+
+    _run(run)
+    _out(_push_view(config))
+
+
+@push_app.command("show")
+def push_show(app_id: str) -> None:
+    """An app's push webhook (never its secret)."""
+    found = _run(lambda a, tx, _: configs_tx(tx).get(app_id))
+    if found is None:
+        _fail("push.not_configured", f"app {app_id!r} has no push webhook")
+    _out(_push_view(found))
+
+
+@push_app.command("off")
+def push_off(app_id: str) -> None:
+    """Turn an app's push webhook off."""
+    _out({"removed": _run(lambda a, tx, _: delete_config_tx(tx, app_id))})
+
+
+@push_app.command("dead-letters")
+def push_dead_letters(
+    app_id: str, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20
+) -> None:
+    """Batches that exhausted their retries, newest first, with the body as sent."""
+    _out(_run(lambda a, tx, _: dead_letters_tx(tx, app_id, limit)))
 
 
 __all__ = ["admin_app"]

@@ -35,6 +35,8 @@ from relaydesk.server.cluster.lease import LeaderLease
 from relaydesk.server.cluster.registry import NodeRegistry
 from relaydesk.server.directory import AutoDrainer, Directory
 from relaydesk.server.features.http import features_router
+from relaydesk.server.features.push import PushService
+from relaydesk.server.features.push_http import push_router
 from relaydesk.server.gateway.gateway import Gateway
 from relaydesk.server.gateway.streaming import StreamGateway
 from relaydesk.server.http import BoundedRequest, messaging_router, ops_router
@@ -77,6 +79,9 @@ class RelaydeskServer:
         bus = open_bus(cluster.bus, cluster.name, settings.server.node_id) if cluster.bus else None
         self.hub = Hub(self.db, self.store, settings, self.clock, self.telemetry.recorder, bus)
         self.gateway = Gateway(self.hub, settings, self.clock, self.telemetry.recorder)
+        # Offline push webhook: the writer hands committed messages to its bounded queue.
+        self.push = PushService(self.hub, settings.push)
+        self.hub.on_committed = self.push.offer
         self.streams = StreamGateway(self.gateway)  # the fallback transport (§9)
         self.registry = NodeRegistry(
             self.db, settings, self.clock, lambda: len(self.gateway.connections)
@@ -117,6 +122,7 @@ class RelaydeskServer:
                 ops_router(self),
                 messaging_router(self.hub, self.store, settings.gateway.max_body),
                 features_router(self.hub, self.gateway.metadata),
+                push_router(self.push),
                 self.desk.router,
                 self.desk.workspace_router,
                 quality_router(
@@ -199,6 +205,7 @@ class RelaydeskServer:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Litestar) -> AsyncIterator[None]:
         await self.hub.start()
+        await self.push.start()
         # App secrets as administration sees them (disabled apps, rotation overlaps).
         self.desk.admin.on_apps_changed = self.hub.set_app_secrets
         await self.desk.admin.start(self.settings.admin.apps_refresh_s)
@@ -232,6 +239,7 @@ class RelaydeskServer:
             await self.autoack.aclose()
             await self.desk.aclose()
             await self.hub.aclose()
+            await self.push.aclose()
             await self.telemetry.aclose()
             await self.db.aclose()
 

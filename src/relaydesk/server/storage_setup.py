@@ -10,6 +10,7 @@ from relaydesk.storage.locks import LOCK_MIGRATIONS
 from relaydesk.storage.messages import MessageStore, messaging_migrations
 from relaydesk.storage.metadata import METADATA_MIGRATIONS
 from relaydesk.storage.presence_state import PRESENCE_STATE_MIGRATIONS
+from relaydesk.storage.push import PUSH_MIGRATIONS, PushConfig, put_config_tx
 
 DEMO_APP = "demo"
 DEMO_SECRET = "demo-secret-change-me-0123456789"  # printed by `make run`; never use outside a demo
@@ -24,6 +25,7 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
     db.migrate("metadata", METADATA_MIGRATIONS)
     db.migrate("locks", LOCK_MIGRATIONS)
     db.migrate("presence_state", PRESENCE_STATE_MIGRATIONS)
+    db.migrate("push", PUSH_MIGRATIONS)
     r = settings.retention
     store = MessageStore(r.max_age_days * 86_400_000, r.max_per_conversation)
     now = millis(clock)
@@ -38,6 +40,10 @@ def open_messaging_storage(settings: Settings, clock: Clock) -> tuple[Database, 
             store.ensure_app_tx(tx, app, secret, now)
             if created:  # the mode is chosen at creation, never changed by a restart
                 set_mode_tx(tx, app, modes.get(app, "plaintext"), now)
+        for a in settings.apps:  # the config file's push webhook wins at every start
+            if a.push_url:
+                push = PushConfig(a.id, a.push_url, a.push_secret, a.push_preview, a.push_batch_ms)
+                put_config_tx(tx, push, now)
 
     db.write_sync(seed)
     return db, store

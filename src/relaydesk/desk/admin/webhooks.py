@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -50,8 +48,28 @@ from relaydesk.desk.tickets.service import TicketChange
 from relaydesk.storage.admin import AdminStore, DeliveryRow, EndpointRow
 from relaydesk.storage.desk import from_ms
 from relaydesk.storage.engine import Database, Tx
+from relaydesk.webhooks import SIGNATURE_HEADER, TOLERANCE_S, backoff_s, sign, verify
 
 log = logging.getLogger("relaydesk.desk.webhooks")
+
+# The signature and the retry schedule live in relaydesk.webhooks (the messaging
+# server's offline push uses them too); re-exported here for the desk's callers.
+__all__ = [
+    "EVENT_TYPES",
+    "SIGNATURE_HEADER",
+    "TOLERANCE_S",
+    "DeliveryView",
+    "EndpointSecret",
+    "EndpointView",
+    "EventType",
+    "NewEndpoint",
+    "SignedWebhookNotifier",
+    "TicketEvents",
+    "WebhookDispatcher",
+    "Webhooks",
+    "sign",
+    "verify",
+]
 
 EventType = Literal[
     "page",
@@ -75,9 +93,6 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "ticket.priority",
     "ticket.assignee",
 )
-SIGNATURE_HEADER: Final = "Relaydesk-Signature"
-#: Receivers should refuse signatures older than this (the documented snippet does).
-TOLERANCE_S: Final = 300
 #: Characters of the last answer kept in the delivery log.
 _KEEP_RESPONSE: Final = 500
 #: Rows one dispatcher pass sends (the rest wait for the next pass).
@@ -127,28 +142,6 @@ class DeliveryView(msgspec.Struct, frozen=True):
     last_status: int | None
     last_response: str | None
     last_error: str | None
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``Relaydesk-Signature`` header value for ``body`` sent at ``timestamp``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def verify(
-    secret: str, header: str, body: bytes, now: float, tolerance_s: int = TOLERANCE_S
-) -> bool:
-    """Whether ``header`` signs ``body`` with ``secret`` within ``tolerance_s`` of ``now``
-    (the receiver's side; docs/desk.md has a standalone copy)."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(fields["t"])
-    except (KeyError, ValueError):
-        return False
-    if abs(now - timestamp) > tolerance_s:
-        return False
-    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
 def _endpoint_view(row: EndpointRow) -> EndpointView:
@@ -335,7 +328,7 @@ class WebhookDispatcher:
 
     def backoff_s(self, attempts: int) -> float:
         """Seconds before the next try after ``attempts`` failed ones."""
-        return float(min(self._max_backoff, self._base * 2 ** max(0, attempts - 1)))
+        return backoff_s(attempts, self._base, self._max_backoff)
 
     async def run_once(self) -> int:
         """One pass: send every due delivery; return how many were attempted."""

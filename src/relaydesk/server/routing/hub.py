@@ -143,6 +143,9 @@ class Hub:
         # Called (on the event loop) when another node says a device logged in there;
         # the gateway closes its own older connection of that device.
         self.on_device_claim: Callable[[DeviceClaim], None] | None = None
+        # Called (in the writer, must not block) with each event this node committed:
+        # the offline push queue (server/features/push.py).  Once per event cluster-wide.
+        self.on_committed: Callable[[str, Event, str | None], None] | None = None
         self.node = settings.server.node_id
         # Telemetry (None: off).  The writer stamps commit start/end and the end of
         # fan-out once per batch; see relaydesk/telemetry/recorder.py.
@@ -333,8 +336,11 @@ class Hub:
             self.stats["commits"] += 1
             self.stats["ops"] += len(ops)
             if self.bus is not None:
-                for (_, done), outcome in zip(batch, result.outcomes, strict=True):
+                for (op, done), outcome in zip(batch, result.outcomes, strict=True):
                     done(outcome)
+                    if self.on_committed is not None and outcome.event is not None:
+                        if not outcome.duplicate:
+                            self.on_committed(op.app, outcome.event, outcome.audience)
                 await self._announce_commit(ops, result)
             else:
                 first = {app: last + 1 for app, last in result.last_pos.items()}
@@ -349,6 +355,8 @@ class Hub:
                     done(outcome)
                     if outcome.event is not None and not outcome.duplicate:
                         self._route(op.app, outcome.event, outcome.audience)
+                        if self.on_committed is not None:
+                            self.on_committed(op.app, outcome.event, outcome.audience)
                 for app, last in result.last_pos.items():
                     self._fanned[app] = max(self.fanned_pos(app), last)
             if rec is not None:
