@@ -49,6 +49,7 @@ def test_route_follows_preferences_and_needs_an_address() -> None:
     assert route(_item("assignment"), DANA_R, prefs) == "off"
     assert route(_item("escalation"), DANA_R, prefs) == "instant"
     assert route(_item("at_risk"), DANA_R, MailPreferences()) == "digest"  # the default
+    assert route(_item("mention"), DANA_R, MailPreferences()) == "instant"  # the default
     assert route(_item("reply"), Recipient("agent", "x", "X", ""), prefs) == "off"
 
 
@@ -194,6 +195,48 @@ async def test_ticket_changes_reach_a_real_smtp_server(
     assert mail.statistics().sent == len(inbox.messages) and mail.statistics().failed == 0
 
 
+async def test_mentions_in_internal_notes_mail_the_agent_named(
+    desk: DeskComponent, desk_clock: FakeClock, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    mail = _mail(desk, port, desk_clock)
+    desk._db.write_sync(
+        lambda tx: desk.tickets.put_agent_tx(
+            tx, Agent(id="bob", name="Bob", email="bob@desk.example")
+        )
+    )
+    desk.workspace.add_mention_hook(mail)
+    svc = desk.tickets
+    ticket = await svc.create_ticket(DANA, NewTicket(subject="Push stalls"))
+    n = ticket.id
+
+    # Instant (the default): one mail to bob with the note; the customer gets nothing.
+    await svc.add_comment(ALICE, n, "@bob can you check the APNs logs?", public=False)
+    assert await mail.flush(MONDAY_10) == 1
+    (msg,) = inbox.messages
+    assert msg["To"] == "Bob <bob@desk.example>"
+    assert msg["Subject"] == f"[#{n}] Alice mentioned you: Push stalls"
+    assert msg["X-Relaydesk-Key"].startswith("mention:")
+    assert "Alice mentioned you in an internal note" in _text(msg)
+    assert "@bob can you check the APNs logs?" in _text(msg)
+
+    # Public replies and self-mentions are no mentions; e-mail addresses neither.
+    await svc.add_comment(ALICE, n, "@alice note to self, mail bob@desk.example", public=False)
+    assert await mail.flush(MONDAY_10) == 0
+
+    # Digest: nothing now, one digest line an hour later.  Off: nothing at all.
+    await mail.set_preferences("agent", "bob", MailPreferences(mention="digest"))
+    await svc.add_comment(ALICE, n, "@bob any news?", public=False)
+    assert await mail.flush(MONDAY_10 + timedelta(minutes=5)) == 0
+    assert await mail.flush(MONDAY_10 + timedelta(hours=1)) == 1
+    assert inbox.messages[-1]["Subject"] == "relaydesk digest: 1 update on 1 ticket"
+    assert "mentioned you: Push stalls — @bob any news?" in _text(inbox.messages[-1])
+    await mail.set_preferences("agent", "bob", MailPreferences(mention="off"))
+    await svc.add_comment(ALICE, n, "@bob ping", public=False)
+    assert await mail.flush(MONDAY_10 + timedelta(hours=3)) == 0
+    assert len(inbox.messages) == 2 and len(mail.digests) == 0
+
+
 async def test_smtp_failure_raises_for_the_scheduler_to_retry() -> None:
     sender = SmtpSender(SmtpConfig(host="127.0.0.1", port=free_port(), timeout_s=2))
     with pytest.raises(MailError, match=r"SMTP 127\.0\.0\.1"):
@@ -215,6 +258,7 @@ async def test_settings_wire_mail_into_the_desk(
     desk = open_desk(desk_db, settings, desk_clock, None)
     seed_people(desk.tickets, desk_db)
     assert desk.mail is not None and desk.scheduler._notifiers["email"] is desk.mail
+    assert desk.mail in desk.workspace._hooks  # mentions are mailed too
     desk_db.write_sync(
         lambda tx: desk.tickets.put_contact_tx(
             tx, Contact(id="dana", organisation_id="acme", name="Dana", email="dana@acme.example")

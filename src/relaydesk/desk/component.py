@@ -169,6 +169,8 @@ class DeskComponent:
             max_attachment_bytes=settings.desk.attachment_max_bytes,
         )
         self.tickets.add_listener(self.workspace)
+        if self.mail is not None:  # @mentions in internal notes are mailed too
+            self.workspace.add_mention_hook(self.mail)
         self.workspace_router: Router = workspace_router(self.workspace)
 
     def _install_defaults(self, tx: Tx) -> None:
