@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+import msgspec
 import pytest
 from aiosmtpd.controller import Controller
 from desk_testkit import ALICE, DANA, MONDAY_10
@@ -273,3 +274,34 @@ async def test_settings_wire_mail_into_the_desk(
     finally:
         await desk.aclose()
     assert inbox.messages[0]["Subject"] == f"[#{ticket.id}] New reply: Login fails"
+
+
+def test_people_set_their_own_preferences_over_the_desk_api(
+    desk: DeskComponent, desk_db: Any, desk_clock: FakeClock, smtp: tuple[Inbox, int]
+) -> None:
+    from desk_testkit import issue_keys
+    from litestar import Litestar
+    from litestar.testing import TestClient
+
+    _inbox, port = smtp
+    mail = _mail(desk, port, desk_clock)
+    keys = issue_keys(desk, desk_db)
+    app = Litestar(route_handlers=[desk.notifications_router])
+    url = "/api/desk/me/notifications"
+    with TestClient(app) as client:
+        bob = {"Authorization": f"Bearer {keys['bob']}"}
+        dana = {"Authorization": f"Bearer {keys['dana']}"}
+        assert client.get(url).status_code == 401
+        got = client.get(url, headers=bob)
+        assert got.status_code == 200 and got.json() == msgspec.to_builtins(MailPreferences())
+        put = client.put(url, json={"mention": "off", "reply": "digest"}, headers=bob)
+        assert put.status_code == 200, put.text
+        assert put.json()["mention"] == "off" and put.json()["at_risk"] == "digest"  # default
+        # Each person has their own: dana's are untouched, bob's are what the mail reads.
+        assert client.get(url, headers=dana).json() == msgspec.to_builtins(MailPreferences())
+        bad = client.put(url, json={"mention": "sometimes"}, headers=bob)
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "request.invalid"
+        unknown = client.put(url, json={"sms": "instant"}, headers=dana)
+        assert unknown.status_code == 422, unknown.text
+    stored = desk_db.read_sync(lambda tx: mail.preferences.get(tx, "agent", "bob"))
+    assert stored == MailPreferences(mention="off", reply="digest")

@@ -119,6 +119,7 @@ class RelaydeskServer:
                 features_router(self.hub, self.gateway.metadata),
                 self.desk.router,
                 self.desk.workspace_router,
+                self.desk.notifications_router,
                 quality_router(
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),
