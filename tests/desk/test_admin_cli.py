@@ -126,6 +126,8 @@ def test_mail_preferences_from_the_cli(tmp_path: Path) -> None:
         "instant",
     )
     assert json.loads(_admin(data, "person", "notifications", "agent", "admin")[1]) == prefs
+    code, out, _ = _admin(data, "person", "notifications", "agent", "admin", "--mention", "digest")
+    assert code == 0 and json.loads(out) == {**prefs, "mention": "digest"}
     code, _, err = _admin(data, "person", "notifications", "agent", "admin", "--reply", "never")
     assert code == 1 and "admin.invalid" in err
     code, _, err = _admin(data, "person", "notifications", "customer", "nobody")

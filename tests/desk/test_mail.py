@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
+import msgspec
 import pytest
 from aiosmtpd.controller import Controller
 from desk_testkit import ALICE, DANA, MONDAY_10
@@ -49,6 +50,7 @@ def test_route_follows_preferences_and_needs_an_address() -> None:
     assert route(_item("assignment"), DANA_R, prefs) == "off"
     assert route(_item("escalation"), DANA_R, prefs) == "instant"
     assert route(_item("at_risk"), DANA_R, MailPreferences()) == "digest"  # the default
+    assert route(_item("mention"), DANA_R, MailPreferences()) == "instant"  # the default
     assert route(_item("reply"), Recipient("agent", "x", "X", ""), prefs) == "off"
 
 
@@ -194,6 +196,48 @@ async def test_ticket_changes_reach_a_real_smtp_server(
     assert mail.statistics().sent == len(inbox.messages) and mail.statistics().failed == 0
 
 
+async def test_mentions_in_internal_notes_mail_the_agent_named(
+    desk: DeskComponent, desk_clock: FakeClock, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    mail = _mail(desk, port, desk_clock)
+    desk._db.write_sync(
+        lambda tx: desk.tickets.put_agent_tx(
+            tx, Agent(id="bob", name="Bob", email="bob@desk.example")
+        )
+    )
+    desk.workspace.add_mention_hook(mail)
+    svc = desk.tickets
+    ticket = await svc.create_ticket(DANA, NewTicket(subject="Push stalls"))
+    n = ticket.id
+
+    # Instant (the default): one mail to bob with the note; the customer gets nothing.
+    await svc.add_comment(ALICE, n, "@bob can you check the APNs logs?", public=False)
+    assert await mail.flush(MONDAY_10) == 1
+    (msg,) = inbox.messages
+    assert msg["To"] == "Bob <bob@desk.example>"
+    assert msg["Subject"] == f"[#{n}] Alice mentioned you: Push stalls"
+    assert msg["X-Relaydesk-Key"].startswith("mention:")
+    assert "Alice mentioned you in an internal note" in _text(msg)
+    assert "@bob can you check the APNs logs?" in _text(msg)
+
+    # Public replies and self-mentions are no mentions; e-mail addresses neither.
+    await svc.add_comment(ALICE, n, "@alice note to self, mail bob@desk.example", public=False)
+    assert await mail.flush(MONDAY_10) == 0
+
+    # Digest: nothing now, one digest line an hour later.  Off: nothing at all.
+    await mail.set_preferences("agent", "bob", MailPreferences(mention="digest"))
+    await svc.add_comment(ALICE, n, "@bob any news?", public=False)
+    assert await mail.flush(MONDAY_10 + timedelta(minutes=5)) == 0
+    assert await mail.flush(MONDAY_10 + timedelta(hours=1)) == 1
+    assert inbox.messages[-1]["Subject"] == "relaydesk digest: 1 update on 1 ticket"
+    assert "mentioned you: Push stalls — @bob any news?" in _text(inbox.messages[-1])
+    await mail.set_preferences("agent", "bob", MailPreferences(mention="off"))
+    await svc.add_comment(ALICE, n, "@bob ping", public=False)
+    assert await mail.flush(MONDAY_10 + timedelta(hours=3)) == 0
+    assert len(inbox.messages) == 2 and len(mail.digests) == 0
+
+
 async def test_smtp_failure_raises_for_the_scheduler_to_retry() -> None:
     sender = SmtpSender(SmtpConfig(host="127.0.0.1", port=free_port(), timeout_s=2))
     with pytest.raises(MailError, match=r"SMTP 127\.0\.0\.1"):
@@ -215,6 +259,7 @@ async def test_settings_wire_mail_into_the_desk(
     desk = open_desk(desk_db, settings, desk_clock, None)
     seed_people(desk.tickets, desk_db)
     assert desk.mail is not None and desk.scheduler._notifiers["email"] is desk.mail
+    assert desk.mail in desk.workspace._hooks  # mentions are mailed too
     desk_db.write_sync(
         lambda tx: desk.tickets.put_contact_tx(
             tx, Contact(id="dana", organisation_id="acme", name="Dana", email="dana@acme.example")
@@ -229,3 +274,34 @@ async def test_settings_wire_mail_into_the_desk(
     finally:
         await desk.aclose()
     assert inbox.messages[0]["Subject"] == f"[#{ticket.id}] New reply: Login fails"
+
+
+def test_people_set_their_own_preferences_over_the_desk_api(
+    desk: DeskComponent, desk_db: Any, desk_clock: FakeClock, smtp: tuple[Inbox, int]
+) -> None:
+    from desk_testkit import issue_keys
+    from litestar import Litestar
+    from litestar.testing import TestClient
+
+    _inbox, port = smtp
+    mail = _mail(desk, port, desk_clock)
+    keys = issue_keys(desk, desk_db)
+    app = Litestar(route_handlers=[desk.notifications_router])
+    url = "/api/desk/me/notifications"
+    with TestClient(app) as client:
+        bob = {"Authorization": f"Bearer {keys['bob']}"}
+        dana = {"Authorization": f"Bearer {keys['dana']}"}
+        assert client.get(url).status_code == 401
+        got = client.get(url, headers=bob)
+        assert got.status_code == 200 and got.json() == msgspec.to_builtins(MailPreferences())
+        put = client.put(url, json={"mention": "off", "reply": "digest"}, headers=bob)
+        assert put.status_code == 200, put.text
+        assert put.json()["mention"] == "off" and put.json()["at_risk"] == "digest"  # default
+        # Each person has their own: dana's are untouched, bob's are what the mail reads.
+        assert client.get(url, headers=dana).json() == msgspec.to_builtins(MailPreferences())
+        bad = client.put(url, json={"mention": "sometimes"}, headers=bob)
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "request.invalid"
+        unknown = client.put(url, json={"sms": "instant"}, headers=dana)
+        assert unknown.status_code == 422, unknown.text
+    stored = desk_db.read_sync(lambda tx: mail.preferences.get(tx, "agent", "bob"))
+    assert stored == MailPreferences(mention="off", reply="digest")

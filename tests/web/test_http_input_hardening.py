@@ -210,14 +210,17 @@ def test_api_docs_page_loads_nothing_from_another_host(console_node: ConsoleNode
 def test_openapi_declares_security_and_the_real_error_bodies(console_node: ConsoleNode) -> None:
     doc: dict[str, Any] = httpx.get(console_node.url + "/api/docs/openapi.json").json()
     schemes = doc["components"]["securitySchemes"]
-    assert {"appSecret", "userToken", "operatorKey", "deskKey"} <= set(schemes)
+    assert {"appSecret", "userToken", "operatorKey", "deskKey", "adminKey"} <= set(schemes)
     publish = doc["paths"]["/v1/apps/{app}/publish"]["post"]
     assert publish["security"] == [{"appSecret": []}]
     assert {"400", "401", "403", "409", "413"} <= set(publish["responses"])
     ticket = doc["paths"]["/api/desk/tickets/{ticket_id}"]["get"]
     assert ticket["security"] == [{"deskKey": []}]
     assert {"401", "404", "422"} <= set(ticket["responses"])
-    for op in (publish, ticket):
+    revoke = doc["paths"]["/api/admin/keys/{key_id}/revoke"]["post"]
+    assert revoke["security"] == [{"adminKey": []}]
+    assert {"400", "401", "403", "404", "409", "422"} <= set(revoke["responses"])
+    for op in (publish, ticket, revoke):
         for status, response in op["responses"].items():
             if status.startswith(("4", "5")):
                 schema = response["content"]["application/json"]["schema"]

@@ -404,6 +404,7 @@ def person_notifications(
     assignment: Delivery = None,
     escalation: Delivery = None,
     at_risk: Delivery = None,
+    mention: Delivery = None,
 ) -> None:
     """Show or change which e-mails a person gets (docs/desk.md "E-mail notifications")."""
     from relaydesk.desk.mail import MailPreferences
@@ -418,6 +419,7 @@ def person_notifications(
             ("assignment", assignment),
             ("escalation", escalation),
             ("at_risk", at_risk),
+            ("mention", mention),
         )
         if value is not None
     }

@@ -31,6 +31,7 @@ from relaydesk.desk.escalation import (
 from relaydesk.desk.live import LiveNotices, WarRooms
 from relaydesk.desk.mail import SmtpConfig, SmtpSender
 from relaydesk.desk.mail.notifications import MailNotifications
+from relaydesk.desk.mail.preferences import PersonalPreferences
 from relaydesk.desk.ports import Messaging
 from relaydesk.desk.sla import default_calendars, default_policy
 from relaydesk.desk.tickets.model import (
@@ -49,6 +50,7 @@ from relaydesk.storage.desk import DeskStore, desk_migrations, to_ms
 from relaydesk.storage.engine import Database, Tx
 from relaydesk.storage.workspace import workspace_migrations
 from relaydesk.web.desk_api import desk_router
+from relaydesk.web.notifications_api import notifications_router
 from relaydesk.web.workspace_api import workspace_router
 
 _DEMO_ORG: Final = "acme"
@@ -169,7 +171,12 @@ class DeskComponent:
             max_attachment_bytes=settings.desk.attachment_max_bytes,
         )
         self.tickets.add_listener(self.workspace)
+        if self.mail is not None:  # @mentions in internal notes are mailed too
+            self.workspace.add_mention_hook(self.mail)
         self.workspace_router: Router = workspace_router(self.workspace)
+        # A person's own mail preferences (GET/PUT /api/desk/me/notifications).
+        self.preferences = PersonalPreferences(db)
+        self.notifications_router: Router = notifications_router(self.preferences, self.tickets)
 
     def _install_defaults(self, tx: Tx) -> None:
         now = self.tickets.now()

@@ -125,6 +125,7 @@ class RelaydeskServer:
                 push_router(self.push),
                 self.desk.router,
                 self.desk.workspace_router,
+                self.desk.notifications_router,
                 quality_router(
                     self.telemetry, self.hub.secret_for, settings.telemetry.operator_key, self.clock
                 ),

@@ -16,6 +16,7 @@ APP_SECRET: Final = "appSecret"
 USER_TOKEN: Final = "userToken"
 OPERATOR_KEY: Final = "operatorKey"
 DESK_KEY: Final = "deskKey"
+ADMIN_KEY: Final = "adminKey"
 
 SECURITY_SCHEMES: Final[dict[str, SecurityScheme]] = {
     APP_SECRET: SecurityScheme(
@@ -39,5 +40,11 @@ SECURITY_SCHEMES: Final[dict[str, SecurityScheme]] = {
         scheme="bearer",
         bearer_format="rdk_...",
         description="A desk API key of an agent or a customer contact.",
+    ),
+    ADMIN_KEY: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        bearer_format="rdk_...",
+        description="A desk API key of scope `admin` whose owner still has the admin role.",
     ),
 }

@@ -2,14 +2,16 @@
 
 Theory of operation
 -------------------
-Four things are mailed (``MailKind``): a new public **reply** (an agent's to the
+Five things are mailed (``MailKind``): a new public **reply** (an agent's to the
 requester, a customer's to the assigned agent), an **assignment** (to the new assignee),
-an **escalation** (a page or a breach notice, to the agent paged) and **at risk** (an SLA
-warning, to the assignee).  Each person's :class:`MailPreferences` says per kind
-``instant`` (one mail now), ``digest`` (collected, one mail per digest interval) or
-``off``.  :func:`route` applies them; :class:`DigestBox` keeps the collected items, at
-most :data:`DIGEST_MAX_ITEMS` per person (older ones are dropped and counted: a digest of
-hundreds of lines is unread anyway), and hands out the digests that are due at ``now``.
+an **escalation** (a page or a breach notice, to the agent paged), **at risk** (an SLA
+warning, to the assignee) and a **mention** (an agent named as ``@id`` in another agent's
+internal note, from the workspace's mention hook).  Each person's :class:`MailPreferences`
+says per kind ``instant`` (one mail now), ``digest`` (collected, one mail per digest
+interval) or ``off``.  :func:`route` applies them; :class:`DigestBox` keeps the collected
+items, at most :data:`DIGEST_MAX_ITEMS` per person (older ones are dropped and counted: a
+digest of hundreds of lines is unread anyway), and hands out the digests that are due at
+``now``.
 Rendering is ``templates.py``; sending is ``sender.py``; the desk's hooks are
 ``notifications.py``.
 """
@@ -22,10 +24,16 @@ from typing import Final, Literal
 
 import msgspec
 
-MailKind = Literal["reply", "assignment", "escalation", "at_risk"]
+MailKind = Literal["reply", "assignment", "escalation", "at_risk", "mention"]
 Delivery = Literal["instant", "digest", "off"]
 PersonKind = Literal["agent", "customer"]
-MAIL_KINDS: Final[tuple[MailKind, ...]] = ("reply", "assignment", "escalation", "at_risk")
+MAIL_KINDS: Final[tuple[MailKind, ...]] = (
+    "reply",
+    "assignment",
+    "escalation",
+    "at_risk",
+    "mention",
+)
 #: Items one person's digest holds; beyond it the oldest go (counted in ``dropped``).
 DIGEST_MAX_ITEMS: Final = 200
 
@@ -38,6 +46,7 @@ class MailPreferences(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     assignment: Delivery = "instant"
     escalation: Delivery = "instant"
     at_risk: Delivery = "digest"
+    mention: Delivery = "instant"
 
     def delivery(self, kind: MailKind) -> Delivery:
         value: Delivery = getattr(self, kind)
@@ -62,7 +71,7 @@ class MailItem(msgspec.Struct, frozen=True):
     priority: str
     at: datetime
     text: str  # what happened, in one or a few lines (a reply's body, a notice's text)
-    author: str = ""  # who wrote the reply, for ``reply``
+    author: str = ""  # who wrote the reply (``reply``) or the note (``mention``)
     key: str = ""  # idempotency: the same key is mailed once
 
 

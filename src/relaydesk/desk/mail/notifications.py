@@ -8,6 +8,8 @@
 * :meth:`send` (a ``Notifier`` of the escalation scheduler) mails pages and breaches as
   **escalation** and warnings as **at risk**; it raises on SMTP failure, so the
   scheduler retries it (at-least-once, the notice key in ``X-Relaydesk-Key``).
+* :meth:`mentioned` (a workspace ``MentionHook``, called after commit) queues a
+  **mention** mail to the agent named in an internal note, like a reply.
 * One task (:meth:`start`/:meth:`aclose`) sends the queue and, every
   ``digest_check_s``, the digests that are due.
 
@@ -20,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
@@ -33,6 +35,9 @@ from relaydesk.storage.mail import MAIL_MIGRATIONS, MailPreferenceStore
 from .model import DigestBox, MailItem, MailKind, MailPreferences, PersonKind, Recipient, route
 from .sender import MailError, SmtpSender
 from .templates import render, render_digest
+
+if TYPE_CHECKING:  # the workspace is wired to the mail by the composition root
+    from relaydesk.desk.workspace.service import Mention
 
 log = logging.getLogger("relaydesk.desk.mail")
 
@@ -175,6 +180,35 @@ class MailNotifications:
 
         for who, prefs, item in await self._db.read(plan):
             self._dispatch(who, prefs, item)
+
+    # -- mention hook ------------------------------------------------------------------
+
+    async def mentioned(self, mention: Mention) -> None:
+        """Queue the mail telling an agent they were named in an internal note."""
+
+        def plan(tx: Tx) -> tuple[Recipient, MailPreferences, MailItem] | None:
+            target = self._resolve(tx, "agent", mention.agent_id)
+            ticket = self._store.ticket(tx, mention.ticket_id)
+            if target is None or ticket is None:
+                return None
+            comments = self._store.comments(tx, ticket.id, public_only=False)
+            note = next((c for c in comments if c.id == mention.comment_id), None)
+            author = self._recipient(tx, "agent", mention.by_agent_id)
+            item = MailItem(
+                kind="mention",
+                ticket_id=ticket.id,
+                ticket_subject=ticket.subject,
+                priority=ticket.priority,
+                at=mention.at,
+                text="" if note is None else note.body,
+                author=author.name if author is not None else mention.by_agent_id,
+                key=f"mention:{mention.comment_id}:{mention.agent_id}",
+            )
+            return (*target, item)
+
+        planned = await self._db.read(plan)
+        if planned is not None:
+            self._dispatch(*planned)
 
     def _dispatch(self, who: Recipient, prefs: MailPreferences, item: MailItem) -> None:
         how = route(item, who, prefs)

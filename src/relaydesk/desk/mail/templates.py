@@ -17,6 +17,7 @@ SUBJECTS: Final[dict[MailKind, Template]] = {
     "assignment": Template("[#$ticket] Assigned to you: $subject"),
     "escalation": Template("[#$ticket] Escalation ($priority): $subject"),
     "at_risk": Template("[#$ticket] SLA at risk ($priority): $subject"),
+    "mention": Template("[#$ticket] $author mentioned you: $subject"),
 }
 BODIES: Final[dict[MailKind, Template]] = {
     "reply": Template("$author wrote on ticket #$ticket ($subject):\n\n$text\n\n$link\n"),
@@ -26,6 +27,10 @@ BODIES: Final[dict[MailKind, Template]] = {
     "escalation": Template("Ticket #$ticket ($priority) needs you now.\n\n$text\n\n$link\n"),
     "at_risk": Template(
         "Ticket #$ticket ($priority) is close to its SLA target.\n\n$text\n\n$link\n"
+    ),
+    "mention": Template(
+        "$author mentioned you in an internal note on ticket #$ticket ($priority):\n"
+        "$subject\n\n$text\n\n$link\n"
     ),
 }
 FOOTER: Final = "\n--\nrelaydesk · change what you receive under Account → Notifications.\n"
@@ -59,6 +64,7 @@ _DIGEST_LABEL: Final[dict[MailKind, str]] = {
     "assignment": "assigned",
     "escalation": "escalation",
     "at_risk": "SLA at risk",
+    "mention": "mentioned you",
 }
 
 

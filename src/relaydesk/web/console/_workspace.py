@@ -27,6 +27,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from relaydesk.desk.knowledge.service import KnowledgeService
+from relaydesk.desk.mail import MailKind, MailPreferences
 from relaydesk.desk.tickets.errors import DeskError, DeskErrorCode
 from relaydesk.desk.tickets.model import Principal, Ticket
 from relaydesk.desk.workspace import Page
@@ -42,6 +43,14 @@ if TYPE_CHECKING:
     from relaydesk.web.console._routes import Console
 
 PER_PAGE: Final = 25
+#: The e-mail kinds a person chooses on the notifications page, with their labels.
+MAIL_KIND_LABELS: Final[dict[MailKind, str]] = {
+    "reply": "New replies on my tickets",
+    "assignment": "A ticket assigned to me",
+    "escalation": "Escalations (pages and breaches)",
+    "at_risk": "SLA at risk",
+    "mention": "@mentions in internal notes",
+}
 VIEW_LABELS: Final = {
     "all": "All open",
     "mine": "Mine",
@@ -428,6 +437,34 @@ def workspace_handlers(
             "on_behalf.html", 422, session, contacts=await contacts(), errors=errors, values=fields
         )
 
+    # -- my e-mail notifications --------------------------------------------------------------
+
+    prefs = console.desk.preferences
+
+    @get(prefix + "/notifications", include_in_schema=False)
+    async def notifications_page(request: Request[Any, Any, Any]) -> Response[str]:
+        session = await console.session(request)
+        who = session.principal
+        return console.render(
+            "notifications.html",
+            session=session,
+            prefs=msgspec.to_builtins(await prefs.get(who.kind, who.id)),
+            kinds=MAIL_KIND_LABELS,
+            done=request.query_params.get("done", ""),
+        )
+
+    @post(prefix + "/notifications", include_in_schema=False)
+    async def save_notifications(request: Request[Any, Any, Any]) -> Response[Any]:
+        session = await console.session(request)
+        fields = await console.form(request, session)
+        chosen = {k: fields[k] for k in MAIL_KIND_LABELS if k in fields}
+        try:
+            new = msgspec.convert(chosen, MailPreferences)
+        except msgspec.ValidationError as exc:
+            raise page_error(422, "Check the form", str(exc)) from exc
+        await prefs.put(session.principal.kind, session.principal.id, new)
+        return Redirect(f"{prefix}/notifications?done=saved", status_code=303)
+
     # -- knowledge base -----------------------------------------------------------------------
 
     async def viewer(
@@ -502,4 +539,6 @@ def workspace_handlers(
         kb_index,
         kb_article,
         kb_feedback,
+        notifications_page,
+        save_notifications,
     ]
