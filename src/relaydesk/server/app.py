@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -224,6 +225,12 @@ class RelaydeskServer:
             await self.lease.start()  # a lone node leads before it reports ready
         elif forced:
             await self._lead(True, 0)
+        # Everything allocated so far (modules, routes, schemas, demo data) lives as long
+        # as the node: freeze it out of the collector, so a full collection scans only
+        # what was made since.  Measured: two gen-2 collections in a 60 s 50k/s run
+        # paused delivery for 64-71 ms each (bench --only stall, max gap).
+        gc.collect()
+        gc.freeze()
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:
