@@ -31,7 +31,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from msgspec import Meta
 
 from relaydesk.clock import Clock, millis
@@ -214,7 +214,10 @@ def keys_router(
         responses={**error_responses(400, 401, 413), 409: _CONFLICT},
     )
     async def upload_device(
-        request: Request[Any, Any, Any], app: str, device: PathName, data: JSONBody[DeviceUpload]
+        request: Request[Any, Any, Any],
+        app: FromPath[str],
+        device: PathName,
+        data: JSONBody[DeviceUpload],
     ) -> PoolResponse:
         """Register this device's public identity keys (idempotent) and fallback key."""
         me = user_of(request, app).sub
@@ -234,7 +237,7 @@ def keys_router(
     )
     async def upload_otks(
         request: Request[Any, Any, Any],
-        app: str,
+        app: FromPath[str],
         device: PathName,
         data: JSONBody[OneTimeKeysUpload],
     ) -> PoolResponse:
@@ -247,7 +250,9 @@ def keys_router(
         "/apps/{app:str}/keys/devices/{device:str}",
         responses=error_responses(400, 401, 404),
     )
-    async def pool(request: Request[Any, Any, Any], app: str, device: PathName) -> PoolResponse:
+    async def pool(
+        request: Request[Any, Any, Any], app: FromPath[str], device: PathName
+    ) -> PoolResponse:
         """The replenishment hint of one of your devices."""
         me = user_of(request, app).sub
         return _pool(device, await directory.pool(app, me, device))
@@ -258,7 +263,7 @@ def keys_router(
         responses=error_responses(400, 401, 404),
     )
     async def remove_device(
-        request: Request[Any, Any, Any], app: str, device: PathName
+        request: Request[Any, Any, Any], app: FromPath[str], device: PathName
     ) -> dict[str, str]:
         """Remove one of your devices and its keys from the directory."""
         me = user_of(request, app).sub
@@ -269,7 +274,9 @@ def keys_router(
         "/apps/{app:str}/keys/users/{user:str}",
         responses=error_responses(400, 401),
     )
-    async def devices(request: Request[Any, Any, Any], app: str, user: PathName) -> DevicesResponse:
+    async def devices(
+        request: Request[Any, Any, Any], app: FromPath[str], user: PathName
+    ) -> DevicesResponse:
         """The devices of ``user`` with their signed public identity keys."""
         user_of(request, app)
         found = await directory.devices(app, user)
@@ -287,7 +294,7 @@ def keys_router(
     )
     async def conversation_devices(
         request: Request[Any, Any, Any],
-        app: str,
+        app: FromPath[str],
         conv: Annotated[
             str,
             Parameter(
@@ -324,7 +331,7 @@ def keys_router(
         )
 
     @get("/apps/{app:str}/keys/policy", responses=error_responses(400, 401))
-    async def policy(request: Request[Any, Any, Any], app: str) -> PolicyResponse:
+    async def policy(request: Request[Any, Any, Any], app: FromPath[str]) -> PolicyResponse:
         """The app's compliance mode, shown to every participant (docs/compliance.md)."""
         me = user_of(request, app).sub
         mode, hold_user = await directory.mode(app)
@@ -337,7 +344,7 @@ def keys_router(
         responses=error_responses(400, 401, 413),
     )
     async def consent(
-        request: Request[Any, Any, Any], app: str, data: JSONBody[ConsentRequest]
+        request: Request[Any, Any, Any], app: FromPath[str], data: JSONBody[ConsentRequest]
     ) -> PolicyResponse:
         """Give (or withdraw) your consent to the compliance device (legal-hold apps)."""
         me = user_of(request, app).sub
@@ -353,7 +360,7 @@ def keys_router(
         responses={**error_responses(400, 401, 404, 413), 409: _CONFLICT},
     )
     async def claim(
-        request: Request[Any, Any, Any], app: str, data: JSONBody[ClaimRequest]
+        request: Request[Any, Any, Any], app: FromPath[str], data: JSONBody[ClaimRequest]
     ) -> ClaimResponse:
         """Take one one-time key of a device; no other claimer ever gets the same key."""
         user_of(request, app)
@@ -368,14 +375,14 @@ def keys_router(
         responses=error_responses(400, 401, 413),
     )
     async def put_backup(
-        request: Request[Any, Any, Any], app: str, data: JSONBody[BackupUpload]
+        request: Request[Any, Any, Any], app: FromPath[str], data: JSONBody[BackupUpload]
     ) -> dict[str, int]:
         """Store encrypted session keys (sealed to your recovery key) by session id."""
         me = user_of(request, app).sub
         return {"count": await directory.put_backup(app, me, data.sessions, millis(clock))}
 
     @get("/apps/{app:str}/keys/backup", responses=error_responses(400, 401))
-    async def get_backup(request: Request[Any, Any, Any], app: str) -> BackupResponse:
+    async def get_backup(request: Request[Any, Any, Any], app: FromPath[str]) -> BackupResponse:
         """Your encrypted key backup (opaque to the server)."""
         me = user_of(request, app).sub
         sessions = await directory.get_backup(app, me)
