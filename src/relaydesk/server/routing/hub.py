@@ -14,7 +14,7 @@ compares its position with its app's ``fanned_pos`` between two awaits sees a
 consistent cut: every event of the app at or below it has been offered to live
 connections already.
 
-With a cluster bus (docs/protocol.md §4.5) several nodes commit to one database.
+With a cluster bus (docs/operations.md "Several nodes") several nodes commit to one database.
 The writer then announces each commit as a ``CommitRecord`` and hands it to the
 node's sequencer task instead of routing it itself; that task merges the records of
 every node in each app's position order (``Sequencer``), reads any range that never
