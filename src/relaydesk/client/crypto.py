@@ -93,6 +93,21 @@ class Undecryptable:
     reason: FailureReason | str  # FailureReason, or "unencrypted" for a plain message
     detail: str
 
+    @classmethod
+    def of(cls, event: Message, reason: FailureReason | str, detail: str) -> Undecryptable:
+        """``event`` could not be read, for ``reason``."""
+        return cls(
+            event.conv,
+            event.seq,
+            event.pos,
+            event.sender,
+            event.device,
+            event.id,
+            event.ts,
+            reason,
+            detail,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class UnverifiedDevice:
@@ -628,33 +643,13 @@ class EncryptedClient:
     async def _open_message(self, event: Message) -> Message | Undecryptable:
         if event.enc != ENC_MEGOLM:
             what = "a plain message" if not event.enc else f"unknown scheme {event.enc!r}"
-            return Undecryptable(
-                event.conv,
-                event.seq,
-                event.pos,
-                event.sender,
-                event.device,
-                event.id,
-                event.ts,
-                "unencrypted",
-                f"{what} in an encrypted app",
-            )
+            return Undecryptable.of(event, "unencrypted", f"{what} in an encrypted app")
         result = self.machine.decrypt(event.conv, event.seq, event.sender, event.body)
         self._unsaved += 1
         if self._unsaved >= SAVE_EVERY:
             await self.save()
         if isinstance(result, Failure):
-            return Undecryptable(
-                event.conv,
-                event.seq,
-                event.pos,
-                event.sender,
-                event.device,
-                event.id,
-                event.ts,
-                result.reason,
-                result.detail,
-            )
+            return Undecryptable.of(event, result.reason, result.detail)
         return dataclasses.replace(event, body=result.body)
 
     async def _take_bundle(self, event: Message) -> AsyncIterator[SecureEvent]:
@@ -687,17 +682,7 @@ class EncryptedClient:
             )
         for r in results:
             if isinstance(r, Failure):
-                yield Undecryptable(
-                    event.conv,
-                    event.seq,
-                    event.pos,
-                    event.sender,
-                    event.device,
-                    event.id,
-                    event.ts,
-                    r.reason,
-                    f"key bundle: {r.detail}",
-                )
+                yield Undecryptable.of(event, r.reason, f"key bundle: {r.detail}")
 
     # -- history for new devices ---------------------------------------------------------
 
