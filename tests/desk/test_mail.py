@@ -180,7 +180,7 @@ async def test_ticket_changes_reach_a_real_smtp_server(
     assert inbox.messages[-1]["X-Relaydesk-Key"] == notice.key
 
     # Dana wants replies in a digest: none now, one digest an hour later.
-    await mail.set_preferences("customer", "dana", MailPreferences(reply="digest"))
+    await desk.preferences.put("customer", "dana", MailPreferences(reply="digest"))
     await svc.add_comment(ALICE, n, "Fixed in 4.2.2")
     await svc.add_comment(ALICE, n, "Please update")
     before = len(inbox.messages)
@@ -192,7 +192,7 @@ async def test_ticket_changes_reach_a_real_smtp_server(
     text = digest.get_body(("plain",))
     assert text is not None
     assert "Fixed in 4.2.2" in text.get_content() and "Please update" in text.get_content()
-    assert (await mail.get_preferences("customer", "dana")).reply == "digest"
+    assert (await desk.preferences.get("customer", "dana")).reply == "digest"
     assert mail.statistics().sent == len(inbox.messages) and mail.statistics().failed == 0
 
 
@@ -226,13 +226,13 @@ async def test_mentions_in_internal_notes_mail_the_agent_named(
     assert await mail.flush(MONDAY_10) == 0
 
     # Digest: nothing now, one digest line an hour later.  Off: nothing at all.
-    await mail.set_preferences("agent", "bob", MailPreferences(mention="digest"))
+    await desk.preferences.put("agent", "bob", MailPreferences(mention="digest"))
     await svc.add_comment(ALICE, n, "@bob any news?", public=False)
     assert await mail.flush(MONDAY_10 + timedelta(minutes=5)) == 0
     assert await mail.flush(MONDAY_10 + timedelta(hours=1)) == 1
     assert inbox.messages[-1]["Subject"] == "relaydesk digest: 1 update on 1 ticket"
     assert "mentioned you: Push stalls — @bob any news?" in _text(inbox.messages[-1])
-    await mail.set_preferences("agent", "bob", MailPreferences(mention="off"))
+    await desk.preferences.put("agent", "bob", MailPreferences(mention="off"))
     await svc.add_comment(ALICE, n, "@bob ping", public=False)
     assert await mail.flush(MONDAY_10 + timedelta(hours=3)) == 0
     assert len(inbox.messages) == 2 and len(mail.digests) == 0

@@ -95,16 +95,6 @@ class MailNotifications:
             digest_items=len(self.digests),
         )
 
-    # -- preferences -------------------------------------------------------------------
-
-    async def get_preferences(self, kind: PersonKind, person_id: str) -> MailPreferences:
-        return await self._db.read(lambda tx: self.preferences.get(tx, kind, person_id))
-
-    async def set_preferences(
-        self, kind: PersonKind, person_id: str, prefs: MailPreferences
-    ) -> None:
-        await self._db.write(lambda tx: self.preferences.put(tx, kind, person_id, prefs))
-
     # -- who ---------------------------------------------------------------------------
 
     def _recipient(self, tx: Tx, kind: PersonKind, person_id: str) -> Recipient | None:
