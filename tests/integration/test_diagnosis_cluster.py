@@ -200,7 +200,10 @@ async def _run(
     report = json.loads(out)
     edges_check = next(ch for ch in report["checks"] if ch["name"] == "edges")
     ranked = {e["node"]: e for e in edges_check["data"]["edges"]}
-    assert [e["node"] for e in edges_check["data"]["edges"]] == eu, edges_check
+    # The same ranking rule as above: edge-a and edge-b tie on region, and their order
+    # follows live load and quality, which may change between the two reads.
+    seen = [e["node"] for e in edges_check["data"]["edges"]]
+    assert sorted(seen[:2]) == ["edge-a", "edge-b"] and seen[2:] == ["edge-c"], edges_check
     assert ranked["edge-c"]["rtt_ms"] >= 150, ranked  # 2 x 85 ms through netsim
     assert max(ranked["edge-a"]["rtt_ms"], ranked["edge-b"]["rtt_ms"]) < 100, ranked
     assert edges_check["status"] == "pass", edges_check
