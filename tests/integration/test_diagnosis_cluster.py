@@ -274,8 +274,9 @@ async def _run(
     assert proc.returncode == 0, err.decode()[-2000:]
     samples: list[list[Any]] = json.loads(out.decode().strip().splitlines()[-1])
 
-    # The region's users left edge-b within a few seconds of the drain ...
-    moved = [s for s in samples if s[0] >= drained_at + SETTLE_S]
+    # The region's users left edge-b within a few seconds of the drain and stayed away
+    # while it was drained (after the undrain they may go back: it is near again) ...
+    moved = [s for s in samples if drained_at + SETTLE_S <= s[0] < undrained_at]
     assert moved and all(s[3] != url_b for s in moved), {s[3] for s in moved}
     # ... and their sends recovered while edge-b's path was still bad.
     # (p50, not p99: 150 ms of jitter each way puts every send of the impaired node at
