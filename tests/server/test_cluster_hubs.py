@@ -21,10 +21,10 @@ from relaydesk.config import load_settings
 from relaydesk.protocol.addresses import resolve
 from relaydesk.protocol.frames import Event, PresenceChange
 from relaydesk.server.cluster import MemoryBroker, MemoryBus
+from relaydesk.server.routing.fanout import Run
 from relaydesk.server.routing.hub import Hub
 from relaydesk.server.storage_setup import DEMO_APP, open_messaging_storage
 from relaydesk.storage.messages import PublishOp
-from relaydesk.telemetry.recorder import Trace
 
 APP = DEMO_APP
 
@@ -37,14 +37,11 @@ class Endpoint:
         self.events: list[Event] = []
         self.presence: list[PresenceChange] = []
 
-    def offer(self, event: Event, encodings: dict[str, bytes]) -> None:
-        self.events.append(event)
+    def offer_run(self, run: Run) -> None:
+        self.events.extend(run.events)
 
     def push_presence(self, change: PresenceChange) -> None:
         self.presence.append(change)
-
-    def traced(self, pos: int, trace: Trace) -> None:
-        pass
 
     def bodies(self) -> list[bytes]:
         return [e.body for e in self.events if e.kind == "msg"]

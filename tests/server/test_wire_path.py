@@ -32,6 +32,7 @@ from relaydesk.protocol.server_session import ServerSession, SessionLimits
 from relaydesk.server.gateway.connection import Connection
 from relaydesk.server.gateway.handover import Mode
 from relaydesk.server.gateway.wire import Flusher
+from relaydesk.server.routing.fanout import Run
 from relaydesk.server.routing.hub import Hub
 
 # -- write scheduling (no socket) -------------------------------------------------------
@@ -94,6 +95,10 @@ def _event(pos: int) -> Event:
     return Event(conv="dm:a:b", pos=pos, seq=pos, kind="msg", sender="a", body=b"x")
 
 
+def _run(*positions: int) -> Run:
+    return Run("app", None, [_event(p) for p in positions])
+
+
 def _items(data: bytes) -> list[int]:
     frame = client_codec(SUBPROTOCOL_MSGPACK).decode(data)
     assert isinstance(frame, Messages)
@@ -104,7 +109,7 @@ async def test_a_lone_message_is_written_in_the_next_loop_turn_not_after_a_timer
     flusher = Flusher()
     sink = RecordingSink(flusher)
     conn = _live_connection(sink)
-    conn.offer(_event(1), {})
+    conn.offer_run(_run(1))
     assert sink.writes == []  # never written from inside the hub's fan-out
     await asyncio.sleep(0)  # one loop turn: the flusher's call_soon ran before us
     assert [_items(w) for w in sink.writes] == [[1]]
@@ -114,16 +119,25 @@ async def test_offers_of_one_loop_turn_coalesce_into_one_frame_per_connection() 
     flusher = Flusher()
     a, b = RecordingSink(flusher), RecordingSink(flusher)
     conn_a, conn_b = _live_connection(a), _live_connection(b)
-    shared: dict[str, bytes] = {}
-    for pos in (1, 2, 3):
-        encodings = shared if pos == 1 else {}
-        conn_a.offer(_event(pos), encodings)
-        conn_b.offer(_event(pos), encodings)
+    first = _run(1, 2)  # one commit's run, then a commit of one event
+    for run in (first, _run(3)):
+        conn_a.offer_run(run)
+        conn_b.offer_run(run)
     await asyncio.sleep(0)
     assert [_items(w) for w in a.writes] == [[1, 2, 3]]
     assert [_items(w) for w in b.writes] == [[1, 2, 3]]
     assert flusher.passes == 1
-    assert len(shared) == 1  # event 1 was encoded once for both connections
+    assert all(len(e) == 1 for e in first.encodings)  # each event encoded once
+
+
+async def test_a_run_partly_queued_already_adds_only_its_new_events() -> None:
+    flusher = Flusher()
+    sink = RecordingSink(flusher)
+    conn = _live_connection(sink)
+    conn.offer_run(_run(1, 2))
+    conn.offer_run(_run(2, 3, 4))  # offered again after a resync, say
+    await asyncio.sleep(0)
+    assert [_items(w) for w in sink.writes] == [[1, 2, 3, 4]]
 
 
 async def test_nothing_is_written_while_the_transport_pushes_back() -> None:
@@ -131,7 +145,7 @@ async def test_nothing_is_written_while_the_transport_pushes_back() -> None:
     sink = RecordingSink(flusher)
     conn = _live_connection(sink)
     sink.writable = False
-    conn.offer(_event(1), {})
+    conn.offer_run(_run(1))
     await asyncio.sleep(0)
     assert sink.writes == []
     assert conn.feed.queued_bytes > 0  # kept, and counted against the output budget

@@ -645,8 +645,9 @@ class Recorder:
         self.fan_times: list[tuple[int, float]] = [(-1, 0.0)] * FAN_RING
         # (app, pos) -> trace: positions are per app (docs/protocol.md §4).
         self.open_traces: dict[tuple[str, int], Trace] = {}
-        # The trace started by the last ``published`` call, until the hub routes it.
-        self.tracing: Trace | None = None
+        # Traces started by ``published`` in the current batch, until the hub routes
+        # their events (the hub calls every puback of a batch before fanning it out).
+        self.tracing: dict[tuple[str, int], Trace] = {}
         self._sample_n = 0
         self._trace_rows: list[TraceRow] = []
         self._history: list[ConnectionRow] = []
@@ -831,7 +832,7 @@ class Recorder:
                         tel.app, tel.region, pos, conv, recv, start, end, received_ms, c2s
                     )
                     self.open_traces[(tel.app, pos)] = trace
-                    self.tracing = trace
+                    self.tracing[(tel.app, pos)] = trace
                     agg.traces += 1
                 else:
                     self.stats["traces_skipped"] += 1
@@ -840,15 +841,12 @@ class Recorder:
     def trace_for(self, app: str, pos: int) -> Trace | None:
         """The trace of event ``pos`` of ``app`` if it is sampled (the hub asks once per
         event; another app's event may have the same position)."""
-        trace = self.tracing
-        if trace is not None and trace.pos == pos and trace.app == app:
-            self.tracing = None
-            return trace
-        return None
+        tracing = self.tracing
+        return tracing.pop((app, pos), None) if tracing else None
 
     def batch_fanned(self, now: float) -> None:
         """The hub finished offering the current batch to every live connection."""
-        self.tracing = None
+        self.tracing.clear()
         gen = self.fan_gen
         self.fan_times[gen % FAN_RING] = (gen, now)
         self.fan_gen = gen + 1

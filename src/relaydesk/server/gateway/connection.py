@@ -47,8 +47,9 @@ from relaydesk.protocol.server_session import ServerSession
 from relaydesk.server.gateway.handover import FeedSwitch, Mode
 
 if TYPE_CHECKING:
+    from relaydesk.server.routing.fanout import Run
     from relaydesk.server.routing.hub import Hub
-    from relaydesk.telemetry.recorder import ConnTelemetry, Trace
+    from relaydesk.telemetry.recorder import ConnTelemetry
 
 # How long a closing connection waits for answers to publishes it already submitted.
 CLOSE_DRAIN_S = 2.0
@@ -211,33 +212,37 @@ class Connection:
 
     # -- called by the hub and the gateway (synchronous, never block) -----------------
 
-    def offer(self, event: Event, encodings: dict[str, bytes]) -> None:
+    def offer_run(self, run: Run) -> None:
+        """The hub offers a run of feed events (routing/fanout.py): queue what is new."""
         feed = self.feed
-        if event.pos <= feed.queued or self._closing:
+        queued = feed.queued
+        if run.last_pos <= queued or self._closing:
             return
-        if feed.mode is Mode.CATCHUP and feed.armed_at is None:
+        mode = feed.mode
+        if mode is Mode.CATCHUP and feed.armed_at is None:
             return  # in storage; the reader gets it
-        data = encodings.get(self.codec.name)
-        if data is None:
-            data = encodings[self.codec.name] = self.codec.encode_event(event)
+        items, size = run.encoded(self.codec)
+        if run.first_pos <= queued:  # partly queued already (rare): the rest
+            items = items[run.after(queued) :]
+            size = sum(map(len, items))
         resyncs = feed.resyncs
-        if feed.offer(event.pos, data, self._control_bytes):
-            # The sender sleeps only on an empty queue: wake it on the first event.
+        if feed.offer_many(run.last_pos, items, size, self._control_bytes):
+            # The sender sleeps only on an empty queue: wake it on the first events.
             self._notify()
         tel = self.tel
         if tel is not None:
-            if feed.mode is Mode.LIVE and tel.first_gen < 0:
-                tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
+            if mode is Mode.LIVE:
+                # Sampled events queued live are followed to their ack (or resolved
+                # "resync" below if this very run overflowed the queue).
+                for pos, trace in run.traced:
+                    if pos > queued:
+                        tel.trace_offered(trace)
+                if feed.mode is Mode.LIVE and tel.first_gen < 0:
+                    tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
             if feed.resyncs != resyncs:
                 tel.resynced(feed.over_items)  # which bound bound
         if feed.resyncs != resyncs:
             self.stats["resyncs"] += 1
-
-    def traced(self, pos: int, trace: Trace) -> None:
-        """The hub offered sampled event ``pos``: follow it if it was queued."""
-        feed = self.feed
-        if self.tel is not None and feed.mode is Mode.LIVE and feed.queue and feed.last == pos:
-            self.tel.trace_offered(trace)
 
     def push_presence(self, change: PresenceChange) -> None:
         if self.active:  # never ahead of welcome; presence is ephemeral (query it)

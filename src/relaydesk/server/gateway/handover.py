@@ -125,21 +125,28 @@ class FeedSwitch:
         return self._bytes
 
     def offer(self, pos: int, data: bytes, reserved: int = 0) -> bool:
-        """The hub offers event ``pos`` (encoded as ``data``).  True: wake the writer.
+        """The hub offers event ``pos`` (encoded as ``data``).  True: wake the writer."""
+        return self.offer_many(pos, [data], len(data), reserved)
+
+    def offer_many(self, last: int, items: list[bytes], size: int, reserved: int = 0) -> bool:
+        """The hub offers consecutive feed events ending at ``last`` (encoded as
+        ``items``, ``size`` bytes in all; none at or below ``queued``).  True: wake
+        the writer.
 
         ``reserved``: bytes of other output (replies) waiting on the same connection,
         which count against the same byte budget (docs/protocol.md §8.1)."""
-        if pos <= self.queued or (self.mode is Mode.CATCHUP and self.armed_at is None):
+        if last <= self.queued or (self.mode is Mode.CATCHUP and self.armed_at is None):
             return False
         queue = self.queue
-        queue.append(data)
-        self._bytes += len(data)
-        self.queued = self.last = pos
+        was_empty = not queue
+        queue += items
+        self._bytes += size
+        self.queued = self.last = last
         if len(queue) > self._limit_items or self._bytes + reserved > self._limit_bytes:
             self.over_items = len(queue) > self._limit_items
             self.shed()
             return True
-        return self.mode is Mode.LIVE and len(queue) == 1
+        return was_empty and self.mode is Mode.LIVE
 
     def shed(self) -> None:
         """Drop the queued live events (they are in storage) and read from ``taken`` on:

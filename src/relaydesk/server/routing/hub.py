@@ -12,7 +12,10 @@ advances ``fanned_pos(app)`` of each app of the batch (positions are per app,
 docs/protocol.md §4).  Because a single task does all of this, a connection that
 compares its position with its app's ``fanned_pos`` between two awaits sees a
 consistent cut: every event of the app at or below it has been offered to live
-connections already.
+connections already.  A commit's events are fanned out a run at a time (fanout.py:
+consecutive events with the same recipients go to each connection in one call).
+While one commit fans out, the next one (whatever queued meanwhile) already runs in
+the writer thread; its events are routed after these, so commit order is kept.
 
 With a cluster bus (docs/operations.md "Several nodes") several nodes commit to one database.
 The writer then announces each commit as a ``CommitRecord`` and hands it to the
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import secrets as pysecrets
@@ -65,6 +69,7 @@ from relaydesk.server.cluster import (
     decode_record,
     encode_record,
 )
+from relaydesk.server.routing.fanout import Run, split_runs
 from relaydesk.server.routing.recent import RecentEvents
 from relaydesk.storage import Database, Tx
 from relaydesk.storage.cluster import events_range_tx, members_as_of_tx
@@ -77,7 +82,7 @@ from relaydesk.storage.messages import (
     Outcome,
     PublishOp,
 )
-from relaydesk.telemetry.recorder import Recorder, Trace
+from relaydesk.telemetry.recorder import Recorder
 
 log = logging.getLogger("relaydesk.hub")
 
@@ -112,6 +117,18 @@ PRESENCE_EXPIRY_INTERVALS = 3
 Done = Callable[[Outcome], None]
 
 
+@dataclasses.dataclass(slots=True)
+class _Commit:
+    """A group commit handed to the writer thread (``Hub._begin``)."""
+
+    batch: list[tuple[Op, Done]]
+    ops: list[Op]
+    cursors: dict[tuple[str, str, str], int]
+    started: float
+    demand: int
+    task: asyncio.Task[BatchResult]
+
+
 class Endpoint(Protocol):
     """What the hub needs of a live connection (the gateway's ``Connection``)."""
 
@@ -119,11 +136,9 @@ class Endpoint(Protocol):
     user: str
     device: str
 
-    def offer(self, event: Event, encodings: dict[str, bytes]) -> None: ...
+    def offer_run(self, run: Run) -> None: ...
 
     def push_presence(self, change: PresenceChange) -> None: ...
-
-    def traced(self, pos: int, trace: Trace) -> None: ...
 
 
 class Hub:
@@ -295,34 +310,21 @@ class Hub:
         return await fut
 
     async def _writer(self) -> None:
-        limit = self.settings.storage.commit_batch_max
         rec = self.recorder
         mono = self.clock.monotonic
+        nxt: _Commit | None = None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < limit and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            # The cap bound when it left operations queued: the writer's demand was the
-            # full batch plus those (a saturation episode, telemetry/saturation.py).
-            left = self._queue.qsize() if len(batch) >= limit else 0
-            demand = len(batch) + left if left else 0
-            started = mono() if rec is not None else 0.0
-            ops = [op for op, _ in batch]
-            # In a cluster the sequencer loads membership as of its own position.
-            want = self._missing_members(ops) if self.bus is None else set()
-            # Acks received before this commit are stored with it (docs/protocol.md §5.3).
-            cursors = self._saving = self._cursors
-            self._cursors = {}
+            if nxt is None:
+                nxt = self._begin([await self._queue.get()])
+            cur, nxt = nxt, None
             try:
-                result: BatchResult = await self.db.write(
-                    functools.partial(self._commit, ops=ops, want=want, cursors=cursors)
-                )
+                result: BatchResult = await cur.task
             except Exception:
                 self._saving = {}
-                self._keep_cursors(cursors)
-                log.exception("group commit of %d operations failed", len(ops))
+                self._keep_cursors(cur.cursors)
+                log.exception("group commit of %d operations failed", len(cur.ops))
                 failed = Outcome(error=ProtocolError(ErrorCode.INTERNAL, "storage failure"))
-                for _, done in batch:
+                for _, done in cur.batch:
                     done(failed)
                 if self.bus is None:
                     # The COMMIT may have landed all the same (the connection to
@@ -332,9 +334,10 @@ class Hub:
                 continue
             self._saving = {}
             if rec is not None:
-                rec.commit_window(started, mono(), demand)
+                rec.commit_window(cur.started, mono(), cur.demand)
             self.stats["commits"] += 1
-            self.stats["ops"] += len(ops)
+            self.stats["ops"] += len(cur.ops)
+            batch, ops = cur.batch, cur.ops
             if self.bus is not None:
                 for (op, done), outcome in zip(batch, result.outcomes, strict=True):
                     done(outcome)
@@ -343,6 +346,13 @@ class Hub:
                             self.on_committed(op.app, outcome.event, outcome.audience)
                 await self._announce_commit(ops, result)
             else:
+                if not self._queue.empty():
+                    # Overlap: the next group commit runs in the writer thread (fsync,
+                    # SQLite's C code, no GIL) while this one fans out on the loop.
+                    # Its events are routed after these, in commit order; one loop
+                    # turn lets its task hand the commit to the thread first.
+                    nxt = self._begin([])
+                    await asyncio.sleep(0)
                 first = {app: last + 1 for app, last in result.last_pos.items()}
                 for op, outcome in zip(reversed(ops), reversed(result.outcomes), strict=True):
                     if outcome.event is not None and not outcome.duplicate:
@@ -351,17 +361,43 @@ class Hub:
                     if pos - 1 > self.fanned_pos(app):  # committed by a commit reported failed
                         await self._resync(app, pos - 1)
                 self._remember_members(result.members)
+                fresh: list[tuple[str, Event, str | None]] = []
                 for (op, done), outcome in zip(batch, result.outcomes, strict=True):
                     done(outcome)
                     if outcome.event is not None and not outcome.duplicate:
-                        self._route(op.app, outcome.event, outcome.audience)
-                        if self.on_committed is not None:
-                            self.on_committed(op.app, outcome.event, outcome.audience)
+                        fresh.append((op.app, outcome.event, outcome.audience))
+                self._route_items(fresh)
+                if self.on_committed is not None:
+                    for app, event, audience in fresh:
+                        self.on_committed(app, event, audience)
                 for app, last in result.last_pos.items():
                     self._fanned[app] = max(self.fanned_pos(app), last)
             if rec is not None:
                 # Every event of the batch has been offered; no sender ran meanwhile.
                 rec.batch_fanned(mono())
+
+    def _begin(self, batch: list[tuple[Op, Done]]) -> _Commit:
+        """Take what is queued (up to the cap) after ``batch`` and start its group
+        commit in the writer thread."""
+        limit = self.settings.storage.commit_batch_max
+        queue = self._queue
+        while len(batch) < limit and not queue.empty():
+            batch.append(queue.get_nowait())
+        # The cap bound when it left operations queued: the writer's demand was the
+        # full batch plus those (a saturation episode, telemetry/saturation.py).
+        left = queue.qsize() if len(batch) >= limit else 0
+        demand = len(batch) + left if left else 0
+        started = self.clock.monotonic() if self.recorder is not None else 0.0
+        ops = [op for op, _ in batch]
+        # In a cluster the sequencer loads membership as of its own position.
+        want = self._missing_members(ops) if self.bus is None else set()
+        # Acks received before this commit are stored with it (docs/protocol.md §5.3).
+        cursors = self._saving = self._cursors
+        self._cursors = {}
+        task = asyncio.get_running_loop().create_task(
+            self.db.write(functools.partial(self._commit, ops=ops, want=want, cursors=cursors))
+        )
+        return _Commit(batch, ops, cursors, started, demand, task)
 
     def _commit(
         self,
@@ -393,52 +429,55 @@ class Hub:
                 del self._members[key]
         self._members.update(fresh)
 
-    def _route(self, app: str, event: Event, audience: str | None) -> None:
-        key = (app, event.conv)
+    def _route_items(self, items: Sequence[tuple[str, Event, str | None]]) -> None:
+        """Fan out committed events, in position order, a run at a time (fanout.py)."""
+        for app, audience, events in split_runs(items):
+            self._route_run(app, audience, events)
+
+    def _route_run(self, app: str, audience: str | None, events: list[Event]) -> None:
+        first = events[0]
+        key = (app, first.conv)
         members = self._members.get(key)
-        if event.kind == "join" and members is not None:
-            members[event.subject] = event.role
-            channels = self._user_channels.get((app, event.subject))
+        if first.kind == "join" and members is not None:  # a join is a run of its own
+            members[first.subject] = first.role
+            channels = self._user_channels.get((app, first.subject))
             if channels is not None:  # tracked only for users online here
-                channels.add(event.conv)
-                self._announce_join(app, event.subject, members)
-            elif self._remote.devices((app, event.subject))[0]:  # online on another node
-                self._announce_join(app, event.subject, members)
-        encodings: dict[str, bytes] = {}
-        # Held for catch-up readers, with the encodings the fan-out makes (shared).
-        self.recent.add(app, audience, event, encodings)
-        # A sampled telemetry trace follows this event to each connection (rare).
-        trace = self.recorder.trace_for(app, event.pos) if self.recorder is not None else None
+                channels.add(first.conv)
+                self._announce_join(app, first.subject, members)
+            elif self._remote.devices((app, first.subject))[0]:  # online on another node
+                self._announce_join(app, first.subject, members)
+        run = Run(app, audience, events)
+        recent = self.recent
+        rec = self.recorder
+        for event, encodings in zip(events, run.encodings, strict=True):
+            # Held for catch-up readers, with the encodings the fan-out makes (shared).
+            recent.add(app, audience, event, encodings)
+            # A sampled telemetry trace follows this event to each connection (rare).
+            if rec is not None:
+                trace = rec.trace_for(app, event.pos)
+                if trace is not None:
+                    run.traced.append((event.pos, trace))
         if audience is not None:
-            self._deliver(app, audience, event, encodings, trace)
-        elif event.conv.startswith("dm:"):
-            _, a, b = event.conv.split(":")
-            self._deliver(app, a, event, encodings, trace)
+            self._deliver(app, audience, run)
+        elif first.conv.startswith("dm:"):
+            _, a, b = first.conv.split(":")
+            self._deliver(app, a, run)
             if b != a:
-                self._deliver(app, b, event, encodings, trace)
+                self._deliver(app, b, run)
         elif members is not None:
             for user in members:
-                self._deliver(app, user, event, encodings, trace)
-        if event.kind == "leave" and members is not None:
-            members.pop(event.subject, None)
-            self._user_channels.get((app, event.subject), set()).discard(event.conv)
+                self._deliver(app, user, run)
+        if first.kind == "leave" and members is not None:
+            members.pop(first.subject, None)
+            self._user_channels.get((app, first.subject), set()).discard(first.conv)
 
-    def _deliver(
-        self,
-        app: str,
-        user: str,
-        event: Event,
-        encodings: dict[str, bytes],
-        trace: Trace | None = None,
-    ) -> None:
+    def _deliver(self, app: str, user: str, run: Run) -> None:
         endpoints = self._online.get((app, user))
         if not endpoints:
             return
-        self.stats["fanout_offers"] += len(endpoints)
+        self.stats["fanout_offers"] += len(endpoints) * len(run.events)
         for endpoint in endpoints:
-            endpoint.offer(event, encodings)
-            if trace is not None:
-                endpoint.traced(event.pos, trace)
+            endpoint.offer_run(run)
 
     # -- cluster -------------------------------------------------------------------
 
@@ -611,8 +650,7 @@ class Hub:
                 )
             if record.node != self.node:
                 self.cluster_stats["remote_events"] += len(items)
-            for item in items:
-                self._route(item.app, item.event, item.audience)
+            self._route_items([(item.app, item.event, item.audience) for item in items])
             self._fanned[record.app] = record.last
         waiters = self._fanned_waiters
         if waiters:
