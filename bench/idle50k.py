@@ -13,9 +13,13 @@ What stands in the way, and what this step does about each:
   binds each socket's source address with IP_BIND_ADDRESS_NO_PORT (bench/loadgen.py).
 * **File descriptors.**  The server holds one fd per connection and each generator
   process one per connection it makes.  This step raises RLIMIT_NOFILE (soft and hard;
-  raising the hard limit needs root or CAP_SYS_RESOURCE) before it starts anything;
-  the server and the generator processes inherit it, and each generator process sets
-  its soft limit to the hard one.  ``fs.file-max`` and ``fs.nr_open`` are checked.
+  raising the hard limit needs CAP_SYS_RESOURCE, which root in a container may lack)
+  before it starts anything; the server and the generator processes inherit it, and
+  each sets its soft limit to the hard one.  The node admits the open-file limit less
+  ``FD_RESERVE`` connections and refuses the rest with 503 (server/listener.py), so the
+  limit must be at least N + ``FD_RESERVE``.  ``fs.file-max`` and ``fs.nr_open`` are
+  checked too.  Where the hard limit cannot be raised far enough the step fails at once
+  and says so; ``python -m bench.idle50k --connections N`` runs the largest N it allows.
 * **relaydesk's per-address cap.**  ``[http] max_connections_per_address`` (1,024)
   does not count the addresses in ``[http] unlimited_addresses`` (by default 127.0.0.1
   and ::1, for a load generator on the machine); the node here lists the extra source
@@ -48,12 +52,12 @@ from typing import Any
 
 from bench import servers
 from bench.loadgen import Fleet, GeneratorError, Target
+from relaydesk.server.listener import FD_RESERVE
 
 N = 50_000
 PROCS = 4  # generator processes (12,500 connections each)
 PER_SOURCE = 20_000  # connections per client source address (of ~28k ephemeral ports)
 GROUP = 100  # members per channel, as the ``idle`` step
-FD_SLACK = 4096  # fds beyond the connections: database, logs, pipes, listening socket
 
 
 class Idle50kError(RuntimeError):
@@ -89,10 +93,12 @@ def prepare_limits(n: int, procs: int, sources: tuple[str, ...]) -> dict[str, An
             f"{per_source} connections per source address but only {ports} ephemeral "
             f"ports ({low}-{high}); use more source addresses"
         )
-    need = n + FD_SLACK  # the server: one fd per connection (a generator needs less)
+    # The server: one fd per connection plus the reserve its listener keeps out of its
+    # connection budget (server/listener.py); a generator process needs less.
+    need = n + FD_RESERVE
     file_max = _read_int("/proc/sys/fs/file-max")
     in_use = _read_int("/proc/sys/fs/file-nr")
-    if file_max - in_use < 2 * n + FD_SLACK:  # server side plus client side
+    if file_max - in_use < 2 * n + FD_RESERVE:  # server side plus client side
         raise Idle50kError(
             f"fs.file-max {file_max} with {in_use} in use leaves no room for 2 x {n} sockets"
         )
