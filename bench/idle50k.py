@@ -113,7 +113,8 @@ def prepare_limits(n: int, procs: int, sources: tuple[str, ...]) -> dict[str, An
         except (ValueError, OSError) as exc:
             raise Idle50kError(
                 f"cannot raise RLIMIT_NOFILE from {soft0}/{hard0} to {need} ({exc}); "
-                "run as root or raise the hard limit (ulimit -Hn, limits.conf)"
+                "raising the hard limit needs CAP_SYS_RESOURCE (root, unless a container "
+                "dropped it); or raise it outside (ulimit -Hn, limits.conf, LimitNOFILE=)"
             ) from None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return {
@@ -159,7 +160,8 @@ def run(n: int = N, procs: int = PROCS, per_source: int = PER_SOURCE) -> dict[st
     # A phase (log in, join) that has not finished in this time has failed: at least
     # ~200 logins/s, a third of what a loaded 2-core machine does.
     phase_timeout = 60 + n / 200
-    with WideNode(sources) as srv:
+    srv = WideNode(sources)
+    with srv:
         time.sleep(1.0)
         rss0 = servers.rss_kib(srv.pid)
         socks0 = server_sockets(srv.pid)
@@ -177,7 +179,7 @@ def run(n: int = N, procs: int = PROCS, per_source: int = PER_SOURCE) -> dict[st
         fleet = Fleet(target, n, procs=procs, publisher=False)
         errors: list[str] = []
         setup: dict[str, Any] = {}
-        cpu1 = rss1 = 0
+        cpu1, rss1 = 0.0, 0
         try:
             setup = fleet.start(timeout=phase_timeout)
             cpu1 = servers.cpu_seconds(srv.pid)
@@ -191,6 +193,7 @@ def run(n: int = N, procs: int = PROCS, per_source: int = PER_SOURCE) -> dict[st
         if srv.proc is not None and srv.proc.poll() is not None:
             errors.append(f"the server exited with {srv.proc.returncode}")
         log = srv.log_tail(2000)
+        config = srv.config_text()
     load1 = os.getloadavg()
     reached = sum(p["connections"] for p in fleet.per_process)
     base = {
@@ -202,6 +205,7 @@ def run(n: int = N, procs: int = PROCS, per_source: int = PER_SOURCE) -> dict[st
         "source_addresses": list(sources),
         "connections_per_source": math.ceil(n / len(sources)),
         "limits": limits,
+        "relaydesk_config": config,
         "loadavg_before": [round(x, 2) for x in load0],
         "loadavg_after": [round(x, 2) for x in load1],
     }
@@ -238,18 +242,49 @@ def summary(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    """``python -m bench.idle50k [--connections N]``: the step alone, JSON on stdout."""
+    """``python -m bench.idle50k [--connections N]``: the step alone; the JSON goes to
+    stdout and to ``bench/results/<UTC timestamp>-idle<N/1000>k.json``."""
     import argparse
+    import datetime as dt
     import json
+    import platform
+
+    from bench.run import RESULTS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=N)
     parser.add_argument("--procs", type=int, default=PROCS)
     parser.add_argument("--per-source", type=int, default=PER_SOURCE)
     args = parser.parse_args()
-    res = run(args.connections, args.procs, args.per_source)
-    print(json.dumps(res, indent=2))
+    started = dt.datetime.now(dt.UTC)
+    try:
+        res = run(args.connections, args.procs, args.per_source)
+    except (Idle50kError, servers.ServerError, OSError) as exc:
+        res = {"connections": args.connections, "errors": [f"{type(exc).__name__}: {exc}"]}
+    doc = {
+        "started": started.isoformat(timespec="seconds"),
+        "step": "bench.idle50k",
+        "argv": {
+            "connections": args.connections,
+            "procs": args.procs,
+            "per_source": args.per_source,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
+        "result": res,
+    }
+    text = json.dumps(doc, indent=2)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}-idle{args.connections // 1000}k.json"
+    out.write_text(text)
+    print(text)
     print(summary(res))
+    print(f"wrote {out}")
+    if res.get("errors"):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
