@@ -39,7 +39,9 @@ server VmRSS one second after start-up and after all are logged in, joined (chan
 join; server CPU seconds spent; per generator process its connections and times; the
 load average before and after.
 
-Only when asked: ``python -m bench.run --only idle50k`` (about 3 minutes on 2 busy cores).
+Only when asked: ``python -m bench.run --only idle50k`` (about five minutes on 2 busy cores,
+estimated from 19,500-connection runs: 50,000 has not run on the development machine,
+whose hard open-file limit is 20,000; docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ Scenarios (docs/benchmarks.md explains every figure):
   10,000 connections: VmRSS after minus before, over N.
 * ``idle50k`` (``bench/idle50k.py``): the same with 50,000 connections on one fresh
   relaydesk node, from four generator processes and several loopback source addresses,
-  RLIMIT_NOFILE raised (root): connections reached, RSS per connection, time to log
-  all in and the login rate, per generator process.  About three minutes, so only
-  when asked: ``python -m bench.run --only idle50k`` (``--only idle`` does not run it).
+  RLIMIT_NOFILE raised to 50,256 (CAP_SYS_RESOURCE, unless the hard limit allows it):
+  connections reached, RSS per connection, time to log all in and the login rate, per
+  generator process; fails at once, saying why, where the machine cannot give it.  About
+  five minutes, so only when asked: ``python -m bench.run --only idle50k`` (``--only
+  idle`` does not run it); ``python -m bench.idle50k --connections N`` for another size.
 * ``desk`` (``bench/desk.py``), ``telemetry`` (``bench/telemetry_overhead.py``).
 * ``stall`` (``bench/telemetry_stall.py``): a steady 50k deliveries/s across several
   telemetry flushes, telemetry on vs off vs Mosquitto QoS 1: p50/p90/p99/max, the
