@@ -250,6 +250,16 @@ def test_connections_per_address_are_capped_and_others_still_served(node: Any) -
             s.close()
 
 
+def logged(log: Path, text: str, within_s: float = 5.0) -> bool:
+    """``text`` appears in the node's log within ``within_s`` (its writes are async)."""
+    deadline = time.monotonic() + within_s
+    while text not in log.read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _open_files(soft: int, hard: int) -> Callable[[], None]:
     def limit() -> None:  # runs in the child before exec
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -267,15 +277,18 @@ def test_node_refuses_past_its_open_file_budget_with_503_and_says_so(tmp_path: P
         running_node(tmp_path, "", preexec_fn=_open_files(FD_RESERVE, hard)) as n,
         ExitStack() as held,
     ):
-        assert f"up to 40 (open-file limit {hard})" in n.log.read_text()
-        for _ in range(40):
-            s = held.enter_context(socket.create_connection(("127.0.0.1", n.port)))
+        assert logged(n.log, f"up to 40 (open-file limit {hard})")
+        time.sleep(0.5)  # the readiness probe's connection is closed and released
+        first = socket.create_connection(("127.0.0.1", n.port))
+        held.callback(first.close)
+        for _ in range(39):
+            held.enter_context(socket.create_connection(("127.0.0.1", n.port)))
         time.sleep(0.2)
         with raw(n) as refused:
             data, _ = read_until_closed(refused)
         assert status_of(data) == 503 and b"connection limit (40)" in data
-        assert "at the connection limit: 40 open" in n.log.read_text()
-        s.close()  # a place frees up
+        assert logged(n.log, "at the connection limit: 40 open")
+        first.close()  # a place frees up
         time.sleep(0.2)
         with raw(n) as again:
             again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
