@@ -34,6 +34,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import resource
+import socket
 import struct
 import sys
 import time
@@ -54,6 +55,7 @@ MESSAGE_SIZE = 100
 WINDOW = 1000  # messages the publisher may run ahead of the slowest subscriber
 ACK_EVERY = 500  # relaydesk: cumulative ack after this many events
 CONNECT_CONCURRENCY = 64  # handshakes in flight per process
+MAX_FAILURES = 5  # failed connects/joins a process reports; past it, it stops trying
 _HEAD = struct.Struct(">QQ")
 _PAD = b"." * (MESSAGE_SIZE - _HEAD.size)
 _CTX = mp.get_context("fork")
@@ -79,12 +81,20 @@ class Target:
     # i % len(ports); the publisher holds one connection per node and sends message k
     # through node k % len(ports).  Empty: ``port`` only.
     ports: tuple[int, ...] = ()
+    # Client source addresses (relaydesk subscribers): subscriber i binds
+    # ``sources[i % len(sources)]``.  One source address has only the ephemeral port
+    # range (~28k ports) towards one server port; 127.0.0.2, 127.0.0.3, ... are
+    # loopback too on Linux and each brings its own range.  Empty: the kernel picks.
+    sources: tuple[str, ...] = ()
 
     def channel_of(self, i: int) -> str:
         return f"{self.channel}{i // self.group}" if self.group else self.channel
 
     def port_of(self, i: int) -> int:
         return self.ports[i % len(self.ports)] if self.ports else self.port
+
+    def source_of(self, i: int) -> str:
+        return self.sources[i % len(self.sources)] if self.sources else ""
 
     @property
     def nodes(self) -> int:
@@ -255,8 +265,36 @@ class _RelaydeskClient(WSListener):
                 self.waiting.clear()
 
 
+def _bound_socket(source: str) -> Callable[[Any], socket.socket]:
+    """A picows ``socket_factory``: a TCP socket bound to ``source`` (port chosen at
+    connect time, IP_BIND_ADDRESS_NO_PORT, so that the kernel picks a port unique for
+    the 4-tuple and may reuse loopback TIME_WAIT ports as for an unbound socket)."""
+
+    def make(_url: Any) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    return make
+
+
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux 4.2+
+
+
 async def _relaydesk_connect(
-    target: Target, tally: Tally | None, i: int, user: str, role: str, port: int = 0
+    target: Target,
+    tally: Tally | None,
+    i: int,
+    user: str,
+    role: str,
+    port: int = 0,
+    source: str = "",
 ) -> _RelaydeskClient:
     url = f"ws://{target.host}:{port or target.port}/v1/ws"
     _, client = await ws_connect(
@@ -265,6 +303,7 @@ async def _relaydesk_connect(
         max_frame_size=64 * 1024 * 1024,
         extra_headers={"Sec-WebSocket-Protocol": SUBPROTOCOL},
         websocket_handshake_timeout=30,
+        socket_factory=_bound_socket(source) if source else None,
     )
     assert isinstance(client, _RelaydeskClient)
     synced = client.expect("synced")
@@ -436,7 +475,13 @@ async def _open_subscriber(target: Target, tally: Tally, i: int, user_index: int
     kind = target.kind
     if kind == "relaydesk":
         return await _relaydesk_connect(
-            target, tally, i, f"{target.prefix}s{user_index}", "member", target.port_of(user_index)
+            target,
+            tally,
+            i,
+            f"{target.prefix}s{user_index}",
+            "member",
+            target.port_of(user_index),
+            target.source_of(user_index),
         )
     if kind == "ws":
         _, listener = await ws_connect(
@@ -593,10 +638,12 @@ async def _subscriber_proc(
 
     async def one(i: int, fn: Callable[[], Awaitable[None]]) -> None:
         async with sem:
+            if len(failures) >= MAX_FAILURES:
+                return  # the scenario is aborted anyway: do not wait out every time-out
             try:
                 await fn()
             except Exception as exc:  # reported to the parent, which aborts the scenario
-                if len(failures) < 5:
+                if len(failures) < MAX_FAILURES:
                     failures.append(f"{ids[i]}: {type(exc).__name__}: {exc}")
 
     async def connect(i: int) -> None:
@@ -605,12 +652,24 @@ async def _subscriber_proc(
     while True:
         cmd, *args = await _recv(conn)
         if cmd == "connect":
+            t0 = time.monotonic()
             await asyncio.gather(*(one(i, partial(connect, i)) for i in range(len(ids))))
-            conn.send(("ok", {"failures": failures}))
+            conn.send(
+                (
+                    "ok",
+                    {
+                        "failures": failures,
+                        "connected": sum(c is not None for c in clients),
+                        "s": time.monotonic() - t0,
+                    },
+                )
+            )
         elif cmd == "join":
+            t0 = time.monotonic()
             await asyncio.gather(
                 *(one(i, partial(_join, target, clients[i], ids[i])) for i in range(len(ids)))
             )
+            joined_s = time.monotonic() - t0
             # Let the join events fan out before anything is measured.
             last, quiet_since = tally.frames, time.monotonic()
             deadline = time.monotonic() + 60
@@ -618,7 +677,7 @@ async def _subscriber_proc(
                 await asyncio.sleep(0.05)
                 if tally.frames != last:
                     last, quiet_since = tally.frames, time.monotonic()
-            conn.send(("ok", {"failures": failures}))
+            conn.send(("ok", {"failures": failures, "s": joined_s}))
         elif cmd == "latency":
             tally.lat = array.array("q")
             tally.lat_from = args[0]
@@ -823,6 +882,9 @@ class Fleet:
     _procs: list[Any] = field(default_factory=list)
     _pub: Connection | None = None
     publish_index: int = 0  # the last message index published so far
+    # After start(): per subscriber process, connections held and seconds it spent
+    # connecting (login included) and joining.
+    per_process: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.procs = max(1, min(self.procs, self.subscribers))
@@ -840,7 +902,10 @@ class Fleet:
         for c in conns:
             if not c.poll(max(0.0, deadline - time.monotonic())):
                 raise GeneratorError(f"generator did not answer {msg[0]!r} within {timeout:.0f}s")
-            status, payload = c.recv()
+            try:
+                status, payload = c.recv()
+            except EOFError:
+                raise GeneratorError(f"a generator process died during {msg[0]!r}") from None
             if status != "ok":
                 raise GeneratorError(f"generator failed on {msg[0]!r}: {payload}")
             out.append(payload)
@@ -871,10 +936,15 @@ class Fleet:
             self._procs.append(proc)
             self._pipes.append(parent)
         res = self._ask(self._pipes, ("connect",), timeout)
+        self.per_process = [
+            {"connections": r["connected"], "connect_s": round(r["s"], 2)} for r in res
+        ]
         self._check(res, "connect")
         t1 = time.monotonic()
         res = self._ask(self._pipes, ("join",), timeout)
         self._check(res, "join")
+        for row, r in zip(self.per_process, res, strict=True):
+            row["join_s"] = round(r["s"], 2)
         return {"connect_s": round(t1 - t0, 2), "join_s": round(time.monotonic() - t1, 2)}
 
     @staticmethod

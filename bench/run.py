@@ -15,6 +15,13 @@ Scenarios (docs/benchmarks.md explains every figure):
   rate common to every system.
 * ``idle``: server memory per idle connection (logged in, joined, idle) for
   10,000 connections: VmRSS after minus before, over N.
+* ``idle50k`` (``bench/idle50k.py``): the same with 50,000 connections on one fresh
+  relaydesk node, from four generator processes and several loopback source addresses,
+  RLIMIT_NOFILE raised to 50,256 (CAP_SYS_RESOURCE, unless the hard limit allows it):
+  connections reached, RSS per connection, time to log all in and the login rate, per
+  generator process; fails at once, saying why, where the machine cannot give it.  About
+  five minutes, so only when asked: ``python -m bench.run --only idle50k`` (``--only
+  idle`` does not run it); ``python -m bench.idle50k --connections N`` for another size.
 * ``desk`` (``bench/desk.py``), ``telemetry`` (``bench/telemetry_overhead.py``).
 * ``stall`` (``bench/telemetry_stall.py``): a steady 50k deliveries/s across several
   telemetry flushes, telemetry on vs off vs Mosquitto QoS 1: p50/p90/p99/max, the
@@ -87,6 +94,7 @@ SCENARIOS = (
     "fanout100",
     "fanout1000",
     "idle",
+    "idle50k",
     "fanout",
     "desk",
     "telemetry",
@@ -634,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         default=[],
-        help="scenario (fanout100, fanout1000, idle, desk, telemetry, stall, scenarios, "
+        help="scenario (fanout100, fanout1000, idle, idle50k, desk, telemetry, stall, scenarios, "
         "storage, storm, drain, e2ee, autodrain, weaknet), "
         "system "
         "(relaydesk, ws, mosquitto, nats, redis) or scenario/system; "
@@ -690,6 +698,19 @@ def main(argv: list[str] | None = None) -> int:
         if system in ("nats", "redis"):
             continue  # shared machine instances: their RSS is not ours to measure
         attempt("idle", system, partial(idle, system, plan))
+    if "idle50k" in args.only:  # minutes and root: only when named (not by --only idle)
+        from bench import idle50k as idle50k_step
+
+        print(f"[{time.monotonic() - t_start:6.1f}s] idle50k/relaydesk ...", flush=True)
+        t0 = time.monotonic()
+        try:
+            big = idle50k_step.run()
+        except (idle50k_step.Idle50kError, servers.ServerError, OSError) as exc:
+            big = {"errors": [f"{type(exc).__name__}: {exc}"]}
+        big["elapsed_s"] = round(time.monotonic() - t0, 1)
+        results["idle50k"] = {"relaydesk": big}
+        failures.extend(f"idle50k: {e}"[:2000] for e in big["errors"])
+        print("  ", idle50k_step.summary(big), flush=True)
 
     desk = _desk(args.quick) if _selected(args.only, "desk", "desk") else None
     overhead = (

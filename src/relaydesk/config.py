@@ -59,6 +59,13 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Addresses never counted: a reverse proxy or a load generator on this machine, whose
     # connections stand for many clients.  Empty: every address is counted.
     unlimited_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Open connections (HTTP and WebSocket, every address) the node admits; the next is
+    # refused with 503 and a warning is logged.  0: the process's open-file limit
+    # (RLIMIT_NOFILE, raised to its hard limit at start-up) less FD_RESERVE descriptors
+    # kept for the database, logs and outgoing connections, so that the node refuses
+    # with a reason instead of the kernel's accept() failing with EMFILE, which the
+    # event loop answers by closing the connection silently.
+    max_connections: NonNeg = 0
 
     def __post_init__(self) -> None:
         for address in self.unlimited_addresses:

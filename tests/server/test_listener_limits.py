@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +26,7 @@ from websockets.sync.client import connect as ws_connect
 
 from relaydesk.config import ConfigError, load_settings
 from relaydesk.protocol.frames import SUBPROTOCOL_MSGPACK
-from relaydesk.server.listener import AddressLedger
+from relaydesk.server.listener import FD_RESERVE, AddressLedger, connection_budget
 from relaydesk.server.storage_setup import DEMO_SECRET
 
 LIMITS = {
@@ -38,13 +40,12 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One node for the module (each test leaves no connection behind)."""
-    data = tmp_path_factory.mktemp("listener")
-    (data / "relaydesk.toml").write_text(
-        "[http]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in LIMITS.items())
-    )
+@contextmanager
+def running_node(
+    data: Path, config: str, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[Any]:
+    """A ``relaydesk serve`` process on a free port with ``config`` as its TOML."""
+    (data / "relaydesk.toml").write_text(config)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -69,6 +70,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             stdout=log,
             stderr=log,
             env=env,
+            preexec_fn=preexec_fn,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -79,14 +81,29 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                 break
         except httpx.HTTPError:
             time.sleep(0.05)
-    yield SimpleNamespace(
-        port=port, http_url=url, ws_url=f"ws://127.0.0.1:{port}/v1/ws", secret=DEMO_SECRET
-    )
-    proc.terminate()
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield SimpleNamespace(
+            port=port,
+            http_url=url,
+            ws_url=f"ws://127.0.0.1:{port}/v1/ws",
+            secret=DEMO_SECRET,
+            log=data / "server.log",
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One node for the module (each test leaves no connection behind)."""
+    data = tmp_path_factory.mktemp("listener")
+    config = "[http]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in LIMITS.items())
+    with running_node(data, config) as n:
+        yield n
 
 
 @contextmanager
@@ -233,6 +250,52 @@ def test_connections_per_address_are_capped_and_others_still_served(node: Any) -
             s.close()
 
 
+def logged(log: Path, text: str, within_s: float = 5.0) -> bool:
+    """``text`` appears in the node's log within ``within_s`` (its writes are async)."""
+    deadline = time.monotonic() + within_s
+    while text not in log.read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _open_files(soft: int, hard: int) -> Callable[[], None]:
+    def limit() -> None:  # runs in the child before exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return limit
+
+
+def test_node_refuses_past_its_open_file_budget_with_503_and_says_so(tmp_path: Path) -> None:
+    """``relaydesk serve`` raises its soft open-file limit to the hard one and admits that
+    many connections less FD_RESERVE (every address, 127.0.0.1 included); the next gets
+    503 and the node logs why, instead of running out of descriptors (EMFILE), where the
+    event loop would close new connections without a word."""
+    hard = FD_RESERVE + 40
+    with (
+        running_node(tmp_path, "", preexec_fn=_open_files(FD_RESERVE, hard)) as n,
+        ExitStack() as held,
+    ):
+        assert logged(n.log, f"up to 40 (open-file limit {hard})")
+        time.sleep(0.5)  # the readiness probe's connection is closed and released
+        first = socket.create_connection(("127.0.0.1", n.port))
+        held.callback(first.close)
+        for _ in range(39):
+            held.enter_context(socket.create_connection(("127.0.0.1", n.port)))
+        time.sleep(0.2)
+        with raw(n) as refused:
+            data, _ = read_until_closed(refused)
+        assert status_of(data) == 503 and b"connection limit (40)" in data
+        assert logged(n.log, "at the connection limit: 40 open")
+        first.close()  # a place frees up
+        time.sleep(0.2)
+        with raw(n) as again:
+            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data, _ = read_until_closed(again)
+        assert status_of(data) == 200
+
+
 def test_body_over_the_limit_is_413_in_each_api_shape(node: Any) -> None:
     big = b'{"sender":"a","to":"user:b","id":"x","text":"' + b"a" * 70_000 + b'"}'
     r = httpx.post(
@@ -276,3 +339,25 @@ def test_ledger_caps_per_address_and_shares_an_upgraded_connection() -> None:
     ledger.release(a)
     ledger.release(a)  # twice is harmless
     assert ledger.held("10.0.0.1") == 1 and ledger.admit(c, "10.0.0.1")
+
+
+def test_ledger_caps_the_node_across_addresses_unlimited_ones_included() -> None:
+    ledger = AddressLedger(2, unlimited=["127.0.0.1"], total=3)
+    a, b, c, d = object(), object(), object(), object()
+    assert ledger.admit(a, "127.0.0.1") and ledger.admit(b, "10.0.0.1")
+    assert ledger.admit(c, None) and ledger.full and ledger.open == 3
+    assert not ledger.admit(d, "127.0.0.1") and ledger.refused_full == 1
+    assert not ledger.admit(d, "10.0.0.2") and ledger.refused == 0
+    assert ledger.admit(a, "127.0.0.1")  # an upgrade of an admitted connection
+    ledger.release(a)
+    ledger.release(a)
+    assert ledger.open == 2 and ledger.admit(d, "10.0.0.2") and ledger.held("10.0.0.2") == 1
+
+
+def test_connection_budget_is_the_setting_or_the_open_file_limit_less_the_reserve() -> None:
+    limits = load_settings(None, environ={}).http
+    assert connection_budget(limits, 20_000) == 20_000 - FD_RESERVE
+    assert connection_budget(limits, 10) == 1
+    assert connection_budget(limits, resource.RLIM_INFINITY) == 0  # no cap
+    capped = load_settings(None, {"http": {"max_connections": 500}}, environ={}).http
+    assert connection_budget(capped, 20_000) == 500

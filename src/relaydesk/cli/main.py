@@ -69,7 +69,7 @@ def serve(
     import uvicorn
 
     from relaydesk.server.app import RelaydeskServer
-    from relaydesk.server.listener import listener_config
+    from relaydesk.server.listener import connection_budget, listener_config, raise_open_file_limit
 
     server_overrides: dict[str, Any] = {
         k: v
@@ -93,9 +93,13 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Before the listener sizes its connection cap from it (server/listener.py).
+    open_files, _ = raise_open_file_limit()
     node = RelaydeskServer(settings)
     uvicorn_config = listener_config(node, settings, log_level=log_level)
     _print_banner(settings)
+    budget = connection_budget(settings.http, open_files)
+    typer.echo(f"  connections   up to {budget or 'unlimited'} (open-file limit {open_files})")
 
     class _Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:

@@ -19,6 +19,11 @@ configuration with two protocol subclasses that add exactly that, at the transpo
 * :class:`AddressLedger` counts open connections per client address across both
   protocols (an upgraded WebSocket keeps its place); the connection over
   ``max_connections_per_address`` gets ``503`` and is closed before anything is parsed.
+  It also counts every open connection of the node: past ``max_connections`` (by
+  default the open-file limit less :data:`FD_RESERVE`, :func:`connection_budget`) the
+  connection gets ``503`` and a warning is logged (once a minute at most).  Without
+  that cap the node would run out of descriptors, and the event loop answers an
+  ``accept()`` failing with EMFILE by closing the new connection without a word.
 
 The body size limit is the application's (Litestar's ``request_max_body_size``),
 because it must answer ``413`` in each API's own error shape.
@@ -27,6 +32,8 @@ because it must answer ``413`` in each API's own error shape.
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,28 +50,77 @@ from relaydesk.server.gateway.wire import WireProtocol
 # The path whose upgrades take the native WebSocket path (server/gateway/wire.py).
 WS_PATH = "/v1/ws"
 WS_PATH_BYTES = WS_PATH.encode()
+# Descriptors kept out of the connection budget: the database (a writer, readers, WAL
+# and shared-memory files), log files, the listening socket, the cluster bus,
+# PostgreSQL pools, outgoing webhook and e-mail connections, and uvloop's own.
+FD_RESERVE = 256
+FULL_LOG_INTERVAL_S = 60.0
+
+log = logging.getLogger("relaydesk.server.listener")
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (many systems start a
+    shell at 1,024, which would cap a node at about a thousand connections); the
+    (soft, hard) limits afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # an infinite hard limit the kernel will not take: keep the soft one
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def connection_budget(limits: HttpSettings, open_files: int | None = None) -> int:
+    """The node's connection cap: ``max_connections`` when set, else ``open_files``
+    (default: the soft RLIMIT_NOFILE) less :data:`FD_RESERVE`, at least 1."""
+    if limits.max_connections:
+        return limits.max_connections
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if open_files == resource.RLIM_INFINITY:
+        return 0  # no cap
+    return max(1, open_files - FD_RESERVE)
 
 
 class AddressLedger:
-    """Open connections per client address, with a cap (pure bookkeeping, no I/O).
+    """Open connections per client address and in all, with caps (pure bookkeeping).
 
     A connection is keyed by an opaque object (its transport), so that the HTTP
     protocol and the WebSocket protocol it upgrades to share one entry, and releasing
-    twice is harmless.
+    twice is harmless.  ``total`` caps the node's open connections (0: no cap);
+    addresses in ``unlimited`` count towards it but have no per-address cap.
     """
 
-    def __init__(self, limit: int, unlimited: Iterable[str] = ()) -> None:
+    def __init__(self, limit: int, unlimited: Iterable[str] = (), total: int = 0) -> None:
         self.limit = limit
+        self.total = total
         self.unlimited = frozenset(unlimited)
-        self._open: dict[object, str] = {}
+        self._open: dict[object, str | None] = {}  # None: not counted per address
         self._per_address: dict[str, int] = {}
-        self.refused = 0
+        self.refused = 0  # over the per-address cap
+        self.refused_full = 0  # over the node's cap
+
+    @property
+    def open(self) -> int:
+        """Connections open now."""
+        return len(self._open)
+
+    @property
+    def full(self) -> bool:
+        """At the node's cap: the next new connection is refused."""
+        return 0 < self.total <= len(self._open)
 
     def admit(self, key: object, address: str | None) -> bool:
-        """Count ``key`` for ``address``; False (and nothing counted) when at the cap."""
+        """Count ``key`` for ``address``; False (and nothing counted) when at a cap."""
         if key in self._open:
             return True
+        if self.full:
+            self.refused_full += 1
+            return False
         if address is None or address in self.unlimited:
+            self._open[key] = None
             return True
         held = self._per_address.get(address, 0)
         if held >= self.limit:
@@ -75,7 +131,9 @@ class AddressLedger:
         return True
 
     def release(self, key: object) -> None:
-        address = self._open.pop(key, None)
+        if key not in self._open:
+            return
+        address = self._open.pop(key)
         if address is None:
             return
         left = self._per_address[address] - 1
@@ -111,6 +169,8 @@ def guarded_protocols(
             ledger.release(self.transport)
             super().connection_lost(exc)
 
+    last_full_log = [-FULL_LOG_INTERVAL_S]  # loop time of the last warning
+
     class GuardedHttp(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _header_bytes = 0
@@ -122,14 +182,15 @@ def guarded_protocols(
             address = self.client[0] if self.client else None
             if not ledger.admit(transport, address):
                 self._done = True
-                transport.write(
-                    _plain_response(
-                        503,
-                        "Service Unavailable",
+                if ledger.full:
+                    message = f"this node is at its connection limit ({ledger.total})"
+                    self._log_full()
+                else:
+                    message = (
                         f"too many connections from {address} "
-                        f"(at most {limits.max_connections_per_address})",
+                        f"(at most {limits.max_connections_per_address})"
                     )
-                )
+                transport.write(_plain_response(503, "Service Unavailable", message))
                 transport.close()
                 return
             self._await_headers()
@@ -199,6 +260,18 @@ def guarded_protocols(
 
         # -- helpers ----------------------------------------------------------------------
 
+        def _log_full(self) -> None:
+            now = self.loop.time()
+            if now - last_full_log[0] < FULL_LOG_INTERVAL_S:
+                return
+            log.warning(
+                "at the connection limit: %d open, %d refused so far; raise the open-file "
+                "limit (RLIMIT_NOFILE) or [http] max_connections, or add a node",
+                ledger.open,
+                ledger.refused_full,
+            )
+            last_full_log[0] = now
+
         def _between_requests(self) -> bool:
             return self.cycle is None or self.cycle.response_complete
 
@@ -258,7 +331,11 @@ def listener_config(
 ) -> uvicorn.Config:
     """The uvicorn configuration of a node: one port for HTTP and WebSocket, with limits."""
     limits = settings.http
-    ledger = AddressLedger(limits.max_connections_per_address, limits.unlimited_addresses)
+    ledger = AddressLedger(
+        limits.max_connections_per_address,
+        limits.unlimited_addresses,
+        total=connection_budget(limits),
+    )
     max_size = ws_max_size or settings.gateway.max_frame
     wire: Callable[[], WireProtocol] | None = None
     gateway = getattr(app, "gateway", None)
