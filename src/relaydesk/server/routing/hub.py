@@ -199,6 +199,7 @@ class Hub:
             "filled_events": 0,
             "remote_events": 0,
             "presence_drops": 0,
+            "own_routed_inline": 0,  # own records routed by the writer (_announce_commit)
         }
 
     # -- lifecycle ------------------------------------------------------------
@@ -502,6 +503,7 @@ class Hub:
                 return
             try:
                 await self._route_records(seq.offer(record, self.clock.monotonic()))
+                self.cluster_stats["own_routed_inline"] += 1
             except Exception:
                 # As in _sequence: what was released and not routed becomes a gap; this
                 # record goes to the sequencer task, which routes it (or reads it).
