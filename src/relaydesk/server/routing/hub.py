@@ -462,6 +462,7 @@ class Hub:
                 by_app.setdefault(op.app, []).append(Item(op.app, outcome.audience, outcome.event))
         assert self.bus is not None
         waiting: list[asyncio.Future[None]] = []
+        records: list[CommitRecord] = []
         for app, items in by_app.items():
             record = CommitRecord(
                 self.node, app, items[0].event.pos, result.last_pos[app], tuple(items)
@@ -485,6 +486,9 @@ class Hub:
             routed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._fanned_waiters.append((app, record.last, routed))
             waiting.append(routed)
+            records.append(record)
+        # Every app's record is on its way to the other nodes before any is routed here.
+        for record in records:
             await self._route_own(record)
         for routed in waiting:
             await routed
