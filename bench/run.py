@@ -29,8 +29,9 @@ Scenarios (docs/benchmarks.md explains every figure):
   Alone: ``python -m bench.run --only stall``.
 * ``storage`` (``bench/storage.py``): the durable publish path on one node on SQLite,
   one on PostgreSQL and two on PostgreSQL + NATS, in the same run: acknowledged
-  publishes/s, deliveries/s, latency at a common rate, ratios to SQLite; and one
-  2,000-publish group commit timed on each engine.  Alone: ``--only storage``.
+  publishes/s, deliveries/s, latency at a common rate and at the headline's common
+  load (50,000 deliveries/s to 100 subscribers), ratios to SQLite; and one 2,000-publish
+  group commit timed on each engine.  Alone: ``--only storage``.
 * ``scenarios`` (``bench/scenarios.py``): the diagnosis scenario tests run by pytest;
   per scenario, ticket creation -> automatic acknowledgement and whether the top
   finding located the right layer and device/setting.  Alone:

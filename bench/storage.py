@@ -26,6 +26,14 @@ Per deployment two runs on the same connections:
 * **latency** at ``FIXED_RATE`` publishes/s, common to all three: publish -> delivery
   p50/p99 over every delivery (the send time travels in the message).
 
+Then, on the same nodes, a fresh fleet of ``COMMON_SUBSCRIBERS`` (100) subscribers in
+another channel for **common** latency: the headline benchmark's common load (and
+``bench/telemetry_stall.py``'s), ``COMMON_RATE`` (500) publishes/s of 100 bytes =
+50,000 deliveries/s, p50/p90/p99/max over every delivery after a warm-up, relaydesk
+cores (all nodes), the rest of the machine and the load average before the run.  In
+the cluster the subscribers and the publisher's sends are spread over the nodes as
+above, so most deliveries cross the bus.
+
 Then, without a server, the hot spot itself (``batch``): ``MessageStore.commit_batch_tx``
 for a batch of ``BATCH_OPS`` publishes by ``SUBSCRIBERS`` channel members, on SQLite
 and on PostgreSQL, median over ``BATCH_ROUNDS`` batches; on PostgreSQL a commit holds
@@ -36,7 +44,10 @@ connections may reach a subscriber out of index order (two nodes commit in turn)
 the generator counts by highest index seen, so deliveries in flight at the edges of
 the window may be counted a little early, a few hundred out of hundreds of thousands.
 
-Run alone: ``python -m bench.run --only storage`` (about three minutes).
+Run alone: ``python -m bench.run --only storage`` (about four minutes), or
+``python -m bench.storage [--quick] [--common] [DEPLOYMENT ...]`` for the JSON (``--common``:
+only the 50k deliveries/s latency run, on the deployments named or all).  Schema and
+cluster names start with ``RELAYDESK_BENCH_PREFIX`` (default ``bench``).
 """
 
 from __future__ import annotations
@@ -67,6 +78,8 @@ from relaydesk.storage.messages import JoinOp, MessageStore, Op, PublishOp, mess
 #: The PostgreSQL server the step uses (a fresh schema per deployment, dropped after).
 POSTGRES_URL = os.environ.get("RELAYDESK_BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 NATS_URL = "nats://127.0.0.1:4222"
+#: Start of the PostgreSQL schema and NATS cluster names the step creates.
+NAME_PREFIX = os.environ.get("RELAYDESK_BENCH_PREFIX", "bench")
 DEPLOYMENTS = ("sqlite", "postgres", "cluster", "cluster3")
 LABELS = {
     "sqlite": "1 node SQLite",
@@ -77,6 +90,9 @@ LABELS = {
 NODES = {"cluster": 2, "cluster3": 3}
 SUBSCRIBERS = 20
 FIXED_RATE = 1000  # publishes/s in the latency run: below every deployment's sustained rate
+# The common load of the headline benchmark: 100 subscribers x 500 publishes/s.
+COMMON_SUBSCRIBERS = 100
+COMMON_RATE = 500
 BATCH_OPS = 2000  # = storage.commit_batch_max, the largest group commit
 BATCH_ROUNDS = 8
 # Two writers (two_writers): batches of a moderate load's size, where the COMMIT's
@@ -90,12 +106,13 @@ class Plan:
         self.peak_s, self.peak_warm_s = (4.0, 1.0) if quick else (8.0, 2.0)
         self.lat_s, self.lat_warm_s = (3.0, 0.5) if quick else (5.0, 1.0)
         self.batch_rounds = 3 if quick else BATCH_ROUNDS
+        self.common_s, self.common_warm_s = (4.0, 1.0) if quick else (8.0, 1.0)
 
 
 @contextlib.contextmanager
 def pg_schema() -> Iterator[str]:
     """A fresh schema on ``POSTGRES_URL``; yields a URL whose connections use only it."""
-    name = f"bench_{secrets.token_hex(5)}"
+    name = f"{NAME_PREFIX}_{secrets.token_hex(5)}"
     with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
         admin.execute(f"CREATE SCHEMA {name}")
     sep = "&" if "?" in POSTGRES_URL else "?"
@@ -146,7 +163,7 @@ def deployment(name: str) -> Iterator[list[StorageNode]]:
             if name == "postgres":
                 specs = [StorageNode(url)]
             else:
-                cluster = f"bench{secrets.token_hex(4)}"
+                cluster = f"{NAME_PREFIX}{secrets.token_hex(4)}"
                 specs = [StorageNode(url, f"node-{k + 1}", cluster) for k in range(NODES[name])]
         for node in specs:
             stack.enter_context(node)
@@ -157,19 +174,78 @@ def _r(x: float, nd: int = 2) -> float:
     return round(x, nd)
 
 
-def measure(name: str, plan: Plan) -> dict[str, Any]:
-    """Sustained pubacks/s and deliveries/s, then latency at ``FIXED_RATE``, on ``name``."""
+def _target(nodes: list[StorageNode], channel: str) -> Target:
+    return Target(
+        "relaydesk",
+        "127.0.0.1",
+        nodes[0].port,
+        channel=channel,
+        prefix=f"s{time.monotonic_ns() % 10**6}",
+        secret=nodes[0].secret,
+        ports=tuple(n.port for n in nodes) if len(nodes) > 1 else (),
+    )
+
+
+def common_latency(nodes: list[StorageNode], plan: Plan) -> dict[str, Any]:
+    """Publish -> delivery latency at the common load (``COMMON_SUBSCRIBERS`` x
+    ``COMMON_RATE``) on running ``nodes``, with a fleet of its own."""
+    pids = [n.pid for n in nodes]
+    fleet = Fleet(_target(nodes, "common"), COMMON_SUBSCRIBERS, procs=2)
+    try:
+        load_before = os.getloadavg()[0]
+        setup = fleet.start()
+        fleet.latency_from(fleet.publish_index + 1 + int(COMMON_RATE * plan.common_warm_s))
+        run = fleet.publish(
+            {
+                "max_msgs": 5_000_000,
+                "max_s": plan.common_s + plan.common_warm_s,
+                "warm_s": plan.common_warm_s,
+                "rate": float(COMMON_RATE),
+                "server_pids": pids,
+            },
+            timeout=plan.common_s + plan.common_warm_s + 120,
+        )
+        got = fleet.collect()
+    finally:
+        fleet.close()
+    pct = percentiles(got["lat"], (50, 90, 99))
+    window = max(1e-9, run["window_s"])
+    return {
+        "subscribers": COMMON_SUBSCRIBERS,
+        "publishes_per_s": COMMON_RATE,
+        "deliveries_per_s": COMMON_RATE * COMMON_SUBSCRIBERS,
+        "message_bytes": 100,
+        "setup": setup,
+        "achieved_deliveries_per_s": round(run["deliveries"] / window),
+        "samples": len(got["lat"]),
+        "p50_ms": _r(pct["p50"]),
+        "p90_ms": _r(pct["p90"]),
+        "p99_ms": _r(pct["p99"]),
+        "max_ms": _r(pct["max"]),
+        "gap_max_ms": _r(got["gap_max_ms"]),
+        "relaydesk_cores": _r(run["server_cpu_s"] / window),
+        "other_cores": _r(
+            max(
+                0.0,
+                (run["machine_cpu_s"] - run["server_cpu_s"]) / window - run["generator_cores"],
+            )
+        ),
+        "generator_cores": _r(run["generator_cores"]),
+        "loadavg_1m_before": _r(load_before),
+        "drained": run["drained"],
+        "errors": (run["errors"] + got["errors"])[:3],
+    }
+
+
+def measure(name: str, plan: Plan, common_only: bool = False) -> dict[str, Any]:
+    """Sustained pubacks/s and deliveries/s, then latency at ``FIXED_RATE``, then at the
+    common load, on ``name`` (``common_only``: the last alone)."""
     out: dict[str, Any] = {"deployment": LABELS[name], "subscribers": SUBSCRIBERS}
     with deployment(name) as nodes:
-        target = Target(
-            "relaydesk",
-            "127.0.0.1",
-            nodes[0].port,
-            channel="store",
-            prefix=f"s{time.monotonic_ns() % 10**6}",
-            secret=nodes[0].secret,
-            ports=tuple(n.port for n in nodes) if len(nodes) > 1 else (),
-        )
+        if common_only:
+            out["common"] = common_latency(nodes, plan)
+            return out
+        target = _target(nodes, "store")
         pids = [n.pid for n in nodes]
         fleet = Fleet(target, SUBSCRIBERS, procs=2)
         try:
@@ -230,10 +306,11 @@ def measure(name: str, plan: Plan) -> dict[str, Any]:
                 "drained": run["drained"],
                 "errors": (run["errors"] + got["errors"])[:3],
             }
-            if len(nodes) > 1:
-                out["cluster"] = {n.node_id: n.ready().get("cluster", {}) for n in nodes}
         finally:
             fleet.close()
+        out["common"] = common_latency(nodes, plan)
+        if len(nodes) > 1:
+            out["cluster"] = {n.node_id: n.ready().get("cluster", {}) for n in nodes}
     return out
 
 
@@ -389,6 +466,11 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
     ("PG/NATS/other cores", "info", lambda r: r["sustained"]["other_cores"]),
     (f"p50 ms @ {FIXED_RATE:,} pub/s", "lower", lambda r: r["latency"]["p50_ms"]),
     (f"p99 ms @ {FIXED_RATE:,} pub/s", "lower", lambda r: r["latency"]["p99_ms"]),
+    ("p50 ms @ 50k deliveries/s", "lower", lambda r: r["common"]["p50_ms"]),
+    ("p90 ms @ 50k deliveries/s", "lower", lambda r: r["common"]["p90_ms"]),
+    ("p99 ms @ 50k deliveries/s", "lower", lambda r: r["common"]["p99_ms"]),
+    ("max ms @ 50k deliveries/s", "lower", lambda r: r["common"]["max_ms"]),
+    ("relaydesk cores @ 50k deliveries/s", "info", lambda r: r["common"]["relaydesk_cores"]),
 ]
 
 
@@ -462,8 +544,22 @@ def print_table(table: list[dict[str, Any]]) -> None:
     print("ratios are deployment/sqlite; for latency and batch time lower is better")
 
 
-def run(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every deployment, then the batch timing; a failure of one is recorded, not raised."""
+def _log_common(name: str, c: dict[str, Any], log: Callable[[str], None]) -> None:
+    log(
+        f"   storage/{name} @ {c['deliveries_per_s']:,} deliveries/s: p50 {c['p50_ms']}"
+        f" p90 {c['p90_ms']} p99 {c['p99_ms']} max {c['max_ms']} ms (relaydesk"
+        f" {c['relaydesk_cores']} cores, other {c['other_cores']}, load {c['loadavg_1m_before']})"
+    )
+
+
+def run(
+    quick: bool,
+    log: Callable[[str], None] = print,
+    names: tuple[str, ...] = DEPLOYMENTS,
+    common_only: bool = False,
+) -> dict[str, Any]:
+    """Every deployment, then the batch timing; a failure of one is recorded, not raised.
+    ``common_only``: the 50k deliveries/s latency run of each of ``names``, nothing else."""
     plan = Plan(quick)
     result: dict[str, Any] = {
         "method": {
@@ -471,6 +567,10 @@ def run(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
             "fixed_rate_publishes_per_s": FIXED_RATE,
             "sustained_s": plan.peak_s,
             "latency_s": plan.lat_s,
+            "common_subscribers": COMMON_SUBSCRIBERS,
+            "common_publishes_per_s": COMMON_RATE,
+            "common_s": plan.common_s,
+            "common_warm_s": plan.common_warm_s,
             "batch_ops": BATCH_OPS,
             "relaydesk_config": servers.RELAYDESK_TOML,
             "postgres": POSTGRES_URL,
@@ -480,16 +580,19 @@ def run(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
         "batch": {},
         "failures": [],
     }
-    for name in DEPLOYMENTS:
+    for name in names:
         t0 = time.monotonic()
         try:
-            res = measure(name, plan)
+            res = measure(name, plan, common_only)
         except Exception as exc:  # one deployment failing must not hide the others
             result["failures"].append(f"storage/{name}: {type(exc).__name__}: {exc}"[:2000])
             log(f"   storage/{name} failed: {type(exc).__name__}: {str(exc)[:300]}")
             continue
         res["elapsed_s"] = round(time.monotonic() - t0, 1)
         result["deployments"][name] = res
+        if common_only:
+            _log_common(name, res["common"], log)
+            continue
         s, lat = res["sustained"], res["latency"]
         log(
             f"   storage/{name}: {s['pubacks_per_s']:,} pubacks/s, "
@@ -497,6 +600,11 @@ def run(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
             f" other {s['other_cores']}); @ {FIXED_RATE:,}/s p50 {lat['p50_ms']} "
             f"p99 {lat['p99_ms']} ms"
         )
+        _log_common(name, res["common"], log)
+    if common_only:
+        result["table"] = rows(result)
+        result["table_markdown"] = markdown_table(result["table"])
+        return result
     for engine in ("sqlite", "postgres"):
         try:
             result["batch"][engine] = res = batch(engine, plan)
@@ -524,5 +632,7 @@ def run(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
 if __name__ == "__main__":
     import sys
 
-    out = run("--quick" in sys.argv[1:])
+    args = sys.argv[1:]
+    picked = tuple(a for a in args if a in DEPLOYMENTS) or DEPLOYMENTS
+    out = run("--quick" in args, names=picked, common_only="--common" in args)
     print(json.dumps(out, indent=2, default=str))

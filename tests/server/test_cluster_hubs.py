@@ -195,3 +195,35 @@ async def test_malformed_bus_messages_are_counted_and_dropped(
     await b.attach(bob)
     await publish(a, "alice", "channel:room", "still fine", "ok")
     await until(lambda: bob.bodies() == [b"still fine"])
+
+
+async def test_own_commits_are_routed_by_the_writer_and_wait_behind_a_lost_one(
+    tmp_path: Path,
+) -> None:
+    """A node routes its own commit at once when it is next in its app; one committed
+    after another node's commit that never arrived waits for that range, read from
+    storage, and both reach connections in position order."""
+    # No idle counter reads: b learns of the lost commit from its own next record only.
+    async with make_cluster(tmp_path, sync_interval_ms=60_000) as (a, b, broker):
+        await _own_commits_scenario(a, b, broker)
+
+
+async def _own_commits_scenario(a: Hub, b: Hub, broker: MemoryBroker) -> None:
+    await a.ensure_channel(APP, "room", ["alice", "bob"])
+    bob = Endpoint("bob")
+    await b.attach(bob)
+    await until(lambda: b.fanned_pos(APP) == a.fanned_pos(APP))  # the joins, from a
+    first = await publish(b, "bob", "channel:room", "first", "f")
+    await until(lambda: b.cluster_stats["own_routed_inline"] == 1)
+    await until(lambda: a.fanned_pos(APP) == b.fanned_pos(APP) == first)
+    broker.dropping = True  # a's next announcement is lost
+    await publish(a, "alice", "channel:room", "lost", "l")
+    await until(lambda: a.fanned_pos(APP) == first + 1)
+    broker.dropping = False
+    # b is behind by a's commit: its own commit waits for the range, read from storage.
+    await publish(b, "bob", "channel:room", "after", "a")
+    await until(lambda: len(bob.bodies()) == 3)
+    assert bob.bodies() == [b"first", b"lost", b"after"]
+    in_order_once(bob)
+    assert b.cluster_stats["own_routed_inline"] == 1
+    assert b.cluster_stats["gap_fills"] >= 1

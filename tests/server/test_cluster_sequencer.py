@@ -152,6 +152,44 @@ def test_apps_are_sequenced_apart() -> None:
     assert seq.gap(0.6) == ("b", 4, 6)  # b's trailing gap, found from its counter
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["offer", "horizon", "rewind"]),
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(1, 30),
+            st.integers(0, 3),
+        ),
+        max_size=60,
+    )
+)
+def test_held_count_and_gap_deadline_match_every_feed(
+    steps: list[tuple[str, str, int, int]],
+) -> None:
+    """The held count, the first gap and its deadline, kept as records come, are those
+    found by looking at every app's feed."""
+    seq = Sequencer({"a": 0}, gap_timeout=0.5)
+    now = 0.0
+    for kind, app, pos, width in steps:
+        now += 0.1
+        if kind == "offer":
+            seq.offer(rec(pos, pos + width, app=app), now)
+        elif kind == "horizon":
+            seq.note_horizon({app: pos}, now)
+        else:
+            seq.rewind({app: min(pos, seq.fanned(app))}, now)
+        feeds = seq._feeds.values()
+        assert seq.held == sum(len(f._pending) for f in feeds)
+        since = [f._gap_since for f in feeds if f._gap_since is not None]
+        assert seq.next_deadline() == (min(since) + 0.5 if since else None)
+        overdue = {name: f._missing() for name, f in seq._feeds.items() if f.overdue(now, 0.5)}
+        gap = seq.gap(now)
+        assert (gap is None) == (not overdue)
+        if gap is not None:
+            assert overdue[gap[0]] == gap[1:]
+
+
 async def test_an_unreachable_bus_stops_start_up_with_a_clear_error() -> None:
     from relaydesk.server.cluster import BusError, NatsBus
 

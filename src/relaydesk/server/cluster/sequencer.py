@@ -20,6 +20,10 @@ and offers it as an ordinary record.  The ``horizon`` (the highest position know
 committed, from records or from reading the counters) lets a trailing gap be found
 too, when no later record arrives to reveal it.
 
+The sequencer is on every record's path, so its cost does not grow with the number of
+apps: it keeps the apps that have a gap, and the count of held records, up to date as
+records come, instead of scanning every app's feed per record and per loop.
+
 Pure: no I/O, time is a parameter.
 """
 
@@ -106,6 +110,15 @@ class Sequencer:
         self.gap_timeout = gap_timeout
         self._feeds = {app: _Feed(pos) for app, pos in fanned.items()}
         self.stats = {"records": 0, "stale": 0, "held": 0, "gaps": 0}
+        # Apps whose feed has a gap (``_gap_since`` set), in the order their gaps began.
+        self._gapped: dict[str, None] = {}
+        self._held = 0  # records held over every feed
+
+    def _note_gap(self, app: str, feed: _Feed) -> None:
+        if feed._gap_since is None:
+            self._gapped.pop(app, None)
+        else:
+            self._gapped.setdefault(app)
 
     def _feed(self, app: str) -> _Feed:
         feed = self._feeds.get(app)
@@ -126,19 +139,25 @@ class Sequencer:
     @property
     def held(self) -> int:
         """Records waiting for the range before them, over every app."""
-        return sum(len(feed._pending) for feed in self._feeds.values())
+        return self._held
 
     def offer(self, record: CommitRecord, now: float) -> list[CommitRecord]:
         """Take ``record``; return the records of its app now ready, in position order."""
         self.stats["records"] += 1
-        ready = self._feed(record.app).offer(record, now, self.stats)
-        self.stats["held"] = self.held
+        feed = self._feed(record.app)
+        before = len(feed._pending)
+        ready = feed.offer(record, now, self.stats)
+        self._held += len(feed._pending) - before
+        self._note_gap(record.app, feed)
+        self.stats["held"] = self._held
         return ready
 
     def note_horizon(self, committed: Mapping[str, int], now: float) -> None:
         """Storage says each app's positions up to ``committed[app]`` are committed."""
         for app, pos in committed.items():
-            self._feed(app).note_horizon(pos, now)
+            feed = self._feed(app)
+            feed.note_horizon(pos, now)
+            self._note_gap(app, feed)
 
     def rewind(self, fanned: Mapping[str, int], now: float) -> None:
         """Routing stopped at ``fanned[app]`` in each app: what follows becomes a gap."""
@@ -146,11 +165,12 @@ class Sequencer:
             feed = self._feeds.get(app)
             if feed is not None:
                 feed.rewind(pos, now)
+                self._note_gap(app, feed)
 
     def gap(self, now: float) -> tuple[str, int, int] | None:
         """An app and its range ``(after, upto]`` to read from storage, once overdue."""
-        for app, feed in self._feeds.items():
-            missing = feed.overdue(now, self.gap_timeout)
+        for app in self._gapped:
+            missing = self._feeds[app].overdue(now, self.gap_timeout)
             if missing is not None:
                 self.stats["gaps"] += 1
                 return (app, *missing)
@@ -158,5 +178,5 @@ class Sequencer:
 
     def next_deadline(self) -> float | None:
         """When the first current gap becomes overdue (None: no gap)."""
-        since = [f._gap_since for f in self._feeds.values() if f._gap_since is not None]
+        since = [s for app in self._gapped if (s := self._feeds[app]._gap_since) is not None]
         return min(since) + self.gap_timeout if since else None
