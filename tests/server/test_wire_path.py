@@ -155,6 +155,52 @@ async def test_nothing_is_written_while_the_transport_pushes_back() -> None:
     assert [_items(w) for w in sink.writes] == [[1]]
 
 
+class FakeTelemetry:
+    """Records when the recorder hears of a write, into the sink's shared log."""
+
+    def __init__(self, log: list[tuple[str, object]]) -> None:
+        self.log = log
+        self.first_gen = 0  # already set: offer_run does no recorder work
+        self.closed = False
+
+    def written_live(self, last_pos: int, n: int, now: float | None = None) -> None:
+        self.log.append(("tel", (last_pos, n, now)))
+
+
+async def test_a_pass_tells_telemetry_after_every_write_with_one_stamp_taken_first() -> None:
+    """Issue 20: recording costs the readers nothing; the stamp precedes every write."""
+    log: list[tuple[str, object]] = []
+    ticks = iter(range(100, 200))
+
+    def mono() -> float:
+        t = float(next(ticks))
+        log.append(("clock", t))
+        return t
+
+    flusher = Flusher(mono)
+    conns = []
+    for name in ("a", "b", "c"):
+        sink = RecordingSink(flusher)
+        sink.write_batch = lambda codec, items, name=name: log.append(("write", name))  # type: ignore[method-assign]
+        conn = _live_connection(sink)
+        conn.tel = cast(Any, FakeTelemetry(log))
+        conns.append(conn)
+    run = _run(1, 2)
+    for conn in conns:
+        conn.offer_run(run)
+    await asyncio.sleep(0)
+    assert log == [
+        ("clock", 100.0),
+        ("write", "a"),
+        ("write", "b"),
+        ("write", "c"),
+        ("tel", (2, 2, 100.0)),
+        ("tel", (2, 2, 100.0)),
+        ("tel", (2, 2, 100.0)),
+    ]
+    assert flusher.written == []
+
+
 # -- the path against a real server -------------------------------------------------------
 
 

@@ -190,7 +190,7 @@ def test_stages_add_up_and_deliveries_resolve() -> None:
     assert rec.trace_for("other", 7) is None
     trace = rec.trace_for("app", 7)  # what the hub asks while routing event 7
     assert trace is not None and rec.trace_for("app", 7) is None
-    for tel in (fast, slow, gone):  # what Connection.offer / Connection.traced do
+    for tel in (fast, slow, gone):  # what Connection.offer_run does
         tel.first_gen = rec.fan_gen
         tel.trace_offered(trace)
     clock.advance(0.001)  # fan-out of the batch
@@ -241,6 +241,20 @@ def test_stages_add_up_and_deliveries_resolve() -> None:
     assert outcomes["db"].outcome == "unacked" and outcomes["dc"].outcome == "closed"
     assert [h.reason for h in history] == ["transport_error"]
     assert history[0].undelivered == 1
+
+
+def test_a_write_noted_after_the_connection_closed_records_nothing() -> None:
+    """The gateway tells the recorder of a pass's writes after the pass; a connection
+    that ended in that pass must not re-enter the unacknowledged set (a leak)."""
+    rec, clock = _recorder()
+    tel = rec.attach("app", "u", "d", region="eu", net="wifi", sdk="py", resumed=False)
+    stamp = clock.monotonic()
+    tel.written_live(1, 1, stamp)
+    rec.detach(tel, "client_close")
+    tel.written_live(2, 4, stamp)
+    assert tel not in rec.unacked and tel.pending() == 0
+    rows, _, _ = rec.drain()
+    assert sum(r.count("undelivered") for r in rows) == 1
 
 
 def test_series_from_rows_and_metrics_exposition() -> None:

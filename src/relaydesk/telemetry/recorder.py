@@ -399,10 +399,14 @@ class ConnTelemetry:
             self.rec.resolve(trace, self, None, now, "resync")
         self._traced.clear()
 
-    def written_live(self, last_pos: int, n: int) -> None:
-        """The ``n`` queued events ending at ``last_pos`` are being written now."""
+    def written_live(self, last_pos: int, n: int, now: float | None = None) -> None:
+        """The ``n`` queued events ending at ``last_pos`` are being written now (or were
+        at ``now``, taken before the write by the gateway's write pass)."""
+        if self.closed:
+            return  # the connection ended in the same write pass
         rec = self.rec
-        now = self._mono()
+        if now is None:
+            now = self._mono()
         first, self.first_gen = self.first_gen, -1
         if first >= 0:
             ring = rec.fan_times

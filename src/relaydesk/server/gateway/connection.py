@@ -350,8 +350,11 @@ class Connection:
 
     # -- the native path: no task, the transport's flusher pumps ----------------------
 
-    def pump(self) -> None:
+    def pump(self, wrote: list[tuple[ConnTelemetry, int, int]] | None = None) -> None:
         """Write what is due now, never waiting (called once per loop turn at most).
+
+        ``wrote``: where the flusher collects the live batches written in its pass
+        for telemetry (recorded after the pass's writes); None: recorded here.
 
         The same order as ``run_sender``: control frames first, then the close (after
         the pubacks of publishes already submitted, at most CLOSE_DRAIN_S), then the
@@ -399,9 +402,13 @@ class Connection:
             items = feed.take_batch()
             self.stats["batches"] += 1
             self.stats["events"] += len(items)
-            if self.tel is not None:
-                # Stamped before the write: an ack can only follow the bytes.
-                self.tel.written_live(self.taken, len(items))
+            tel = self.tel
+            if tel is not None:
+                if wrote is not None:
+                    wrote.append((tel, self.taken, len(items)))  # stamped by the pass
+                else:
+                    # Stamped before the write: an ack can only follow the bytes.
+                    tel.written_live(self.taken, len(items))
             if not self._fault_drops_writes():
                 sink.write_batch(self.codec, items)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from websockets.datastructures import Headers
@@ -50,6 +50,7 @@ from relaydesk.server.gateway.websocket import CLOSE_GRACE_S, _LimitedServerProt
 if TYPE_CHECKING:
     from relaydesk.server.gateway.connection import Connection
     from relaydesk.server.gateway.gateway import Gateway
+    from relaydesk.telemetry.recorder import ConnTelemetry
 
 log = logging.getLogger("relaydesk.gateway.wire")
 # websockets logs every connection's open and close at INFO: not a line per client in
@@ -70,16 +71,26 @@ class Flusher:
     One per gateway.  ``schedule`` is O(1) and idempotent per turn; the pass runs in
     ``call_soon``, after the callbacks of this turn (a commit batch's whole fan-out)
     have queued their events: writes coalesce per turn, and an idle loop runs the
-    pass at once."""
+    pass at once.
 
-    __slots__ = ("_dirty", "_loop", "_scheduled", "frames", "passes")
+    Telemetry (issue 20) stays out of the writes' way: the pass takes one timestamp
+    before its first write, the connections only note what they wrote
+    (``written``), and the recorder is told after every connection of the pass has
+    been written to, all stamped with that one time (before the bytes, so an ack can
+    only follow it).  With telemetry on, the last connection of a pass is written no
+    later than with it off."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_dirty", "_loop", "_mono", "_scheduled", "frames", "passes", "written")
+
+    def __init__(self, mono: Callable[[], float] | None = None) -> None:
         self._dirty: dict[Connection, None] = {}  # insertion-ordered set
         # WebSocket frames of the batches written in this pass, by (codec, items):
         # connections given the same events share one encoding and one framing.
         # Emptied after every pass.
         self.frames: dict[object, bytes] = {}
+        # (telemetry, last position, events) of each live batch written in this pass.
+        self.written: list[tuple[ConnTelemetry, int, int]] = []
+        self._mono = mono  # the recorder's clock (None: telemetry off)
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
@@ -97,14 +108,20 @@ class Flusher:
         self._scheduled = False
         self.passes += 1
         dirty, self._dirty = self._dirty, {}
+        stamp = self._mono() if self._mono is not None else 0.0
+        written = self.written
         try:
             for conn in dirty:
                 try:
-                    conn.pump()
+                    conn.pump(written)
                 except Exception:  # one broken connection must not stop the others
                     log.exception("writing to %s failed", conn.client_addr)
         finally:
             self.frames.clear()
+            if written:
+                self.written = []
+                for tel, last_pos, n in written:
+                    tel.written_live(last_pos, n, stamp)
 
 
 class WireProtocol(asyncio.Protocol):
