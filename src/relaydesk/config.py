@@ -36,6 +36,12 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Connections this node is sized for; the edge directory ranks a node nearing it
     # after its siblings and lists a full one last (0: not stated, load not ranked).
     capacity: NonNeg = 0
+    # How long the interpreter lets one thread hold the GIL while another waits
+    # (sys.setswitchinterval).  The event loop shares it with the database writer
+    # thread; Python's 5 ms default let a group commit's Python work hold the loop off
+    # for milliseconds (docs/benchmarks.md, issue 11: p50 at 50k deliveries/s 5.3-5.6 ms
+    # at 5 ms, 2.4-3.7 ms at 0.2-0.5 ms).  0: leave the interpreter's default.
+    gil_switch_interval_ms: Annotated[float, Meta(ge=0, le=100)] = 0.5
 
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

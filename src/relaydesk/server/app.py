@@ -231,6 +231,9 @@ class RelaydeskServer:
         # paused delivery for 64-71 ms each (bench --only stall, max gap).
         gc.collect()
         gc.freeze()
+        switch_ms = self.settings.server.gil_switch_interval_ms
+        if switch_ms > 0:
+            sys.setswitchinterval(switch_ms / 1000.0)
         self.ready = True
         log.info("node %s ready", self.settings.server.node_id)
         try:
