@@ -356,7 +356,7 @@ def ops_router(server: RelaydeskServer) -> Router:
             # Whether this node runs the desk's background jobs (lease or forced).
             "desk_jobs": server.runs_desk_jobs,
             # Live connections that overflowed their queue and were served from storage.
-            "slow_consumer_resyncs": sum(c.stats["resyncs"] for c in server.gateway.connections),
+            "slow_consumer_resyncs": sum(c.resyncs for c in server.gateway.connections),
             # Catch-up pages served from the hub's recent events vs read per device,
             # and how long the connected devices took from welcome to synced.
             "catchup": {

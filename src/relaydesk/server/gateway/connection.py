@@ -123,9 +123,9 @@ class Connection:
         "login_ms",
         "net",
         "region",
+        "resyncs",
         "sdk",
         "session",
-        "stats",
         "tel",
         "user",
     )
@@ -183,7 +183,7 @@ class Connection:
         # end_reason is set once by the gateway when it decides to close.
         self.tel: ConnTelemetry | None = None
         self.end_reason = ""
-        self.stats = {"batches": 0, "events": 0, "resyncs": 0}
+        self.resyncs = 0  # live -> catch-up fallbacks (slow consumer)
         # Seconds from the start of the feed to the handover to live (None: not yet).
         self.catchup_s: float | None = None
         self._feed_started = 0.0
@@ -242,7 +242,7 @@ class Connection:
             if feed.resyncs != resyncs:
                 tel.resynced(feed.over_items)  # which bound bound
         if feed.resyncs != resyncs:
-            self.stats["resyncs"] += 1
+            self.resyncs += 1
 
     def push_presence(self, change: PresenceChange) -> None:
         if self.active:  # never ahead of welcome; presence is ephemeral (query it)
@@ -269,7 +269,7 @@ class Connection:
             feed.over_items = False  # the byte bound bound
             feed.shed()
             if feed.resyncs != resyncs:
-                self.stats["resyncs"] += 1
+                self.resyncs += 1
                 if self.tel is not None:
                     self.tel.resynced(False)
         if self._control_bytes <= self._limit_bytes:
@@ -366,7 +366,34 @@ class Connection:
         if self._close_sent:
             return
         control = self._control
-        if control and sink.writable:
+        if control:
+            self._pump_control(sink, control)
+        if control or not sink.writable:
+            return
+        if self._closing is not None:
+            self._pump_close()
+            return
+        if not self.active:
+            return
+        feed = self.feed
+        if feed.mode is Mode.CATCHUP:
+            sink.start_catchup(self)
+            return
+        if feed.queue:
+            items = feed.take_batch()
+            tel = self.tel
+            if tel is not None:
+                if wrote is not None:
+                    wrote.append((tel, self.taken, len(items)))  # stamped by the pass
+                else:
+                    # Stamped before the write: an ack can only follow the bytes.
+                    tel.written_live(self.taken, len(items))
+            if not self._fault_drop_device or self.device != self._fault_drop_device:
+                sink.write_batch(self.codec, items)
+
+    def _pump_control(self, sink: Sink, control: list[bytes]) -> None:
+        """Write queued control frames while the transport takes them."""
+        if sink.writable:
             backlogged = self.replies_backlogged
             binary = self.codec.binary
             written = 0
@@ -379,38 +406,19 @@ class Connection:
             del control[:written]
             if backlogged and not self.replies_backlogged:
                 sink.replies_drained(self)
-        if control or not sink.writable:
+
+    def _pump_close(self) -> None:
+        """Closing: write the close once the pubacks of publishes already submitted
+        are out (at most CLOSE_DRAIN_S)."""
+        if self.inflight > 0 and self._close_wait is None:
+            # Answer publishes already submitted before closing (bounded): each
+            # answer pumps again; the timer closes if they do not all come.
+            loop = asyncio.get_running_loop()
+            self._close_wait = loop.call_later(CLOSE_DRAIN_S, self._close_now)
             return
-        if self._closing is not None:
-            if self.inflight > 0 and self._close_wait is None:
-                # Answer publishes already submitted before closing (bounded): each
-                # answer pumps again; the timer closes if they do not all come.
-                loop = asyncio.get_running_loop()
-                self._close_wait = loop.call_later(CLOSE_DRAIN_S, self._close_now)
-                return
-            if self.inflight > 0 and self._close_wait is not None:
-                return
-            self._close_now()
+        if self.inflight > 0 and self._close_wait is not None:
             return
-        if not self.active:
-            return
-        feed = self.feed
-        if feed.mode is Mode.CATCHUP:
-            sink.start_catchup(self)
-            return
-        if feed.queue:
-            items = feed.take_batch()
-            self.stats["batches"] += 1
-            self.stats["events"] += len(items)
-            tel = self.tel
-            if tel is not None:
-                if wrote is not None:
-                    wrote.append((tel, self.taken, len(items)))  # stamped by the pass
-                else:
-                    # Stamped before the write: an ack can only follow the bytes.
-                    tel.written_live(self.taken, len(items))
-            if not self._fault_drops_writes():
-                sink.write_batch(self.codec, items)
+        self._close_now()
 
     def transport_gone(self) -> None:
         """Native: the transport closed; nothing more is written or waited for."""
@@ -490,8 +498,6 @@ class Connection:
                 continue
             if feed.queue:
                 items = feed.take_batch()
-                self.stats["batches"] += 1
-                self.stats["events"] += len(items)
                 data = self.codec.encode_batch(items)
                 if self.tel is not None:
                     # Stamped before the write: an ack can only follow the bytes.
@@ -530,8 +536,6 @@ class Connection:
                 if data is None:
                     data = encodings[name] = self.codec.encode_event(event)
                 items.append(data)
-            self.stats["batches"] += 1
-            self.stats["events"] += len(page)
             if self.tel is not None:
                 self.tel.written_catchup(page[-1][0].pos, len(page), self._page)
             if not self._fault_drops_writes():

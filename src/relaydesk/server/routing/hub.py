@@ -45,7 +45,7 @@ import dataclasses
 import functools
 import logging
 import secrets as pysecrets
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -126,7 +126,7 @@ class _Commit:
     cursors: dict[tuple[str, str, str], int]
     started: float
     demand: int
-    task: asyncio.Task[BatchResult]
+    task: Awaitable[BatchResult]
 
 
 class Endpoint(Protocol):
@@ -319,7 +319,7 @@ class Hub:
         nxt: _Commit | None = None
         while True:
             if nxt is None:
-                nxt = self._begin([await self._queue.get()])
+                nxt = self._begin([await self._queue.get()], start=False)
             cur, nxt = nxt, None
             try:
                 result: BatchResult = await cur.task
@@ -355,7 +355,7 @@ class Hub:
                     # SQLite's C code, no GIL) while this one fans out on the loop.
                     # Its events are routed after these, in commit order; one loop
                     # turn lets its task hand the commit to the thread first.
-                    nxt = self._begin([])
+                    nxt = self._begin([], start=True)
                     await asyncio.sleep(0)
                 first = {app: last + 1 for app, last in result.last_pos.items()}
                 for op, outcome in zip(reversed(ops), reversed(result.outcomes), strict=True):
@@ -380,9 +380,10 @@ class Hub:
                 # Every event of the batch has been offered; no sender ran meanwhile.
                 rec.batch_fanned(mono())
 
-    def _begin(self, batch: list[tuple[Op, Done]]) -> _Commit:
-        """Take what is queued (up to the cap) after ``batch`` and start its group
-        commit in the writer thread."""
+    def _begin(self, batch: list[tuple[Op, Done]], *, start: bool) -> _Commit:
+        """Take what is queued (up to the cap) after ``batch`` and prepare its group
+        commit; ``start``: hand it to the writer thread now (a task), else when awaited
+        (no task: the writer awaits it next)."""
         limit = self.settings.storage.commit_batch_max
         queue = self._queue
         while len(batch) < limit and not queue.empty():
@@ -398,9 +399,8 @@ class Hub:
         # Acks received before this commit are stored with it (docs/protocol.md §5.3).
         cursors = self._saving = self._cursors
         self._cursors = {}
-        task = asyncio.get_running_loop().create_task(
-            self.db.write(functools.partial(self._commit, ops=ops, want=want, cursors=cursors))
-        )
+        commit = self.db.write(functools.partial(self._commit, ops=ops, want=want, cursors=cursors))
+        task = asyncio.get_running_loop().create_task(commit) if start else commit
         return _Commit(batch, ops, cursors, started, demand, task)
 
     def _commit(
