@@ -37,11 +37,12 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # after its siblings and lists a full one last (0: not stated, load not ranked).
     capacity: NonNeg = 0
     # How long the interpreter lets one thread hold the GIL while another waits
-    # (sys.setswitchinterval).  The event loop shares it with the database writer
-    # thread; Python's 5 ms default let a group commit's Python work hold the loop off
-    # for milliseconds (docs/benchmarks.md, issue 11: p50 at 50k deliveries/s 5.3-5.6 ms
-    # at 5 ms, 2.4-3.7 ms at 0.2-0.5 ms).  0: leave the interpreter's default.
-    gil_switch_interval_ms: Annotated[float, Meta(ge=0, le=100)] = 0.5
+    # (sys.setswitchinterval), in ms; 0 leaves Python's default (5 ms).  The event loop
+    # shares the GIL with the database writer thread.  A trade-off, measured
+    # (docs/benchmarks.md "Fan-out in runs"): 0.5 ms cut p50 at 50k deliveries/s to
+    # 100 subscribers from 5.3-5.6 to 2.5-3.7 ms, but made it 2.5-4x worse to 1,000
+    # subscribers (a 1,000-write pass is preempted every 0.5 ms); hence off by default.
+    gil_switch_interval_ms: Annotated[float, Meta(ge=0, le=100)] = 0.0
 
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
