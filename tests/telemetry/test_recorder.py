@@ -257,6 +257,45 @@ def test_a_write_noted_after_the_connection_closed_records_nothing() -> None:
     assert sum(r.count("undelivered") for r in rows) == 1
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_one_ack_over_many_batches_buckets_each_wait_as_observing_it_would(seed: int) -> None:
+    """An ack covering hundreds of written batches is recorded without a Python loop
+    per batch (issue 20: 100 subscribers acking at once paused the loop); the result is
+    the same as observing each batch's wait."""
+    rng = random.Random(seed)
+    rec, clock = _recorder()
+    tel = rec.attach("app", "u", "d", region="eu", net="wifi", sdk="py", resumed=False)
+    tel.caught_up()
+    expected = Histogram.latency()
+    sent: list[tuple[int, float, int]] = []
+    pos = 0
+    for _ in range(rng.randint(1, 600)):
+        pos += rng.randint(1, 3)
+        n = rng.randint(1, 5)
+        sent.append((pos, clock.monotonic(), n))
+        tel.written_live(pos, n)
+        clock.advance(rng.choice([0.0, 0.0001, 0.002, 0.02, 0.3]))
+    acked_upto = rng.choice([p for p, _, _ in sent])
+    now = clock.monotonic()
+    delivered = late = 0
+    for p, t, n in sent:
+        if p > acked_upto:
+            break
+        ms = (now - t) * 1000.0
+        if ms <= 1000.0:  # the 1 s deadline
+            expected.observe(ms, n)
+            delivered += n
+        else:
+            late += n
+    tel.acked(acked_upto)
+    hist = rec.current().client_ack
+    assert hist.counts == expected.counts
+    assert hist.n == expected.n == delivered
+    assert hist.sum == pytest.approx(expected.sum)
+    assert (tel.delivered, tel.undelivered) == (delivered, late)
+    assert tel.pending() == sum(1 for p, _, _ in sent if p > acked_upto)
+
+
 def test_series_from_rows_and_metrics_exposition() -> None:
     rec, clock = _recorder()
     tel = rec.attach("app", "u", "d", region="eu", net="", sdk="", resumed=False)

@@ -59,9 +59,10 @@ from __future__ import annotations
 
 import time
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
+from operator import mul
 
 from relaydesk.clock import Clock, SystemClock
 from relaydesk.config import TelemetrySettings
@@ -520,30 +521,18 @@ class ConnTelemetry:
         now = self._mono()
         deadline = rec.deadline_s
         agg = rec.agg(self.key)
-        start = i
         if i < end and window[i] <= pos:
-            # One ack covers every batch written since the last (hundreds at a
-            # steady rate): bucket each wait inline and add the sums once.
-            hist = agg.client_ack
-            counts = hist.counts
-            bounds = hist.bounds
-            delivered = late = 0
-            total_ms = 0.0
-            while i < end and window[i] <= pos:
-                waited = now - window[i + 1]
-                n = int(window[i + 2])
-                i += 3
-                if waited <= deadline:
-                    ms = waited * 1000.0
-                    counts[bisect_left(bounds, ms)] += n
-                    total_ms += ms * n
-                    delivered += n
-                else:
-                    late += n
+            # One ack covers every batch written since the last: hundreds at a steady
+            # rate, and the subscribers of a busy channel ack at the same moment.
+            # Per-entry Python work here was a 25-60 ms pause of the loop when 100
+            # of them acked 500 batches each (issue 20): _ack_window does C-level
+            # work per entry and Python work per histogram bucket touched.
+            start = i
+            covered = bisect_right(window[i:end:3], pos)
+            i += 3 * covered
+            delivered, late = self._ack_window(start, i, now, deadline, agg.client_ack)
             self._pop(i - start)
             if delivered:
-                hist.sum += total_ms
-                hist.n += delivered
                 agg.delivered += delivered
                 self.delivered += delivered
                 if self.rtt_ms is not None:
@@ -557,6 +546,38 @@ class ConnTelemetry:
             rec.resolve(trace, self, written, now, outcome, acked=now)
         if self._expired:
             self._late_acks(pos)
+
+    def _ack_window(
+        self, start: int, stop: int, now: float, deadline: float, hist: Histogram
+    ) -> tuple[int, int]:
+        """Record the waits of the window's entries in ``[start, stop)`` (acknowledged at
+        ``now``) into ``hist``; returns (delivered, late) event counts.
+
+        Write times only grow along the window, so the waits, newest first, ascend:
+        one list of waits (a comprehension), then per histogram bucket touched a
+        bisect and a C-level sum of its counts.  The same buckets and sums as
+        observing every entry, without a Python loop per entry."""
+        window = self.window
+        # Waits in ms, newest first: ascending.
+        ms = [(now - t) * 1000.0 for t in window[stop - 2 : start : -3]]
+        counts = window[stop - 1 : start + 1 : -3]
+        ok = bisect_right(ms, deadline * 1000.0)
+        late = int(sum(counts[ok:]))
+        if not ok:
+            return 0, late
+        bounds = hist.bounds
+        buckets = hist.counts
+        last = len(bounds)
+        at = 0
+        while at < ok:
+            j = bisect_left(bounds, ms[at])
+            cut = bisect_right(ms, bounds[j], at, ok) if j < last else ok
+            buckets[j] += int(sum(counts[at:cut]))
+            at = cut
+        delivered = int(sum(counts[:ok]))
+        hist.sum += sum(map(mul, ms, counts[:ok]))
+        hist.n += delivered
+        return delivered, late
 
     def _late_acks(self, pos: int) -> None:
         expired, now = self._expired, self._mono()
