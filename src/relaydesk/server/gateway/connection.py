@@ -388,7 +388,7 @@ class Connection:
                 else:
                     # Stamped before the write: an ack can only follow the bytes.
                     tel.written_live(self.taken, len(items))
-            if not self._fault_drop_device or self.device != self._fault_drop_device:
+            if not self._fault_drops_writes():
                 sink.write_batch(self.codec, items)
 
     def _pump_control(self, sink: Sink, control: list[bytes]) -> None:
