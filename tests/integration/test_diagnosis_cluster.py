@@ -260,7 +260,20 @@ async def _run(
         for direction in ("upstream", "downstream"):
             netsim.impair(direction, LinkProfile())
         impaired_to = time.time()
-        undrained = await _until(lambda: not _nodes(a)["edge-b"]["draining"], COOL_OFF_S + 30)
+        # The last time edge-b was seen draining (the poll's start): the undrain lies
+        # between it and the poll that saw it over, up to a poll interval later, and a
+        # client may rightly go back to edge-b (near again) within that interval.
+        seen_draining = time.time()
+
+        def undrained_now() -> bool:
+            nonlocal seen_draining
+            asked = time.time()
+            over = not _nodes(a)["edge-b"]["draining"]
+            if not over:
+                seen_draining = asked
+            return over
+
+        undrained = await _until(undrained_now, COOL_OFF_S + 30)
         assert undrained, "edge-b was never undrained"
         undrained_at = time.time()
         await asyncio.sleep(AFTER_UNDRAIN_S)
@@ -276,7 +289,7 @@ async def _run(
 
     # The region's users left edge-b within a few seconds of the drain and stayed away
     # while it was drained (after the undrain they may go back: it is near again) ...
-    moved = [s for s in samples if drained_at + SETTLE_S <= s[0] < undrained_at]
+    moved = [s for s in samples if drained_at + SETTLE_S <= s[0] < seen_draining]
     assert moved and all(s[3] != url_b for s in moved), {s[3] for s in moved}
     # ... and their sends recovered while edge-b's path was still bad.
     # (p50, not p99: 150 ms of jitter each way puts every send of the impaired node at
