@@ -229,8 +229,10 @@ class StreamLink:
             self._poster.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._poster
-        if leaving:
+        if leaving and not self._http.is_closed:
             # Said on purpose (not a lost link): the server records a client close.
+            # (A concurrent aclose may have closed the HTTP client meanwhile: then the
+            # link is over already and there is nothing left to say.)
             with contextlib.suppress(httpx.HTTPError, TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._http.delete(
