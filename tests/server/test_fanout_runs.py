@@ -74,7 +74,7 @@ def test_runs_keep_every_event_once_in_order() -> None:
 def test_run_encodes_once_per_codec_and_shares_with_the_cache() -> None:
     events = [ev(p) for p in range(10, 15)]
     cache: list[dict[str, bytes]] = [{} for _ in events]
-    run = Run("app", None, events, cache)
+    run = Run(events, cache)
     json_codec, mp_codec = server_codec(SUBPROTOCOL_JSON), server_codec(SUBPROTOCOL_MSGPACK)
     items, size = run.encoded(json_codec)
     assert items == [json_codec.encode_event(e) for e in events]
@@ -90,10 +90,10 @@ def test_run_reuses_an_encoding_already_made() -> None:
     event = ev(3)
     codec = server_codec(SUBPROTOCOL_JSON)
     made = codec.encode_event(event)
-    run = Run("app", None, [event], [{codec.name: made}])
+    run = Run([event], [{codec.name: made}])
     assert run.encoded(codec)[0][0] is made
 
 
 def test_after_finds_the_first_new_event() -> None:
-    run = Run("app", None, [ev(p) for p in (4, 6, 9, 12)])
+    run = Run([ev(p) for p in (4, 6, 9, 12)])
     assert [run.after(p) for p in (0, 4, 5, 6, 11, 12, 99)] == [0, 1, 1, 2, 3, 4, 4]

@@ -96,7 +96,7 @@ def _event(pos: int) -> Event:
 
 
 def _run(*positions: int) -> Run:
-    return Run("app", None, [_event(p) for p in positions])
+    return Run([_event(p) for p in positions])
 
 
 def _items(data: bytes) -> list[int]:

@@ -45,12 +45,10 @@ class EventCodec(Protocol):
 
 
 class Run:
-    """Consecutive events of one app that go to the same connections."""
+    """Consecutive events of one app that go to the same connections (``split_runs``)."""
 
     __slots__ = (
         "_by_codec",
-        "app",
-        "audience",
         "encodings",
         "events",
         "first_pos",
@@ -60,13 +58,9 @@ class Run:
 
     def __init__(
         self,
-        app: str,
-        audience: str | None,
         events: Sequence[Event],
         encodings: Sequence[Encodings] | None = None,
     ) -> None:
-        self.app = app
-        self.audience = audience
         self.events = events
         # One dict per event, codec name -> bytes (shared with the recent-events cache).
         self.encodings: Sequence[Encodings] = (

@@ -450,7 +450,7 @@ class Hub:
                 self._announce_join(app, first.subject, members)
             elif self._remote.devices((app, first.subject))[0]:  # online on another node
                 self._announce_join(app, first.subject, members)
-        run = Run(app, audience, events)
+        run = Run(events)
         recent = self.recent
         rec = self.recorder
         for event, encodings in zip(events, run.encodings, strict=True):
