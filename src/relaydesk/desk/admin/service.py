@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from relaydesk.aio import wait_event
 from relaydesk.clock import Clock, millis
 from relaydesk.desk.accounts import Accounts, normalise_email, password_problem
 from relaydesk.desk.admin.errors import AdminErrorCode as E
@@ -197,8 +198,7 @@ class AdminService:
             wait = every_s
             if self._next_expiry_ms is not None:
                 wait = min(wait, max(0.05, (self._next_expiry_ms - self.now_ms()) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await wait_event(self._wake, wait)
             self._wake.clear()
             try:
                 await self.publish_app_secrets()

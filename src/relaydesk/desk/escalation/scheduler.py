@@ -35,6 +35,7 @@ from typing import Final
 
 import msgspec
 
+from relaydesk.aio import wait_event
 from relaydesk.clock import Clock, utc_datetime
 from relaydesk.desk.escalation.notifiers import Notice, NoticeKind, Notifier, PageReason
 from relaydesk.desk.escalation.routing import choose_on_call
@@ -301,10 +302,7 @@ class EscalationScheduler:
             except Exception:  # a bad ticket must not stop paging for the others
                 log.exception("escalation tick failed")
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._interval)
 
     async def start(self) -> None:
         """Start the periodic task (owned here, cancelled by :meth:`aclose`)."""

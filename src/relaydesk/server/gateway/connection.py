@@ -40,6 +40,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from relaydesk.aio import wait_event
 from relaydesk.protocol.codec import Codec
 from relaydesk.protocol.errors import ErrorCode
 from relaydesk.protocol.frames import ClientFrame, Error, Event, Frame, PresenceChange, Synced
@@ -289,9 +290,7 @@ class Connection:
         assert drained is not None, "ASGI path only"
         while self.replies_backlogged and not self.closing:
             drained.clear()
-            try:
-                await asyncio.wait_for(drained.wait(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
+            if not await wait_event(drained, max(0.0, deadline - loop.time())):
                 return not self.replies_backlogged
         return True
 
@@ -480,8 +479,7 @@ class Connection:
                 if self.inflight > 0:
                     # Answer publishes already submitted before closing (bounded).
                     wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), CLOSE_DRAIN_S)
+                    await wait_event(wake, CLOSE_DRAIN_S)
                     if self._control:
                         continue
                 code, reason = self._closing
