@@ -44,6 +44,7 @@ from websockets.extensions.base import ClientExtensionFactory
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.typing import Subprotocol
 
+from relaydesk.aio import wait_event
 from relaydesk.client.connlog import ConnectionLog
 from relaydesk.client.endpoints import Endpoints
 from relaydesk.clock import Clock
@@ -180,6 +181,12 @@ async def _open(
     return WebSocketLink(ws)
 
 
+def _told_to_move(s: ClientSession) -> bool:
+    """The node sent ``moved`` and then ``error{4061}`` on this link (§3.6)."""
+    error = s.last_error
+    return s.moved is not None and error is not None and error.code == ErrorCode.SERVER_DRAINING
+
+
 class SessionRunner:
     """Drives one ``ClientSession`` over successive links until it is closed or failed."""
 
@@ -228,6 +235,7 @@ class SessionRunner:
         self._state = session.state
         self.last_close: tuple[int | None, str] | None = None
         self.last_failure: str | None = None  # why the last connection attempt failed
+        self._closing: set[asyncio.Task[None]] = set()  # links left when moved, closing
 
     # -- called by the Client ------------------------------------------------------
 
@@ -244,6 +252,8 @@ class SessionRunner:
 
     async def aclose(self) -> None:
         """Send a last ack, close the link (the owner then cancels the supervisor task)."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         link = self._link
         if link is None:
             return
@@ -325,11 +335,8 @@ class SessionRunner:
             log.info("reconnecting in %.2fs (attempt %d)", delay, s.attempt)
             self.log.waiting(self._ms(), delay)
             self._retry_now.clear()
-            try:
-                await asyncio.wait_for(self._retry_now.wait(), delay)
+            if await wait_event(self._retry_now, delay):
                 s.reconnect_delay(self._policy)  # consumed: the retry is now
-            except TimeoutError:
-                pass
 
     async def _ask_directory(self) -> None:
         """A fresh ranking from the edge directory; on any failure keep the list we have."""
@@ -364,6 +371,14 @@ class SessionRunner:
 
             for t in tasks:
                 t.add_done_callback(stop_all)
+        if result[0] == ErrorCode.SERVER_DRAINING and self.session.moved is not None:
+            # Told to move: reconnect now; the close finishes in the background.
+            closing = asyncio.get_running_loop().create_task(
+                self._close_quietly(link, 1000, "moved")
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            return result[0]
         try:
             await asyncio.wait_for(link.aclose(), 2.0)
         except (LinkClosed, OSError, TimeoutError):
@@ -378,6 +393,15 @@ class SessionRunner:
                 frame = self._codec.decode(data)
                 s.receive(frame, self._clock.monotonic())
                 self._after_receive()
+                if _told_to_move(s):
+                    # ``moved``, then ``error{4061}``: the node said where to go and that
+                    # it closes now; its close frame adds nothing, and a slow path or a
+                    # loaded node can hold it (or its TCP close) for seconds, keeping
+                    # this client on the node it is asked to leave (docs/protocol.md §3.6).
+                    code = ErrorCode.SERVER_DRAINING
+                    self.last_close = (int(code), code.name)
+                    result[0] = int(code)
+                    return
         except LinkClosed as exc:
             self.last_close = (exc.code, exc.reason)
             result[0] = exc.code
@@ -440,10 +464,7 @@ class SessionRunner:
                 timeout = max(
                     0.0, s.next_deadline(self._clock.monotonic()) - self._clock.monotonic()
                 )
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, timeout)
         except LinkClosed:
             return
         except OSError as exc:
@@ -472,9 +493,7 @@ class SessionRunner:
             self.wake()
             # The auth_ok updates ``s.exp``; wait for it (the link may end first).
             self._refreshed.clear()
-            try:
-                await asyncio.wait_for(self._refreshed.wait(), 10.0)
-            except TimeoutError:
+            if not await wait_event(self._refreshed, 10.0):
                 log.warning("no auth_ok within 10s; trying again")
 
     async def _close_quietly(self, link: Link, code: int, reason: str) -> None:
