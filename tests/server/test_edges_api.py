@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,6 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import websockets
+from raw_client import Raw
+
+from relaydesk.protocol.frames import Hello, Publish
 
 OPERATOR = "operator-key-for-tests-0123456789"
 
@@ -110,3 +116,37 @@ def test_bad_credentials_unknown_nodes_and_bad_regions_get_clear_errors(
     assert r.status_code == 400
     failed = cli(server, "drain", "nope")
     assert failed.returncode == 1 and "NOT_FOUND" in failed.stderr
+
+
+async def test_a_login_on_a_draining_node_is_moved_and_closed_at_once(
+    make_server: Callable[..., Any],
+) -> None:
+    """A client that (re)connects to a draining node gets ``moved`` and the close
+    right away, its closing handshake included, even with publishes pipelined
+    behind its hello (as the SDK resends its outbox): a drain must not hold the
+    client on the node it is leaving (the close used to wait out the 10 s close
+    time-out when the login was refused)."""
+    server = node(make_server)
+    assert cli(server, "drain", "edge-t1", "--reason", "maintenance").returncode == 0
+    deadline = time.monotonic() + 10
+    for attempt in range(3):
+        raw = await Raw.open(server.ws_url)
+        started = time.monotonic()
+        frames = [Hello(token=server.token("alice"), device=f"d{attempt}")]
+        frames += [Publish(id=f"m{attempt}-{i}", to="user:bob", body=b"x") for i in range(attempt)]
+        await raw.ws.send(b"".join(raw.codec.encode(f) for f in frames[:1]))
+        for f in frames[1:]:
+            await raw.send(f)
+        try:
+            moved = await raw.expect("moved")
+        except (AssertionError, TimeoutError):
+            assert time.monotonic() < deadline, "the node never refused the login"
+            await raw.ws.close()
+            continue  # the node has not seen its drain flag yet (heartbeat)
+        assert moved.reason == "maintenance"
+        with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+            while True:
+                await raw.recv(timeout=5)
+        await asyncio.wait_for(raw.ws.wait_closed(), 5)
+        assert raw.ws.close_code == 4061, raw.ws.close_code
+        assert time.monotonic() - started < 3, "the closing handshake waited for a time-out"

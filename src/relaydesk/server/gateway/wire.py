@@ -284,7 +284,7 @@ class WireProtocol(asyncio.Protocol):
         if self.ws.parser_exc is not None:
             close = self.ws.close_sent
             gateway.wire_failed(conn, close.code if close is not None else 0)
-        elif pending is None and conn.replies_backlogged:
+        elif pending is None and conn.replies_backlogged and not conn.closing:
             self._backlogged()
 
     def _payload(self, frame: Frame) -> bytes | str | None:
@@ -321,7 +321,7 @@ class WireProtocol(asyncio.Protocol):
                 await gateway.wire_action(conn, follow)
         self._pending = None
         self._task = None
-        if conn.replies_backlogged:
+        if conn.replies_backlogged and not conn.closing:
             self._backlogged()
         else:
             self._resume_reading()
@@ -336,9 +336,13 @@ class WireProtocol(asyncio.Protocol):
         self._gateway.wire_backlogged(conn)
 
     def replies_drained(self, conn: Connection) -> None:
-        if self._pending is None and not conn.closing:
+        if self._pending is not None:
+            return
+        if not conn.closing:
             self._gateway.wire_drained(conn)
-            self._resume_reading()
+        # Closing too: the peer's answer to our close frame must still be read, or
+        # the closing handshake waits out CLOSE_TIMEOUT_S (requests are ignored).
+        self._resume_reading()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
