@@ -5,8 +5,9 @@ of ``USERS_JSON`` (``[user, device, token]``) to ``URL`` and, until ``STOP_FILE`
 has each publish to ``channel:edge`` every 0.5 s (waiting at most ``SEND_TIMEOUT_S`` for
 the acknowledgement; the SDK keeps an unacknowledged message and resends it), read its
 feed and probe every second.  A drained node's ``moved`` sends the SDK to the hinted
-node.  Prints ``ready`` once every client is in, then one JSON document: per send
-``[wall-clock start s, acked within the time-out, latency ms or null, node URL]``.
+node.  Prints ``ready`` once every client is in, then one JSON document: ``samples``,
+per send ``[wall-clock start s, acked within the time-out, latency ms or null, node
+URL]``, and ``logs``, each user's SDK connection log (what a failed check shows).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 import relaydesk
 from relaydesk.client import Client, ReconnectPolicy
 
@@ -29,6 +32,7 @@ SEND_TIMEOUT_S = 3.0
 async def _user(
     url: str, region: str, stop: Path, user: str, device: str, token: str,
     samples: list[list[Any]], ready: asyncio.Event, started: list[int], total: int,
+    logs: dict[str, Any],
 ) -> None:  # fmt: skip
     async with relaydesk.connect(
         url, token, device=device, region=region, net="wifi", probe_interval_s=1.0,
@@ -59,10 +63,12 @@ async def _user(
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+        logs[user] = [msgspec.to_builtins(e) for e in client.connection_log]
 
 
-async def run(url: str, region: str, stop: Path, users: list[Any]) -> list[list[Any]]:
+async def run(url: str, region: str, stop: Path, users: list[Any]) -> dict[str, Any]:
     samples: list[list[Any]] = []
+    logs: dict[str, Any] = {}
     ready = asyncio.Event()
     started: list[int] = []
 
@@ -73,17 +79,17 @@ async def run(url: str, region: str, stop: Path, users: list[Any]) -> list[list[
     await asyncio.gather(
         announce(),
         *(
-            _user(url, region, stop, u, d, t, samples, ready, started, len(users))
+            _user(url, region, stop, u, d, t, samples, ready, started, len(users), logs)
             for u, d, t in users
         ),
     )
-    return samples
+    return {"samples": samples, "logs": logs}
 
 
 def main() -> None:
     url, region, stop, users = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
-    samples = asyncio.run(run(url, region, stop, json.loads(users)))
-    print(json.dumps(samples), flush=True)
+    out = asyncio.run(run(url, region, stop, json.loads(users)))
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -285,12 +285,26 @@ async def _run(
         direct.cancel()
         await asyncio.gather(direct, return_exceptions=True)
     assert proc.returncode == 0, err.decode()[-2000:]
-    samples: list[list[Any]] = json.loads(out.decode().strip().splitlines()[-1])
+    clients = json.loads(out.decode().strip().splitlines()[-1])
+    samples: list[list[Any]] = clients["samples"]
 
     # The region's users left edge-b within a few seconds of the drain and stayed away
     # while it was drained (after the undrain they may go back: it is near again) ...
     moved = [s for s in samples if drained_at + SETTLE_S <= s[0] < seen_draining]
-    assert moved and all(s[3] != url_b for s in moved), {s[3] for s in moved}
+    stayed = [[round(s[0] - drained_at, 2), *s[1:]] for s in moved if s[3] == url_b]
+    detail = {
+        "edge-b": url_b,
+        "drain seen at": drained_at,
+        "sends on edge-b, seconds after the drain was seen": stayed,
+        "window": [SETTLE_S, round(seen_draining - drained_at, 2)],
+        "connection logs since the drain": {
+            u: [e for e in log if e["t_ms"] / 1000 >= drained_at - 5]
+            for u, log in clients["logs"].items()
+        },
+    }
+    if not moved or stayed:
+        print(json.dumps(detail, indent=1))  # pytest shows it in full; the assert truncates
+    assert moved and not stayed, detail
     # ... and their sends recovered while edge-b's path was still bad.
     # (p50, not p99: 150 ms of jitter each way puts every send of the impaired node at
     # 300 ms or more, while a p99 also catches a move or a loaded machine's stall.)
