@@ -38,7 +38,7 @@ run: $(STAMP)
 test: $(STAMP) $(JSDEPS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=30
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
