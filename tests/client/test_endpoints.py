@@ -57,3 +57,12 @@ def test_duplicates_are_folded_and_an_empty_list_refused() -> None:
     assert Endpoints([A, A, B]).urls == (A, B)
     with pytest.raises(ValueError):
         Endpoints([])
+
+
+def test_nowhere_else_to_go_when_every_candidate_drained() -> None:
+    e = Endpoints([A, B], avoid_s=60)
+    e.drained(A, [], 0)
+    assert e.elsewhere(0)  # B is still there
+    e.drained(B, [], 1)
+    assert not e.elsewhere(1)  # both avoided: the client backs off
+    assert e.elsewhere(61)  # A's avoidance is over

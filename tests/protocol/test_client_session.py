@@ -795,3 +795,20 @@ def test_rate_limited_message_goes_first_and_the_pace_restarts_from_empty() -> N
     # a retried first; b and c are still in flight and not sent again.
     assert [f.id for f in s2.take_outgoing() if isinstance(f, Publish)] == ["a"]
     assert s2.statistics().paced == 0
+
+
+def test_a_drain_reconnects_at_once_only_when_there_is_another_node() -> None:
+    """Moved off a draining node (4061): at once if another node is there to try;
+    a lone draining node is backed off from like a failure, growing, so its clients
+    do not reconnect to it in a loop (docs/protocol.md §3.6)."""
+    s = ClientSession(SessionConfig(user=ME, device=DEV), rand=lambda: 1.0)
+    p = ReconnectPolicy(base_s=1.0, max_s=100.0)
+    s.connection_opened("t", 0.0)
+    s.connection_lost(int(ErrorCode.SERVER_DRAINING), 0.0, elsewhere=True)
+    assert s.reconnect_delay(p) == 0.0
+    delays = []
+    for _ in range(3):
+        s.connection_opened("t", 0.0)
+        s.connection_lost(int(ErrorCode.SERVER_DRAINING), 0.0, elsewhere=False)
+        delays.append(s.reconnect_delay(p))
+    assert delays == [1.0, 2.0, 4.0]

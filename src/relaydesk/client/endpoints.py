@@ -11,7 +11,9 @@ the edge directory (``GET /v1/apps/{app}/edges?region=…``), best first.
   cluster is not hammered.
 - A node that says it is draining (``moved`` frame, close 4061) is avoided for
   ``avoid_s`` and the client reconnects at once to the next candidate (its hints
-  first): a drain moves clients without waiting for a back-off.
+  first): a drain moves clients without waiting for a back-off.  When every
+  candidate is avoided (a lone node draining) there is nowhere to move: the client
+  backs off as after a failure (``elsewhere``) instead of reconnecting in a loop.
 - A connection that succeeds on a candidate other than the first is *remembered* as
   the working fallback for ``remember_s`` (like Ably's RSC15f): later reconnects try
   it first instead of the failing primary; after ``remember_s`` the primary is tried
@@ -108,6 +110,10 @@ class Endpoints:
             self._urls = list(dict.fromkeys([*known, *self._urls]))
         self._index = 0
         self._failures = 0
+
+    def elsewhere(self, now: float) -> bool:
+        """Some candidate is not being avoided (a drained node's clients can move)."""
+        return any(self._usable(u, now) for u in self._urls)
 
     def replace(self, urls: Sequence[str], now: float) -> None:
         """A fresh ranking from the directory."""

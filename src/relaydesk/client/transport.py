@@ -319,11 +319,12 @@ class SessionRunner:
                     self._link = None
                     reason = self.last_close[1] if self.last_close and code is not None else ""
                     self.log.closed(self._ms(), self._clock.monotonic(), url, code, reason)
+                now = self._clock.monotonic()
                 if code == ErrorCode.SERVER_DRAINING:
                     hints: list[str] = s.moved.urls if s.moved is not None else []
-                    self.endpoints.drained(url, hints, self._clock.monotonic())
+                    self.endpoints.drained(url, hints, now)
                 if not s.terminal:
-                    s.connection_lost(code, self._clock.monotonic())
+                    s.connection_lost(code, now, elsewhere=self.endpoints.elsewhere(now))
                 self._publish()
             if s.terminal:
                 break

@@ -644,10 +644,13 @@ class ClientSession:
             )
         )
 
-    def connection_lost(self, code: int | None, now: float) -> None:
+    def connection_lost(self, code: int | None, now: float, *, elsewhere: bool = True) -> None:
         """The transport closed (``code`` from the close frame, if any).
 
         Decides between reconnecting (phase DOWN) and giving up (FAILED).
+        ``elsewhere``: another node is there to try (after a drain, 4061): then the
+        reconnect is at once; with nowhere else to go it backs off as after a failure,
+        so the clients of a lone draining node do not storm it.
         """
         if self.terminal:
             return
@@ -665,9 +668,9 @@ class ClientSession:
             self.attempt = 0  # it was a stable connection: the back-off starts over
         if link.dead:
             self._reconnect_now = True
-        if code == ErrorCode.SERVER_DRAINING:
+        if code == ErrorCode.SERVER_DRAINING and elsewhere:
             # Moved off a draining node: reconnect at once, to another node, without
-            # counting it as a failure (docs/protocol.md §3.5).
+            # counting it as a failure (docs/protocol.md §3.6).
             self._move_now = True
         else:
             self.attempt += 1  # back to 0 after a stable connection (``stable_s``)
