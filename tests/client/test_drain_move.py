@@ -37,7 +37,7 @@ async def test_moved_and_4061_send_the_client_to_the_hint_without_waiting_for_th
             Error(code=int(ErrorCode.SERVER_DRAINING), msg="maintenance"),
         ):
             await ws.send(codec.encode(frame))
-        await asyncio.sleep(30)  # no close: the client must not wait for one
+        await ws.wait_closed()  # never closes first: the client must not wait for it
 
     async with serve(
         draining,
