@@ -8,7 +8,6 @@ WebSocket server that sends the two frames and then holds the connection open.""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any

@@ -156,15 +156,23 @@ async def test_nothing_is_written_while_the_transport_pushes_back() -> None:
 
 
 class FakeTelemetry:
-    """Records when the recorder hears of a write, into the sink's shared log."""
+    """A connection's telemetry: nothing to do when an event is offered."""
 
-    def __init__(self, log: list[tuple[str, object]]) -> None:
-        self.log = log
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.first_gen = 0  # already set: offer_run does no recorder work
         self.closed = False
 
-    def written_live(self, last_pos: int, n: int, now: float | None = None) -> None:
-        self.log.append(("tel", (last_pos, n, now)))
+
+class FakeRecorder:
+    """Records when it hears of a pass's writes, into the sinks' shared log."""
+
+    def __init__(self, log: list[tuple[str, object]], mono: Callable[[], float]) -> None:
+        self.log = log
+        self.mono = mono
+
+    def written_pass(self, written: list[tuple[Any, int, int]], now: float) -> None:
+        self.log.append(("tel", [(tel.name, pos, n) for tel, pos, n in written], now))
 
 
 async def test_a_pass_tells_telemetry_after_every_write_with_one_stamp_taken_first() -> None:
@@ -177,13 +185,13 @@ async def test_a_pass_tells_telemetry_after_every_write_with_one_stamp_taken_fir
         log.append(("clock", t))
         return t
 
-    flusher = Flusher(mono)
+    flusher = Flusher(cast(Any, FakeRecorder(log, mono)))
     conns = []
     for name in ("a", "b", "c"):
         sink = RecordingSink(flusher)
         sink.write_batch = lambda codec, items, name=name: log.append(("write", name))  # type: ignore[method-assign]
         conn = _live_connection(sink)
-        conn.tel = cast(Any, FakeTelemetry(log))
+        conn.tel = cast(Any, FakeTelemetry(name))
         conns.append(conn)
     run = _run(1, 2)
     for conn in conns:
@@ -194,9 +202,7 @@ async def test_a_pass_tells_telemetry_after_every_write_with_one_stamp_taken_fir
         ("write", "a"),
         ("write", "b"),
         ("write", "c"),
-        ("tel", (2, 2, 100.0)),
-        ("tel", (2, 2, 100.0)),
-        ("tel", (2, 2, 100.0)),
+        ("tel", [("a", 2, 2), ("b", 2, 2), ("c", 2, 2)], 100.0),
     ]
     assert flusher.written == []
 

@@ -20,6 +20,7 @@ from relaydesk.telemetry import (
     build_series,
     validate_probe,
 )
+from relaydesk.telemetry.histogram import LATENCY_BOUNDS_MS
 
 NOW_MS = 1_700_000_000_000
 
@@ -327,3 +328,51 @@ def test_series_from_rows_and_metrics_exposition() -> None:
     point = result.series[0].points[0]
     assert point.sent == 1 and point.send_errors == 1 and point.send_success == 0.5
     assert point.active == 1
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_write_pass_records_each_connection_as_observing_it_alone_would(seed: int) -> None:
+    """Issue 20: ``written_pass`` sums the queue waits that share the newest fan-out
+    per key; the histograms and ack windows must be those of observing each
+    connection's wait on its own (the first event at its own fan-out's time, the rest
+    at the newest's), connections closed in the pass recording nothing."""
+    rnd = random.Random(seed)
+    rec, clock = _recorder()
+    fanned: dict[int, float] = {}
+    for _ in range(rnd.randint(1, 5)):  # a few fan-outs, the last one the newest
+        clock.advance(rnd.uniform(0.0001, 0.01))
+        fanned[rec.fan_gen] = clock.monotonic()
+        rec.batch_fanned(clock.monotonic())
+    newest = rec.fan_gen - 1
+    clock.advance(rnd.uniform(0.0, 0.05))
+    now = clock.monotonic()
+    expected: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    written = []
+    for i in range(rnd.randint(1, 40)):
+        region = rnd.choice(["eu", "us"])
+        tel = rec.attach("app", f"u{i}", "d", region=region, net="", sdk="", resumed=False)
+        tel.first_gen = rnd.choice([-1, newest, *fanned])
+        n = rnd.randint(1, 5)
+        closed = rnd.random() < 0.1
+        if closed:
+            rec.detach(tel, "client_close")
+        elif tel.first_gen == newest:
+            expected.setdefault(tel.key, []).append(((now - fanned[newest]) * 1000, n))
+        elif tel.first_gen >= 0:
+            waits = expected.setdefault(tel.key, [])
+            waits.append(((now - fanned[tel.first_gen]) * 1000, 1))
+            if n > 1:
+                waits.append(((now - fanned[newest]) * 1000, n - 1))
+        written.append((tel, 100 + i, n, closed))
+    rec.written_pass([(tel, pos, n) for tel, pos, n, _ in written], now)
+    for key in {("app", "eu"), ("app", "us")}:
+        oracle = Histogram(LATENCY_BOUNDS_MS)
+        for ms, n in expected.get(key, []):
+            oracle.observe(ms, n)
+        got = rec.agg(key).queue_wait
+        assert got.counts == oracle.counts and got.n == oracle.n
+        assert got.sum == pytest.approx(oracle.sum)
+    for tel, pos, n, closed in written:
+        assert tel.first_gen == -1 or closed
+        assert list(tel.window) == ([] if closed else [pos, now, n])
+        assert (tel in rec.unacked) is not closed

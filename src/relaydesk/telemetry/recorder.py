@@ -402,47 +402,34 @@ class ConnTelemetry:
 
     def written_live(self, last_pos: int, n: int, now: float | None = None) -> None:
         """The ``n`` queued events ending at ``last_pos`` are being written now (or were
-        at ``now``, taken before the write by the gateway's write pass)."""
-        if self.closed:
-            return  # the connection ended in the same write pass
+        at ``now``, taken before the write).  The gateway's write pass records all its
+        connections at once (``Recorder.written_pass``); this is the one-connection
+        form of the same."""
+        self.rec.written_pass([(self, last_pos, n)], self._mono() if now is None else now)
+
+    def _queue_waits(self, first: int, n: int, now: float) -> None:
+        """Queue waits of ``n`` events queued since fan-out ``first``, which is not the
+        newest: the first event at its own fan-out's time, the rest at the newest's."""
         rec = self.rec
-        if now is None:
-            now = self._mono()
-        first, self.first_gen = self.first_gen, -1
-        if first >= 0:
-            ring = rec.fan_times
-            newest = rec.fan_gen - 1
-            stamp_gen, fanned = ring[first % FAN_RING]
-            agg = rec._aggs.get(self.key) or rec.agg(self.key)
-            if first == newest:
-                if stamp_gen == first:  # the common case, observe() inline
-                    hist = agg.queue_wait
-                    ms = (now - fanned) * 1000.0
-                    hist.counts[bisect_left(LATENCY_BOUNDS_MS, ms)] += n
-                    hist.sum += ms * n
-                    hist.n += n
-            else:
-                if stamp_gen == first:
-                    agg.queue_wait.observe((now - fanned) * 1000.0)
-                stamp_gen, fanned = ring[newest % FAN_RING]
-                if stamp_gen == newest and n > 1:
-                    agg.queue_wait.observe((now - fanned) * 1000.0, n - 1)
-        window = self.window  # what _push does, inline: this runs once per write
-        if not window:
-            rec.unacked.add(self)
-        elif len(window) - self.whead >= WINDOW_VALUES:
-            self._overflow()
-        window.append(last_pos)
-        window.append(now)
-        window.append(n)
-        if self._traced:
-            acks = self.trace_acks
-            if acks is None:
-                acks = self.trace_acks = deque()
-            for trace in self._traced:
-                acks.append((trace.pos, trace, now))
-            self._traced.clear()
-            rec.unacked.add(self)
+        ring = rec.fan_times
+        newest = rec.fan_gen - 1
+        hist = (rec._aggs.get(self.key) or rec.agg(self.key)).queue_wait
+        stamp_gen, fanned = ring[first % FAN_RING]
+        if stamp_gen == first:
+            hist.observe((now - fanned) * 1000.0)
+        stamp_gen, fanned = ring[newest % FAN_RING]
+        if stamp_gen == newest and n > 1:
+            hist.observe((now - fanned) * 1000.0, n - 1)
+
+    def _traced_written(self, now: float) -> None:
+        """The sampled events queued here were written at ``now``: await their acks."""
+        acks = self.trace_acks
+        if acks is None:
+            acks = self.trace_acks = deque()
+        for trace in self._traced:
+            acks.append((trace.pos, trace, now))
+        self._traced.clear()
+        self.rec.unacked.add(self)
 
     def written_catchup(self, last_pos: int, n: int, page: int = 0) -> None:
         """A catch-up page of ``n`` events (read from storage) ending at ``last_pos``;
@@ -862,6 +849,50 @@ class Recorder:
                 else:
                     self.stats["traces_skipped"] += 1
         self._scratch.append((tel.key, recv, trace))
+
+    def written_pass(self, written: list[tuple[ConnTelemetry, int, int]], now: float) -> None:
+        """One write pass wrote these live batches ``(connection, last pos, events)``,
+        stamped ``now`` (before the bytes, so an ack can only follow it).
+
+        Per connection: its queue wait and an ack-window entry.  This runs for every
+        delivery's connection at load (issue 20), so what the pass's connections
+        share is done once: most of them were queued by the newest fan-out, so their
+        waits fall in one bucket and are summed per key, and observed once per key
+        after the loop."""
+        newest = self.fan_gen - 1
+        stamp_gen, fanned = self.fan_times[newest % FAN_RING]
+        stamped = stamp_gen == newest
+        same: dict[Key, int] = {}  # events queued by the newest fan-out, per key
+        unacked = self.unacked
+        for tel, last_pos, n in written:
+            if tel.closed:
+                continue  # the connection ended in the same write pass
+            first = tel.first_gen
+            if first >= 0:
+                tel.first_gen = -1
+                if first != newest:
+                    tel._queue_waits(first, n, now)
+                elif stamped:
+                    key = tel.key
+                    same[key] = same.get(key, 0) + n
+            window = tel.window
+            if not window:
+                unacked.add(tel)
+            elif len(window) - tel.whead >= WINDOW_VALUES:
+                tel._overflow()
+            window.append(last_pos)
+            window.append(now)
+            window.append(n)
+            if tel._traced:
+                tel._traced_written(now)
+        if same:
+            ms = (now - fanned) * 1000.0
+            bucket = bisect_left(LATENCY_BOUNDS_MS, ms)
+            for key, n in same.items():
+                hist = (self._aggs.get(key) or self.agg(key)).queue_wait
+                hist.counts[bucket] += n
+                hist.sum += ms * n
+                hist.n += n
 
     def trace_for(self, app: str, pos: int) -> Trace | None:
         """The trace of event ``pos`` of ``app`` if it is sampled (the hub asks once per

@@ -141,7 +141,7 @@ class Gateway:
         self._drainer: asyncio.Task[None] | None = None
         # The native path (wire.py): one write pass per loop turn for every connection,
         # and the clean-up tasks of connections that ended.
-        self.flusher = Flusher(recorder.mono if recorder is not None else None)
+        self.flusher = Flusher(recorder)
         # One codec per subprotocol, shared by every connection (msgspec encoders and
         # decoders keep no state between calls): not two decoders per connection.
         self._codecs = {p: server_codec(p) for p in SUBPROTOCOLS}

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from websockets.datastructures import Headers
@@ -50,7 +50,7 @@ from relaydesk.server.gateway.websocket import CLOSE_GRACE_S, _LimitedServerProt
 if TYPE_CHECKING:
     from relaydesk.server.gateway.connection import Connection
     from relaydesk.server.gateway.gateway import Gateway
-    from relaydesk.telemetry.recorder import ConnTelemetry
+    from relaydesk.telemetry.recorder import ConnTelemetry, Recorder
 
 log = logging.getLogger("relaydesk.gateway.wire")
 # websockets logs every connection's open and close at INFO: not a line per client in
@@ -80,9 +80,18 @@ class Flusher:
     only follow it).  With telemetry on, the last connection of a pass is written no
     later than with it off."""
 
-    __slots__ = ("_dirty", "_loop", "_mono", "_scheduled", "frames", "passes", "written")
+    __slots__ = (
+        "_dirty",
+        "_loop",
+        "_mono",
+        "_recorder",
+        "_scheduled",
+        "frames",
+        "passes",
+        "written",
+    )
 
-    def __init__(self, mono: Callable[[], float] | None = None) -> None:
+    def __init__(self, recorder: Recorder | None = None) -> None:
         self._dirty: dict[Connection, None] = {}  # insertion-ordered set
         # WebSocket frames of the batches written in this pass, by (codec, items):
         # connections given the same events share one encoding and one framing.
@@ -90,7 +99,8 @@ class Flusher:
         self.frames: dict[object, bytes] = {}
         # (telemetry, last position, events) of each live batch written in this pass.
         self.written: list[tuple[ConnTelemetry, int, int]] = []
-        self._mono = mono  # the recorder's clock (None: telemetry off)
+        self._recorder = recorder  # None: telemetry off
+        self._mono = recorder.mono if recorder is not None else None
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
@@ -120,8 +130,8 @@ class Flusher:
             self.frames.clear()
             if written:
                 self.written = []
-                for tel, last_pos, n in written:
-                    tel.written_live(last_pos, n, stamp)
+                assert self._recorder is not None  # only connections with telemetry add
+                self._recorder.written_pass(written, stamp)
 
 
 class WireProtocol(asyncio.Protocol):
