@@ -171,8 +171,8 @@ class FakeRecorder:
         self.log = log
         self.mono = mono
 
-    def written_pass(self, written: list[tuple[Any, int, int]], now: float) -> None:
-        self.log.append(("tel", [(tel.name, pos, n) for tel, pos, n in written], now))
+    def written_pass(self, written: list[Any], now: float) -> None:
+        self.log.append(("tel", [(t.name, t.wrote_pos, t.wrote_n) for t in written], now))
 
 
 async def test_a_pass_tells_telemetry_after_every_write_with_one_stamp_taken_first() -> None:

@@ -364,7 +364,9 @@ def test_a_write_pass_records_each_connection_as_observing_it_alone_would(seed: 
             if n > 1:
                 waits.append(((now - fanned[newest]) * 1000, n - 1))
         written.append((tel, 100 + i, n, closed))
-    rec.written_pass([(tel, pos, n) for tel, pos, n, _ in written], now)
+    for tel, pos, n, _ in written:  # what Connection.pump notes in a pass
+        tel.wrote_pos, tel.wrote_n = pos, n
+    rec.written_pass([tel for tel, _, _, _ in written], now)
     for key in {("app", "eu"), ("app", "us")}:
         oracle = Histogram(LATENCY_BOUNDS_MS)
         for ms, n in expected.get(key, []):

@@ -326,6 +326,8 @@ class ConnTelemetry:
         "user",
         "whead",
         "window",
+        "wrote_n",
+        "wrote_pos",
     )
 
     def __init__(
@@ -363,6 +365,10 @@ class ConnTelemetry:
         # GC run its full collection every few seconds (docs/telemetry.md §cost).
         self.window = array("d")
         self.whead = 0
+        # What the current write pass wrote here (last pos, events), for written_pass:
+        # kept on the connection rather than in a tuple per write (no allocation).
+        self.wrote_pos = 0
+        self.wrote_n = 0
         # Allocated on first use, as _expired: most connections never carry a sampled
         # trace, and an empty deque is ~600 bytes (docs/benchmarks.md, memory).
         self.trace_acks: deque[tuple[int, Trace, float]] | None = None
@@ -405,7 +411,8 @@ class ConnTelemetry:
         at ``now``, taken before the write).  The gateway's write pass records all its
         connections at once (``Recorder.written_pass``); this is the one-connection
         form of the same."""
-        self.rec.written_pass([(self, last_pos, n)], self._mono() if now is None else now)
+        self.wrote_pos, self.wrote_n = last_pos, n
+        self.rec.written_pass([self], self._mono() if now is None else now)
 
     def _queue_waits(self, first: int, n: int, now: float) -> None:
         """Queue waits of ``n`` events queued since fan-out ``first``, which is not the
@@ -850,9 +857,10 @@ class Recorder:
                     self.stats["traces_skipped"] += 1
         self._scratch.append((tel.key, recv, trace))
 
-    def written_pass(self, written: list[tuple[ConnTelemetry, int, int]], now: float) -> None:
-        """One write pass wrote these live batches ``(connection, last pos, events)``,
-        stamped ``now`` (before the bytes, so an ack can only follow it).
+    def written_pass(self, written: list[ConnTelemetry], now: float) -> None:
+        """One write pass wrote a live batch to each of these connections (its last
+        position and events in ``wrote_pos`` and ``wrote_n``), stamped ``now`` (before
+        the bytes, so an ack can only follow it).
 
         Per connection: its queue wait and an ack-window entry.  This runs for every
         delivery's connection at load (issue 20), so what the pass's connections
@@ -864,9 +872,10 @@ class Recorder:
         stamped = stamp_gen == newest
         same: dict[Key, int] = {}  # events queued by the newest fan-out, per key
         unacked = self.unacked
-        for tel, last_pos, n in written:
+        for tel in written:
             if tel.closed:
                 continue  # the connection ended in the same write pass
+            n = tel.wrote_n
             first = tel.first_gen
             if first >= 0:
                 tel.first_gen = -1
@@ -880,7 +889,7 @@ class Recorder:
                 unacked.add(tel)
             elif len(window) - tel.whead >= WINDOW_VALUES:
                 tel._overflow()
-            window.append(last_pos)
+            window.append(tel.wrote_pos)
             window.append(now)
             window.append(n)
             if tel._traced:

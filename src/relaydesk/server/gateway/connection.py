@@ -235,10 +235,11 @@ class Connection:
             if mode is Mode.LIVE:
                 # Sampled events queued live are followed to their ack (or resolved
                 # "resync" below if this very run overflowed the queue).
-                for pos, trace in run.traced:
-                    if pos > queued:
-                        tel.trace_offered(trace)
-                if feed.mode is Mode.LIVE and tel.first_gen < 0:
+                if run.traced:
+                    for pos, trace in run.traced:
+                        if pos > queued:
+                            tel.trace_offered(trace)
+                if tel.first_gen < 0 and feed.mode is Mode.LIVE:
                     tel.first_gen = tel.rec.fan_gen  # the only per-offer telemetry work
             if feed.resyncs != resyncs:
                 tel.resynced(feed.over_items)  # which bound bound
@@ -349,7 +350,7 @@ class Connection:
 
     # -- the native path: no task, the transport's flusher pumps ----------------------
 
-    def pump(self, wrote: list[tuple[ConnTelemetry, int, int]] | None = None) -> None:
+    def pump(self, wrote: list[ConnTelemetry] | None = None) -> None:
         """Write what is due now, never waiting (called once per loop turn at most).
 
         ``wrote``: where the flusher collects the live batches written in its pass
@@ -382,8 +383,9 @@ class Connection:
             items = feed.take_batch()
             tel = self.tel
             if tel is not None:
-                if wrote is not None:
-                    wrote.append((tel, self.taken, len(items)))  # stamped by the pass
+                if wrote is not None:  # stamped and recorded by the pass
+                    tel.wrote_pos, tel.wrote_n = self.taken, len(items)
+                    wrote.append(tel)
                 else:
                     # Stamped before the write: an ack can only follow the bytes.
                     tel.written_live(self.taken, len(items))

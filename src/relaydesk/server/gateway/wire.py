@@ -97,8 +97,9 @@ class Flusher:
         # connections given the same events share one encoding and one framing.
         # Emptied after every pass.
         self.frames: dict[object, bytes] = {}
-        # (telemetry, last position, events) of each live batch written in this pass.
-        self.written: list[tuple[ConnTelemetry, int, int]] = []
+        # The telemetry of each connection given a live batch in this pass (what it
+        # wrote is noted on it: ConnTelemetry.wrote_pos, wrote_n).
+        self.written: list[ConnTelemetry] = []
         self._recorder = recorder  # None: telemetry off
         self._mono = recorder.mono if recorder is not None else None
         self._scheduled = False
