@@ -24,7 +24,7 @@ reported as ``None`` (inconclusive) instead of ``False``: a busy neighbour's tim
 slice is as long as the stall looked for.  ``within_10_percent``: on/off for p50
 and p99 at most 1.10.
 
-Alone: ``python -m bench.run --only stall`` (about 100 s; ``--quick``: one round,
+Alone: ``python -m bench.run --only stall`` (three rounds, about 135 s; ``--quick``: one round,
 about 50 s), or ``python -m bench.telemetry_stall [--quick] [--postgres]`` for the JSON
 and the table; ``--postgres`` runs both relaydesk sides on a fresh PostgreSQL schema
 (``RELAYDESK_BENCH_POSTGRES_URL``, as ``bench/storage.py``) instead of SQLite.
@@ -205,7 +205,7 @@ FIGURES = (
 
 def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
     """Alternate the three sides; return per-run figures, medians, ratios and the check."""
-    rounds, seconds, warm = (1, 11.0, 1.0) if quick else (2, 12.0, 1.0)
+    rounds, seconds, warm = (1, 11.0, 1.0) if quick else (3, 12.0, 1.0)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     for r in range(rounds):
         order = SIDES if r % 2 == 0 else tuple(reversed(SIDES))
