@@ -83,7 +83,6 @@ class Flusher:
     __slots__ = (
         "_dirty",
         "_loop",
-        "_mono",
         "_recorder",
         "_scheduled",
         "frames",
@@ -101,7 +100,6 @@ class Flusher:
         # wrote is noted on it: ConnTelemetry.wrote_pos, wrote_n).
         self.written: list[ConnTelemetry] = []
         self._recorder = recorder  # None: telemetry off
-        self._mono = recorder.mono if recorder is not None else None
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0
@@ -119,7 +117,8 @@ class Flusher:
         self._scheduled = False
         self.passes += 1
         dirty, self._dirty = self._dirty, {}
-        stamp = self._mono() if self._mono is not None else 0.0
+        recorder = self._recorder
+        stamp = recorder.mono() if recorder is not None else 0.0
         written = self.written
         try:
             for conn in dirty:
@@ -131,8 +130,8 @@ class Flusher:
             self.frames.clear()
             if written:
                 self.written = []
-                assert self._recorder is not None  # only connections with telemetry add
-                self._recorder.written_pass(written, stamp)
+                assert recorder is not None  # only connections with telemetry add
+                recorder.written_pass(written, stamp)
 
 
 class WireProtocol(asyncio.Protocol):
